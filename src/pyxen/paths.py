@@ -1,0 +1,108 @@
+"""Where pyxen keeps its state: one folder, ``PYXEN_ROOT``, default /var/lib/pyxen.
+
+Every socket, pid file, log and database of a host lives under that folder, so two hosts (and
+tests) can run side by side. Every part of pyxen asks this module for its paths; none builds
+them itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ROOT = "/var/lib/pyxen"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The layout of one host's state folder."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls, root: str | os.PathLike[str] | None = None) -> "Paths":
+        """Paths for ``root``, else ``$PYXEN_ROOT``, else /var/lib/pyxen."""
+        chosen = root if root is not None else os.environ.get("PYXEN_ROOT") or DEFAULT_ROOT
+        return cls(Path(chosen).absolute())
+
+    # --- configuration -------------------------------------------------------------------
+    @property
+    def host_cfg(self) -> Path:
+        """The host config: the Xen boot line and the host's settings."""
+        return self.root / "host.cfg"
+
+    @property
+    def auto_dir(self) -> Path:
+        """xendomains' folder of domain configs started with the host (/etc/xen/auto)."""
+        return self.root / "auto"
+
+    # --- runtime (sockets and pid files) ------------------------------------------------------
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    def pidfile(self, daemon: str) -> Path:
+        return self.run / f"{daemon}.pid"
+
+    @property
+    def hypervisor_socket(self) -> Path:
+        """The hypercall socket (Xen's /dev/xen/privcmd)."""
+        return self.run / "hypervisor.sock"
+
+    @property
+    def xenstored_dir(self) -> Path:
+        return self.run / "xenstored"
+
+    @property
+    def xenstored_socket(self) -> Path:
+        """xenstored's Dom0 socket (Xen's /var/run/xenstored/socket)."""
+        return self.xenstored_dir / "socket"
+
+    def xenstored_domain_socket(self, domid: int) -> Path:
+        """The socket a guest's own xenstore connection arrives on (its 'ring')."""
+        return self.xenstored_dir / "domains" / str(domid)
+
+    def domain_run_dir(self, domid: int) -> Path:
+        """Sockets of one domain's device model: QMP, console, device sockets."""
+        return self.run / "domains" / str(domid)
+
+    # --- persistent state ------------------------------------------------------------------------
+    @property
+    def lib(self) -> Path:
+        return self.root / "lib"
+
+    @property
+    def domains_dir(self) -> Path:
+        """The hypervisor's domain table, one JSON record per live domain."""
+        return self.lib / "domains"
+
+    @property
+    def xenstored_data(self) -> Path:
+        return self.lib / "xenstored"
+
+    # --- logs -------------------------------------------------------------------------------
+    @property
+    def log(self) -> Path:
+        return self.root / "log"
+
+    def daemon_log(self, daemon: str) -> Path:
+        return self.log / f"{daemon}.log"
+
+    @property
+    def console_log_dir(self) -> Path:
+        return self.log / "console"
+
+    def console_log(self, name: str) -> Path:
+        """xenconsoled's log of one guest (Xen: /var/log/xen/console/guest-<name>.log)."""
+        return self.console_log_dir / f"guest-{name}.log"
+
+    def ensure(self) -> None:
+        """Create the folders (sockets need their parent folder)."""
+        for d in (self.root, self.run, self.lib, self.log, self.console_log_dir,
+                  self.domains_dir, self.xenstored_dir, self.auto_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        # Non-root clients must be able to reach the sockets to be refused by SO_PEERCRED
+        # (rather than by file permissions), as Xen's privcmd refuses them.
+        os.chmod(self.root, 0o755)
+        os.chmod(self.run, 0o755)
