@@ -1,0 +1,12 @@
+"""pyxen's xenstored: Xen's store daemon and client, speaking xs_wire.h on Unix sockets.
+
+Spec: xen/include/public/io/xs_wire.h and docs/misc/xenstore.txt.  Modules, one noun each:
+wire (codec), errors, perms, store (immutable tree), quota, transaction, connection,
+connections (registry + watch index), domains, persistence (journal), process (handler
+table), xenstored (daemon state), server (asyncio transports), config, client, access_log.
+Run the daemon with ``python -m pyxen.xenstore``.
+"""
+
+import logging
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

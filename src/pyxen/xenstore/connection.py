@@ -1,0 +1,120 @@
+"""One client connection: its identity, open transactions, watches and output.
+
+Spec: docs/misc/xenstore.txt (connection state: transactions and watches belong to the
+connection and vanish with it or with RESET_WATCHES).  A Dom0-socket connection is privileged
+(domid 0); a connection on a domain's own socket acts as that domain and is checked against
+its permissions and quotas, as a ring connection is in Xen.  Output goes through ``send``,
+which holds bytes back while a durable write is pending (see ``xenstored.Xenstored.flush``),
+so nothing -- reply or watch event -- reveals a change before it is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable, NamedTuple
+
+from .perms import Caller
+from .wire import encode_watch_event
+
+if TYPE_CHECKING:
+    from .transaction import Transaction
+
+log = logging.getLogger(__name__)
+
+
+class Watch(NamedTuple):
+    """A registered watch. ``path`` is absolute (or a special ``@`` name); ``relative`` says
+    the client registered it relative, so its events are reported relative too."""
+
+    conn: "Connection"
+    path: str
+    token: bytes
+    relative: bool
+
+
+class OutputGate:
+    """Shared by all connections of a daemon: while ``pending`` (a write is queued for fsync),
+    output is buffered per connection and released by ``release``."""
+
+    __slots__ = ("pending", "held")
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.held: list[Connection] = []
+
+    def release(self) -> None:
+        self.pending = False
+        held, self.held = self.held, []
+        for conn in held:
+            conn.release()
+
+
+class Connection:
+    """Per-client state. ``write`` puts bytes on the transport; ``close`` drops it."""
+
+    __slots__ = ("caller", "name", "transactions", "next_tid", "watches", "_write", "_close",
+                 "_gate", "_held", "log", "closed", "events_dropped", "_buffered")
+
+    def __init__(self, caller: Caller, write: Callable[[bytes], None],
+                 close: Callable[[], None] | None = None, gate: OutputGate | None = None,
+                 name: str = "", buffered: Callable[[], int] | None = None) -> None:
+        self.caller = caller
+        self.name = name or f"dom{caller.domid}"
+        self.transactions: dict[int, Transaction] = {}
+        self.next_tid = 1
+        self.watches: dict[tuple[str, bytes], Watch] = {}
+        self._write = write
+        self._close = close
+        self._gate = gate
+        self._held: list[bytes] = []
+        self._buffered = buffered
+        self.log = log.getChild(self.name)
+        self.closed = False
+        self.events_dropped = 0
+
+    @property
+    def domid(self) -> int:
+        return self.caller.domid
+
+    @property
+    def privileged(self) -> bool:
+        return self.caller.privileged
+
+    def send(self, data: bytes) -> None:
+        """Queue one whole message (never interleaved with another)."""
+        gate = self._gate
+        if gate is not None and gate.pending:
+            if not self._held:
+                gate.held.append(self)
+            self._held.append(data)
+        elif not self.closed:
+            self._write(data)
+
+    def send_event(self, path: str, token: bytes, max_queued: int) -> None:
+        """A WATCH_EVENT; an unprivileged reader that stops reading loses events rather
+        than making Dom0 buffer without bound (C drops stale ones, ox caps the queue)."""
+        if (not self.caller.privileged and self._buffered is not None
+                and self._buffered() > max_queued * 64):
+            self.events_dropped += 1
+            return
+        self.send(encode_watch_event(path, token))
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        if held and not self.closed:
+            self._write(b"".join(held))
+
+    def allocate_tid(self) -> int:
+        tid = self.next_tid
+        while tid == 0 or tid in self.transactions:
+            tid = (tid + 1) & 0xFFFFFFFF
+        self.next_tid = (tid + 1) & 0xFFFFFFFF
+        return tid
+
+    def close(self) -> None:
+        if self._close is not None and not self.closed:
+            self._close()
+        self.closed = True
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.name}>"

@@ -1,0 +1,241 @@
+"""asyncio Unix-socket transports for xenstored: the Dom0 socket and per-domain sockets.
+
+Spec: issue 4 and docs/misc/xenstore.txt.  The Dom0 socket
+($PYXEN_ROOT/run/xenstored/socket, Xen's /var/run/xenstored/socket) gives privileged Dom0
+connections.  INTRODUCE of domain N opens run/xenstored/domains/N: every connection there
+acts as domain N -- relative paths under /local/domain/N, its permissions and quotas --
+as a ring connection does in Xen; RELEASE closes it.  The byte stream is the one of
+xs_wire.h; ``wire.PacketReader`` does the framing, so this module only moves bytes.
+
+Uses ``asyncio.Protocol`` (callbacks, no per-connection task): an idle connection costs
+nothing per request, and epoll only reports ready sockets, so request latency does not grow
+with the number of idle connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import stat
+from pathlib import Path
+
+from ..paths import Paths
+from .config import XenstoredConfig
+from .connection import Connection
+from .perms import DOM0, Caller
+from .process import process_packet
+from .wire import FrameError, PacketReader
+from .xenstored import Xenstored
+
+log = logging.getLogger(__name__)
+
+
+class XenstoreProtocol(asyncio.Protocol):
+    """One connection's transport glue: bytes in -> packets -> process_packet."""
+
+    def __init__(self, xs: Xenstored, caller: Caller, name: str) -> None:
+        self.xs = xs
+        self.caller = caller
+        self.name = name
+        self.reader = PacketReader()
+        self.conn: Connection | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.conn = self.xs.connect(self.caller, transport.write, transport.close,
+                                    transport.get_write_buffer_size, self.name)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        try:
+            packets = self.reader.feed(data)
+        except FrameError as err:
+            conn.log.warning("protocol violation, dropping connection: %s", err)
+            self._drop()
+            return
+        xs = self.xs
+        for pkt in packets:
+            if conn.closed:
+                return
+            process_packet(xs, conn, pkt)
+
+    def _drop(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.xs.disconnect(self.conn)
+            self.conn = None
+
+
+def _bind_unix(path: Path, mode: int) -> socket.socket:
+    """Bind a listening socket at ``path``, replacing a stale socket file left by a crash
+    (kill -9).  A *live* daemon's socket is not stolen: connecting to it succeeds, and that
+    is an error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale: nobody listens
+        else:
+            raise RuntimeError(f"another xenstored is listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, mode)
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class XenstoreServer:
+    """The listening sockets of one xenstored."""
+
+    def __init__(self, xs: Xenstored, socket_path: Path, domains_dir: Path) -> None:
+        self.xs = xs
+        self.socket_path = Path(socket_path)
+        self.domains_dir = Path(domains_dir)
+        self.server: asyncio.AbstractServer | None = None
+        self.domain_servers: dict[int, asyncio.AbstractServer] = {}
+        self._pending: dict[int, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.xs.schedule = loop.call_soon
+        self.xs.domains.on_introduce = self._on_introduce
+        self.xs.domains.on_release = self._on_release
+        sock = _bind_unix(self.socket_path, self.xs.config.socket_mode)
+        self.server = await loop.create_unix_server(
+            lambda: XenstoreProtocol(self.xs, DOM0, "dom0"), sock=sock)
+        self.domains_dir.mkdir(parents=True, exist_ok=True)
+        for entry in self.domains_dir.iterdir():  # sockets of a previous run
+            if entry.is_socket() and entry.name.isdigit() and \
+                    int(entry.name) not in self.xs.domains.table:
+                entry.unlink()
+        for domid in list(self.xs.domains.table):
+            await self.open_domain(domid)
+        log.info("listening on %s", self.socket_path)
+
+    def domain_socket(self, domid: int) -> Path:
+        return self.domains_dir / str(domid)
+
+    async def open_domain(self, domid: int) -> None:
+        """Accept domain ``domid``'s own connection (its 'ring')."""
+        if domid in self.domain_servers:
+            return
+        loop = asyncio.get_running_loop()
+        sock = _bind_unix(self.domain_socket(domid), self.xs.config.domain_socket_mode)
+        xs = self.xs
+        self.domain_servers[domid] = await loop.create_unix_server(
+            lambda: XenstoreProtocol(xs, xs.domain_caller(domid), f"dom{domid}"), sock=sock)
+        log.info("domain %d: socket %s", domid, self.domain_socket(domid))
+
+    def _on_introduce(self, domid: int) -> None:
+        """Called inside INTRODUCE: bind and listen synchronously, so the socket accepts
+        connections (into its backlog) by the time the client reads OK; serving starts on
+        the next loop turn."""
+        if domid in self.domain_servers or domid in self._pending:
+            return
+        sock = _bind_unix(self.domain_socket(domid), self.xs.config.domain_socket_mode)
+        xs = self.xs
+        loop = asyncio.get_running_loop()
+
+        async def serve() -> None:
+            server = await loop.create_unix_server(
+                lambda: XenstoreProtocol(xs, xs.domain_caller(domid), f"dom{domid}"), sock=sock)
+            self._pending.pop(domid, None)
+            if domid in self.xs.domains.table:
+                self.domain_servers[domid] = server
+            else:  # released before it started serving
+                server.close()
+
+        self._pending[domid] = loop.create_task(serve())
+        log.info("domain %d introduced: socket %s", domid, self.domain_socket(domid))
+
+    def _on_release(self, domid: int) -> None:
+        task = self._pending.pop(domid, None)
+        if task is not None:
+            task.cancel()
+        server = self.domain_servers.pop(domid, None)
+        if server is not None:
+            server.close()
+        try:
+            self.domain_socket(domid).unlink()
+        except FileNotFoundError:
+            pass
+        log.info("domain %d released", domid)
+
+    async def close(self) -> None:
+        servers = list(self.domain_servers.values())
+        if self.server is not None:
+            servers.append(self.server)
+        for s in servers:
+            s.close()
+        for conn in list(self.xs.connections.all):
+            conn.close()
+        for s in servers:
+            try:
+                await asyncio.wait_for(s.wait_closed(), 2)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                pass
+        self.xs.flush()
+        for path in [self.socket_path, *map(self.domain_socket, self.xs.domains.table)]:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+async def serve(paths: Paths, config: XenstoredConfig,
+                stop: asyncio.Event | None = None) -> None:
+    """Run xenstored under ``paths`` until ``stop`` is set (SIGTERM/SIGINT when None).
+
+    Loads the store from ``paths.xenstored_data``, binds the sockets, writes the pid file,
+    serves, and on stop closes connections, flushes the journal and removes the sockets and
+    the pid file.
+    """
+    from .persistence import Journal
+
+    loop = asyncio.get_running_loop()
+    if stop is None:
+        stop = asyncio.Event()
+        import signal
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    paths.xenstored_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(paths.xenstored_data, fsync=config.fsync,
+                      compact_bytes=config.journal_compact_bytes)
+    xs = Xenstored(config, journal)
+    server = XenstoreServer(xs, paths.xenstored_socket,
+                            paths.xenstored_domain_socket(0).parent)
+    await server.start()
+    pidfile = paths.pidfile("xenstored")
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pidfile.with_suffix(".tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.rename(pidfile)
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await server.close()
+        xs.close()
+        try:
+            if pidfile.read_text().strip() == str(os.getpid()):
+                pidfile.unlink()
+        except FileNotFoundError:
+            pass
+        log.info("stopped")
+
+
