@@ -1,0 +1,88 @@
+"""``pyxen``: the host's own commands (``pyxen host start|stop|status``, ``pyxen xenstore ...``).
+
+``host start`` brings Dom0's services up in Xen's order; ``host stop`` is xendomains' stop (every
+guest is shut down: destroyed, for now) and then the services in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..host.services import ServiceError, available_services, running_pid, start_service, stop_service
+from ..hypervisor.client import XenCtrl
+from ..hypervisor.errors import HypercallError
+from ..paths import Paths
+
+
+def host_start(paths: Paths) -> int:
+    paths.ensure()
+    for svc in available_services():
+        try:
+            pid, started = start_service(paths, svc)
+        except ServiceError as err:
+            print(f"pyxen: {err}", file=sys.stderr)
+            return 1
+        print(f"{svc.name:<12} {'started' if started else 'running'} (pid {pid})")
+    return 0
+
+
+def destroy_all(paths: Paths) -> int:
+    """xendomains stop: take every DomU down. Returns how many."""
+    try:
+        with XenCtrl(paths.hypervisor_socket) as xc:
+            doms = [d for d in xc.call("sysctl.getdomaininfolist") if d["domid"] != 0]
+            for d in doms:
+                xc.call("domctl.destroydomain", domid=d["domid"])
+                print(f"destroyed {d['name']} ({d['domid']})")
+            return len(doms)
+    except HypercallError as err:
+        print(f"pyxen: {err}", file=sys.stderr)
+        return 0
+
+
+def host_stop(paths: Paths) -> int:
+    if any(running_pid(paths, s) for s in available_services()):
+        if running_pid(paths, available_services()[0]):
+            destroy_all(paths)
+    for svc in reversed(available_services()):
+        if stop_service(paths, svc):
+            print(f"{svc.name:<12} stopped")
+    return 0
+
+
+def host_status(paths: Paths) -> int:
+    up = 0
+    for svc in available_services():
+        pid = running_pid(paths, svc)
+        print(f"{svc.name:<12} {'running (pid %d)' % pid if pid else 'stopped'}")
+        up += pid is not None
+    return 0 if up == len(available_services()) else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["xenstore"]:
+        try:
+            mod = importlib.import_module("pyxen.cli.xenstore")
+        except ImportError:
+            print("pyxen: xenstore commands are not built yet", file=sys.stderr)
+            return 1
+        return int(mod.main(args[1:]))
+    ap = argparse.ArgumentParser(prog="pyxen", description="pyxen host control")
+    ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    host = sub.add_parser("host", help="start, stop or show Dom0's services")
+    host.add_argument("action", choices=("start", "stop", "status", "destroy-all"))
+    sub.add_parser("xenstore", help="xenstore read|write|ls|rm|watch|chmod ...")
+    ns = ap.parse_args(args)
+    paths = Paths.from_env(ns.root)
+    if ns.action == "start":
+        return host_start(paths)
+    if ns.action == "stop":
+        return host_stop(paths)
+    if ns.action == "destroy-all":
+        destroy_all(paths)
+        return 0
+    return host_status(paths)

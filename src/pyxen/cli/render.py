@@ -1,0 +1,116 @@
+"""xl's exact output formats (tools/xl/xl_info.c, xl_misc.c), as pure functions of data."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+LIST_HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
+
+
+@dataclass(frozen=True)
+class DomainRow:
+    """One line of ``xl list``."""
+
+    name: str
+    domid: int
+    mem_mib: int
+    vcpus: int
+    state: str
+    cpu_seconds: float
+
+    @classmethod
+    def from_info(cls, d: dict[str, Any]) -> "DomainRow":
+        return cls(d["name"], d["domid"], d["memory_kb"] // 1024, d["online_vcpus"], d["state"],
+                   d["cpu_time_ns"] / 1e9)
+
+    def render(self) -> str:
+        return "%-40s %5d %5d %5d     %s  %8.1f" % (self.name, self.domid, self.mem_mib, self.vcpus,
+                                                   self.state, self.cpu_seconds)
+
+
+def xl_list(rows: Iterable[DomainRow]) -> str:
+    return "\n".join([LIST_HEADER, *(r.render() for r in rows)]) + "\n"
+
+
+def xl_list_long(infos: Iterable[dict[str, Any]]) -> str:
+    """``xl list -l``: a JSON array of {domid, config} in libxl_domain_config's shape."""
+    out = []
+    for d in infos:
+        cfg = d.get("config") or {}
+        out.append({
+            "domid": d["domid"],
+            "config": {
+                "c_info": {"type": d["type"], "name": d["name"], "uuid": d["uuid"]},
+                "b_info": {
+                    "max_vcpus": d["max_vcpus"], "avail_vcpus": list(range(d["online_vcpus"])),
+                    "max_memkb": d["max_memkb"], "target_memkb": d["memory_kb"],
+                    "sched_params": {"weight": d["cpu_weight"], "cap": d["cap"]},
+                    "type." + d["type"]: {k: cfg[k] for k in ("kernel", "ramdisk", "cmdline") if cfg.get(k)},
+                },
+                "disks": [{"spec": s} for s in cfg.get("disks", [])],
+                "nics": [{"spec": s} for s in cfg.get("vifs", [])],
+                "on_poweroff": cfg.get("on_poweroff", "destroy"),
+                "on_reboot": cfg.get("on_reboot", "restart"),
+                "on_watchdog": cfg.get("on_watchdog", "destroy"),
+                "on_crash": cfg.get("on_crash", "destroy"),
+            },
+        })
+    return json.dumps(out, indent=4) + "\n"
+
+
+def info_fields(phys: dict[str, Any], ver: dict[str, Any]) -> list[tuple[str, str]]:
+    """``xl info``'s fields, in xl's order, from physinfo, xen_version and uname."""
+    u = os.uname()
+    khz = phys["cpu_khz"]
+    mib = lambda pages: str(pages * 4096 >> 20)  # noqa: E731
+    return [
+        ("host", u.nodename), ("release", u.release), ("version", u.version), ("machine", u.machine),
+        ("nr_cpus", str(phys["nr_cpus"])), ("max_cpu_id", str(phys["max_cpu_id"])),
+        ("nr_nodes", str(phys["nr_nodes"])), ("cores_per_socket", str(phys["cores_per_socket"])),
+        ("threads_per_core", str(phys["threads_per_core"])),
+        ("cpu_mhz", "%d.%03d" % (khz // 1000, khz % 1000)),
+        ("hw_caps", ":".join("%08x" % w for w in phys["hw_cap"])),
+        ("virt_caps", "".join(" " + c for c in phys["virt_caps"])),
+        ("total_memory", mib(phys["total_pages"])),
+        ("free_memory", mib(phys["free_pages"] - phys["outstanding_pages"])),
+        ("sharing_freed_memory", mib(phys["sharing_freed_pages"])),
+        ("sharing_used_memory", mib(phys["sharing_used_frames"])),
+        ("outstanding_claims", mib(phys["outstanding_pages"])),
+        ("free_cpus", str(phys["free_cpus"])),
+        ("xen_major", str(ver["major"])), ("xen_minor", str(ver["minor"])),
+        ("xen_extra", ver["extra"]), ("xen_version", "%d.%d%s" % (ver["major"], ver["minor"], ver["extra"])),
+        ("xen_caps", ver["capabilities"]), ("xen_scheduler", ver["scheduler"]),
+        ("xen_pagesize", str(ver["pagesize"])), ("platform_params", "virt_start=0x%x" % ver["virt_start"]),
+        ("xen_changeset", ver["changeset"]), ("xen_commandline", ver["commandline"]),
+        ("cc_compiler", ver["compiler"]), ("cc_compile_by", ver["compile_by"]),
+        ("cc_compile_domain", ver["compile_domain"]), ("cc_compile_date", ver["compile_date"]),
+        ("build_id", ver["build_id"]), ("xend_config_format", "4"),
+    ]
+
+
+def xl_info(fields: list[tuple[str, str]], only: str | None = None) -> str:
+    """Every field as ``%-23s: value``; with ``only``, the values of fields starting with it."""
+    if only is not None:
+        return "".join(v.lstrip() + "\n" for k, v in fields if k.startswith(only))
+    # virt_caps' words each carry their leading space in xl, so its line has no ": ".
+    return "".join(("%-23s:%s\n" if k == "virt_caps" else "%-23s: %s\n") % (k, v) for k, v in fields)
+
+
+def uptime_text(seconds: float) -> str:
+    """xl uptime's H:MM:SS, with days when a day or more has passed."""
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if days == 0:
+        return "%2d:%02d:%02d" % (h, m, s)
+    return "%d day%s, %2d:%02d:%02d" % (days, "" if days == 1 else "s", h, m, s)
+
+
+def xl_uptime(rows: Iterable[tuple[str, int, float]]) -> str:
+    lines = ["%-33s %4s %s" % ("Name", "ID", "Uptime")]
+    lines += ["%-33s %4d %s" % (name, domid, uptime_text(secs)) for name, domid, secs in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,309 @@
+"""``xl`` (and ``xm``): Xen's toolstack command line, with xl's names, options, output and exit codes.
+
+Each command parses its arguments, calls the toolstack, and renders with render.py. Subcommands
+may be abbreviated to any unambiguous prefix, as in xl. Diagnostics go to stderr as plain
+sentences; a bad option exits 2, a failed operation 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable, NoReturn
+
+from ..hypervisor.client import XenCtrl
+from ..hypervisor.errors import HypercallError, NoSuchDomain
+from ..paths import Paths
+from ..toolstack import domain as libxl
+from ..toolstack.config import ConfigError, load
+from ..toolstack.xlcfg import ConfigSyntaxError
+from . import render
+from .console import attach
+from ..console.xenconsoled import client_socket
+
+
+class Usage(Exception):
+    """Bad command-line usage: message for stderr, and xl's exit code for it."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class XlParser(argparse.ArgumentParser):
+    """argparse with xl's messages: ``option `-x' not supported.`` and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        if "unrecognized arguments" in message:
+            opt = message.split(":", 1)[1].split()[0]
+            raise Usage(f"option `{opt.lstrip('-')}' not supported.")
+        if "required" in message:
+            raise Usage(f"'xl {self.prog.split()[-1]}' requires at least 1 argument(s).\n\n" + self.format_help())
+        raise Usage(message)
+
+
+def _parser(cmd: str, desc: str) -> XlParser:
+    return XlParser(prog=f"xl {cmd}", description=desc, add_help=True)
+
+
+def _ctrl() -> XenCtrl:
+    return XenCtrl(Paths.from_env().hypervisor_socket)
+
+
+# ---- commands --------------------------------------------------------------------------
+def cmd_info(argv: list[str]) -> int:
+    p = _parser("info", "Get information about Xen host")
+    p.add_argument("-n", "--numa", action="store_true")
+    p.add_argument("-x", "--xenstore", action="store_true")
+    p.add_argument("field", nargs="?")
+    ns = p.parse_args(argv)
+    with _ctrl() as xc:
+        fields = render.info_fields(xc.call("sysctl.physinfo"), xc.call("xen_version"))
+    sys.stdout.write(render.xl_info(fields, ns.field))
+    return 0
+
+
+def cmd_list(argv: list[str]) -> int:
+    p = _parser("list", "List information about all/some domains")
+    p.add_argument("-l", "--long", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("domain", nargs="*")
+    ns = p.parse_args(argv)
+    if len(ns.domain) > 1:
+        raise Usage(p.format_help(), 1)
+    with _ctrl() as xc:
+        infos = libxl.list_domains(xc)
+        if ns.domain:
+            ref = libxl.resolve(xc, ns.domain[0])
+            infos = [d for d in infos if d["domid"] == ref.domid]
+            if not infos:
+                print(f"Error: Domain '{ns.domain[0]}' does not exist.", file=sys.stderr)
+                return 1
+    if ns.long:
+        sys.stdout.write(render.xl_list_long(infos))
+    else:
+        sys.stdout.write(render.xl_list(render.DomainRow.from_info(d) for d in infos))
+    return 0
+
+
+def cmd_create(argv: list[str]) -> int:
+    p = _parser("create", "Create a domain from config file <filename>")
+    p.add_argument("-c", dest="console", action="store_true", help="Connect to the console after the domain is created")
+    p.add_argument("-p", dest="paused", action="store_true", help="Leave the domain paused after it is created")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-f", "--defconfig", dest="defconfig")
+    p.add_argument("-n", "--dryrun", action="store_true")
+    p.add_argument("args", nargs="*", help="configfile and key=value overrides")
+    ns = p.parse_args(argv)
+    overrides = [a for a in ns.args if "=" in a]
+    files = [a for a in ns.args if "=" not in a]
+    if ns.defconfig:
+        files.insert(0, ns.defconfig)
+    if len(files) > 1:
+        raise Usage(p.format_help(), 2)
+    if not files:
+        raise Usage(f"'xl create' requires a config file.\n\n{p.format_help()}", 2)
+    if not ns.quiet:
+        print(f"Parsing config from {files[0]}", file=sys.stderr)
+    try:
+        cfg = load(files[0], overrides)
+    except (ConfigError, ConfigSyntaxError) as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    for w in cfg.warnings:
+        print(w, file=sys.stderr)
+    if ns.dryrun:
+        import json
+        print(json.dumps(cfg.to_json(), indent=4))
+        return 0
+    paths = Paths.from_env()
+    try:
+        libxl.check_files(cfg)
+        with _ctrl() as xc:
+            domid = libxl.create(xc, paths, cfg, paused=ns.paused)
+    except libxl.DomainBuildError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except HypercallError as err:
+        print(f"libxl: error: cannot create domain '{cfg.name}': {err}", file=sys.stderr)
+        return 1
+    if ns.console:
+        return attach(client_socket(paths.run, domid))
+    return 0
+
+
+def _domain_cmd(name: str, desc: str, op: str, failure: str | None = None) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        p = _parser(name, desc)
+        if name == "destroy":
+            p.add_argument("-f", dest="force", action="store_true")
+        p.add_argument("domain")
+        ns = p.parse_args(argv)
+        with _ctrl() as xc:
+            ref = libxl.resolve(xc, ns.domain)
+            if name == "destroy" and ref.domid == 0 and not ns.force:
+                print("Not destroying domain 0; use -f to force.\n"
+                      "This can only be done when using a disaggregated hardware domain and toolstack.",
+                      file=sys.stderr)
+                return 1
+            try:
+                xc.call(op, domid=ref.domid)
+            except NoSuchDomain as err:
+                print(f"libxl: error: {err}" + (f"\n{failure} (rc=-21)" if failure else ""), file=sys.stderr)
+                return 1
+            except HypercallError as err:
+                print(f"libxl: error: {err}" + (f"\n{failure} (rc=-3)" if failure else ""), file=sys.stderr)
+                return 1
+        return 0
+    run.__doc__ = desc
+    return run
+
+
+def cmd_console(argv: list[str]) -> int:
+    p = _parser("console", "Attach to domain's console")
+    p.add_argument("-t", dest="type", choices=("pv", "serial", "vuart"))
+    p.add_argument("-n", dest="num", type=int, default=0)
+    p.add_argument("domain")
+    ns = p.parse_args(argv)
+    with _ctrl() as xc:
+        ref = libxl.resolve(xc, ns.domain)
+    return attach(client_socket(Paths.from_env().run, ref.domid))
+
+
+def cmd_domid(argv: list[str]) -> int:
+    p = _parser("domid", "Convert a domain name to domain id")
+    p.add_argument("name")
+    ns = p.parse_args(argv)
+    with _ctrl() as xc:
+        for d in libxl.list_domains(xc):
+            if d["name"] == ns.name:
+                print(d["domid"])
+                return 0
+    print(f"Can't get domid of domain name '{ns.name}', maybe this domain does not exist.", file=sys.stderr)
+    return 1
+
+
+def cmd_domname(argv: list[str]) -> int:
+    p = _parser("domname", "Convert a domain id to domain name")
+    p.add_argument("domid")
+    ns = p.parse_args(argv)
+    if not ns.domid.isdigit():
+        print("Invalid domain id.", file=sys.stderr)
+        return 1
+    with _ctrl() as xc:
+        for d in libxl.list_domains(xc):
+            if d["domid"] == int(ns.domid):
+                print(d["name"])
+                return 0
+    print(f"Can't get domain name of domain id '{ns.domid}', maybe this domain does not exist.", file=sys.stderr)
+    return 1
+
+
+def cmd_uptime(argv: list[str]) -> int:
+    p = _parser("uptime", "Print uptime for all/some domains")
+    p.add_argument("-s", dest="short", action="store_true")
+    p.add_argument("domain", nargs="*")
+    ns = p.parse_args(argv)
+    now = time.time()
+    with _ctrl() as xc:
+        infos = libxl.list_domains(xc)
+        wanted = {libxl.resolve(xc, a).domid for a in ns.domain}
+    rows = []
+    for d in infos:
+        if wanted and d["domid"] not in wanted:
+            continue
+        secs = float(open("/proc/uptime").read().split()[0]) if d["domid"] == 0 else now - d["created"]
+        rows.append((d["name"], d["domid"], secs))
+    if ns.short:
+        clock = time.strftime("%H:%M:%S")
+        for name, domid, secs in rows:
+            print(f" {clock} up {render.uptime_text(secs).strip()}, {name} ({domid})")
+    else:
+        sys.stdout.write(render.xl_uptime(rows))
+    return 0
+
+
+def cmd_dmesg(argv: list[str]) -> int:
+    p = _parser("dmesg", "Read and/or clear dmesg buffer")
+    p.add_argument("-c", "--clear", action="store_true")
+    ns = p.parse_args(argv)
+    with _ctrl() as xc:
+        lines = xc.call("sysctl.readconsole", clear=ns.clear)
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "create": (cmd_create, "Create a domain from config file <filename>"),
+    "list": (cmd_list, "List information about all/some domains"),
+    "destroy": (_domain_cmd("destroy", "Terminate a domain immediately", "domctl.destroydomain",
+                            "destroy failed"), "Terminate a domain immediately"),
+    "pause": (_domain_cmd("pause", "Pause execution of a domain", "domctl.pausedomain"),
+              "Pause execution of a domain"),
+    "unpause": (_domain_cmd("unpause", "Unpause a paused domain", "domctl.unpausedomain"),
+                "Unpause a paused domain"),
+    "console": (cmd_console, "Attach to domain's console"),
+    "info": (cmd_info, "Get information about Xen host"),
+    "domid": (cmd_domid, "Convert a domain name to domain id"),
+    "domname": (cmd_domname, "Convert a domain id to domain name"),
+    "uptime": (cmd_uptime, "Print uptime for all/some domains"),
+    "dmesg": (cmd_dmesg, "Read and/or clear dmesg buffer"),
+}
+
+
+def usage() -> str:
+    lines = ["Usage xl [-vfNtT] <subcommand> [args]", "", "xl full list of subcommands:", ""]
+    lines += [f" {name:<20}{desc}" for name, (_, desc) in COMMANDS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def lookup(word: str) -> Callable[[list[str]], int] | None:
+    """Exact name, else the only command the word is a prefix of."""
+    if word in COMMANDS:
+        return COMMANDS[word][0]
+    hits = [c for c in COMMANDS if c.startswith(word)]
+    return COMMANDS[hits[0]][0] if len(hits) == 1 else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    while args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
+        opt = args.pop(0)
+        if opt.strip("-vfNtT"):
+            print("unknown global option", file=sys.stderr)
+            return 1
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write(usage())
+        return 0 if args else 1
+    if args[0] == "help":
+        if len(args) > 1 and lookup(args[1]) is not None:
+            return _help(args[1])
+        sys.stdout.write(usage())
+        return 0
+    fn = lookup(args[0])
+    if fn is None:
+        print("command not implemented", file=sys.stderr)
+        return 1
+    try:
+        return fn(args[1:])
+    except SystemExit as ex:  # argparse's --help
+        return int(ex.code or 0)
+    except Usage as err:
+        print(str(err).rstrip("\n"), file=sys.stderr)
+        return err.code
+    except HypercallError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _help(word: str) -> int:
+    fn = lookup(word)
+    assert fn is not None
+    try:
+        fn(["--help"])
+    except SystemExit:
+        pass
+    return 0

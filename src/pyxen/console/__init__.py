@@ -1,0 +1,1 @@
+"""xenconsoled: keeps each guest's console, logs it, and lets ``xl console`` attach."""

@@ -1,0 +1,267 @@
+"""The QEMU engine: one QEMU process per DomU, and the domain-level verbs on it.
+
+QEMU runs the domain's vCPUs and holds its memory (a shared memfd, so Dom0 backends can map it
+as Xen's grant mappings do). It is started paused (-S) with its serial port on a socket for
+xenconsoled and QMP on another; the verbs here map Xen's domctls onto QMP through the
+``qemu.qmp`` library: pause = stop, unpause = cont, destroy = quit. QEMU runs in its own
+session, so it outlives a restart of the hypervisor daemon, which re-adopts it by pid and QMP.
+Its own messages go to log/qemu-dm-<name>.log, where Xen keeps qemu-dm's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from qemu.qmp import QMPClient
+from qemu.qmp.error import QMPError
+
+from .errors import DeviceModelError
+
+log = logging.getLogger(__name__)
+
+#: How long QEMU may take to open its QMP socket after exec (seconds).
+START_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What the domain builder hands the device model (libxl_domain_build_info, in part)."""
+
+    name: str
+    uuid: str
+    type: str
+    memory_mib: int
+    vcpus: int
+    max_vcpus: int
+    kernel: str | None
+    ramdisk: str | None
+    cmdline: str
+    accel: str
+    vnc: bool = False
+    vncdisplay: int | None = None
+    vnclisten: str = "127.0.0.1"
+    boot: str = "cd"
+    extra_args: tuple[str, ...] = ()
+
+
+def argv(qemu: str, info: BuildInfo, run_dir: Path) -> list[str]:
+    """The QEMU command line for a domain (pure: no I/O)."""
+    mem = f"{info.memory_mib}M"
+    cpu = "host" if info.accel == "kvm" else "max"
+    args = [
+        qemu, "-name", f"{info.name},debug-threads=on", "-uuid", info.uuid,
+        "-machine", "pc,memory-backend=mem", "-accel", info.accel, "-cpu", cpu,
+        "-smp", f"{info.vcpus},maxcpus={info.max_vcpus}", "-m", mem,
+        "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
+        "-nodefaults", "-no-user-config", "-no-shutdown", "-no-reboot", "-S",
+        "-chardev", f"socket,id=console0,path={run_dir / 'console.sock'},server=on,wait=off",
+        "-serial", "chardev:console0",
+        "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
+    ]
+    if info.type == "hvm":
+        args += ["-vga", "std", "-boot", f"order={info.boot}"]
+        args += ["-vnc", f"{info.vnclisten}:{info.vncdisplay or 0}"] if info.vnc else ["-display", "none"]
+    else:
+        # PV/PVH: no emulated devices at all; the console is the serial port (pyxen's hvc0).
+        args += ["-display", "none", "-vga", "none"]
+    if info.kernel:
+        cmdline = info.cmdline if "console=" in info.cmdline else f"console=ttyS0 {info.cmdline}".strip()
+        args += ["-kernel", info.kernel, "-append", cmdline]
+        if info.ramdisk:
+            args += ["-initrd", info.ramdisk]
+    return args + list(info.extra_args)
+
+
+def qmp_path(run_dir: Path) -> Path:
+    return run_dir / "qmp.sock"
+
+
+def console_path(run_dir: Path) -> Path:
+    return run_dir / "console.sock"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def is_our_qemu(pid: int, uuid: str) -> bool:
+    """True when ``pid`` is a live QEMU started for the domain with ``uuid`` (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return pid_alive(pid) and uuid.encode() in cmdline
+
+
+class DeviceModel:
+    """One domain's QEMU process and its QMP session."""
+
+    def __init__(self, domid: int, run_dir: Path, on_event: Callable[[int, str, dict[str, Any]], None]):
+        self.domid = domid
+        self.run_dir = run_dir
+        self.pid: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.qmp: QMPClient | None = None
+        self._on_event = on_event
+        self._event_task: asyncio.Task[None] | None = None
+
+    async def start(self, qemu: str, info: BuildInfo, log_path: Path) -> int:
+        """Exec QEMU paused and connect QMP; on any failure kill it and raise DeviceModelError."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (qmp_path(self.run_dir), console_path(self.run_dir)):
+            stale.unlink(missing_ok=True)
+        cmd = argv(qemu, info, self.run_dir)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as logf:
+            logf.write(("domain %d: %s\n" % (self.domid, " ".join(cmd))).encode())
+            logf.flush()
+            try:
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                             start_new_session=True)
+            except OSError as err:
+                raise DeviceModelError(f"cannot run {qemu}: {err.strerror}", "domctl.createdomain") from err
+        self.pid = self.proc.pid
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise DeviceModelError(f"device model exited at start: {_tail(log_path)}",
+                                       "domctl.createdomain")
+            if qmp_path(self.run_dir).exists():
+                try:
+                    await self.connect()
+                    return self.pid
+                except (OSError, QMPError):
+                    pass
+            if loop.time() > deadline:
+                self.kill()
+                raise DeviceModelError("device model did not open its QMP socket", "domctl.createdomain")
+            await asyncio.sleep(0.02)
+
+    async def adopt(self, pid: int) -> None:
+        """Take over a QEMU started by an earlier daemon (not our child: no Popen)."""
+        self.pid = pid
+        await self.connect()
+
+    async def connect(self) -> None:
+        qmp = QMPClient(f"dom{self.domid}")
+        await qmp.connect(str(qmp_path(self.run_dir)))
+        self.qmp = qmp
+        self._event_task = asyncio.create_task(self._events(qmp))
+
+    async def _events(self, qmp: QMPClient) -> None:
+        try:
+            async for event in qmp.events:
+                self._on_event(self.domid, str(event["event"]), dict(event.get("data", {})))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the session ended; the daemon notices on its next call
+            log.debug("dom%d: QMP event stream ended", self.domid, exc_info=True)
+
+    async def execute(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
+        if self.qmp is None:
+            raise DeviceModelError(f"no QMP session with domain {self.domid}")
+        try:
+            return await self.qmp.execute(cmd, args)
+        except QMPError as err:
+            raise DeviceModelError(f"domain {self.domid}: QMP {cmd} failed: {err}") from err
+
+    async def pause(self) -> None:
+        await self.execute("stop")
+
+    async def unpause(self) -> None:
+        await self.execute("cont")
+
+    async def reset(self) -> None:
+        await self.execute("system_reset")
+
+    async def status(self) -> str:
+        """QEMU's run state: prelaunch, running, paused, shutdown, guest-panicked, ..."""
+        return str((await self.execute("query-status"))["status"])
+
+    async def vcpu_threads(self) -> list[int]:
+        return [int(c["thread-id"]) for c in await self.execute("query-cpus-fast")]
+
+    async def close(self) -> None:
+        if self._event_task:
+            self._event_task.cancel()
+        if self.qmp is not None:
+            try:
+                await self.qmp.disconnect()
+            except Exception:  # already gone
+                pass
+            self.qmp = None
+
+    async def destroy(self) -> None:
+        """quit over QMP, then make sure: SIGKILL if it lingers; reap it if it is our child."""
+        if self.qmp is not None:
+            try:
+                await asyncio.wait_for(self.qmp.execute("quit"), 2.0)
+            except Exception:  # QEMU may close the socket before replying
+                pass
+        await self.close()
+        for _ in range(100):
+            if self.pid is None or not pid_alive(self.pid):
+                break
+            await asyncio.sleep(0.02)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.pid is not None and pid_alive(self.pid):
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.error("dom%d: QEMU pid %d would not die", self.domid, self.proc.pid)
+        for p in (qmp_path(self.run_dir), console_path(self.run_dir)):
+            p.unlink(missing_ok=True)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " / ".join(line for line in text[-lines:] if not line.startswith("domain "))
+
+
+def thread_cpu_ns(pid: int, tids: list[int]) -> int:
+    """CPU time of the vCPU threads in ns, from the scheduler's own accounting (schedstat)."""
+    total = 0
+    for tid in tids:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def thread_states(pid: int, tids: list[int]) -> list[str]:
+    """Each vCPU thread's scheduler state letter (R running, S sleeping, ...)."""
+    states = []
+    for tid in tids:
+        try:
+            states.append(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            pass
+    return states

@@ -1,0 +1,131 @@
+"""The control socket: Xen's /dev/xen/privcmd for pyxen, and the daemon's main loop.
+
+Only Dom0 may make hypercalls. Xen enforces it by who can open privcmd; pyxen by the peer's
+credentials (SO_PEERCRED): a peer that is not root gets one EPERM reply and is disconnected.
+The socket itself is world-connectable on purpose, so the refusal is the hypervisor's, with a
+clear error, and not a bare "permission denied" from the file system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+from ..paths import Paths
+from . import accel as accelmod
+from .core import HYPERCALLS, ConRing, Hypervisor
+from .errors import HypercallError, PermissionDenied
+from .hostcfg import HostConfig, HostConfigError
+from .wire import MAX_LINE, WireError, decode_request, encode
+
+log = logging.getLogger(__name__)
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int:
+    sock: socket.socket = writer.get_extra_info("socket")
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+async def dispatch(hv: Hypervisor, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one hypercall; errors become their wire form here and nowhere else."""
+    handler = HYPERCALLS.get(op)
+    try:
+        if handler is None:
+            raise HypercallError(f"unknown hypercall '{op}'", op)
+        return {"result": await handler(hv, args)}
+    except HypercallError as err:
+        if not err.op:
+            err.op = op
+        return {"error": err.to_wire()}
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:  # a bug: answer EIO, keep serving, keep the traceback
+        log.exception("hypercall %s failed", op)
+        return {"error": HypercallError(f"internal error in {op}: {err}", op).to_wire()}
+
+
+async def serve_client(hv: Hypervisor, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        uid = peer_uid(writer)
+        if uid != 0:
+            err = PermissionDenied(f"hypercalls are for Dom0 (root) only; peer uid {uid} refused", "privcmd")
+            writer.write(encode({"id": 0, "error": err.to_wire()}))
+            await writer.drain()
+            return
+        while line := await reader.readline():
+            try:
+                req = decode_request(line)
+            except WireError as err:
+                writer.write(encode({"id": 0, "error": {"errno": "EINVAL", "message": str(err), "op": ""}}))
+                await writer.drain()
+                continue
+            reply = await dispatch(hv, req.op, req.args)
+            reply["id"] = req.id
+            writer.write(encode(reply))
+            await writer.drain()
+    except (ConnectionError, ValueError):  # ValueError: a line over the limit
+        pass
+    finally:
+        writer.close()
+
+
+async def run(paths: Paths) -> int:
+    paths.ensure()
+    conring = ConRing()
+    logging.getLogger("pyxen").addHandler(conring)
+    try:
+        cfg = HostConfig.load(paths.host_cfg)
+    except HostConfigError as err:
+        log.error("%s", err)
+        print(f"hypervisor: {err}", file=sys.stderr)
+        return 1
+    log.info("pyxen hypervisor starting; command line: %s", cfg.bootline.text)
+    choice = accelmod.choose(cfg.accel, cfg.qemu)
+    log.info("CPU virtualization: %s (%s)", choice.accel, choice.reason)
+    hv = Hypervisor(paths, cfg, choice, conring)
+    log.info("Memory: %d MiB total, Dom0 %d MiB, %d vCPU(s)", hv.pool.total_kb >> 10,
+             hv.dom0.memory_kb >> 10, hv.dom0.max_vcpus)
+    await hv.adopt_domains()
+    sock = paths.hypervisor_socket
+    sock.unlink(missing_ok=True)
+    server = await asyncio.start_unix_server(lambda r, w: serve_client(hv, r, w), path=str(sock),
+                                             limit=MAX_LINE)
+    os.chmod(sock, 0o666)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening on %s", sock)
+    async with server:
+        await stop.wait()
+    log.info("stopping; %d guest(s) left running for the next start to re-adopt", len(hv.models))
+    await hv.shutdown_all_models()
+    sock.unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pyxen-hypervisor", description="pyxen hypervisor daemon")
+    ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
+    ns = ap.parse_args(argv)
+    paths = Paths.from_env(ns.root)
+    paths.ensure()
+    logging.basicConfig(filename=paths.daemon_log("hypervisor"), level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pidfile = paths.pidfile("hypervisor")
+    pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        return asyncio.run(run(paths))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if pidfile.read_text().strip() == str(os.getpid()):
+                pidfile.unlink()

@@ -1,0 +1,56 @@
+"""The hypercall wire format on the control socket: one JSON object per line.
+
+Request ``{"id": 7, "op": "domctl.pausedomain", "args": {"domid": 3}}``; reply
+``{"id": 7, "result": ...}`` or ``{"id": 7, "error": {"errno": "ESRCH", "message": ...}}``.
+Pure codec: it frames and parses bytes and never touches a socket.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LINE = 1 << 20  # a domain config is a few KiB; anything near this is a broken peer
+
+
+class WireError(ValueError):
+    """A frame that is not a valid request or reply."""
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def encode_request(req: Request) -> bytes:
+    return encode({"id": req.id, "op": req.op, "args": req.args})
+
+
+def decode_request(line: bytes) -> Request:
+    try:
+        obj = json.loads(line)
+    except ValueError as err:
+        raise WireError(f"not JSON: {err}") from err
+    if not isinstance(obj, dict) or not isinstance(obj.get("op"), str):
+        raise WireError("a request needs an 'op' string")
+    args = obj.get("args", {})
+    if not isinstance(args, dict) or not isinstance(obj.get("id", 0), int):
+        raise WireError("'args' must be an object and 'id' an integer")
+    return Request(obj.get("id", 0), obj["op"], args)
+
+
+def decode_reply(line: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError as err:
+        raise WireError(f"not JSON: {err}") from err
+    if not isinstance(obj, dict) or ("result" not in obj and "error" not in obj):
+        raise WireError("a reply needs 'result' or 'error'")
+    return obj

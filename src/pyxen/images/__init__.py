@@ -1,0 +1,1 @@
+"""Guest images pyxen builds from distribution packages (the demo guest)."""

@@ -1,0 +1,1 @@
+"""The toolstack (Xen's libxl): parses xl.cfg, builds domains, runs their life cycle."""

@@ -1,0 +1,76 @@
+"""Domain life cycle for the toolstack (libxl_domain_create_new, _destroy, _pause, ...).
+
+Every operation is a few hypercalls plus the xenstore records that go with them. A create that
+fails at any step destroys what it made, so no half-built domain is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..hypervisor.client import XenCtrl
+from ..hypervisor.errors import HypercallError, NoSuchDomain
+from ..paths import Paths
+from .config import DomainConfig
+
+
+class DomainBuildError(RuntimeError):
+    """Building the domain failed at a named step; nothing of it is left."""
+
+
+@dataclass(frozen=True)
+class DomainRef:
+    domid: int
+    name: str
+
+
+def check_files(cfg: DomainConfig) -> None:
+    """The kernel and ramdisk must be readable files in Dom0 (libxl checks before building)."""
+    for key in ("kernel", "ramdisk"):
+        path = getattr(cfg, key)
+        if path is None:
+            continue
+        if not os.path.isfile(path):
+            raise DomainBuildError(f"{cfg.source}: {key} '{path}' does not exist")
+        if not os.access(path, os.R_OK):
+            raise DomainBuildError(f"{cfg.source}: {key} '{path}' is not readable")
+
+
+def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False) -> int:
+    """Build and (unless ``paused``) start a domain; return its domid."""
+    check_files(cfg)
+    domid: int = ctrl.call("domctl.createdomain", config=cfg.to_json())
+    try:
+        if not paused:
+            ctrl.call("domctl.unpausedomain", domid=domid)
+    except BaseException:
+        destroy(ctrl, paths, domid)
+        raise
+    return domid
+
+
+def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
+    ctrl.call("domctl.destroydomain", domid=domid)
+
+
+def list_domains(ctrl: XenCtrl) -> list[dict[str, Any]]:
+    return list(ctrl.call("sysctl.getdomaininfolist"))
+
+
+def resolve(ctrl: XenCtrl, arg: str) -> DomainRef:
+    """A domain argument as xl reads it: all digits is a domid, anything else an exact name."""
+    doms = list_domains(ctrl)
+    if arg.isdigit():
+        domid = int(arg)
+        name = next((d["name"] for d in doms if d["domid"] == domid), "")
+        return DomainRef(domid, name)
+    for d in doms:
+        if d["name"] == arg:
+            return DomainRef(d["domid"], d["name"])
+    raise NoSuchDomain(f"{arg} is an invalid domain identifier (rc=-6)")
+
+
+__all__ = ["DomainBuildError", "DomainRef", "create", "destroy", "list_domains", "resolve",
+           "HypercallError"]
