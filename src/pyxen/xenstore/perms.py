@@ -19,7 +19,7 @@ OWNER = 4
 ALL = READ | WRITE | OWNER
 
 _LETTER_BITS = {"n": 0, "r": READ, "w": WRITE, "b": READ | WRITE}
-_PERM_RE = re.compile(r"^[nrwb](0|[1-9][0-9]{0,9})$")
+_PERM_RE = re.compile(r"[nrwb](0|[1-9][0-9]{0,9})")
 
 
 class PermEntry(NamedTuple):
@@ -45,7 +45,7 @@ DEFAULT_PERMS: Perms = (PermEntry("n", 0),)
 
 def parse_entry(text: str) -> PermEntry:
     """``"b5"`` -> PermEntry("b", 5); :raise InvalidArgument: on anything else."""
-    if not _PERM_RE.match(text):
+    if not _PERM_RE.fullmatch(text):
         raise InvalidArgument(f"bad permission {text!r}")
     domid = int(text[1:])
     if domid > 0xFFFF:

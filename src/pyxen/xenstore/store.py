@@ -22,7 +22,7 @@ from .perms import DEFAULT_PERMS, Perms
 #: A path as its components; ``()`` is the root "/".
 Parts = tuple[str, ...]
 
-_VALID = re.compile(r"^[A-Za-z0-9\-/_@]+$")
+_VALID = re.compile(r"[A-Za-z0-9\-/_@]+")
 _DOMAIN_PREFIX = re.compile(r"^/local/domain/(\d+)(/|$)")
 
 
@@ -63,7 +63,7 @@ def check_path(path: str, path_max: int) -> None:
     """:raise InvalidArgument: unless ``path`` is a valid absolute node path."""
     if path == "/":
         return
-    if (not _VALID.match(path) or path.endswith("/") or "//" in path
+    if (not _VALID.fullmatch(path) or path.endswith("/") or "//" in path
             or path[0] != "/"):
         raise InvalidArgument(f"invalid path {path!r}")
     m = _DOMAIN_PREFIX.match(path)
