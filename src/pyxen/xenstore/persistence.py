@@ -24,6 +24,7 @@ between the two steps loses nothing.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -182,12 +183,24 @@ class Journal:
         self._fd = -1
         self._size = 0
         self._pending = bytearray()
+        self._lock_fd = -1
+
+    def _lock(self) -> None:
+        """One daemon per data folder: a second one must not append to our journal."""
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(f"another xenstored is using {self.dir}") from None
+        self._lock_fd = fd
 
     # --- loading -----------------------------------------------------------------------------
     def load(self, initial: Node) -> Loaded:
         """Read snapshot and journal; cut a torn journal tail; open the journal for append.
         With no files yet, ``initial`` becomes the first snapshot."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         if not self.snapshot_path.exists():
             self.epoch = 0
             self.write_snapshot(initial, {})
@@ -322,3 +335,6 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1

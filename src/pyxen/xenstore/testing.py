@@ -58,12 +58,22 @@ class DaemonProcess:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 s.connect(str(self.socket))
-                return self
+                if self._pid_written():
+                    return self
+                time.sleep(0.02)
             except OSError:
                 time.sleep(0.02)
             finally:
                 s.close()
         raise TimeoutError(f"xenstored did not listen on {self.socket}")
+
+    def _pid_written(self) -> bool:
+        """The pid file names our process: it, not another daemon, is listening."""
+        try:
+            text = self.paths.pidfile("xenstored").read_text().strip()
+        except FileNotFoundError:
+            return False
+        return self.proc is not None and text == str(self.proc.pid)
 
     def log_text(self) -> str:
         try:
