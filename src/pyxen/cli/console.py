@@ -28,7 +28,7 @@ def attach(sock_path: Path, escape: int = ESCAPE) -> int:
     saved = None
     if os.isatty(fd_in):
         saved = termios.tcgetattr(fd_in)
-        tty.setraw(fd_in)
+        tty.setraw(fd_in, termios.TCSANOW)  # keep what was typed ahead
     stdin_open = True
     try:
         while True:

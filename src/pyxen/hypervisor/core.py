@@ -156,10 +156,8 @@ class Hypervisor:
             if action in ("destroy", "coredump-destroy"):
                 await self.destroy(dom.domid)
             elif action in ("restart", "rename-restart", "coredump-restart", "soft-reset"):
-                model = self.models[dom.domid]
-                await model.reset()
+                await self.models[dom.domid].reboot()
                 dom.shutdown, dom.shutdown_reason = False, None
-                await model.unpause()
                 dom.save(self.paths.domains_dir)
         except HypercallError as err:
             log.error("d%d: %s failed: %s", dom.domid, action, err)

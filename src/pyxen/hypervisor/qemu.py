@@ -188,8 +188,29 @@ class DeviceModel:
     async def unpause(self) -> None:
         await self.execute("cont")
 
-    async def reset(self) -> None:
-        await self.execute("system_reset")
+    async def reboot(self) -> None:
+        """Reset the machine and run it again (the guest's reboot, on_reboot=restart).
+
+        QEMU runs with -no-reboot so that a guest's reboot stops it for the toolstack to decide;
+        that same setting would turn our system_reset into another shutdown, so the reboot action
+        is switched to "reset" just for this request (the choice is made when it is requested).
+        system_reset is only a request; until QEMU's main loop has carried it out, cont is
+        refused ("Resetting the Virtual Machine is required"), so retry cont briefly.
+        """
+        await self.execute("set-action", {"reboot": "reset"})
+        try:
+            await self.execute("system_reset")
+        finally:
+            await self.execute("set-action", {"reboot": "shutdown"})
+        for _ in range(100):
+            try:
+                await self.execute("cont")
+                return
+            except DeviceModelError as err:
+                if "Resetting" not in str(err):
+                    raise
+                await asyncio.sleep(0.02)
+        raise DeviceModelError(f"domain {self.domid}: reset did not complete")
 
     async def status(self) -> str:
         """QEMU's run state: prelaunch, running, paused, shutdown, guest-panicked, ..."""

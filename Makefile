@@ -1,0 +1,43 @@
+# pyxen: two commands on a fresh Debian 12 machine, as root: `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PYXEN_ROOT ?= /var/lib/pyxen
+
+# Debian packages pyxen runs on (checked with dpkg, installed when missing).
+DEBS := python3-venv qemu-system-x86 qemu-utils busybox-static xenstore-utils lvm2 bridge-utils iproute2
+
+.PHONY: run test stop deps image bench clean
+
+run: deps image
+	$(PY) -m pyxen.demo
+
+test: deps image
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+stop:
+	@if [ -x $(VENV)/bin/pyxen ]; then $(VENV)/bin/pyxen host stop; fi
+
+deps: $(VENV)/.installed
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@dpkg -s python3-venv >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+image: deps
+	$(PY) -m pyxen.images.demo
+
+bench: deps image
+	$(PY) bench/boot.py
+
+clean: stop
+	rm -rf $(VENV) src/*.egg-info
