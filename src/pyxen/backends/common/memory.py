@@ -1,0 +1,94 @@
+"""Guest memory as a vhost-user back-end sees it: the regions of SET_MEM_TABLE, mmapped.
+
+Spec: vhost-user.rst "Memory regions" and section 1.7 of docs/vhost.md. Each region is a slice of
+the guest's RAM memfd (QEMU ``memory-backend-memfd,share=on``). It is mapped from file offset 0
+with length ``memory_size + mmap_offset``, as libvhost-user does, so no offset needs page
+alignment. Two address spaces point into it: guest-physical addresses (descriptor ``addr``
+fields) and QEMU's virtual addresses (SET_VRING_ADDR). In Xen terms this mapping is the
+backend's grant mapping of the frontend's pages; the hypervisor records it (gnttab.py).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+
+from .vhost_user import MemoryRegion
+
+
+class GuestMemoryError(Exception):
+    """An address outside every region: a buggy or hostile guest driver."""
+
+
+@dataclass
+class MappedRegion:
+    region: MemoryRegion
+    mm: mmap.mmap
+
+    @property
+    def gpa_end(self) -> int:
+        return self.region.guest_phys_addr + self.region.memory_size
+
+    @property
+    def qva_end(self) -> int:
+        return self.region.userspace_addr + self.region.memory_size
+
+
+class GuestMemory:
+    """The mapped regions of one front-end session; replaced wholesale by each SET_MEM_TABLE."""
+
+    def __init__(self, regions: list[MemoryRegion], fds: list[int]) -> None:
+        """Map each region from its fd (closed here: the mapping keeps the memory alive).
+
+        :raise OSError: mmap failed (the fds are closed anyway).
+        """
+        self.regions: list[MappedRegion] = []
+        try:
+            for region, fd in zip(regions, fds):
+                mm = mmap.mmap(fd, region.memory_size + region.mmap_offset, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE)
+                self.regions.append(MappedRegion(region, mm))
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    @property
+    def size(self) -> int:
+        return sum(r.region.memory_size for r in self.regions)
+
+    def close(self) -> None:
+        for r in self.regions:
+            try:
+                r.mm.close()
+            except BufferError:  # a view still exported; the GC unmaps it when it is dropped
+                pass
+        self.regions = []
+
+    def qva(self, addr: int) -> tuple[mmap.mmap, int]:
+        """(mapping, offset) of a QEMU virtual address (the vring addresses)."""
+        for r in self.regions:
+            if r.region.userspace_addr <= addr < r.qva_end:
+                return r.mm, r.region.mmap_offset + addr - r.region.userspace_addr
+        raise GuestMemoryError(f"QEMU address {addr:#x} is in no memory region")
+
+    def gpa(self, addr: int) -> tuple[mmap.mmap, int, int]:
+        """(mapping, offset, bytes left in the region) of a guest-physical address."""
+        for r in self.regions:
+            if r.region.guest_phys_addr <= addr < r.gpa_end:
+                return r.mm, r.region.mmap_offset + addr - r.region.guest_phys_addr, r.gpa_end - addr
+        raise GuestMemoryError(f"guest address {addr:#x} is in no memory region")
+
+    def views(self, addr: int, length: int) -> list[memoryview]:
+        """Zero-copy views of ``length`` guest bytes at ``addr``, split where regions end."""
+        out: list[memoryview] = []
+        while length > 0:
+            mm, off, left = self.gpa(addr)
+            n = min(length, left)
+            out.append(memoryview(mm)[off:off + n])
+            addr += n
+            length -= n
+        return out

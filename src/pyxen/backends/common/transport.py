@@ -1,0 +1,448 @@
+"""An asyncio vhost-user back-end ("slave"): one listening socket per device, one session per
+front-end connection, the vring state machine, and kick/call eventfds on the event loop.
+
+Spec: QEMU docs/interop/vhost-user.rst ("Ring states", "Front-end message types"), with QEMU 7.2's
+observed order (docs/vhost.md section 0). Rings start stopped; a ring starts when it has memory,
+addresses and a kick fd, and stops on GET_VRING_BASE. With VHOST_USER_F_PROTOCOL_FEATURES a ring
+starts disabled until SET_VRING_ENABLE(1). Requests are processed synchronously in the kick
+callback, so a stopped ring never has requests in flight and GET_VRING_BASE can answer at once.
+
+The device (block/device.py, net/device.py) plugs in through the ``VirtioDevice`` protocol; the
+xenbus side (state keys) hears about sessions through ``SessionListener``. This module is the
+only one that touches the socket; vhost_user.py is the codec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable, Protocol
+
+from .memory import GuestMemory, GuestMemoryError
+from .vhost_user import (MAX_FDS, REPLY_REQUESTS, ConfigRequest, Feature, Message, MessageReader,
+                         Request, VhostUserError, VringAddr, VringState, encode_reply,
+                         encode_u64_reply, unpack_mem_table, vring_file)
+from .virtqueue import Virtqueue, VirtqueueError
+
+log = logging.getLogger(__name__)
+
+#: Bytes read per recvmsg; the largest control message is well under this.
+RECV_SIZE = 65536
+
+
+class VirtioDevice(Protocol):
+    """What a device type offers a session (Firecracker's VirtioDevice, back-end half)."""
+
+    name: str
+    #: Device feature bits plus the transport bits this device offers (GET_FEATURES).
+    features: int
+    protocol_features: int
+    num_queues: int
+
+    def get_config(self, offset: int, size: int) -> bytes: ...
+
+    def set_config(self, offset: int, data: bytes) -> None: ...
+
+    def process(self, session: "VhostUserSession", index: int, vq: Virtqueue) -> int:
+        """Serve ring ``index`` after a kick; return how many chains were used."""
+        ...
+
+    def ring_started(self, session: "VhostUserSession", index: int) -> None: ...
+
+    def ring_stopped(self, session: "VhostUserSession", index: int) -> None: ...
+
+
+class SessionListener(Protocol):
+    """The xenbus side of a device: hears when the guest driver goes live or away."""
+
+    def connected(self) -> None: ...
+
+    def disconnected(self) -> None: ...
+
+
+@dataclass
+class Vring:
+    """Per-ring state the front-end configures (num, base, addr, fds), and its started queue."""
+
+    index: int
+    num: int = 0
+    base: int = 0
+    addr: VringAddr | None = None
+    kick: int | None = None
+    call: int | None = None
+    err: int | None = None
+    enabled: bool = False
+    vq: Virtqueue | None = None
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class VhostUserSession:
+    """One front-end connection: message dispatch and ring life cycle."""
+
+    def __init__(self, sock: socket.socket, device: VirtioDevice, listener: SessionListener | None,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.sock = sock
+        self.device = device
+        self.listener = listener
+        self.loop = loop
+        self.reader = MessageReader()
+        self.rings = [Vring(i) for i in range(device.num_queues)]
+        self.mem: GuestMemory | None = None
+        self.acked_features = 0
+        self.acked_protocol = 0
+        self.closed = asyncio.Event()
+        self.live = False
+        self.log = log.getChild(device.name)
+        self._handlers: dict[int, Callable[[Message], bytes | None]] = {
+            Request.GET_FEATURES: self._get_features,
+            Request.SET_FEATURES: self._set_features,
+            Request.GET_PROTOCOL_FEATURES: self._get_protocol_features,
+            Request.SET_PROTOCOL_FEATURES: self._set_protocol_features,
+            Request.SET_OWNER: lambda m: None,
+            Request.RESET_OWNER: self._reset_owner,
+            Request.GET_QUEUE_NUM: lambda m: encode_u64_reply(m.request, self.device.num_queues),
+            Request.SET_MEM_TABLE: self._set_mem_table,
+            Request.SET_VRING_NUM: self._set_vring_num,
+            Request.SET_VRING_ADDR: self._set_vring_addr,
+            Request.SET_VRING_BASE: self._set_vring_base,
+            Request.GET_VRING_BASE: self._get_vring_base,
+            Request.SET_VRING_KICK: self._set_vring_kick,
+            Request.SET_VRING_CALL: self._set_vring_call,
+            Request.SET_VRING_ERR: self._set_vring_err,
+            Request.SET_VRING_ENABLE: self._set_vring_enable,
+            Request.GET_CONFIG: self._get_config,
+            Request.SET_CONFIG: self._set_config,
+            Request.SET_LOG_BASE: self._set_log_base,
+            Request.SET_LOG_FD: lambda m: None,
+            Request.SEND_RARP: lambda m: None,
+            Request.NET_SET_MTU: lambda m: None,
+            Request.GET_MAX_MEM_SLOTS: lambda m: encode_u64_reply(m.request, MAX_FDS),
+        }
+
+    # ---- socket side ------------------------------------------------------------------
+    def start(self) -> None:
+        self.sock.setblocking(False)
+        self.loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data, ancdata, _flags, _addr = self.sock.recvmsg(
+                RECV_SIZE, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            self.log.info("front-end connection error: %s", err)
+            self.close()
+            return
+        fds: list[int] = []
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(cdata) - len(cdata) % 4
+                fds += list(struct.unpack(f"{usable // 4}i", cdata[:usable]))
+        if not data:
+            for fd in fds:
+                _close(fd)
+            self.log.info("front-end disconnected")
+            self.close()
+            return
+        try:
+            for msg in self.reader.feed(data, fds):
+                self._dispatch(msg)
+        except (VhostUserError, VirtqueueError, GuestMemoryError, OSError) as err:
+            self.log.error("dropping the front-end: %s", err)
+            self.close()
+
+    def _send(self, data: bytes) -> None:
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(data)
+        finally:
+            self.sock.setblocking(False)
+
+    def _dispatch(self, msg: Message) -> None:
+        handler = self._handlers.get(msg.request)
+        self.log.debug("%s flags=%#x size=%d fds=%d", msg.name, msg.flags, len(msg.payload), len(msg.fds))
+        ok = True
+        reply: bytes | None = None
+        try:
+            if handler is None:
+                self.log.warning("unsupported request %s", msg.name)
+                for fd in msg.fds:
+                    _close(fd)
+                ok = False
+            else:
+                reply = handler(msg)
+        except (VhostUserError, VirtqueueError, GuestMemoryError, OSError) as err:
+            if msg.request in REPLY_REQUESTS:
+                raise
+            self.log.error("%s failed: %s", msg.name, err)
+            ok = False
+        if reply is not None:
+            self._send(reply)
+        elif msg.need_reply and msg.request not in REPLY_REQUESTS:
+            # REPLY_ACK: u64 0 on success, non-zero on failure, after the work is done.
+            self._send(encode_u64_reply(msg.request, 0 if ok else 1))
+
+    def close(self) -> None:
+        """Forget the front-end: stop every ring, unmap memory, close every fd."""
+        if self.closed.is_set():
+            return
+        for ring in self.rings:
+            self._stop_ring(ring)
+            for fd in (ring.kick, ring.call, ring.err):
+                _close(fd)
+            ring.kick = ring.call = ring.err = None
+        if self.mem is not None:
+            self.mem.close()
+            self.mem = None
+        for fd in self.reader.pending_fds():
+            _close(fd)
+        try:
+            self.loop.remove_reader(self.sock.fileno())
+        except (ValueError, OSError):
+            pass
+        self.sock.close()
+        self.closed.set()
+        if self.live and self.listener is not None:
+            self.listener.disconnected()
+        self.live = False
+
+    # ---- rings ------------------------------------------------------------------------
+    def _ring(self, index: int) -> Vring:
+        if index >= len(self.rings):
+            raise VhostUserError(f"vq {index} out of range (device has {len(self.rings)})")
+        return self.rings[index]
+
+    def _maybe_start(self, ring: Vring) -> None:
+        """Start a ring that has everything: memory, size, addresses, a kick fd (spec)."""
+        if ring.vq is not None or ring.kick is None or ring.addr is None or self.mem is None or not ring.num:
+            return
+        ring.vq = Virtqueue(self.mem, ring.num, ring.addr.desc, ring.addr.avail, ring.addr.used, ring.base)
+        self.loop.add_reader(ring.kick, self._kicked, ring)
+        self.device.ring_started(self, ring.index)
+        if not self.live:
+            self.live = True
+            if self.listener is not None:
+                self.listener.connected()
+        self._kicked(ring)  # requests may already be queued (SeaBIOS, reconnect)
+
+    def _stop_ring(self, ring: Vring) -> None:
+        if ring.vq is None:
+            return
+        ring.base = ring.vq.last_avail
+        if ring.kick is not None:
+            self.loop.remove_reader(ring.kick)
+        ring.vq = None
+        self.device.ring_stopped(self, ring.index)
+
+    def _kicked(self, ring: Vring) -> None:
+        if ring.kick is not None:
+            try:
+                os.read(ring.kick, 8)
+            except BlockingIOError:
+                pass
+        if ring.vq is None or not ring.enabled:
+            return
+        try:
+            if self.device.process(self, ring.index, ring.vq):
+                self.signal(ring.index)
+        except (VirtqueueError, GuestMemoryError) as err:
+            self.log.error("vq %d: %s; stopping the ring", ring.index, err)
+            self._stop_ring(ring)
+
+    def signal(self, index: int) -> None:
+        """Raise the guest interrupt of ring ``index`` (the event channel's notify)."""
+        call = self.rings[index].call
+        if call is not None:
+            try:
+                os.eventfd_write(call, 1)
+            except BlockingIOError:  # counter saturated: the interrupt is pending anyway
+                pass
+
+    def ring_ready(self, index: int) -> Virtqueue | None:
+        ring = self.rings[index]
+        return ring.vq if ring.enabled else None
+
+    # ---- message handlers (names follow the requests) ------------------------------------
+    def _get_features(self, m: Message) -> bytes:
+        return encode_u64_reply(m.request, self.device.features)
+
+    def _set_features(self, m: Message) -> None:
+        # Must not stop or disable rings: it is re-sent to toggle LOG_ALL (rust-vmm PR 210).
+        self.acked_features = m.u64()
+
+    def _get_protocol_features(self, m: Message) -> bytes:
+        return encode_u64_reply(m.request, self.device.protocol_features)
+
+    def _set_protocol_features(self, m: Message) -> None:
+        self.acked_protocol = m.u64() & self.device.protocol_features
+
+    def _reset_owner(self, m: Message) -> None:
+        for ring in self.rings:
+            self._stop_ring(ring)
+
+    def _set_mem_table(self, m: Message) -> None:
+        regions = unpack_mem_table(m.payload)
+        if len(m.fds) != len(regions):
+            for fd in m.fds:
+                _close(fd)
+            raise VhostUserError(f"{len(regions)} regions but {len(m.fds)} fds")
+        new = GuestMemory(regions, m.fds)
+        # Running rings hold offsets into the old mapping: restart them on the new one.
+        running = [r for r in self.rings if r.vq is not None]
+        for ring in running:
+            self._stop_ring(ring)
+        if self.mem is not None:
+            self.mem.close()
+        self.mem = new
+        self.log.info("guest memory: %d region(s), %d MiB", len(regions), new.size >> 20)
+        for ring in running:
+            self._maybe_start(ring)
+
+    def _set_vring_num(self, m: Message) -> None:
+        st = VringState.unpack(m.payload)
+        self._ring(st.index).num = st.num
+
+    def _set_vring_addr(self, m: Message) -> None:
+        addr = VringAddr.unpack(m.payload)
+        ring = self._ring(addr.index)
+        ring.addr = addr
+        if ring.vq is not None:  # moved under a running ring
+            self._stop_ring(ring)
+        self._maybe_start(ring)
+
+    def _set_vring_base(self, m: Message) -> None:
+        st = VringState.unpack(m.payload)
+        self._ring(st.index).base = st.num
+
+    def _get_vring_base(self, m: Message) -> bytes:
+        st = VringState.unpack(m.payload)
+        ring = self._ring(st.index)
+        self._stop_ring(ring)
+        if ring.kick is not None:
+            _close(ring.kick)
+            ring.kick = None
+        if not any(r.vq for r in self.rings) and self.live:
+            self.live = False
+            if self.listener is not None:
+                self.listener.disconnected()
+        return encode_reply(m.request, VringState(st.index, ring.base).pack())
+
+    def _set_vring_kick(self, m: Message) -> None:
+        index, fd = vring_file(m)
+        ring = self._ring(index)
+        if ring.vq is not None:
+            self._stop_ring(ring)
+        _close(ring.kick)
+        ring.kick = fd
+        if not self.acked_features & Feature.PROTOCOL_FEATURES:
+            ring.enabled = True  # without bit 30 rings start enabled (spec "Ring states")
+        self._maybe_start(ring)
+
+    def _set_vring_call(self, m: Message) -> None:
+        index, fd = vring_file(m)
+        ring = self._ring(index)
+        old, ring.call = ring.call, fd  # swapped at any time (masked/unmasked notifier)
+        _close(old)
+
+    def _set_vring_err(self, m: Message) -> None:
+        index, fd = vring_file(m)
+        ring = self._ring(index)
+        _close(ring.err)
+        ring.err = fd
+
+    def _set_vring_enable(self, m: Message) -> None:
+        st = VringState.unpack(m.payload)
+        ring = self._ring(st.index)
+        ring.enabled = bool(st.num)
+        if ring.enabled and ring.vq is not None:
+            self._kicked(ring)
+
+    def _get_config(self, m: Message) -> bytes:
+        req = ConfigRequest.unpack(m.payload)
+        data = self.device.get_config(req.offset, req.size)
+        return encode_reply(m.request, ConfigRequest(req.offset, len(data), req.flags, data).pack())
+
+    def _set_config(self, m: Message) -> None:
+        req = ConfigRequest.unpack(m.payload)
+        self.device.set_config(req.offset, req.data)
+
+    def _set_log_base(self, m: Message) -> bytes:
+        # Advertised (LOG_SHMFD) so QEMU does not block save/migrate; the toolstack always stops
+        # the guest first, so rings are stopped and no page is ever dirtied while logging.
+        for fd in m.fds:
+            _close(fd)
+        return encode_u64_reply(m.request, 0)
+
+
+Authorizer = Callable[[int], Awaitable[bool]]
+
+
+class VhostUserServer:
+    """A device's listening socket. QEMU connects (``reconnect=1``); one live session at a time:
+    a new connection replaces the old one, as after a QEMU-side reconnect."""
+
+    def __init__(self, path: Path, device: VirtioDevice, listener: SessionListener | None = None,
+                 authorize: Authorizer | None = None) -> None:
+        self.path = path
+        self.device = device
+        self.listener = listener
+        self.authorize = authorize
+        self.session: VhostUserSession | None = None
+        self._sock: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.bind(str(self.path))
+        sock.listen(4)
+        sock.setblocking(False)
+        self._sock = sock
+        self._task = asyncio.get_running_loop().create_task(self._accept_loop())
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        while True:
+            conn, _ = await loop.sock_accept(self._sock)
+            pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                      struct.calcsize("3i")))[0]
+            if self.authorize is not None and not await self.authorize(pid):
+                log.warning("%s: refusing front-end pid %d: not the domain's device model",
+                            self.device.name, pid)
+                conn.close()
+                continue
+            if self.session is not None:
+                self.session.close()
+            log.info("%s: front-end connected (pid %d)", self.device.name, pid)
+            self.session = VhostUserSession(conn, self.device, self.listener, loop)
+            self.session.start()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.path.unlink(missing_ok=True)

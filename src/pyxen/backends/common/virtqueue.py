@@ -1,0 +1,139 @@
+"""The split virtqueue, device side (virtio 1.1 spec, 2.6 "Split Virtqueues").
+
+The three areas live in guest memory: the descriptor table (``<QIHH`` addr, len, flags, next),
+the available ring (``u16 flags, idx, ring[N]``) written by the driver, and the used ring
+(``u16 flags, idx, {u32 id, u32 len}[N]``) written by the device. In Xen's words this is the
+shared ring of a split driver: the avail ring is the request producer, the used ring the
+response producer, and the kick/call eventfds are the event channel's two directions.
+
+Ordering: the device writes a used element, then the used index. CPython's ``struct.pack_into``
+on x86-64 (TSO) keeps store order, and the eventfd write that follows is a syscall and so a
+barrier. EVENT_IDX is not offered, so no store-to-load fence is ever needed.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from .memory import GuestMemory, GuestMemoryError
+
+DESC = struct.Struct("<QIHH")
+VRING_DESC_F_NEXT = 1
+VRING_DESC_F_WRITE = 2
+VRING_DESC_F_INDIRECT = 4
+VRING_AVAIL_F_NO_INTERRUPT = 1
+#: Longest chain followed; a longer one is a loop a hostile driver built (spec 2.6.5.3.1).
+MAX_CHAIN = 1024
+U16 = struct.Struct("<H")
+USED_ELEM = struct.Struct("<II")
+
+
+class VirtqueueError(Exception):
+    """The driver broke the ring's rules (bad index, loop, write before read): fatal for the
+    ring, as Firecracker's InvalidAvailIdx, because only a buggy or malicious driver does it."""
+
+
+@dataclass
+class Chain:
+    """One request: its head index and its device-readable and device-writable buffers."""
+
+    head: int
+    readable: list[memoryview] = field(default_factory=list)
+    writable: list[memoryview] = field(default_factory=list)
+
+    @property
+    def readable_len(self) -> int:
+        return sum(len(v) for v in self.readable)
+
+    @property
+    def writable_len(self) -> int:
+        return sum(len(v) for v in self.writable)
+
+    def release(self) -> None:
+        """Drop the views so SET_MEM_TABLE can unmap the memory under them."""
+        for v in self.readable + self.writable:
+            v.release()
+        self.readable.clear()
+        self.writable.clear()
+
+
+class Virtqueue:
+    """One started split ring over a GuestMemory."""
+
+    def __init__(self, mem: GuestMemory, size: int, desc: int, avail: int, used: int,
+                 last_avail: int) -> None:
+        """Resolve the ring addresses (QEMU virtual addresses) into the guest's mapping.
+
+        :raise GuestMemoryError: an address outside guest memory.
+        """
+        if size == 0 or size & (size - 1) or size > 32768:
+            raise VirtqueueError(f"queue size {size} is not a power of two <= 32768")
+        self.mem = mem
+        self.size = size
+        self.desc_mm, self.desc_off = mem.qva(desc)
+        self.avail_mm, self.avail_off = mem.qva(avail)
+        self.used_mm, self.used_off = mem.qva(used)
+        self.last_avail = last_avail & 0xFFFF
+        self.used_idx = U16.unpack_from(self.used_mm, self.used_off + 2)[0]
+
+    def avail_idx(self) -> int:
+        return int(U16.unpack_from(self.avail_mm, self.avail_off + 2)[0])
+
+    def pending(self) -> int:
+        """Requests the driver made available that the device has not taken."""
+        n = (self.avail_idx() - self.last_avail) & 0xFFFF
+        if n > self.size:
+            raise VirtqueueError(f"avail idx is {n} ahead of the device on a ring of {self.size}")
+        return n
+
+    def pop(self) -> Chain | None:
+        """Take the next available chain, or None when the ring is empty."""
+        if not self.pending():
+            return None
+        slot = self.last_avail % self.size
+        head = U16.unpack_from(self.avail_mm, self.avail_off + 4 + 2 * slot)[0]
+        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        if head >= self.size:
+            raise VirtqueueError(f"head {head} out of range")
+        chain = Chain(head)
+        try:
+            self._walk(chain, self.desc_mm, self.desc_off, self.size, head, allow_indirect=True)
+        except GuestMemoryError as err:
+            chain.release()
+            raise VirtqueueError(str(err)) from err
+        return chain
+
+    def _walk(self, chain: Chain, mm: object, base: int, table_size: int, index: int,
+              allow_indirect: bool) -> None:
+        for _ in range(MAX_CHAIN):
+            addr, length, flags, nxt = DESC.unpack_from(mm, base + 16 * index)  # type: ignore[arg-type]
+            if flags & VRING_DESC_F_INDIRECT:
+                if not allow_indirect or length % 16 or length == 0:
+                    raise VirtqueueError("bad indirect descriptor")
+                imm, ioff, left = self.mem.gpa(addr)
+                if left < length:
+                    raise VirtqueueError("indirect table crosses a memory region")
+                self._walk(chain, imm, ioff, length // 16, 0, allow_indirect=False)
+            elif flags & VRING_DESC_F_WRITE:
+                chain.writable += self.mem.views(addr, length)
+            else:
+                if chain.writable:
+                    raise VirtqueueError("readable descriptor after a writable one")
+                chain.readable += self.mem.views(addr, length)
+            if not flags & VRING_DESC_F_NEXT:
+                return
+            index = nxt
+            if index >= table_size:
+                raise VirtqueueError(f"next {index} out of range")
+        raise VirtqueueError("descriptor chain loops")
+
+    def push(self, head: int, written: int) -> None:
+        """Return a chain to the driver: the used element, then the used index."""
+        slot = self.used_idx % self.size
+        USED_ELEM.pack_into(self.used_mm, self.used_off + 4 + 8 * slot, head, written)
+        self.used_idx = (self.used_idx + 1) & 0xFFFF
+        U16.pack_into(self.used_mm, self.used_off + 2, self.used_idx)
+
+    def needs_interrupt(self) -> bool:
+        return not U16.unpack_from(self.avail_mm, self.avail_off)[0] & VRING_AVAIL_F_NO_INTERRUPT
