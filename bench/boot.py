@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Boot time: ``xl create`` to the demo guest's up line, against bare qemu-system-x86_64.
+
+Both boot the same kernel, initramfs and memory size with the same accelerator, in one
+invocation, interleaved (pyxen, bare, pyxen, bare, ...) so drift on the machine hits both. The
+pyxen time includes everything a user waits for: the xl process, config parsing, the hypercalls,
+QEMU start, console relay through xenconsoled into the log file. Prints a table and writes
+bench/results/boot.json. Goal: pyxen/bare <= 1.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from pyxen.hypervisor.accel import choose  # noqa: E402
+from pyxen.images.demo import build  # noqa: E402
+
+UP = b"pyxen demo guest up"
+BIN = Path(sys.executable).parent
+MEMORY = 256
+TIMEOUT = 120.0
+
+
+def time_pyxen(env: dict[str, str], cfg: Path, log: Path) -> float:
+    start_off = log.stat().st_size if log.exists() else 0
+    t0 = time.perf_counter()
+    subprocess.run([str(BIN / "xl"), "create", "-q", str(cfg)], env=env, check=True)
+    while time.perf_counter() - t0 < TIMEOUT:
+        if log.exists():
+            with open(log, "rb") as f:
+                f.seek(start_off)
+                if UP in f.read():
+                    elapsed = time.perf_counter() - t0
+                    break
+        time.sleep(0.005)
+    else:
+        raise RuntimeError("pyxen guest did not come up")
+    subprocess.run([str(BIN / "xl"), "destroy", "bench"], env=env, check=True)
+    return elapsed
+
+
+def time_bare(kernel: str, ramdisk: str, accel: str) -> float:
+    cmd = ["qemu-system-x86_64", "-machine", "pc", "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
+           "-m", str(MEMORY), "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
+           "-serial", "stdio", "-kernel", kernel, "-initrd", ramdisk, "-append", "console=ttyS0 quiet panic=-1"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    seen = b""
+    try:
+        while time.perf_counter() - t0 < TIMEOUT:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                seen += chunk
+                if UP in seen:
+                    return time.perf_counter() - t0
+        raise RuntimeError("bare guest did not come up")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ns = ap.parse_args()
+    image = build()
+    root = Path(tempfile.mkdtemp(prefix="pyxen-bench-", dir="/tmp"))
+    env = dict(os.environ, PYXEN_ROOT=str(root), PATH=f"{BIN}:{os.environ['PATH']}")
+    cfg = root / "bench.cfg"
+    cfg.write_text(f'name = "bench"\nmemory = {MEMORY}\nvcpus = 1\nkernel = "{image.kernel}"\n'
+                   f'ramdisk = "{image.ramdisk}"\nextra = "console=ttyS0 quiet panic=-1"\n')
+    subprocess.run([str(BIN / "pyxen"), "host", "start"], env=env, check=True, stdout=subprocess.DEVNULL)
+    accel = choose("auto", "qemu-system-x86_64").accel
+    log = root / "log" / "console" / "guest-bench.log"
+    pyxen_t: list[float] = []
+    bare_t: list[float] = []
+    try:
+        for _ in range(ns.runs):
+            pyxen_t.append(time_pyxen(env, cfg, log))
+            bare_t.append(time_bare(str(image.kernel), str(image.ramdisk), accel))
+    finally:
+        subprocess.run([str(BIN / "pyxen"), "host", "stop"], env=env, stdout=subprocess.DEVNULL)
+        shutil.rmtree(root, ignore_errors=True)
+    med_p, med_b = statistics.median(pyxen_t), statistics.median(bare_t)
+    ratio = med_p / med_b
+    rows = [("pyxen xl create", pyxen_t), ("bare qemu", bare_t)]
+    print(f"boot to '{UP.decode()}' ({accel}, {MEMORY} MiB, {ns.runs} runs each, interleaved)")
+    print(f"{'path':<18}{'median s':>10}{'min s':>10}{'max s':>10}")
+    for name, ts in rows:
+        print(f"{name:<18}{statistics.median(ts):>10.3f}{min(ts):>10.3f}{max(ts):>10.3f}")
+    print(f"ratio pyxen/bare (medians): {ratio:.3f}  (goal <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})")
+    out = ROOT / "bench" / "results" / "boot.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"accel": accel, "memory_mib": MEMORY, "runs": ns.runs,
+                               "pyxen_s": pyxen_t, "bare_s": bare_t, "median_pyxen_s": med_p,
+                               "median_bare_s": med_b, "ratio": ratio, "goal": 1.15}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
