@@ -14,6 +14,7 @@ from ..host.services import ServiceError, available_services, running_pid, start
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
 from ..paths import Paths
+from ..toolstack import domain as libxl
 
 
 def host_start(paths: Paths) -> int:
@@ -34,7 +35,7 @@ def destroy_all(paths: Paths) -> int:
         with XenCtrl(paths.hypervisor_socket) as xc:
             doms = [d for d in xc.call("sysctl.getdomaininfolist") if d["domid"] != 0]
             for d in doms:
-                xc.call("domctl.destroydomain", domid=d["domid"])
+                libxl.destroy(xc, paths, d["domid"])
                 print(f"destroyed {d['name']} ({d['domid']})")
             return len(doms)
     except HypercallError as err:

@@ -133,7 +133,8 @@ def cmd_create(argv: list[str]) -> int:
     return 0
 
 
-def _domain_cmd(name: str, desc: str, op: str, failure: str | None = None) -> Callable[[list[str]], int]:
+def _domain_cmd(name: str, desc: str, op: Callable[[XenCtrl, Paths, int], None],
+                failure: str | None = None) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
         p = _parser(name, desc)
         if name == "destroy":
@@ -148,7 +149,7 @@ def _domain_cmd(name: str, desc: str, op: str, failure: str | None = None) -> Ca
                       file=sys.stderr)
                 return 1
             try:
-                xc.call(op, domid=ref.domid)
+                op(xc, Paths.from_env(), ref.domid)
             except NoSuchDomain as err:
                 print(f"libxl: error: {err}" + (f"\n{failure} (rc=-21)" if failure else ""), file=sys.stderr)
                 return 1
@@ -237,11 +238,10 @@ def cmd_dmesg(argv: list[str]) -> int:
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "create": (cmd_create, "Create a domain from config file <filename>"),
     "list": (cmd_list, "List information about all/some domains"),
-    "destroy": (_domain_cmd("destroy", "Terminate a domain immediately", "domctl.destroydomain",
-                            "destroy failed"), "Terminate a domain immediately"),
-    "pause": (_domain_cmd("pause", "Pause execution of a domain", "domctl.pausedomain"),
+    "destroy": (_domain_cmd("destroy", "Terminate a domain immediately", libxl.destroy, "destroy failed"), "Terminate a domain immediately"),
+    "pause": (_domain_cmd("pause", "Pause execution of a domain", libxl.pause),
               "Pause execution of a domain"),
-    "unpause": (_domain_cmd("unpause", "Unpause a paused domain", "domctl.unpausedomain"),
+    "unpause": (_domain_cmd("unpause", "Unpause a paused domain", libxl.unpause),
                 "Unpause a paused domain"),
     "console": (cmd_console, "Attach to domain's console"),
     "info": (cmd_info, "Get information about Xen host"),

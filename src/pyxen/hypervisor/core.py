@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable
 from .. import XEN_EXTRA, XEN_MAJOR, XEN_MINOR, __version__
 from ..console.xenconsoled import Xenconsoled
 from ..paths import Paths
+from ..toolstack import xsdomain
 from . import physinfo
 from .accel import AccelChoice
 from .domain import DOMID_DOM0, DOMID_FIRST_RESERVED, Domain, ShutdownReason, state_letters
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 CONRING_LINES = 2000
 Handler = Callable[["Hypervisor", dict[str, Any]], Awaitable[Any]]
 HYPERCALLS: dict[str, Handler] = {}
+#: Called with (hv, domid) when a domain is destroyed: evtchn.py and gnttab.py close its ports
+#: and revoke its grants there.
+DESTROY_HOOKS: list[Callable[["Hypervisor", int], None]] = []
 
 
 def hypercall(name: str) -> Callable[[Handler], Handler]:
@@ -155,6 +159,9 @@ class Hypervisor:
         try:
             if action in ("destroy", "coredump-destroy"):
                 await self.destroy(dom.domid)
+                # xl's monitor destroys through libxl, which also clears the domain's xenstore
+                # records and fires @releaseDomain; the monitor lives here for now.
+                await asyncio.to_thread(xsdomain.release_quietly, self.paths.xenstored_socket, dom.domid)
             elif action in ("restart", "rename-restart", "coredump-restart", "soft-reset"):
                 await self.models[dom.domid].reboot()
                 dom.shutdown, dom.shutdown_reason = False, None
@@ -226,6 +233,8 @@ class Hypervisor:
         self.domains.pop(domid, None)
         self.vcpu_tids.pop(domid, None)
         self.pool.release(domid)
+        for hook in DESTROY_HOOKS:
+            hook(self, domid)
         Domain.forget(self.paths.domains_dir, domid)
         shutil.rmtree(self.paths.domain_run_dir(domid), ignore_errors=True)
         log.info("d%d (%s): destroyed", domid, dom.name)

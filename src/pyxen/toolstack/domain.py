@@ -13,6 +13,8 @@ from typing import Any
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
 from ..paths import Paths
+from ..xenstore.errors import XenstoreError
+from . import xsdomain
 from .config import DomainConfig
 
 
@@ -39,10 +41,20 @@ def check_files(cfg: DomainConfig) -> None:
 
 
 def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False) -> int:
-    """Build and (unless ``paused``) start a domain; return its domid."""
+    """Build and (unless ``paused``) start a domain; return its domid.
+
+    Order as libxl: the hypervisor makes the domain (paused, device model started), then its
+    xenstore records are written and it is introduced to xenstored, then it is unpaused.
+    """
     check_files(cfg)
     domid: int = ctrl.call("domctl.createdomain", config=cfg.to_json())
     try:
+        try:
+            xsdomain.introduce(paths.xenstored_socket, domid, cfg.name, cfg.uuid, cfg.type,
+                               cfg.memory * 1024, cfg.maxmem * 1024, cfg.vcpus, cfg.maxvcpus,
+                               cfg.source)
+        except (OSError, XenstoreError) as err:
+            raise DomainBuildError(f"cannot write the xenstore records of '{cfg.name}': {err}") from err
         if not paused:
             ctrl.call("domctl.unpausedomain", domid=domid)
     except BaseException:
@@ -52,7 +64,19 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False)
 
 
 def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
-    ctrl.call("domctl.destroydomain", domid=domid)
+    """Destroy the domain, then remove its xenstore records (fires @releaseDomain)."""
+    try:
+        ctrl.call("domctl.destroydomain", domid=domid)
+    finally:
+        xsdomain.release_quietly(paths.xenstored_socket, domid)
+
+
+def pause(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
+    ctrl.call("domctl.pausedomain", domid=domid)
+
+
+def unpause(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
+    ctrl.call("domctl.unpausedomain", domid=domid)
 
 
 def list_domains(ctrl: XenCtrl) -> list[dict[str, Any]]:

@@ -1,0 +1,73 @@
+"""Issue 4's toolstack part: a domain's xenstore records follow its life, seen by Xen's own tools."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from pyxen.xenstore.client import XenstoreClient
+
+from ..conftest import Host
+
+pytestmark = pytest.mark.integration
+
+
+def xs_tool(host: Host, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Debian's xenstore-utils pointed at this host's xenstored."""
+    env = dict(os.environ, XENSTORED_PATH=str(host.paths.xenstored_socket))
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+
+
+def events_until(xs: XenstoreClient, wanted: str, timeout: float = 120) -> list[str]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ev = xs.wait_event(timeout=1)
+        if ev is not None:
+            seen.append(ev[0])
+            if ev[0] == wanted:
+                return seen
+    raise AssertionError(f"no {wanted} event; saw {seen}")
+
+
+def test_layout_written_on_create_removed_on_destroy(host: Host) -> None:
+    with XenstoreClient(host.paths.xenstored_socket) as xs:
+        xs.watch("@introduceDomain", "intro")
+        xs.watch("@releaseDomain", "release")
+        assert xs.wait_event(5) is not None and xs.wait_event(5) is not None  # the initial firings
+        domid = host.create("laid", memory=96, vcpus=2)
+        events_until(xs, "@introduceDomain", timeout=10)
+
+        dp = f"/local/domain/{domid}"
+        assert xs_tool(host, "xenstore-read", f"{dp}/name").stdout.strip() == "laid"
+        assert xs_tool(host, "xenstore-read", f"{dp}/domid").stdout.strip() == str(domid)
+        assert xs_tool(host, "xenstore-read", f"{dp}/memory/target").stdout.strip() == str(96 * 1024)
+        assert xs_tool(host, "xenstore-read", f"{dp}/cpu/1/availability").stdout.strip() == "online"
+        vm = xs_tool(host, "xenstore-read", f"{dp}/vm").stdout.strip()
+        assert xs_tool(host, "xenstore-read", f"{vm}/name").stdout.strip() == "laid"
+        assert xs.get_perms(dp) == ["n0", f"r{domid}"]
+        assert xs.get_perms(f"{dp}/control/shutdown") == [f"n{domid}"]
+        assert xs.is_domain_introduced(domid)
+
+        host.xl("destroy", "laid")
+        events_until(xs, "@releaseDomain", timeout=10)
+        assert xs_tool(host, "xenstore-exists", dp).returncode != 0
+        assert xs_tool(host, "xenstore-exists", vm).returncode != 0
+        assert not xs.is_domain_introduced(domid)
+
+
+def test_guest_poweroff_clears_records(host: Host) -> None:
+    """on_poweroff=destroy done by the monitor also clears xenstore and fires @releaseDomain."""
+    with XenstoreClient(host.paths.xenstored_socket) as xs:
+        xs.watch("@releaseDomain", "release")
+        xs.wait_event(5)
+        domid = host.create("gone", memory=96, script="poweroff -f")
+        events_until(xs, "@releaseDomain", timeout=150)
+        deadline = time.monotonic() + 10
+        while xs.exists(f"/local/domain/{domid}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not xs.exists(f"/local/domain/{domid}")
+        assert "gone" not in host.domains()
