@@ -152,6 +152,6 @@ def parse_number(text: str) -> int:
         return int(text, 16)
     if re.fullmatch(r"0[0-7]+", text):
         return int(text, 8)
-    if re.fullmatch(r"[0-9]+", text):
+    if re.fullmatch(r"[1-9][0-9]*|0", text):
         return int(text, 10)
     raise ValueError(text)

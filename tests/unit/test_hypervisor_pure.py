@@ -1,0 +1,77 @@
+"""Pure parts of the hypervisor: boot line, memory pool, state letters, wire codec, QEMU argv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyxen.hypervisor import errors, wire
+from pyxen.hypervisor.bootline import BootLine, BootLineError, Dom0Mem, parse_size
+from pyxen.hypervisor.domain import state_letters
+from pyxen.hypervisor.memory import MemoryPool
+from pyxen.hypervisor.qemu import BuildInfo, argv
+
+G = 1 << 30
+M = 1 << 20
+
+
+def test_boot_line_like_xen() -> None:
+    b = BootLine.parse("dom0_mem=1024M loglvl=all sched=credit2 dom0_max_vcpus=1-4 console=com1")
+    assert b.dom0_mem == Dom0Mem(1024 * M) and b.loglvl == "all" and b.sched == "credit2"
+    assert b.dom0_vcpus(8) == 4 and b.dom0_vcpus(2) == 2 and b.other == {"console": "com1"}
+    assert BootLine.parse("dom0_mem=512M,max:2G").dom0_mem.resolve(24 * G) == 512 * M
+    assert BootLine.parse("dom0_mem=max:2G").dom0_mem.resolve(24 * G) == 2 * G
+    assert BootLine.parse("dom0_mem=4G,min:1G,max:2G").dom0_mem.resolve(24 * G) == 2 * G
+    assert BootLine.parse("").dom0_mem.resolve(24 * G) == G
+    assert [parse_size(s) for s in ("1k", "2M", "3G", "4096")] == [1024, 2 * M, 3 * G, 4096]
+
+
+@pytest.mark.parametrize("line", ["dom0_mem=lots", "sched=fifo", "loglvl=loud", "dom0_max_vcpus=0",
+                                  "sched_credit_tslice_ms=0", "sched_ratelimit_us=50"])
+def test_bad_boot_line(line: str) -> None:
+    with pytest.raises(BootLineError):
+        BootLine.parse(line)
+
+
+def test_memory_pool_refuses_overcommit_and_changes_nothing() -> None:
+    pool = MemoryPool(1000 * 1024)
+    pool.claim(0, 400 * 1024)
+    pool.claim(1, 500 * 1024)
+    with pytest.raises(errors.OutOfMemory) as exc:
+        pool.claim(2, 200 * 1024, "big")
+    assert "200 MiB needed, 100 MiB free" in str(exc.value)
+    assert pool.free_kb == 100 * 1024 and 2 not in pool.reserved
+    pool.release(1)
+    assert pool.free_kb == 600 * 1024
+
+
+def test_state_letters_as_xl() -> None:
+    assert state_letters(True, False, False, False, None, False) == "r-----"
+    assert state_letters(False, True, False, False, None, False) == "-b----"
+    assert state_letters(False, False, True, False, None, False) == "--p---"
+    assert state_letters(False, False, False, True, 0, False) == "---s--"
+    assert state_letters(False, False, False, True, 3, False) == "---sc-"
+    assert state_letters(False, False, False, True, 2, False) == "---ss-"
+    assert state_letters(False, False, False, False, None, True) == "-----d"
+
+
+def test_wire_round_trip_and_errors() -> None:
+    req = wire.Request(3, "domctl.pausedomain", {"domid": 2})
+    assert wire.decode_request(wire.encode_request(req)) == req
+    for bad in (b"nope\n", b'{"args": {}}\n', b'{"op": "x", "args": []}\n'):
+        with pytest.raises(wire.WireError):
+            wire.decode_request(bad)
+    e = errors.from_wire(errors.NoSuchDomain("no domain 9", "domctl.getdomaininfo").to_wire())
+    assert isinstance(e, errors.NoSuchDomain) and e.errno == 3 and e.op == "domctl.getdomaininfo"
+
+
+def test_pv_guest_gets_no_emulated_devices() -> None:
+    info = BuildInfo("g", "u-u-i-d", "pv", 128, 1, 2, "/k", "/r", "quiet", "tcg")
+    a = argv("qemu-system-x86_64", info, Path("/run/d"))
+    assert a[a.index("-append") + 1] == "console=ttyS0 quiet"
+    assert "-nodefaults" in a and "-S" in a and a[a.index("-vga") + 1] == "none"
+    assert "memory-backend-memfd,id=mem,size=128M,share=on" in a
+    assert a[a.index("-smp") + 1] == "1,maxcpus=2"
+    hvm = argv("q", BuildInfo("h", "u", "hvm", 64, 1, 1, None, None, "", "kvm", vnc=True, vncdisplay=3), Path("/d"))
+    assert hvm[hvm.index("-vnc") + 1] == "127.0.0.1:3" and hvm[hvm.index("-cpu") + 1] == "host"
