@@ -227,3 +227,16 @@ def test_two_hosts_side_by_side(host: Host, tmp_path: object) -> None:
     finally:
         __import__("subprocess").run([str(BIN / "pyxen"), "host", "stop"], env=env2)
         shutil.rmtree(root2, ignore_errors=True)
+
+
+def test_xendomains_starts_auto_configs_once(host: Host) -> None:
+    host.paths.auto_dir.mkdir(exist_ok=True)
+    host.write_cfg("auto1", memory=64).rename(host.paths.auto_dir / "auto1.cfg")
+    (host.paths.auto_dir / "broken.cfg").write_text('name = "broken"\nmemory = "x"\n')
+    first = host.run("pyxen", "host", "start")
+    assert first.returncode == 1  # the broken one is reported
+    assert "auto1.cfg: started auto1" in first.stdout and "broken.cfg: failed:" in first.stdout
+    assert list(host.domains()) == ["Domain-0", "auto1"]
+    second = host.run("pyxen", "host", "start")
+    assert "auto1 already running" in second.stdout
+    assert list(host.domains()) == ["Domain-0", "auto1"]

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from ..host.services import ServiceError, available_services, running_pid, start_service, stop_service
+from ..host.xendomains import start_auto
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
 from ..paths import Paths
@@ -26,7 +27,11 @@ def host_start(paths: Paths) -> int:
             print(f"pyxen: {err}", file=sys.stderr)
             return 1
         print(f"{svc.name:<12} {'started' if started else 'running'} (pid {pid})")
-    return 0
+    failed = 0
+    for cfg, outcome in start_auto(paths):
+        print(f"xendomains   {cfg.name}: {outcome}")
+        failed += outcome.startswith("failed")
+    return 1 if failed else 0
 
 
 def destroy_all(paths: Paths) -> int:
