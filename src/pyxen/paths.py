@@ -63,6 +63,16 @@ class Paths:
         """The socket a guest's own xenstore connection arrives on (its 'ring')."""
         return self.xenstored_dir / "domains" / str(domid)
 
+    @property
+    def backends_dir(self) -> Path:
+        """The backend daemon's folder: its control socket and one vhost-user socket per device."""
+        return self.run / "backends"
+
+    @property
+    def backendd_socket(self) -> Path:
+        """The backend daemon's control socket (up when it accepts; answers a status line)."""
+        return self.backends_dir / "control.sock"
+
     def domain_run_dir(self, domid: int) -> Path:
         """Sockets of one domain's device model: QMP, console, device sockets."""
         return self.run / "domains" / str(domid)

@@ -43,6 +43,7 @@ class Service:
 SERVICES: tuple[Service, ...] = (
     Service("hypervisor", "pyxen.hypervisor", lambda p: p.hypervisor_socket),
     Service("xenstored", "pyxen.xenstore", lambda p: p.xenstored_socket),
+    Service("backendd", "pyxen.backends", lambda p: p.backendd_socket),
 )
 
 

@@ -14,7 +14,7 @@ from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
 from ..paths import Paths
 from ..xenstore.errors import XenstoreError
-from . import xsdomain
+from . import devices, hotplug, xsdomain
 from .config import DomainConfig
 
 
@@ -47,6 +47,10 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False)
     xenstore records are written and it is introduced to xenstored, then it is unpaused.
     """
     check_files(cfg)
+    try:
+        disks, nics = devices.parse_all(cfg.disks, cfg.vifs)
+    except devices.DeviceSpecError as err:
+        raise DomainBuildError(f"{cfg.source}: {err}") from err
     domid: int = ctrl.call("domctl.createdomain", config=cfg.to_json())
     try:
         try:
@@ -55,6 +59,11 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False)
                                cfg.source)
         except (OSError, XenstoreError) as err:
             raise DomainBuildError(f"cannot write the xenstore records of '{cfg.name}': {err}") from err
+        try:
+            accel = str(ctrl.call("sysctl.physinfo").get("accel", "tcg")) if nics else "tcg"
+            hotplug.add_all(ctrl, paths, domid, disks, nics, accel)
+        except hotplug.DeviceError as err:
+            raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
         if not paused:
             ctrl.call("domctl.unpausedomain", domid=domid)
     except BaseException:
@@ -68,6 +77,7 @@ def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
     try:
         ctrl.call("domctl.destroydomain", domid=domid)
     finally:
+        hotplug.remove_all(paths, domid)
         xsdomain.release_quietly(paths.xenstored_socket, domid)
 
 

@@ -1,0 +1,182 @@
+"""Grant tables (xen/include/public/grant_table.h v1, docs/xl.md 5.4).
+
+A grant is a domain's permission for one other domain to map some of its memory. In pyxen the
+memory a backend maps is the guest's RAM memfd, which QEMU hands the backend over vhost-user
+(SET_MEM_TABLE); the hypervisor decides whether that mapping may exist. The toolstack grants a
+device's ring (``ring-ref``) to the backend domain for the frontend (gnttab grant_access); the
+backend maps it (GNTTABOP_map_grant_ref) before it maps any guest memory, naming the process
+that offered the memory. The map is refused unless the grant exists, names the caller's
+domain, and that process is the granting domain's own device model. When the domain dies every
+grant it issued is revoked and every mapping of them is gone.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .core import DESTROY_HOOKS, Hypervisor, hypercall
+from .errors import HypercallError, InvalidArgument, NoSuchDomain, PermissionDenied
+
+#: Refs 0..7 are reserved (GNTTAB_NR_RESERVED_ENTRIES: 0 console ring, 1 xenstore ring).
+FIRST_REF = 8
+MAX_REFS = 512 * 32
+
+
+class GntSt(enum.IntEnum):
+    """GNTST_* status codes."""
+
+    OKAY = 0
+    GENERAL_ERROR = -1
+    BAD_DOMAIN = -2
+    BAD_GNTREF = -3
+    BAD_HANDLE = -4
+    PERMISSION_DENIED = -8
+
+
+class GrantError(HypercallError):
+    """A refused grant operation, with its GNTST code."""
+
+    def __init__(self, status: GntSt, message: str, op: str = "") -> None:
+        super().__init__(f"{message} (GNTST {status.name.lower()})", op)
+        self.status = status
+
+
+class GrantDenied(GrantError, PermissionDenied):
+    pass
+
+
+@dataclass
+class Grant:
+    dom: int
+    ref: int
+    remote_dom: int
+    readonly: bool
+    label: str = ""
+    mappings: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Mapping:
+    handle: int
+    dom: int
+    ref: int
+    mapper: int
+    pid: int
+
+
+class GrantTables:
+    def __init__(self) -> None:
+        self.grants: dict[int, dict[int, Grant]] = {}
+        self.maps: dict[int, Mapping] = {}
+        self._next_handle = 1
+
+    def grant_access(self, dom: int, remote_dom: int, readonly: bool, label: str) -> Grant:
+        table = self.grants.setdefault(dom, {})
+        ref = next(r for r in range(FIRST_REF, MAX_REFS) if r not in table)
+        g = table[ref] = Grant(dom, ref, remote_dom, readonly, label)
+        return g
+
+    def map(self, dom: int, ref: int, mapper: int, pid: int, model_pid: int | None) -> Mapping:
+        g = self.grants.get(dom, {}).get(ref)
+        if g is None:
+            raise GrantError(GntSt.BAD_GNTREF, f"domain {dom} has no grant {ref}")
+        if g.remote_dom != mapper:
+            raise GrantDenied(GntSt.PERMISSION_DENIED,
+                              f"grant {ref} of domain {dom} is for domain {g.remote_dom}, not {mapper}")
+        if pid and pid != model_pid:
+            raise GrantDenied(GntSt.PERMISSION_DENIED,
+                              f"process {pid} is not domain {dom}'s device model; its memory is not granted")
+        m = Mapping(self._next_handle, dom, ref, mapper, pid)
+        self._next_handle += 1
+        self.maps[m.handle] = m
+        g.mappings.append(m.handle)
+        return m
+
+    def unmap(self, handle: int) -> None:
+        m = self.maps.pop(handle, None)
+        if m is None:
+            raise GrantError(GntSt.BAD_HANDLE, f"no grant mapping {handle}")
+        g = self.grants.get(m.dom, {}).get(m.ref)
+        if g is not None and handle in g.mappings:
+            g.mappings.remove(handle)
+
+    def end_access(self, dom: int, ref: int) -> None:
+        g = self.grants.get(dom, {}).pop(ref, None)
+        if g is not None:
+            for h in g.mappings:
+                self.maps.pop(h, None)
+
+    def domain_destroyed(self, dom: int) -> None:
+        for g in self.grants.pop(dom, {}).values():
+            for h in g.mappings:
+                self.maps.pop(h, None)
+        for h in [h for h, m in self.maps.items() if m.mapper == dom]:
+            self.maps.pop(h)
+
+    def list(self, dom: int | None) -> dict[str, list[dict[str, Any]]]:
+        doms = [dom] if dom is not None else sorted(self.grants)
+        return {"grants": [asdict(g) for d in doms for g in self.grants.get(d, {}).values()],
+                "maps": [asdict(m) for m in self.maps.values()
+                         if dom is None or m.dom == dom or m.mapper == dom]}
+
+
+def tables(hv: Hypervisor) -> GrantTables:
+    t = getattr(hv, "gnttab", None)
+    if t is None:
+        t = GrantTables()
+        hv.gnttab = t  # type: ignore[attr-defined]
+    return t
+
+
+def _domid(hv: Hypervisor, args: dict[str, Any], key: str, op: str) -> int:
+    v = args.get(key)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InvalidArgument(f"argument '{key}' must be an integer", op)
+    if v not in hv.domains:
+        raise NoSuchDomain(f"no domain {v} (GNTST bad_domain)", op)
+    return v
+
+
+@hypercall("grant_table_op.grant_access")
+async def _grant_access(hv: Hypervisor, args: dict[str, Any]) -> int:
+    op = "grant_table_op.grant_access"
+    dom, remote = _domid(hv, args, "dom", op), _domid(hv, args, "remote_dom", op)
+    return tables(hv).grant_access(dom, remote, bool(args.get("readonly")), str(args.get("label", ""))).ref
+
+
+@hypercall("grant_table_op.map_grant_ref")
+async def _map_grant_ref(hv: Hypervisor, args: dict[str, Any]) -> dict[str, Any]:
+    op = "grant_table_op.map_grant_ref"
+    dom = _domid(hv, args, "dom", op)
+    mapper = int(args.get("mapper", 0))
+    try:
+        m = tables(hv).map(dom, int(args.get("ref", -1)), mapper, int(args.get("pid", 0)), hv.domains[dom].pid)
+    except HypercallError as err:
+        err.op = op
+        raise
+    return {"handle": m.handle, "status": int(GntSt.OKAY)}
+
+
+@hypercall("grant_table_op.unmap_grant_ref")
+async def _unmap_grant_ref(hv: Hypervisor, args: dict[str, Any]) -> None:
+    tables(hv).unmap(int(args.get("handle", -1)))
+
+
+@hypercall("grant_table_op.end_access")
+async def _end_access(hv: Hypervisor, args: dict[str, Any]) -> None:
+    tables(hv).end_access(int(args.get("dom", -1)), int(args.get("ref", -1)))
+
+
+@hypercall("grant_table_op.list")
+async def _list(hv: Hypervisor, args: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    dom = args.get("dom")
+    return tables(hv).list(int(dom) if dom is not None else None)
+
+
+def _on_destroy(hv: Hypervisor, domid: int) -> None:
+    tables(hv).domain_destroyed(domid)
+
+
+DESTROY_HOOKS.append(_on_destroy)

@@ -1,0 +1,379 @@
+"""Disks and vifs: xl's spec strings into frozen specs, their xenstore nodes, and the QEMU
+devices that carry them (libxl_device_disk / libxl_device_nic, libxl__device_generic_add).
+
+Specs: Xen's docs/man/xl-disk-configuration.5.pod and xl-network-configuration.5.pod,
+docs/misc/vbd-interface.txt (vdev -> devid), digested in docs/xl.md 2.3, 2.4, 3.2 and 3.6.
+Pure functions, no I/O: ``parse_disk``/``parse_vif`` raise DeviceSpecError with xl's wording;
+``backend_nodes``/``frontend_nodes`` give the keys libxl writes; ``qmp_commands`` gives the
+QMP commands that plug the device into the domain's QEMU (vhost-user for blkback/netback,
+QEMU's own block layer for qdisk).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DISK_FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "empty")
+BACKEND_TYPES = ("phy", "qdisk", "tap", "standalone")
+IGNORED_PREFIXES = ("phy", "file", "tap", "tap2", "aio", "ioemu", "tapdisk")
+FORMAT_PREFIXES = ("raw", "qcow", "qcow2", "vhd")
+SCRIPT_PREFIXES = ("iscsi", "nbd", "enbd", "drbd")
+DEFAULT_BRIDGE = "xenbr0"
+XEN_OUI = (0x00, 0x16, 0x3E)
+VIF_KEYS = ("mac", "bridge", "ip", "script", "model", "type", "vifname", "rate", "backend",
+            "gatewaydev", "netdev", "mtu", "devid", "vlan", "trusted", "untrusted", "accel")
+
+#: XenbusState values written by the toolstack (the backend moves them on).
+STATE_INITIALISING = "1"
+
+
+class DeviceSpecError(ValueError):
+    """A disk or vif spec xl would refuse; the message is xl's."""
+
+
+# ---- vdev -> devid (docs/misc/vbd-interface.txt) ------------------------------------------
+def _letters_to_index(letters: str) -> int:
+    """Bijective base 26: a=0 .. z=25, aa=26, ab=27 ..."""
+    n = 0
+    for ch in letters:
+        n = n * 26 + (ord(ch) - ord("a") + 1)
+    return n - 1
+
+
+_VDEV_RE = re.compile(r"(xvd|hd|sd)([a-z]+)(0|[1-9][0-9]*)?")
+_DNPM_RE = re.compile(r"d(0|[1-9][0-9]*)(?:p(0|[1-9][0-9]*))?")
+
+
+def vdev_to_devid(vdev: str) -> int:
+    """The vbd's devid (its xenstore name), or -1 when the name is invalid (as libxl returns)."""
+    if re.fullmatch(r"0x[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*", vdev):
+        return int(vdev, 0) if not (vdev.startswith("0") and len(vdev) > 1 and not vdev.startswith("0x")) \
+            else int(vdev, 8)
+    m = _DNPM_RE.fullmatch(vdev)
+    if m:
+        kind, disk, part = "xvd", int(m.group(1)), int(m.group(2) or 0)
+    else:
+        m = _VDEV_RE.fullmatch(vdev)
+        if not m:
+            return -1
+        kind, disk, part = m.group(1), _letters_to_index(m.group(2)), int(m.group(3) or 0)
+    if kind == "xvd":
+        if disk < 16 and part < 16:
+            return (202 << 8) | (disk << 4) | part
+        if disk < (1 << 20) and part < 256:
+            return (1 << 28) | (disk << 8) | part
+        return -1
+    if kind == "hd":
+        if disk > 3 or part > 63:
+            return -1
+        return ((3 if disk < 2 else 22) << 8) | ((disk & 1) << 6) | part
+    if disk > 15 or part > 15:
+        return -1
+    return (8 << 8) | (disk << 4) | part
+
+
+# ---- disks ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DiskSpec:
+    """libxl_device_disk, the parts pyxen uses."""
+
+    target: str | None
+    vdev: str
+    devid: int
+    format: str = "raw"
+    readonly: bool = False
+    devtype: str = "disk"
+    backendtype: str = "phy"
+    discard: bool = True
+    script: str | None = None
+    direct_io_safe: bool = False
+    spec: str = ""
+
+    @property
+    def kind(self) -> str:
+        """The xenstore device kind: phy -> vbd, qdisk -> qdisk (xl.md 2.3)."""
+        return "qdisk" if self.backendtype == "qdisk" else "vbd"
+
+    @property
+    def mode(self) -> str:
+        return "r" if self.readonly else "w"
+
+    @property
+    def served_by_pyxen(self) -> bool:
+        """True when the Python blkback serves it (raw phy); False for QEMU's qdisk."""
+        return self.backendtype == "phy"
+
+
+def _split_disk_items(spec: str) -> list[str]:
+    items: list[str] = []
+    rest = spec
+    while rest:
+        rest = rest.lstrip(" \t")
+        if rest.startswith("target="):
+            items.append(rest)  # target= eats the rest, commas included
+            break
+        item, sep, rest = rest.partition(",")
+        items.append(item.strip())
+        if not sep:
+            break
+    return items
+
+
+def parse_disk(spec: str) -> DiskSpec:
+    """One ``disk=[...]`` entry, in xl's grammar (positional target, format, vdev, access).
+
+    :raise DeviceSpecError: with xl's message (unknown parameter, no vdev, no target, ...).
+    """
+    values: dict[str, Any] = {}
+    positional = ["target", "format", "vdev", "access"]
+    legacy = False
+    pos = 0
+
+    def setv(key: str, value: Any) -> None:
+        if key in values:
+            raise DeviceSpecError(f"{key} specified twice in disk spec '{spec}'")
+        values[key] = value
+
+    for item in _split_disk_items(spec):
+        if "=" in item:
+            key, _, val = item.partition("=")
+            key = key.strip()
+            if key in ("target", "format", "vdev", "access", "backendtype", "devtype", "script",
+                       "backend", "specification", "grant_usage"):
+                setv(key, val.strip() if key != "target" else val)
+            else:
+                raise DeviceSpecError(f"unknown parameter '{key}' in disk spec '{spec}'")
+            continue
+        if item in ("cdrom", "discard", "no-discard", "direct-io-safe", "trusted", "untrusted"):
+            setv(item, True)
+            continue
+        if pos >= len(positional):
+            raise DeviceSpecError(f"too many positional parameters in disk spec '{spec}'")
+        name = positional[pos]
+        if name == "target" and item:
+            prefixes = item.split(":")
+            while len(prefixes) > 1 and prefixes[0] in IGNORED_PREFIXES + FORMAT_PREFIXES + SCRIPT_PREFIXES:
+                p = prefixes.pop(0)
+                legacy = True
+                if p in FORMAT_PREFIXES:
+                    setv("format", p)
+                elif p in SCRIPT_PREFIXES:
+                    setv("script", f"block-{p}")
+            item = ":".join(prefixes)
+        if legacy and name == "target":
+            positional = ["target", "vdev", "access"]
+        if name == "vdev" and item.endswith(":cdrom"):
+            item = item[: -len(":cdrom")]
+            setv("cdrom", True)
+        if item:
+            setv(name, item)
+        pos += 1
+
+    vdev = values.get("vdev")
+    if not vdev:
+        raise DeviceSpecError(f"no vdev specified in disk spec '{spec}'")
+    devid = vdev_to_devid(vdev)
+    if devid < 0:
+        raise DeviceSpecError(f"Invalid virtual disk identifier {vdev}")
+    fmt = values.get("format", "raw") or "raw"
+    if fmt not in DISK_FORMATS:
+        raise DeviceSpecError(f"unknown format '{fmt}' in disk spec '{spec}'")
+    access = values.get("access", "rw")
+    if access not in ("r", "ro", "w", "rw"):
+        raise DeviceSpecError(f"invalid access '{access}' in disk spec '{spec}'")
+    cdrom = bool(values.get("cdrom")) or values.get("devtype") == "cdrom"
+    readonly = access in ("r", "ro") or cdrom
+    target = values.get("target")
+    if target is not None and not target.startswith("/"):
+        target = "/dev/" + target
+    if not target:
+        if not cdrom:
+            raise DeviceSpecError(f"no target specified (and device not removable) in disk spec '{spec}'")
+        fmt = "empty"
+    bt = values.get("backendtype")
+    if bt is not None and bt not in BACKEND_TYPES:
+        raise DeviceSpecError(f"unknown backendtype '{bt}' in disk spec '{spec}'")
+    if bt is None:
+        bt = "phy" if fmt == "raw" and not values.get("script") else "qdisk"
+    if bt == "phy" and fmt != "raw":
+        raise DeviceSpecError(f"backendtype=phy needs format raw, not {fmt}, in disk spec '{spec}'")
+    if bt in ("tap", "standalone"):
+        bt = "qdisk"  # no tapdisk in pyxen: QEMU's block layer serves it, as qdisk
+    return DiskSpec(target=target, vdev=vdev, devid=devid, format=fmt, readonly=readonly,
+                    devtype="cdrom" if cdrom else "disk", backendtype=bt,
+                    discard=not values.get("no-discard"), script=values.get("script"),
+                    direct_io_safe=bool(values.get("direct-io-safe")), spec=spec)
+
+
+# ---- vifs -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NicSpec:
+    """libxl_device_nic, the parts pyxen uses."""
+
+    devid: int
+    mac: str
+    bridge: str = DEFAULT_BRIDGE
+    ip: str | None = None
+    vifname: str | None = None
+    mtu: int = 1500
+    script: str = "vif-bridge"
+    rate: str | None = None
+    spec: str = ""
+
+    kind = "vif"
+
+
+_MAC_RE = re.compile(r"[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}")
+
+
+def random_mac(rng: random.Random | None = None) -> str:
+    """Xen's default: 00:16:3e plus 3 random bytes, the 4th byte & 0x7f."""
+    r = rng or random.SystemRandom()
+    tail = [r.randrange(256) & 0x7F, r.randrange(256), r.randrange(256)]
+    return ":".join(f"{b:02x}" for b in (*XEN_OUI, *tail))
+
+
+def parse_vif(spec: str, devid: int) -> NicSpec:
+    """One ``vif=[...]`` entry; ``devid`` is its index unless it says devid=.
+
+    :raise DeviceSpecError: ``unrecognized argument `k'`` or ``Invalid parameter `mac'.``
+    """
+    vals: dict[str, str] = {}
+    for item in spec.split(","):
+        item = item.lstrip(" ")
+        if not item:
+            continue
+        key, _, val = item.partition("=")
+        key = key.strip()
+        if key not in VIF_KEYS:
+            raise DeviceSpecError(f"unrecognized argument `{key}'")
+        vals[key] = val.strip()
+    mac = vals.get("mac")
+    if mac is not None:
+        if not _MAC_RE.fullmatch(mac):
+            raise DeviceSpecError("Invalid parameter `mac'.")
+        mac = ":".join(f"{int(b, 16):02x}" for b in mac.split(":"))
+    if vals.get("type") == "ioemu":
+        raise DeviceSpecError("vif type=ioemu is for HVM guests only")
+    try:
+        mtu = int(vals.get("mtu", "1500"))
+        devid = int(vals.get("devid", devid))
+    except ValueError as err:
+        raise DeviceSpecError(f"Invalid parameter: {err}") from None
+    return NicSpec(devid=devid, mac=mac or random_mac(), bridge=vals.get("bridge") or DEFAULT_BRIDGE,
+                   ip=vals.get("ip"), vifname=vals.get("vifname"), mtu=mtu,
+                   script=vals.get("script") or "vif-bridge", rate=vals.get("rate"), spec=spec)
+
+
+def parse_all(disks: tuple[str, ...] | list[str], vifs: tuple[str, ...] | list[str]) \
+        -> tuple[list[DiskSpec], list[NicSpec]]:
+    """Every device of a config, checked before anything is built (duplicate vdevs too)."""
+    dspecs = [parse_disk(d) for d in disks]
+    seen: dict[int, str] = {}
+    for d in dspecs:
+        if d.devid in seen:
+            raise DeviceSpecError(f"vdev {d.vdev} is used twice (devid {d.devid}, also {seen[d.devid]})")
+        seen[d.devid] = d.vdev
+    nspecs = [parse_vif(v, i) for i, v in enumerate(vifs)]
+    return dspecs, nspecs
+
+
+# ---- xenstore nodes (libxl__device_generic_add) ----------------------------------------------
+Device = DiskSpec | NicSpec
+BACKEND_DOMID = 0
+
+
+def backend_path(kind: str, domid: int, devid: int) -> str:
+    return f"/local/domain/{BACKEND_DOMID}/backend/{kind}/{domid}/{devid}"
+
+
+def frontend_path(kind: str, domid: int, devid: int) -> str:
+    return f"/local/domain/{domid}/device/{kind}/{devid}"
+
+
+def socket_path(backends_dir: Path, kind: str, domid: int, devid: int) -> Path:
+    """The vhost-user socket the backend daemon serves for one device."""
+    return backends_dir / f"{kind}-{domid}-{devid}.sock"
+
+
+def backend_nodes(dev: Device, domid: int) -> dict[str, str]:
+    fe = frontend_path(dev.kind, domid, dev.devid)
+    common = {"frontend": fe, "frontend-id": str(domid), "online": "1", "state": STATE_INITIALISING}
+    if isinstance(dev, DiskSpec):
+        params = dev.target or ""
+        if dev.backendtype == "qdisk":
+            params = f"{'aio' if dev.format == 'raw' else dev.format}:{params}"
+        nodes = {"params": params, "script": "/etc/xen/scripts/block", "removable": str(int(dev.devtype == "cdrom")),
+                 "bootable": "1", "dev": dev.vdev, "type": dev.backendtype, "mode": dev.mode,
+                 "device-type": dev.devtype, "discard-enable": str(int(dev.discard)),
+                 "specification": "xen"}
+        if dev.direct_io_safe:
+            nodes["direct-io-safe"] = "1"
+    else:
+        nodes = {"script": f"/etc/xen/scripts/{dev.script}", "mac": dev.mac, "bridge": dev.bridge,
+                 "handle": str(dev.devid), "type": "vif", "hotplug-status": ""}
+        if dev.vifname:
+            nodes["vifname"] = dev.vifname
+        if dev.ip:
+            nodes["ip"] = dev.ip
+        if dev.mtu != 1500:
+            nodes["mtu"] = str(dev.mtu)
+        if dev.rate:
+            nodes["rate"] = dev.rate
+    return {**common, **nodes}
+
+
+def frontend_nodes(dev: Device, domid: int) -> dict[str, str]:
+    be = backend_path(dev.kind, domid, dev.devid)
+    common = {"backend": be, "backend-id": str(BACKEND_DOMID), "state": STATE_INITIALISING}
+    if isinstance(dev, DiskSpec):
+        return {**common, "virtual-device": str(dev.devid), "device-type": dev.devtype,
+                "trusted": "1", "protocol": "x86_64-abi"}
+    return {**common, "handle": str(dev.devid), "mac": dev.mac, "mtu": str(dev.mtu), "trusted": "1"}
+
+
+# ---- QEMU side (what qemu-dm gets for each device) ------------------------------------------
+def _chardev(cid: str, path: Path) -> tuple[str, dict[str, Any]]:
+    # reconnect=1: if the backend daemon dies, QEMU retries every second and replays the
+    # vhost-user start sequence to the restarted daemon (vhost.md 1.6).
+    return ("chardev-add", {"id": cid, "backend": {"type": "socket", "data": {
+        "addr": {"type": "unix", "data": {"path": str(path)}}, "server": False, "reconnect": 1}}})
+
+
+def qmp_commands(dev: Device, domid: int, backends_dir: Path, accel: str = "tcg") \
+        -> list[tuple[str, dict[str, Any]]]:
+    """The QMP commands that give the (paused) domain this device.
+
+    Devices are plugged over QMP after QEMU started, not on its command line: QEMU's
+    vhost-user realize blocks until the backend answers, and the backend can only serve a device
+    whose xenstore nodes (which need the domid) exist.
+    """
+    if isinstance(dev, DiskSpec):
+        did = f"{dev.kind}-{dev.devid}"
+        if dev.served_by_pyxen:
+            cid = f"{did}-chr"
+            return [_chardev(cid, socket_path(backends_dir, "vbd", domid, dev.devid)),
+                    ("device_add", {"driver": "vhost-user-blk-pci", "id": did, "chardev": cid,
+                                    "num-queues": 1})]
+        node = f"qdisk-{dev.devid}"
+        driver = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "qed": "qed"}[dev.format]
+        return [("blockdev-add", {"driver": driver, "node-name": node, "read-only": dev.readonly,
+                                  "file": {"driver": "file", "filename": dev.target,
+                                           "read-only": dev.readonly}}),
+                ("device_add", {"driver": "virtio-blk-pci", "id": did, "drive": node,
+                                "serial": dev.vdev})]
+    did = f"vif-{dev.devid}"
+    cid = f"{did}-chr"
+    nd = f"{did}-net"
+    device: dict[str, Any] = {"driver": "virtio-net-pci", "id": did, "netdev": nd, "mac": dev.mac}
+    if accel != "kvm":
+        # QEMU 7.2 virtio-net + vhost-user segfaults under TCG with MSI-X (no irqfd, vhost.md §0):
+        # legacy INTx interrupts (vectors=0) work.
+        device["vectors"] = 0
+    return [_chardev(cid, socket_path(backends_dir, "vif", domid, dev.devid)),
+            ("netdev_add", {"type": "vhost-user", "id": nd, "chardev": cid}),
+            ("device_add", device)]
