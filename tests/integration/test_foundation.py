@@ -120,11 +120,14 @@ def test_non_root_control_client_refused(host: Host) -> None:
             s.connect(str(host.paths.hypervisor_socket))
             s.sendall(b'{"id":1,"op":"sysctl.getdomaininfolist","args":{}}\n')
             os.write(w, s.makefile("rb").readline())
+        except BaseException as err:  # report it to the parent: the test must say what broke
+            os.write(w, json.dumps({"child": repr(err)}).encode())
         finally:
             os._exit(0)
     os.close(w)
     reply = os.read(r, 4096)
     os.waitpid(pid, 0)
+    assert b'"child"' not in reply, reply
     err = json.loads(reply)["error"]
     assert err["errno"] == "EPERM" and "uid 65534" in err["message"]
     assert host.xl("list").returncode == 0  # root still gets through
@@ -219,7 +222,7 @@ def test_two_hosts_side_by_side(host: Host, tmp_path: object) -> None:
     try:
         subprocess_run = __import__("subprocess").run
         assert subprocess_run([str(BIN / "pyxen"), "host", "start"], env=env2).returncode == 0
-        host.create("one", memory=64)
+        host.create("one", memory=96)
         out2 = subprocess_run([str(BIN / "xl"), "list"], env=env2, capture_output=True, text=True).stdout
         assert "one" not in out2 and "Domain-0" in out2
         assert (root2 / "run" / "hypervisor.sock").exists()
@@ -231,7 +234,7 @@ def test_two_hosts_side_by_side(host: Host, tmp_path: object) -> None:
 
 def test_xendomains_starts_auto_configs_once(host: Host) -> None:
     host.paths.auto_dir.mkdir(exist_ok=True)
-    host.write_cfg("auto1", memory=64).rename(host.paths.auto_dir / "auto1.cfg")
+    host.write_cfg("auto1", memory=96).rename(host.paths.auto_dir / "auto1.cfg")
     (host.paths.auto_dir / "broken.cfg").write_text('name = "broken"\nmemory = "x"\n')
     first = host.run("pyxen", "host", "start")
     assert first.returncode == 1  # the broken one is reported

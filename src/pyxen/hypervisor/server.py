@@ -58,8 +58,15 @@ async def serve_client(hv: Hypervisor, reader: asyncio.StreamReader, writer: asy
     try:
         uid = peer_uid(writer)
         if uid != 0:
+            # Answer the first request (so the refusal matches its id and the peer is not cut
+            # off mid-send), then hang up.
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            try:
+                req_id = decode_request(line).id
+            except WireError:
+                req_id = 0
             err = PermissionDenied(f"hypercalls are for Dom0 (root) only; peer uid {uid} refused", "privcmd")
-            writer.write(encode({"id": 0, "error": err.to_wire()}))
+            writer.write(encode({"id": req_id, "error": err.to_wire()}))
             await writer.drain()
             return
         while line := await reader.readline():
@@ -73,7 +80,7 @@ async def serve_client(hv: Hypervisor, reader: asyncio.StreamReader, writer: asy
             reply["id"] = req.id
             writer.write(encode(reply))
             await writer.drain()
-    except (ConnectionError, ValueError):  # ValueError: a line over the limit
+    except (ConnectionError, ValueError, asyncio.TimeoutError):  # ValueError: a line over the limit
         pass
     finally:
         writer.close()

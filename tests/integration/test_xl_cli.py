@@ -1,0 +1,58 @@
+"""xl's command-line conventions: prefixes, error sentences on stderr, exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..conftest import Host
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("argv, code, stderr", [
+    (["frobnicate"], 1, "command not implemented"),
+    (["list", "-z"], 2, "option `z' not supported."),
+    (["pause"], 2, "'xl pause' requires at least 1 argument(s)."),
+    (["destroy", "0"], 1, "Not destroying domain 0; use -f to force."),
+    (["pause", "nosuch"], 1, "nosuch is an invalid domain identifier (rc=-6)"),
+    (["list", "77"], 1, "Error: Domain '77' does not exist."),
+    (["domid", "nosuch"], 1, "Can't get domid of domain name 'nosuch', maybe this domain does not exist."),
+    (["domname", "abc"], 1, "Invalid domain id."),
+    (["domname", "42"], 1, "Can't get domain name of domain id '42', maybe this domain does not exist."),
+    (["destroy", "42"], 1, "destroy failed (rc=-21)"),
+    (["create", "/no/such.cfg"], 1, "Failed to read config file: /no/such.cfg: No such file or directory"),
+])
+def test_errors_as_xl(host: Host, argv: list[str], code: int, stderr: str) -> None:
+    done = host.xl(*argv, check=False)
+    assert done.returncode == code, done
+    assert stderr in done.stderr, done.stderr
+    assert done.stdout == ""
+
+
+def test_prefixes_help_and_xm(host: Host) -> None:
+    assert host.xl("li").stdout.splitlines()[0] == host.xl("list").stdout.splitlines()[0]
+    assert host.xl("list", "--help").returncode == 0
+    assert "create" in host.xl("help").stdout
+    xm = host.run("xm", "list", check=True).stdout
+    assert xm.splitlines()[0].startswith("Name") and "Domain-0" in xm
+    assert host.xl("domid", "Domain-0").stdout == "0\n"
+    assert host.xl("domname", "0").stdout == "Domain-0\n"
+    assert host.xl("info", "xen_scheduler").stdout == "credit\n"
+
+
+def test_create_paused_then_unpause(host: Host) -> None:
+    cfg = host.write_cfg("held", memory=96, script="echo held-ran")
+    host.xl("create", "-p", str(cfg))
+    assert host.domains()["held"]["state"] == "--p---"
+    assert "held-ran" not in host.console_text("held")
+    host.xl("unpause", "held")
+    assert "held-ran" in host.wait_console("held", "held-ran")
+
+
+def test_host_status_and_hypervisor_down(host: Host) -> None:
+    assert host.run("pyxen", "host", "status").returncode == 0
+    host.run("pyxen", "host", "stop", check=True)
+    assert host.run("pyxen", "host", "status").returncode == 3
+    down = host.xl("list", check=False)
+    assert down.returncode == 1 and "is the host started?" in down.stderr
+    host.run("pyxen", "host", "start", check=True)
