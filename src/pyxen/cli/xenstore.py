@@ -272,6 +272,7 @@ def cmd_watch(xs: XenstoreClient, ns: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyxen xenstore", description=__doc__)
     p.add_argument("--socket", help="xenstored socket (default $XENSTORED_PATH or PYXEN_ROOT's)")
+    p.add_argument("--root", help="PYXEN_ROOT whose Dom0 socket to use")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("read")
     r.add_argument("-p", dest="prefix", action="store_true", help="prefix with the path")
@@ -316,7 +317,13 @@ def main(argv: list[str]) -> int:
         ns = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    path = ns.socket or default_socket_path()
+    if ns.socket:
+        path = ns.socket
+    elif ns.root:
+        from ..paths import Paths
+        path = Paths.from_env(ns.root).xenstored_socket
+    else:
+        path = default_socket_path()
     try:
         xs = XenstoreClient(path).connect()
     except OSError as err:
