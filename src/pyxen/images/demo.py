@@ -57,13 +57,22 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
 
 
 def kernel_package() -> str:
-    """The versioned kernel package the cloud meta-package depends on."""
-    out = _run(["apt-cache", "depends", KERNEL_META_PACKAGE])
-    for line in out.splitlines():
-        m = re.match(r"\s*Depends:\s*(linux-image-\S+-cloud-amd64)\s*$", line)
-        if m:
-            return m.group(1)
-    raise ImageBuildError(f"apt-cache knows no kernel behind {KERNEL_META_PACKAGE} (run 'apt-get update')")
+    """The versioned kernel package the cloud meta-package depends on.
+
+    A machine whose package lists were never fetched knows no such package: fetch them once.
+    """
+    for attempt in range(2):
+        try:
+            out = _run(["apt-cache", "depends", KERNEL_META_PACKAGE])
+        except ImageBuildError:
+            out = ""
+        for line in out.splitlines():
+            m = re.match(r"\s*Depends:\s*(linux-image-\S+-cloud-amd64)\s*$", line)
+            if m:
+                return m.group(1)
+        if attempt == 0:
+            _run(["apt-get", "update", "-q"])
+    raise ImageBuildError(f"apt-cache knows no kernel behind {KERNEL_META_PACKAGE}")
 
 
 def fetch_kernel(dest: Path) -> Path:
