@@ -44,7 +44,10 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False)
     """Build and (unless ``paused``) start a domain; return its domid.
 
     Order as libxl: the hypervisor makes the domain (paused, device model started), then its
-    xenstore records are written and it is introduced to xenstored, then it is unpaused.
+    xenstore records are written and it is introduced to xenstored, then its disks and vifs are
+    added (grants, event channels, backend nodes; once each backend is in InitWait the device is
+    plugged into the paused QEMU over QMP, since QEMU's vhost-user set-up waits for the backend),
+    then it is unpaused.
     """
     check_files(cfg)
     try:
