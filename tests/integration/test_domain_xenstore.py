@@ -71,3 +71,33 @@ def test_guest_poweroff_clears_records(host: Host) -> None:
             time.sleep(0.1)
         assert not xs.exists(f"/local/domain/{domid}")
         assert "gone" not in host.domains()
+
+
+# A guest-side xenstore client in busybox sh: find the port by name, send raw xs_wire.h
+# frames (type, req_id, tx_id, len; little-endian) and print each reply's payload.
+GUEST_XS = r"""
+for d in /sys/class/virtio-ports/*; do
+  [ "$(cat $d/name)" = org.xenproject.xenstore ] && port=/dev/$(basename $d)
+done
+echo "xs-port: $port"
+exec 3<>$port
+# READ "name" (relative: /local/domain/<me>/name)
+printf '\002\000\000\000\001\000\000\000\000\000\000\000\005\000\000\000name\000' >&3
+echo "xs-read: $(head -c 20 <&3 | tail -c 4)"
+# WRITE /local/domain/0/x = "1": Dom0's node, the guest may not write it
+printf '\013\000\000\000\002\000\000\000\000\000\000\000\023\000\000\000/local/domain/0/x\000' >&3
+printf 1 >&3
+echo "xs-write: $(head -c 23 <&3 | tail -c 7 | tr -d '\000')"
+"""
+
+
+def test_guest_reaches_xenstore_as_itself(host: Host) -> None:
+    """The device model hands the guest xenstored's socket for its domain: it reads its own
+    records through it and is refused Dom0's, by the daemon's permission checks."""
+    host.create("self", memory=96, script=GUEST_XS)
+    text = host.wait_console("self")
+    assert "xs-port: /dev/vport" in text, text[-1500:]
+    assert "xs-read: self" in text, text[-1500:]
+    assert "xs-write: EACCES" in text, text[-1500:]
+    with XenstoreClient(host.paths.xenstored_socket) as xs:
+        assert not xs.exists("/local/domain/0/x")

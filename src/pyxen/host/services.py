@@ -35,6 +35,8 @@ class Service:
     name: str
     module: str
     socket: Callable[[Paths], Path]
+    #: Extra arguments; every service must stay in the foreground so its pid is the one we keep.
+    args: tuple[str, ...] = ()
 
     def available(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
@@ -42,7 +44,7 @@ class Service:
 
 SERVICES: tuple[Service, ...] = (
     Service("hypervisor", "pyxen.hypervisor", lambda p: p.hypervisor_socket),
-    Service("xenstored", "pyxen.xenstore", lambda p: p.xenstored_socket),
+    Service("xenstored", "pyxen.xenstore", lambda p: p.xenstored_socket, ("--foreground",)),
     Service("backendd", "pyxen.backends", lambda p: p.backendd_socket),
 )
 
@@ -94,7 +96,7 @@ def start_service(paths: Paths, svc: Service) -> tuple[int, bool]:
     log_path = paths.daemon_log(svc.name)
     env = dict(os.environ, PYXEN_ROOT=str(paths.root))
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", svc.module, "--root", str(paths.root)],
+        proc = subprocess.Popen([sys.executable, "-m", svc.module, "--root", str(paths.root), *svc.args],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                 start_new_session=True, close_fds=True)
     deadline = time.monotonic() + READY_TIMEOUT

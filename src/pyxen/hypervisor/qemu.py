@@ -26,6 +26,7 @@ from .errors import DeviceModelError
 
 log = logging.getLogger(__name__)
 
+XENSTORE_BUS = "xsbus"
 #: How long QEMU may take to open its QMP socket after exec (seconds).
 START_TIMEOUT = 20.0
 
@@ -64,6 +65,9 @@ def argv(qemu: str, info: BuildInfo, run_dir: Path) -> list[str]:
         "-chardev", f"socket,id=console0,path={run_dir / 'console.sock'},server=on,wait=off",
         "-serial", "chardev:console0",
         "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
+        # The bus for the guest's own xenstore connection (a port named org.xenproject.xenstore,
+        # plugged by the toolstack once xenstored has made the domain's socket).
+        "-device", f"virtio-serial-pci,id={XENSTORE_BUS}",
     ]
     if info.type == "hvm":
         args += ["-vga", "std", "-boot", f"order={info.boot}"]

@@ -60,6 +60,7 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False)
             xsdomain.introduce(paths.xenstored_socket, domid, cfg.name, cfg.uuid, cfg.type,
                                cfg.memory * 1024, cfg.maxmem * 1024, cfg.vcpus, cfg.maxvcpus,
                                cfg.source)
+            xsdomain.connect_guest(ctrl, paths.xenstored_domain_socket(domid), domid)
         except (OSError, XenstoreError) as err:
             raise DomainBuildError(f"cannot write the xenstore records of '{cfg.name}': {err}") from err
         try:

@@ -14,6 +14,8 @@ import logging
 import time
 from pathlib import Path
 
+from ..hypervisor.client import XenCtrl
+from ..hypervisor.qemu import XENSTORE_BUS
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import XenstoreError
 
@@ -69,6 +71,22 @@ def introduce(socket: Path, domid: int, name: str, uuid: str, dtype: str, memory
     with XenstoreClient(socket) as xs:
         xs.transact(body)
         xs.introduce(domid)
+
+
+#: The virtio-serial port name a guest looks for to reach xenstored (Xen's ring, in pyxen).
+XENSTORE_PORT = "org.xenproject.xenstore"
+
+
+def connect_guest(ctrl: XenCtrl, socket: Path, domid: int) -> None:
+    """Give the guest its own xenstore connection: xenstored's socket for the domain, as a
+    virtio-serial port of its device model. Requests arriving there act as the domain."""
+    ctrl.call("dm_op.qmp", domid=domid, commands=[
+        ["chardev-add", {"id": "xenstore", "backend": {"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": str(socket)}},
+            "server": False, "reconnect": 1}}}],
+        ["device_add", {"driver": "virtserialport", "bus": f"{XENSTORE_BUS}.0", "chardev": "xenstore",
+                        "name": XENSTORE_PORT, "id": "xenstore-port"}],
+    ])
 
 
 def release(socket: Path, domid: int) -> None:
