@@ -69,6 +69,8 @@ def host_status(paths: Paths) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) >= 3 and args[0] == "--root" and args[2] == "xenstore":
+        args = ["xenstore", "--root", args[1], *args[3:]]
     if args[:1] == ["xenstore"]:
         try:
             mod = importlib.import_module("pyxen.cli.xenstore")

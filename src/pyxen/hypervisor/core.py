@@ -201,7 +201,10 @@ class Hypervisor:
         paused = dom.paused
         if dom.is_dom0:
             running = True
-            cpu_ns = _host_cpu_ns()
+            # Dom0 runs everything on the host but the guests' vCPUs.
+            guests = sum(thread_cpu_ns(m.pid, self.vcpu_tids.get(d, []))
+                         for d, m in self.models.items() if m.pid is not None)
+            cpu_ns = max(0, _host_cpu_ns() - guests)
         else:
             model = self.models.get(dom.domid)
             tids = self.vcpu_tids.get(dom.domid, [])
@@ -248,7 +251,7 @@ class Hypervisor:
 
 
 def _host_cpu_ns() -> int:
-    """Domain-0's CPU time: all non-idle time of the host (dom0 runs everything but guests)."""
+    """All non-idle CPU time of the host, from /proc/stat."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
     ticks = user + nice + system + irq + softirq
