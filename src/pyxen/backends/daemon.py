@@ -231,12 +231,12 @@ class BackendDaemon:
             present: set[tuple[str, int, int]] = set()
             closing: set[tuple[str, int, int]] = set()
             for kind in KINDS:
-                for dom in await self._ls(f"{BACKEND_ROOT}/{kind}"):
-                    for dev in await self._ls(f"{BACKEND_ROOT}/{kind}/{dom}"):
-                        if not (dom.isdigit() and dev.isdigit()):
+                for dom_name in await self._ls(f"{BACKEND_ROOT}/{kind}"):
+                    for dev_name in await self._ls(f"{BACKEND_ROOT}/{kind}/{dom_name}"):
+                        if not (dom_name.isdigit() and dev_name.isdigit()):
                             continue
-                        key = (kind, int(dom), int(dev))
-                        be = f"{BACKEND_ROOT}/{kind}/{dom}/{dev}"
+                        key = (kind, int(dom_name), int(dev_name))
+                        be = f"{BACKEND_ROOT}/{kind}/{dom_name}/{dev_name}"
                         online = await self.xs.get(f"{be}/online")
                         state = parse_state(await self.xs.get(f"{be}/state"))
                         if online == b"0" or state in (XenbusState.CLOSING, XenbusState.CLOSED):
@@ -247,17 +247,17 @@ class BackendDaemon:
                 if key not in present:
                     await self.devices.pop(key).close(remove=False)
             for key in present - set(self.devices) - self.failed:
-                dev = DeviceBackend(self, *key)
+                backend = DeviceBackend(self, *key)
                 try:
-                    await dev.start()
+                    await backend.start()
                 except (OSError, ValueError) as err:
                     log.error("%s-%d-%d: cannot serve: %s", *key, err)
                     self.failed.add(key)
                     with contextlib.suppress(NoEntry):
-                        await self.xs.write(f"{dev.be}/hotplug-error", str(err))
-                        await self.xs.write(f"{dev.be}/state", str(int(XenbusState.CLOSED)))
+                        await self.xs.write(f"{backend.be}/hotplug-error", str(err))
+                        await self.xs.write(f"{backend.be}/state", str(int(XenbusState.CLOSED)))
                     continue
-                self.devices[key] = dev
+                self.devices[key] = backend
             self.failed &= present | closing
 
     async def reap(self) -> None:
@@ -269,9 +269,9 @@ class BackendDaemon:
         alive = {d["domid"] for d in doms}
         dead: set[int] = set()
         for kind in KINDS:
-            for dom in await self._ls(f"{BACKEND_ROOT}/{kind}"):
-                if dom.isdigit() and int(dom) not in alive:
-                    dead.add(int(dom))
+            for dom_name in await self._ls(f"{BACKEND_ROOT}/{kind}"):
+                if dom_name.isdigit() and int(dom_name) not in alive:
+                    dead.add(int(dom_name))
         if not dead:
             return
         async with self._scan_lock:

@@ -314,9 +314,10 @@ async def _createdomain(hv: Hypervisor, args: dict[str, Any]) -> int:
     Either all of it happens or none: a failure at any step undoes the steps before it.
     """
     op = "domctl.createdomain"
-    cfg = args.get("config")
-    if not isinstance(cfg, dict):
+    raw = args.get("config")
+    if not isinstance(raw, dict):
         raise InvalidArgument("createdomain needs a config object", op)
+    cfg: dict[str, Any] = raw
     try:
         name, uuid = str(cfg["name"]), str(cfg["uuid"])
         memory_mib, maxmem_mib = int(cfg["memory"]), int(cfg.get("maxmem", cfg["memory"]))

@@ -172,7 +172,8 @@ class DeviceModel:
     async def _events(self, qmp: QMPClient) -> None:
         try:
             async for event in qmp.events:
-                self._on_event(self.domid, str(event["event"]), dict(event.get("data", {})))
+                data = event.get("data")
+                self._on_event(self.domid, str(event["event"]), dict(data) if isinstance(data, dict) else {})
         except asyncio.CancelledError:
             raise
         except Exception:  # the session ended; the daemon notices on its next call
