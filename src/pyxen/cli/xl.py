@@ -177,10 +177,10 @@ def cmd_domid(argv: list[str]) -> int:
     p.add_argument("name")
     ns = p.parse_args(argv)
     with _ctrl() as xc:
-        for d in libxl.list_domains(xc):
-            if d["name"] == ns.name:
-                print(d["domid"])
-                return 0
+        found = libxl.find(xc, "name", ns.name)
+    if found is not None:
+        print(found["domid"])
+        return 0
     print(f"Can't get domid of domain name '{ns.name}', maybe this domain does not exist.", file=sys.stderr)
     return 1
 
@@ -193,10 +193,10 @@ def cmd_domname(argv: list[str]) -> int:
         print("Invalid domain id.", file=sys.stderr)
         return 1
     with _ctrl() as xc:
-        for d in libxl.list_domains(xc):
-            if d["domid"] == int(ns.domid):
-                print(d["name"])
-                return 0
+        found = libxl.find(xc, "domid", int(ns.domid))
+    if found is not None:
+        print(found["name"])
+        return 0
     print(f"Can't get domain name of domain id '{ns.domid}', maybe this domain does not exist.", file=sys.stderr)
     return 1
 

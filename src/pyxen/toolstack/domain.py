@@ -97,18 +97,22 @@ def list_domains(ctrl: XenCtrl) -> list[dict[str, Any]]:
     return list(ctrl.call("sysctl.getdomaininfolist"))
 
 
+def find(ctrl: XenCtrl, key: str, value: object) -> dict[str, Any] | None:
+    """The live domain whose ``key`` ("name" or "domid") is ``value``, or None."""
+    return next((d for d in list_domains(ctrl) if d[key] == value), None)
+
+
 def resolve(ctrl: XenCtrl, arg: str) -> DomainRef:
-    """A domain argument as xl reads it: all digits is a domid, anything else an exact name."""
-    doms = list_domains(ctrl)
+    """A domain argument as xl reads it: all digits is a domid (not checked, as in xl),
+    anything else an exact name."""
     if arg.isdigit():
-        domid = int(arg)
-        name = next((d["name"] for d in doms if d["domid"] == domid), "")
-        return DomainRef(domid, name)
-    for d in doms:
-        if d["name"] == arg:
-            return DomainRef(d["domid"], d["name"])
-    raise NoSuchDomain(f"{arg} is an invalid domain identifier (rc=-6)")
+        found = find(ctrl, "domid", int(arg))
+        return DomainRef(int(arg), found["name"] if found else "")
+    found = find(ctrl, "name", arg)
+    if found is None:
+        raise NoSuchDomain(f"{arg} is an invalid domain identifier (rc=-6)")
+    return DomainRef(found["domid"], found["name"])
 
 
-__all__ = ["DomainBuildError", "DomainRef", "create", "destroy", "list_domains", "resolve",
+__all__ = ["DomainBuildError", "DomainRef", "create", "destroy", "find", "list_domains", "resolve",
            "HypercallError"]
