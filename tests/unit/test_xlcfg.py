@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyxen.toolstack.config import ConfigError, from_settings
@@ -42,6 +42,7 @@ def test_numbers_as_strtol() -> None:
         parse_number("08")
 
 
+@settings(deadline=None)  # parsing is fast, but CI machines are loaded
 @given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True),
                        st.one_of(st.integers(0, 10**6).map(str),
                                  st.text(st.characters(codec="ascii", exclude_characters="\n\r\x00"), max_size=20),
