@@ -49,9 +49,9 @@ def destroy_all(paths: Paths) -> int:
 
 
 def host_stop(paths: Paths) -> int:
-    if any(running_pid(paths, s) for s in available_services()):
-        if running_pid(paths, available_services()[0]):
-            destroy_all(paths)
+    hypervisor = available_services()[0]
+    if running_pid(paths, hypervisor):
+        destroy_all(paths)
     for svc in reversed(available_services()):
         if stop_service(paths, svc):
             print(f"{svc.name:<12} stopped")
