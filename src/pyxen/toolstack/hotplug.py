@@ -20,7 +20,7 @@ import time
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
 from ..paths import Paths
-from ..xenstore.client import XenstoreClient
+from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
 from .devices import (DiskSpec, NicSpec, backend_nodes, backend_path, frontend_nodes, frontend_path,
                       qmp_commands)
@@ -69,18 +69,18 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
             raise DeviceError(f"{label}: cannot set up its grant and event channels: {err}") from err
     try:
         with XenstoreClient(paths.xenstored_socket) as xs:
-            def write(t: object) -> None:
+            def write(t: ClientTransaction) -> None:
                 for dev in devices:
                     be, fe = backend_path(dev.kind, domid, dev.devid), frontend_path(dev.kind, domid, dev.devid)
                     for k, v in backend_nodes(dev, domid).items():
-                        t.write(f"{be}/{k}", v)  # type: ignore[attr-defined]
+                        t.write(f"{be}/{k}", v)
                     for k, v in {**frontend_nodes(dev, domid), **extra.get((dev.kind, dev.devid), {})}.items():
-                        t.write(f"{fe}/{k}", v)  # type: ignore[attr-defined]
-                    t.set_perms(be, _perms_be(domid))  # type: ignore[attr-defined]
-                    t.set_perms(fe, _perms_fe(domid))  # type: ignore[attr-defined]
+                        t.write(f"{fe}/{k}", v)
+                    t.set_perms(be, _perms_be(domid))
+                    t.set_perms(fe, _perms_fe(domid))
                     lib = f"/libxl/{domid}/device/{dev.kind}/{dev.devid}"
-                    t.write(f"{lib}/frontend", fe)  # type: ignore[attr-defined]
-                    t.write(f"{lib}/backend", be)  # type: ignore[attr-defined]
+                    t.write(f"{lib}/frontend", fe)
+                    t.write(f"{lib}/backend", be)
             xs.transact(write)
             for dev in devices:
                 if isinstance(dev, DiskSpec) and not dev.served_by_pyxen:
