@@ -337,9 +337,12 @@ def frontend_nodes(dev: Device, domid: int) -> dict[str, str]:
 
 
 # ---- QEMU side (what qemu-dm gets for each device) ------------------------------------------
-def _chardev(cid: str, path: Path) -> tuple[str, dict[str, Any]]:
-    # reconnect=1: if the backend daemon dies, QEMU retries every second and replays the
-    # vhost-user start sequence to the restarted daemon (vhost.md 1.6).
+def chardev_add(cid: str, path: Path) -> tuple[str, dict[str, Any]]:
+    """QMP chardev-add of a client socket to ``path`` that reconnects.
+
+    reconnect=1: if the daemon on the other side dies, QEMU retries every second (and, for
+    vhost-user, replays the start sequence to the restarted daemon, vhost.md 1.6).
+    """
     return ("chardev-add", {"id": cid, "backend": {"type": "socket", "data": {
         "addr": {"type": "unix", "data": {"path": str(path)}}, "server": False, "reconnect": 1}}})
 
@@ -356,7 +359,7 @@ def qmp_commands(dev: Device, domid: int, backends_dir: Path, accel: str = "tcg"
         did = f"{dev.kind}-{dev.devid}"
         if dev.served_by_pyxen:
             cid = f"{did}-chr"
-            return [_chardev(cid, socket_path(backends_dir, "vbd", domid, dev.devid)),
+            return [chardev_add(cid, socket_path(backends_dir, "vbd", domid, dev.devid)),
                     ("device_add", {"driver": "vhost-user-blk-pci", "id": did, "chardev": cid,
                                     "num-queues": 1})]
         node = f"qdisk-{dev.devid}"
@@ -374,6 +377,6 @@ def qmp_commands(dev: Device, domid: int, backends_dir: Path, accel: str = "tcg"
         # QEMU 7.2 virtio-net + vhost-user segfaults under TCG with MSI-X (no irqfd, vhost.md §0):
         # legacy INTx interrupts (vectors=0) work.
         device["vectors"] = 0
-    return [_chardev(cid, socket_path(backends_dir, "vif", domid, dev.devid)),
+    return [chardev_add(cid, socket_path(backends_dir, "vif", domid, dev.devid)),
             ("netdev_add", {"type": "vhost-user", "id": nd, "chardev": cid}),
             ("device_add", device)]

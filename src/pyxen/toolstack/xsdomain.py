@@ -18,6 +18,7 @@ from ..hypervisor.client import XenCtrl
 from ..hypervisor.qemu import XENSTORE_BUS
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import XenstoreError
+from .devices import chardev_add
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,7 @@ def connect_guest(ctrl: XenCtrl, socket: Path, domid: int) -> None:
     """Give the guest its own xenstore connection: xenstored's socket for the domain, as a
     virtio-serial port of its device model. Requests arriving there act as the domain."""
     ctrl.call("dm_op.qmp", domid=domid, commands=[
-        ["chardev-add", {"id": "xenstore", "backend": {"type": "socket", "data": {
-            "addr": {"type": "unix", "data": {"path": str(socket)}},
-            "server": False, "reconnect": 1}}}],
+        list(chardev_add("xenstore", socket)),
         ["device_add", {"driver": "virtserialport", "bus": f"{XENSTORE_BUS}.0", "chardev": "xenstore",
                         "name": XENSTORE_PORT, "id": "xenstore-port"}],
     ])
