@@ -114,3 +114,35 @@ def xl_uptime(rows: Iterable[tuple[str, int, float]]) -> str:
     lines = ["%-33s %4s %s" % ("Name", "ID", "Uptime")]
     lines += ["%-33s %4d %s" % (name, domid, uptime_text(secs)) for name, domid, secs in rows]
     return "\n".join(lines) + "\n"
+
+
+def _num(rec: dict[str, str], *keys: str) -> int:
+    """The first of ``keys`` that holds a number, else -1 (xl prints -1 for what is missing)."""
+    for key in keys:
+        value = rec.get(key, "")
+        if value.lstrip("-").isdigit():
+            return int(value)
+    return -1
+
+
+def xl_block_list(recs: Iterable[dict[str, str]]) -> str:
+    """``xl block-list``: Vdev BE handle state evt-ch ring-ref BE-path (the handle is the domid)."""
+    lines = ["%-5s %-3s %-6s %-5s %-6s %-8s %-30s" % ("Vdev", "BE", "handle", "state", "evt-ch",
+                                                      "ring-ref", "BE-path")]
+    for r in recs:
+        lines.append("%-5d %-3d %-6d %-5d %-6d %-8d %-30s" % (
+            _num(r, "devid"), _num(r, "backend-id"), _num(r, "frontend-id"), _num(r, "state"),
+            _num(r, "event-channel"), _num(r, "ring-ref"), r.get("backend", "")))
+    return "\n".join(lines) + "\n"
+
+
+def xl_network_list(recs: Iterable[dict[str, str]]) -> str:
+    """``xl network-list``: Idx BE Mac Addr. handle state evt-ch tx-/rx-ring-ref BE-path."""
+    lines = ["%-3s %-2s %-17s %-6s %-5s %-6s %5s/%-5s %-30s" % (
+        "Idx", "BE", "Mac Addr.", "handle", "state", "evt-ch", "tx-", "rx-ring-ref", "BE-path")]
+    for r in recs:
+        lines.append("%-3d %-2d %-17s %6d %5d %6d %5d/%-11d %-30s" % (
+            _num(r, "devid"), _num(r, "backend-id"), r.get("mac", "-"), _num(r, "handle", "devid"),
+            _num(r, "state"), _num(r, "event-channel", "event-channel-tx"), _num(r, "tx-ring-ref"),
+            _num(r, "rx-ring-ref"), r.get("backend", "")))
+    return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
 from ..paths import Paths
 from ..toolstack import domain as libxl
+from ..toolstack import hotplug
 from ..toolstack.config import ConfigError, load
 from ..toolstack.xlcfg import ConfigSyntaxError
 from . import render
@@ -235,6 +236,22 @@ def cmd_dmesg(argv: list[str]) -> int:
     return 0
 
 
+def _device_list(name: str, kinds: tuple[str, ...],
+                 render_fn: Callable[[list[dict[str, str]]], str]) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        p = _parser(name, f"List virtual {'block' if 'vbd' in kinds else 'network'} devices for a domain")
+        p.add_argument("domain", nargs="+")
+        ns = p.parse_args(argv)
+        paths = Paths.from_env()
+        recs: list[dict[str, str]] = []
+        with _ctrl() as xc:
+            for arg in ns.domain:
+                recs += hotplug.list_devices(paths, libxl.resolve(xc, arg).domid, kinds)
+        sys.stdout.write(render_fn(recs))
+        return 0
+    return run
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "create": (cmd_create, "Create a domain from config file <filename>"),
     "list": (cmd_list, "List information about all/some domains"),
@@ -249,6 +266,10 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "domname": (cmd_domname, "Convert a domain id to domain name"),
     "uptime": (cmd_uptime, "Print uptime for all/some domains"),
     "dmesg": (cmd_dmesg, "Read and/or clear dmesg buffer"),
+    "block-list": (_device_list("block-list", ("vbd", "qdisk"), render.xl_block_list),
+                   "List virtual block devices for a domain"),
+    "network-list": (_device_list("network-list", ("vif",), render.xl_network_list),
+                     "List virtual network interfaces for a domain"),
 }
 
 

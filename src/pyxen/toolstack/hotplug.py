@@ -126,3 +126,24 @@ def remove_all(paths: Paths, domid: int) -> None:
                         pass
     except (XenstoreError, OSError):
         pass
+
+
+def list_devices(paths: Paths, domid: int, kinds: tuple[str, ...]) -> list[dict[str, str]]:
+    """The frontend records of a domain's devices of ``kinds`` (libxl_device_*_list), each with
+    its devid and backend domid; missing keys are absent."""
+    out: list[dict[str, str]] = []
+    with XenstoreClient(paths.xenstored_socket) as xs:
+        for kind in kinds:
+            base = f"/local/domain/{domid}/device/{kind}"
+            try:
+                devids = sorted(xs.directory(base), key=lambda d: int(d) if d.isdigit() else -1)
+            except NoEntry:
+                continue
+            for devid in devids:
+                rec = {"devid": devid, "frontend-id": str(domid)}
+                for key in xs.directory(f"{base}/{devid}"):
+                    value = xs.get(f"{base}/{devid}/{key}")
+                    if value is not None:
+                        rec[key] = value.decode(errors="replace")
+                out.append(rec)
+    return out
