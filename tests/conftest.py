@@ -71,9 +71,9 @@ class Host:
         return self.run("xl", *args, check=check, **kw)  # type: ignore[arg-type]
 
     def write_cfg(self, name: str, memory: int = 128, vcpus: int = 1, script: str | None = None,
-                  extra_lines: str = "") -> Path:
+                  extra_lines: str = "", cmdline_extra: str = "") -> Path:
         """A demo-guest config; ``script`` runs in the guest before its up line."""
-        extra = "console=ttyS0 quiet panic=-1"
+        extra = f"console=ttyS0 quiet panic=-1 {cmdline_extra}".strip()
         if script is not None:
             extra += " pyxen.run=" + base64.b64encode(script.encode()).decode()
         cfg = self.paths.root / f"{name}.cfg"

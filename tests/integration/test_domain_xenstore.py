@@ -94,10 +94,41 @@ echo "xs-write: $(head -c 23 <&3 | tail -c 7 | tr -d '\000')"
 def test_guest_reaches_xenstore_as_itself(host: Host) -> None:
     """The device model hands the guest xenstored's socket for its domain: it reads its own
     records through it and is refused Dom0's, by the daemon's permission checks."""
-    host.create("self", memory=96, script=GUEST_XS)
+    host.create("self", memory=96, script=GUEST_XS, cmdline_extra="pyxen.xsagent=0")
     text = host.wait_console("self")
     assert "xs-port: /dev/vport" in text, text[-1500:]
     assert "xs-read: self" in text, text[-1500:]
     assert "xs-write: EACCES" in text, text[-1500:]
     with XenstoreClient(host.paths.xenstored_socket) as xs:
         assert not xs.exists("/local/domain/0/x")
+
+
+def test_xl_reboot_and_shutdown_through_control_node(host: Host) -> None:
+    """xl reboot / shutdown write ~/control/shutdown; the guest's control agent acknowledges
+    (writes "" back) and acts; on_reboot=restart brings it back, on_poweroff=destroy ends it."""
+    domid = host.create("ctl", memory=96)
+    host.wait_console("ctl")
+    with XenstoreClient(host.paths.xenstored_socket) as xs:
+        deadline = time.monotonic() + 30
+        while xs.get(f"/local/domain/{domid}/control/feature-poweroff") != b"1":
+            assert time.monotonic() < deadline, "the guest never advertised feature-poweroff"
+            time.sleep(0.2)
+        done = host.xl("reboot", "ctl")
+        assert f"Rebooting domain {domid}" in done.stderr
+        host.wait_console("ctl", "pyxen: reboot requested")
+        deadline = time.monotonic() + 120
+        while host.console_text("ctl").count("pyxen demo guest up") < 2:
+            assert time.monotonic() < deadline, host.console_text("ctl")[-1500:]
+            time.sleep(0.3)
+        assert xs.read(f"/local/domain/{domid}/control/shutdown") == b""  # acknowledged
+        assert host.domains()["ctl"]["id"] == str(domid)
+
+    done = host.xl("shutdown", "-w", "ctl", timeout=300)
+    assert f"Shutting down domain {domid}" in done.stderr and "Waiting for 1 domains" in done.stderr
+    assert "pyxen: shutdown requested" in host.console_text("ctl")
+    assert "ctl" not in host.domains()
+
+
+def test_xl_shutdown_needs_a_domain(host: Host) -> None:
+    done = host.xl("shutdown", check=False)
+    assert done.returncode == 1 and "You must specify -a or a domain id." in done.stderr

@@ -162,6 +162,58 @@ def _domain_cmd(name: str, desc: str, op: Callable[[XenCtrl, Paths, int], None],
     return run
 
 
+def _shutdown_cmd(name: str, reboot: bool) -> Callable[[list[str]], int]:
+    verb = "Rebooting" if reboot else "Shutting down"
+
+    def run(argv: list[str]) -> int:
+        p = _parser(name, f"Issue a {'reboot' if reboot else 'shutdown'} signal to a domain")
+        p.add_argument("-a", "--all", action="store_true", help="all guest domains")
+        p.add_argument("-w", "--wait", action="count", default=0, help="wait for shutdown (twice: for death)")
+        p.add_argument("-F", dest="fallback", action="store_true", help="ACPI fallback for HVM guests without PV drivers")
+        p.add_argument("domain", nargs="?")
+        ns = p.parse_args(argv)
+        if not ns.all and ns.domain is None:
+            print("You must specify -a or a domain id.", file=sys.stderr)
+            return 1
+        paths = Paths.from_env()
+        with _ctrl() as xc:
+            domids = ([d["domid"] for d in libxl.list_domains(xc) if d["domid"] != 0] if ns.all
+                      else [libxl.resolve(xc, ns.domain).domid])
+            for domid in domids:
+                print(f"{verb} domain {domid}", file=sys.stderr)
+                try:
+                    libxl.request_shutdown(xc, paths, domid, "reboot" if reboot else "poweroff")
+                except libxl.NoParavirt as err:
+                    if not ns.fallback:
+                        print(f"{err}\nUse \"-F\" to fallback to ACPI {'reset' if reboot else 'power'} event.\n"
+                              f"{name} failed (rc=-10)", file=sys.stderr)
+                        return 1
+                    libxl.fallback_acpi(xc, domid, reboot)
+            if ns.wait and not reboot:
+                return _wait_down(xc, domids, death_only=ns.wait > 1)
+        return 0
+    return run
+
+
+def _wait_down(xc: XenCtrl, domids: list[int], death_only: bool, timeout: float = 300.0) -> int:
+    """xl shutdown -w: until each domain is shut down (or, with -ww, gone)."""
+    print(f"Waiting for {len(domids)} domains", file=sys.stderr)
+    pending = set(domids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        live = {d["domid"]: d for d in libxl.list_domains(xc)}
+        for domid in sorted(pending):
+            if domid not in live:
+                print(f"Domain {domid} has been destroyed", file=sys.stderr)
+                pending.discard(domid)
+            elif live[domid]["shutdown"] and not death_only:
+                print(f"Domain {domid} has been shut down, reason code {live[domid]['shutdown_reason']}",
+                      file=sys.stderr)
+                pending.discard(domid)
+        time.sleep(0.2)
+    return 0 if not pending else 1
+
+
 def cmd_console(argv: list[str]) -> int:
     p = _parser("console", "Attach to domain's console")
     p.add_argument("-t", dest="type", choices=("pv", "serial", "vuart"))
@@ -260,6 +312,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
               "Pause execution of a domain"),
     "unpause": (_domain_cmd("unpause", "Unpause a paused domain", libxl.unpause),
                 "Unpause a paused domain"),
+    "shutdown": (_shutdown_cmd("shutdown", False), "Issue a shutdown signal to a domain"),
+    "reboot": (_shutdown_cmd("reboot", True), "Issue a reboot signal to a domain"),
     "console": (cmd_console, "Attach to domain's console"),
     "info": (cmd_info, "Get information about Xen host"),
     "domid": (cmd_domid, "Convert a domain name to domain id"),

@@ -14,7 +14,9 @@ from .core import Hypervisor, hypercall
 from .errors import InvalidArgument
 
 DM_COMMANDS = frozenset({"chardev-add", "chardev-remove", "device_add", "device_del", "netdev_add",
-                         "netdev_del", "blockdev-add", "blockdev-del"})
+                         "netdev_del", "blockdev-add", "blockdev-del",
+                         # xl trigger power/reset and xl shutdown/reboot -F (HVM without PV drivers)
+                         "system_powerdown", "system_reset"})
 
 
 @hypercall("dm_op.qmp")

@@ -13,6 +13,7 @@ from typing import Any
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
 from ..paths import Paths
+from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
 from . import devices, hotplug, xsdomain
 from .config import DomainConfig
@@ -83,6 +84,32 @@ def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
     finally:
         hotplug.remove_all(paths, domid)
         xsdomain.release_quietly(paths.xenstored_socket, domid)
+
+
+class NoParavirt(DomainBuildError):
+    """The guest has no PV control driver (libxl's ERROR_NOPARAVIRT, rc=-10)."""
+
+
+def request_shutdown(ctrl: XenCtrl, paths: Paths, domid: int, command: str) -> None:
+    """Ask the guest to power off or reboot through ``~/control/shutdown`` (libxl_domain_shutdown).
+
+    The guest's control driver acts and writes "" back; the domain's on_poweroff/on_reboot then
+    apply when it shuts down. An HVM guest that never advertised feature-poweroff has no such
+    driver: that is NoParavirt, and only an ACPI event (``fallback_acpi``) can reach it.
+    """
+    info = find(ctrl, "domid", domid)
+    if info is None or domid == 0:
+        raise NoSuchDomain(f"domain {domid} does not exist or cannot be shut down")
+    dp = xsdomain.dom_path(domid)
+    with XenstoreClient(paths.xenstored_socket) as xs:
+        if info["type"] == "hvm" and xs.get(f"{dp}/control/feature-poweroff") != b"1":
+            raise NoParavirt("PV control interface not available: external graceful shutdown not possible.")
+        xs.write(f"{dp}/control/shutdown", command)
+
+
+def fallback_acpi(ctrl: XenCtrl, domid: int, reboot: bool) -> None:
+    """xl's -F: an ACPI power button press (or a reset) instead of the PV request."""
+    ctrl.call("dm_op.qmp", domid=domid, commands=[["system_reset" if reboot else "system_powerdown", {}]])
 
 
 def pause(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
