@@ -243,3 +243,15 @@ def test_xendomains_starts_auto_configs_once(host: Host) -> None:
     second = host.run("pyxen", "host", "start")
     assert "auto1 already running" in second.stdout
     assert list(host.domains()) == ["Domain-0", "auto1"]
+
+
+def test_hvm_guest_has_a_device_model_with_vnc(host: Host) -> None:
+    """type = "hvm": the same QEMU as qemu-dm with emulated PC devices and a VNC console."""
+    display = 40 + os.getpid() % 50
+    cfg = host.write_cfg("hvm", memory=128, extra_lines=f'type = "hvm"\nvnc = 1\nvncdisplay = {display}\n')
+    host.xl("create", str(cfg))
+    host.wait_console("hvm")
+    with socket.create_connection(("127.0.0.1", 5900 + display), timeout=10) as s:
+        assert s.recv(12).startswith(b"RFB 003.")
+    out = json.loads(host.xl("list", "-l", "hvm").stdout)
+    assert out[0]["config"]["c_info"]["type"] == "hvm"
