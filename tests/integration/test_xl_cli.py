@@ -56,3 +56,28 @@ def test_host_status_and_hypervisor_down(host: Host) -> None:
     down = host.xl("list", check=False)
     assert down.returncode == 1 and "is the host started?" in down.stderr
     host.run("pyxen", "host", "start", check=True)
+
+
+def test_vcpu_pinning(host: Host) -> None:
+    """cpus= pins at create; xl vcpu-pin re-pins the vCPU's thread; xl vcpu-list shows it."""
+    import os
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("pinning needs two host CPUs to show a difference")
+    cfg = host.write_cfg("pinned", memory=96, vcpus=2, extra_lines='cpus = "1"\n')
+    host.xl("create", str(cfg))
+    rows = [line.split() for line in host.xl("vcpu-list", "pinned").stdout.splitlines()[1:]]
+    assert [(r[2], r[6]) for r in rows] == [("0", "1"), ("1", "1")]  # VCPU, hard affinity
+    host.xl("vcpu-pin", "pinned", "0", "0")
+    rows = [line.split() for line in host.xl("vcpu-list", "pinned").stdout.splitlines()[1:]]
+    assert [(r[2], r[6]) for r in rows] == [("0", "0"), ("1", "1")]
+    host.xl("vcpu-pin", "pinned", "all", "all")
+    assert all(line.split()[6] == "all" for line in host.xl("vcpu-list", "pinned").stdout.splitlines()[1:])
+    bad = host.xl("vcpu-pin", "pinned", "7", "0", check=False)
+    assert bad.returncode == 1 and "Error: Invalid argument 7 as VCPU." in bad.stderr
+    bad = host.xl("vcpu-pin", "pinned", "0", "99", check=False)
+    assert bad.returncode == 1 and "Could not set affinity for vcpu `0'." in bad.stderr
+    dom0 = host.xl("vcpu-list", "Domain-0").stdout.splitlines()[1].split()
+    assert dom0[:3] == ["Domain-0", "0", "0"] and float(dom0[5]) > 0
+    refused = host.xl("create", str(host.write_cfg("nowhere", memory=96, extra_lines='cpus = "64"\n')), check=False)
+    assert refused.returncode == 1 and "outside" in refused.stderr
+    assert "nowhere" not in host.domains()

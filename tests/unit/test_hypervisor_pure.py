@@ -75,3 +75,18 @@ def test_pv_guest_gets_no_emulated_devices() -> None:
     assert a[a.index("-smp") + 1] == "1,maxcpus=2"
     hvm = argv("q", BuildInfo("h", "u", "hvm", 64, 1, 1, None, None, "", "kvm", vnc=True, vncdisplay=3), Path("/d"))
     assert hvm[hvm.index("-vnc") + 1] == "127.0.0.1:3" and hvm[hvm.index("-cpu") + 1] == "host"
+
+
+def test_cpulist_syntax_and_bitmap_text() -> None:
+    from pyxen.hypervisor.vcpu import format_cpumap, parse_cpulist
+
+    assert parse_cpulist("all", 4) == {0, 1, 2, 3}
+    assert parse_cpulist("0-3,^1", 8) == {0, 2, 3}
+    assert parse_cpulist("all,^0", 2) == {1}
+    for bad in ("4", "x", "3-1", "0-9"):
+        with pytest.raises(ValueError):
+            parse_cpulist(bad, 4)
+    assert format_cpumap({0, 1, 2, 3}, 4) == "all"
+    assert format_cpumap(set(), 4) == "none"
+    assert format_cpumap({0, 1, 2, 3, 8}, 16) == "0-3,8"
+    assert format_cpumap([5], 8) == "5"

@@ -146,3 +146,20 @@ def xl_network_list(recs: Iterable[dict[str, str]]) -> str:
             _num(r, "state"), _num(r, "event-channel", "event-channel-tx"), _num(r, "tx-ring-ref"),
             _num(r, "rx-ring-ref"), r.get("backend", "")))
     return "\n".join(lines) + "\n"
+
+
+def xl_vcpu_list(rows: Iterable[tuple[str, int, dict[str, Any]]], nr_cpus: int) -> str:
+    """``xl vcpu-list``: Name ID VCPU CPU State Time(s) Affinity (Hard / Soft)."""
+    from ..hypervisor.vcpu import format_cpumap
+
+    lines = ["%-32s %5s %5s %5s %5s %9s %s" % ("Name", "ID", "VCPU", "CPU", "State", "Time(s)",
+                                                "Affinity (Hard / Soft)")]
+    for name, domid, v in rows:
+        head = "%-32s %5u %5u" % (name, domid, v["vcpu"])
+        if v["online"]:
+            state = "%5u %3c%c- " % (max(v["cpu"], 0), "r" if v["running"] else "-", "b" if v["blocked"] else "-")
+        else:
+            state = "%5c %3c%cp " % ("-", "-", "-")
+        lines.append(head + state + "%9.1f  " % (v["cpu_time_ns"] / 1e9)
+                     + format_cpumap(v["hard"], nr_cpus) + " / all")
+    return "\n".join(lines) + "\n"

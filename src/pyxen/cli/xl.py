@@ -214,6 +214,50 @@ def _wait_down(xc: XenCtrl, domids: list[int], death_only: bool, timeout: float 
     return 0 if not pending else 1
 
 
+def cmd_vcpu_list(argv: list[str]) -> int:
+    p = _parser("vcpu-list", "List the VCPUs for all/some domains")
+    p.add_argument("domain", nargs="*")
+    ns = p.parse_args(argv)
+    with _ctrl() as xc:
+        nr_cpus = int(xc.call("sysctl.physinfo")["nr_cpus"])
+        doms = libxl.list_domains(xc)
+        if ns.domain:
+            wanted = [libxl.resolve(xc, a).domid for a in ns.domain]
+            doms = [d for d in doms if d["domid"] in wanted]
+        rows = [(d["name"], d["domid"], v) for d in doms
+                for v in xc.call("domctl.getvcpuinfo", domid=d["domid"])]
+    sys.stdout.write(render.xl_vcpu_list(rows, nr_cpus))
+    return 0
+
+
+def cmd_vcpu_pin(argv: list[str]) -> int:
+    p = _parser("vcpu-pin", "Set which CPUs a VCPU can use")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("domain")
+    p.add_argument("vcpu")
+    p.add_argument("hard")
+    p.add_argument("soft", nargs="?")
+    ns = p.parse_args(argv)
+    with _ctrl() as xc:
+        ref = libxl.resolve(xc, ns.domain)
+        vcpus = [v["vcpu"] for v in xc.call("domctl.getvcpuinfo", domid=ref.domid) if v["online"]]
+        if ns.vcpu == "all":
+            chosen = vcpus
+        elif ns.vcpu.isdigit() and int(ns.vcpu) in vcpus:
+            chosen = [int(ns.vcpu)]
+        else:
+            print(f"Error: Invalid argument {ns.vcpu} as VCPU.", file=sys.stderr)
+            return 1
+        if ns.hard == "-":
+            return 0
+        try:
+            libxl.pin_vcpus(xc, ref.domid, ns.hard, chosen)
+        except (libxl.DomainBuildError, HypercallError) as err:
+            print(f"{err}\nCould not set affinity for vcpu `{ns.vcpu}'.", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_console(argv: list[str]) -> int:
     p = _parser("console", "Attach to domain's console")
     p.add_argument("-t", dest="type", choices=("pv", "serial", "vuart"))
@@ -315,6 +359,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "shutdown": (_shutdown_cmd("shutdown", False), "Issue a shutdown signal to a domain"),
     "reboot": (_shutdown_cmd("reboot", True), "Issue a reboot signal to a domain"),
     "console": (cmd_console, "Attach to domain's console"),
+    "vcpu-list": (cmd_vcpu_list, "List the VCPUs for all/some domains"),
+    "vcpu-pin": (cmd_vcpu_pin, "Set which CPUs a VCPU can use"),
     "info": (cmd_info, "Get information about Xen host"),
     "domid": (cmd_domid, "Convert a domain name to domain id"),
     "domname": (cmd_domname, "Convert a domain id to domain name"),

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
+from ..hypervisor.vcpu import parse_cpulist
 from ..paths import Paths
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
@@ -69,6 +70,8 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False)
             hotplug.add_all(ctrl, paths, domid, disks, nics, accel)
         except hotplug.DeviceError as err:
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
+        if cfg.cpus is not None:
+            pin_vcpus(ctrl, domid, cfg.cpus, range(cfg.vcpus))
         if not paused:
             ctrl.call("domctl.unpausedomain", domid=domid)
     except BaseException:
@@ -84,6 +87,24 @@ def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
     finally:
         hotplug.remove_all(paths, domid)
         xsdomain.release_quietly(paths.xenstored_socket, domid)
+
+
+def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> list[int]:
+    """Hard-pin ``vcpus`` to ``cpulist`` (xl's syntax: ``all``, ``0-3,^1``); the map in force.
+
+    :raise DomainBuildError: the list is malformed or names CPUs the host lacks.
+    """
+    nr_cpus = int(ctrl.call("sysctl.physinfo")["nr_cpus"])
+    try:
+        cpus = sorted(parse_cpulist(cpulist, nr_cpus))
+    except ValueError as err:
+        raise DomainBuildError(str(err)) from err
+    if not cpus:
+        raise DomainBuildError(f"cpu list '{cpulist}' selects no CPU")
+    now: list[int] = []
+    for n in vcpus:
+        now = ctrl.call("domctl.setvcpuaffinity", domid=domid, vcpu=n, hard=cpus)
+    return now
 
 
 class NoParavirt(DomainBuildError):
