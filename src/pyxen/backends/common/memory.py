@@ -26,6 +26,14 @@ class MappedRegion:
     region: MemoryRegion
     mm: mmap.mmap
 
+    def __post_init__(self) -> None:
+        # Hot-path copies: one exported view to slice (no new buffer export per descriptor),
+        # the guest-physical range, and gpa -> mapping offset as one addition.
+        self.mv = memoryview(self.mm)
+        self.gpa_start = self.region.guest_phys_addr
+        self.gpa_stop = self.region.guest_phys_addr + self.region.memory_size
+        self.delta = self.region.mmap_offset - self.region.guest_phys_addr
+
     @property
     def gpa_end(self) -> int:
         return self.region.guest_phys_addr + self.region.memory_size
@@ -44,6 +52,7 @@ class GuestMemory:
         :raise OSError: mmap failed (the fds are closed anyway).
         """
         self.regions: list[MappedRegion] = []
+        self._last: MappedRegion | None = None
         try:
             for region, fd in zip(regions, fds):
                 mm = mmap.mmap(fd, region.memory_size + region.mmap_offset, mmap.MAP_SHARED,
@@ -61,7 +70,9 @@ class GuestMemory:
         return sum(r.region.memory_size for r in self.regions)
 
     def close(self) -> None:
+        self._last = None
         for r in self.regions:
+            r.mv.release()
             try:
                 r.mm.close()
             except BufferError:  # a view still exported; the GC unmaps it when it is dropped
@@ -84,11 +95,20 @@ class GuestMemory:
 
     def views(self, addr: int, length: int) -> list[memoryview]:
         """Zero-copy views of ``length`` guest bytes at ``addr``, split where regions end."""
+        r = self._last
+        if r is not None and r.gpa_start <= addr and addr + length <= r.gpa_stop and length > 0:
+            off = addr + r.delta
+            return [r.mv[off:off + length]]
+        for r in self.regions:
+            if r.gpa_start <= addr and addr + length <= r.gpa_stop and length > 0:
+                self._last = r
+                off = addr + r.delta
+                return [r.mv[off:off + length]]
         out: list[memoryview] = []
         while length > 0:
             mm, off, left = self.gpa(addr)
             n = min(length, left)
-            out.append(memoryview(mm)[off:off + n])
+            out.append(memoryview(mm)[off:off + n])  # rare: a buffer across two regions
             addr += n
             length -= n
         return out

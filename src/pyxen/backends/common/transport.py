@@ -256,7 +256,10 @@ class VhostUserSession:
         if ring.vq is None or not ring.enabled:
             return
         try:
-            if self.device.process(self, ring.index, ring.vq):
+            vq = ring.vq
+            # VRING_AVAIL_F_NO_INTERRUPT: the driver is polling the used ring and asked for no
+            # interrupt (virtio 1.1 2.6.7.1; no EVENT_IDX, so the flag is the only hint).
+            if self.device.process(self, ring.index, vq) and vq.needs_interrupt():
                 self.signal(ring.index)
         except (VirtqueueError, GuestMemoryError) as err:
             self.log.error("vq %d: %s; stopping the ring", ring.index, err)
