@@ -163,3 +163,11 @@ def xl_vcpu_list(rows: Iterable[tuple[str, int, dict[str, Any]]], nr_cpus: int) 
         lines.append(head + state + "%9.1f  " % (v["cpu_time_ns"] / 1e9)
                      + format_cpumap(v["hard"], nr_cpus) + " / all")
     return "\n".join(lines) + "\n"
+
+
+def xl_sched_credit(pool_line: str | None, rows: Iterable[tuple[str, int, int, int]]) -> str:
+    """``xl sched-credit``: the pool line (when listing all), then Name ID Weight Cap."""
+    lines = [pool_line] if pool_line else []
+    lines.append("%-33s %4s %6s %4s" % ("Name", "ID", "Weight", "Cap"))
+    lines += ["%-33s %4d %6d %4d" % row for row in rows]
+    return "\n".join(lines) + "\n"

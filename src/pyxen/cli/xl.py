@@ -214,6 +214,51 @@ def _wait_down(xc: XenCtrl, domids: list[int], death_only: bool, timeout: float 
     return 0 if not pending else 1
 
 
+def cmd_sched_credit(argv: list[str]) -> int:
+    p = _parser("sched-credit", "Get/set credit scheduler parameters")
+    p.add_argument("-d", "--domain")
+    p.add_argument("-w", "--weight", type=int)
+    p.add_argument("-c", "--cap", type=int)
+    p.add_argument("-s", "--schedparam", action="store_true")
+    p.add_argument("-p", "--cpupool")
+    ns = p.parse_args(argv)
+    if ns.domain is not None and (ns.schedparam or ns.cpupool):
+        print("Specifying a cpupool or schedparam is not allowed with domain options.", file=sys.stderr)
+        return 1
+    if ns.domain is None and (ns.weight is not None or ns.cap is not None):
+        print("Must specify a domain.", file=sys.stderr)
+        return 1
+    if ns.cpupool not in (None, "Pool-0"):
+        print(f"unknown cpupool '{ns.cpupool}'", file=sys.stderr)
+        return 1
+    with _ctrl() as xc:
+        ver = xc.call("xen_version")
+        pool = f"Cpupool Pool-0: tslice={ver['tslice_ms']}ms ratelimit={ver['ratelimit_us']}us migration-delay=0us"
+        if ns.schedparam:
+            print(pool)
+            return 0
+        if ns.domain is not None:
+            ref = libxl.resolve(xc, ns.domain)
+            if ns.weight is not None or ns.cap is not None:
+                change = {k: v for k, v in (("weight", ns.weight), ("cap", ns.cap)) if v is not None}
+                try:
+                    xc.call("domctl.scheduler_op.putinfo", domid=ref.domid, **change)
+                except HypercallError as err:
+                    print(f"{err}\nlibxl_domain_sched_params_set failed.", file=sys.stderr)
+                    return 1
+                return 0
+            doms = [d for d in libxl.list_domains(xc) if d["domid"] == ref.domid]
+            pool_line = None
+        else:
+            doms, pool_line = libxl.list_domains(xc), pool
+        rows = []
+        for d in doms:
+            info = xc.call("domctl.scheduler_op.getinfo", domid=d["domid"])
+            rows.append((d["name"], d["domid"], info["weight"], info["cap"]))
+    sys.stdout.write(render.xl_sched_credit(pool_line, rows))
+    return 0
+
+
 def cmd_vcpu_list(argv: list[str]) -> int:
     p = _parser("vcpu-list", "List the VCPUs for all/some domains")
     p.add_argument("domain", nargs="*")
@@ -360,6 +405,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "reboot": (_shutdown_cmd("reboot", True), "Issue a reboot signal to a domain"),
     "console": (cmd_console, "Attach to domain's console"),
     "vcpu-list": (cmd_vcpu_list, "List the VCPUs for all/some domains"),
+    "sched-credit": (cmd_sched_credit, "Get/set credit scheduler parameters"),
     "vcpu-pin": (cmd_vcpu_pin, "Set which CPUs a VCPU can use"),
     "info": (cmd_info, "Get information about Xen host"),
     "domid": (cmd_domid, "Convert a domain name to domain id"),

@@ -25,6 +25,7 @@ from ..paths import Paths
 from ..toolstack import xsdomain
 from . import physinfo
 from .accel import AccelChoice
+from .cgroup import CpuController
 from .domain import DOMID_DOM0, DOMID_FIRST_RESERVED, Domain, ShutdownReason, state_letters
 from .errors import DomainExists, HypercallError, InvalidArgument, NoSuchDomain
 from .hostcfg import HostConfig
@@ -88,6 +89,7 @@ class Hypervisor:
         self.models: dict[int, DeviceModel] = {}
         self.vcpu_tids: dict[int, list[int]] = {}
         self.consoles = Xenconsoled(paths.run)
+        self.cpu = CpuController(paths.root)
         self._next_domid = 1
         self._lock = asyncio.Lock()
 
@@ -224,6 +226,13 @@ class Hypervisor:
             "pid": dom.pid, "config": dom.config, "cpu_weight": dom.cpu_weight, "cap": dom.cap,
         }
 
+    def enforce_sched(self, dom: Domain) -> bool:
+        """Put the domain's credit weight and cap into force on its vCPUs (sched_credit.py)."""
+        model = self.models.get(dom.domid)
+        if model is None or model.pid is None:
+            return False
+        return self.cpu.apply(dom.domid, model.pid, self.vcpu_tids.get(dom.domid, []), dom.cpu_weight, dom.cap)
+
     async def destroy(self, domid: int) -> None:
         dom = self.domains.get(domid)
         if dom is None:
@@ -238,6 +247,7 @@ class Hypervisor:
         self.pool.release(domid)
         for hook in DESTROY_HOOKS:
             hook(self, domid)
+        self.cpu.remove(domid)
         Domain.forget(self.paths.domains_dir, domid)
         shutil.rmtree(self.paths.domain_run_dir(domid), ignore_errors=True)
         log.info("d%d (%s): destroyed", domid, dom.name)
@@ -280,6 +290,7 @@ async def _xen_version(hv: Hypervisor, args: dict[str, Any]) -> dict[str, Any]:
         "capabilities": "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64",
         "changeset": f"pyxen {__version__}", "commandline": hv.cfg.bootline.text,
         "scheduler": hv.cfg.bootline.sched, "pagesize": physinfo.PAGE_SIZE,
+        "tslice_ms": hv.cfg.bootline.tslice_ms, "ratelimit_us": hv.cfg.bootline.ratelimit_us,
         "virt_start": 0xFFFF800000000000,
         "compiler": f"Python {platform.python_version()} ({platform.python_compiler()})",
         "compile_by": getpass.getuser(), "compile_domain": socket.getfqdn().partition(".")[2] or "localdomain",
@@ -348,6 +359,9 @@ async def _createdomain(hv: Hypervisor, args: dict[str, Any]) -> int:
         dom.pid = await model.start(hv.cfg.qemu, info, hv.paths.log / f"qemu-dm-{name}.log")
         hv.vcpu_tids[domid] = await model.vcpu_threads()
         hv.models[domid] = model
+        # Every DomU gets its group, default weight included: a domain left outside would
+        # compete with the whole set of groups as if it were one of them.
+        hv.enforce_sched(dom)
         dom.save(hv.paths.domains_dir)
         await hv.consoles.attach(domid, name, console_path(model.run_dir), hv.paths.console_log(name))
     except BaseException as err:
