@@ -1,4 +1,5 @@
-"""``pyxen``: the host's own commands (``pyxen host start|stop|status``, ``pyxen xenstore ...``).
+"""``pyxen``: the host's own commands (``pyxen host start|stop|status``, ``pyxen xenstore ...``,
+``pyxen evtchn [domain]``).
 
 ``host start`` brings Dom0's services up in Xen's order; ``host stop`` is xendomains' stop (every
 guest is shut down: destroyed, for now) and then the services in reverse order.
@@ -14,6 +15,7 @@ from ..host.services import ServiceError, available_services, running_pid, start
 from ..host.xendomains import start_auto
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
+from ..hypervisor.evtchn import render as render_evtchn
 from ..paths import Paths
 from ..toolstack import domain as libxl
 
@@ -67,6 +69,19 @@ def host_status(paths: Paths) -> int:
     return 0 if up == len(available_services()) else 3
 
 
+def evtchn_table(paths: Paths, domain: str | None) -> str:
+    """``pyxen evtchn [domain]``: the event channel table Xen prints for debug key 'e'
+    (every domain, or one given by name or id). Compute here, render in hypervisor/evtchn.py."""
+    with XenCtrl(paths.hypervisor_socket) as xc:
+        if domain is None:
+            doms = sorted(d["domid"] for d in xc.call("sysctl.getdomaininfolist"))
+            ports = xc.call("event_channel_op.list")
+        else:
+            dom = libxl.resolve(xc, domain).domid
+            doms, ports = [dom], xc.call("event_channel_op.list", dom=dom)
+    return render_evtchn(ports, doms) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) >= 3 and args[0] == "--root" and args[2] == "xenstore":
@@ -84,8 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     host = sub.add_parser("host", help="start, stop or show Dom0's services")
     host.add_argument("action", choices=("start", "stop", "status", "destroy-all"))
     sub.add_parser("xenstore", help="xenstore read|write|ls|rm|watch|chmod ...")
+    ev = sub.add_parser("evtchn", help="list event channels (of every domain, or of one)")
+    ev.add_argument("domain", nargs="?", help="domain name or id")
     ns = ap.parse_args(args)
     paths = Paths.from_env(ns.root)
+    if ns.cmd == "evtchn":
+        try:
+            sys.stdout.write(evtchn_table(paths, ns.domain))
+        except (HypercallError, OSError) as err:
+            print(f"pyxen: {err}", file=sys.stderr)
+            return 1
+        return 0
     if ns.action == "start":
         return host_start(paths)
     if ns.action == "stop":

@@ -192,4 +192,23 @@ def render(ports: list[dict[str, Any]], doms: list[int]) -> str:
     return "\n".join(out)
 
 
+@hypercall("sysctl.debug_keys")
+async def _debug_keys(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """``xl debug-keys <keys>`` (XEN_SYSCTL_debug_keys): each key's handler prints into the
+    console ring, read back with ``xl dmesg``. Only 'e' (dump_evtchn_info) has a handler here;
+    other keys are logged as unhandled, as Xen does for a key with no handler."""
+    keys = args.get("keys")
+    if not isinstance(keys, str):
+        raise InvalidArgument("argument 'keys' must be a string", "sysctl.debug_keys")
+    for key in keys:
+        if key == "e":
+            table = channels(hv)
+            doms = sorted(set(hv.domains) | set(table.ports))
+            text = render([p.to_json() for p in table.list()], doms)
+            hv.conring.lines.append("(XEN) 'e' pressed -> dumping event-channel info")
+            hv.conring.lines.extend(f"(XEN) {line}" for line in text.splitlines())
+        else:
+            hv.conring.lines.append(f"(XEN) '{key}' pressed -> no handler")
+
+
 DESTROY_HOOKS.append(_on_destroy)
