@@ -116,7 +116,7 @@ class Virtqueue:
         run_addr = run_len = 0
         run_write = False
         for _ in range(MAX_CHAIN):
-            addr, length, flags, nxt = unpack(mm, base + 16 * index)  # type: ignore[call-overload]
+            addr, length, flags, nxt = unpack(mm, base + 16 * index)  # type: ignore[arg-type]
             if flags & VRING_DESC_F_INDIRECT:
                 if not allow_indirect or length % 16 or length == 0:
                     raise VirtqueueError("bad indirect descriptor")
