@@ -23,7 +23,8 @@ class DomainRow:
 
     @classmethod
     def from_info(cls, d: dict[str, Any]) -> "DomainRow":
-        return cls(d["name"], d["domid"], d["memory_kb"] // 1024, d["online_vcpus"], d["state"],
+        # Mem is what the domain holds now (current pages), as in xl; the balloon reports it.
+        return cls(d["name"], d["domid"], d.get("current_kb", d["memory_kb"]) // 1024, d["online_vcpus"], d["state"],
                    d["cpu_time_ns"] / 1e9)
 
     def render(self) -> str:

@@ -259,6 +259,30 @@ def cmd_sched_credit(argv: list[str]) -> int:
     return 0
 
 
+def _mem_cmd(name: str, setter: Callable[[XenCtrl, Paths, int, int], None],
+             failure: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        p = _parser(name, "Set the current memory usage for a domain" if name == "mem-set"
+                    else "Set the maximum amount reservation for a domain")
+        p.add_argument("domain")
+        p.add_argument("size")
+        ns = p.parse_args(argv)
+        try:
+            kb = libxl.parse_memory_size(ns.size)
+        except ValueError as err:
+            print(str(err), file=sys.stderr)
+            return 1
+        with _ctrl() as xc:
+            ref = libxl.resolve(xc, ns.domain)
+            try:
+                setter(xc, Paths.from_env(), ref.domid, kb)
+            except HypercallError as err:
+                print(f"{err}\ncannot set domid {ref.domid} {failure} memory to : {ns.size}", file=sys.stderr)
+                return 1
+        return 0
+    return run
+
+
 def cmd_vcpu_list(argv: list[str]) -> int:
     p = _parser("vcpu-list", "List the VCPUs for all/some domains")
     p.add_argument("domain", nargs="*")
@@ -405,6 +429,10 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "reboot": (_shutdown_cmd("reboot", True), "Issue a reboot signal to a domain"),
     "console": (cmd_console, "Attach to domain's console"),
     "vcpu-list": (cmd_vcpu_list, "List the VCPUs for all/some domains"),
+    "mem-set": (_mem_cmd("mem-set", libxl.set_memory_target, "dynamic max"),
+                "Set the current memory usage for a domain"),
+    "mem-max": (_mem_cmd("mem-max", libxl.set_max_memory, "static max"),
+                "Set the maximum amount reservation for a domain"),
     "sched-credit": (cmd_sched_credit, "Get/set credit scheduler parameters"),
     "vcpu-pin": (cmd_vcpu_pin, "Set which CPUs a VCPU can use"),
     "info": (cmd_info, "Get information about Xen host"),

@@ -61,7 +61,7 @@ class ConRing(logging.Handler):
         self.lines.append(f"(XEN) {record.getMessage()}")
 
 
-def _int_arg(args: dict[str, Any], key: str) -> int:
+def int_arg(args: dict[str, Any], key: str) -> int:
     v = args.get(key)
     if not isinstance(v, int) or isinstance(v, bool):
         raise InvalidArgument(f"argument '{key}' must be an integer")
@@ -173,7 +173,7 @@ class Hypervisor:
 
     # ---- helpers ----------------------------------------------------------------------
     def domain(self, args: dict[str, Any], op: str) -> Domain:
-        domid = _int_arg(args, "domid")
+        domid = int_arg(args, "domid")
         dom = self.domains.get(domid)
         if dom is None:
             raise NoSuchDomain(f"no domain {domid}", op)
@@ -200,6 +200,7 @@ class Hypervisor:
         """xc_dominfo for one domain, with live state read from its QEMU."""
         running = blocked = False
         cpu_ns = 0
+        current_kb = dom.memory_kb
         paused = dom.paused
         if dom.is_dom0:
             running = True
@@ -212,13 +213,14 @@ class Hypervisor:
             tids = self.vcpu_tids.get(dom.domid, [])
             if model is not None and model.pid is not None:
                 cpu_ns = thread_cpu_ns(model.pid, tids)
+                current_kb = await model.balloon_actual_kb() or current_kb
                 if not (paused or dom.shutdown or dom.dying):
                     states = thread_states(model.pid, tids)
                     running = "R" in states
                     blocked = not running
         return {
             "domid": dom.domid, "name": dom.name, "uuid": dom.uuid, "type": dom.type,
-            "memory_kb": dom.memory_kb, "max_memkb": dom.max_memkb,
+            "memory_kb": dom.memory_kb, "current_kb": current_kb, "max_memkb": dom.max_memkb,
             "max_vcpus": dom.max_vcpus, "online_vcpus": dom.online_vcpus,
             "cpu_time_ns": cpu_ns, "paused": paused, "shutdown": dom.shutdown,
             "shutdown_reason": dom.shutdown_reason, "dying": dom.dying, "created": dom.created,
@@ -350,7 +352,8 @@ async def _createdomain(hv: Hypervisor, args: dict[str, Any]) -> int:
     hv.domains[domid] = dom
     model = DeviceModel(domid, hv.paths.domain_run_dir(domid), hv._on_event)
     info = BuildInfo(
-        name=name, uuid=uuid, type=dom.type, memory_mib=memory_mib, vcpus=vcpus, max_vcpus=maxvcpus,
+        name=name, uuid=uuid, type=dom.type, memory_mib=memory_mib, maxmem_mib=maxmem_mib,
+        vcpus=vcpus, max_vcpus=maxvcpus,
         kernel=cfg.get("kernel"), ramdisk=cfg.get("ramdisk"), cmdline=str(cfg.get("cmdline", "")),
         accel=hv.accel.accel, vnc=bool(cfg.get("vnc")), vncdisplay=cfg.get("vncdisplay"),
         vnclisten=str(cfg.get("vnclisten", "127.0.0.1")), boot=str(cfg.get("boot", "cd")),
@@ -359,6 +362,8 @@ async def _createdomain(hv: Hypervisor, args: dict[str, Any]) -> int:
         dom.pid = await model.start(hv.cfg.qemu, info, hv.paths.log / f"qemu-dm-{name}.log")
         hv.vcpu_tids[domid] = await model.vcpu_threads()
         hv.models[domid] = model
+        if memory_mib < maxmem_mib:
+            await model.balloon(memory_mib)
         # Every DomU gets its group, default weight included: a domain left outside would
         # compete with the whole set of groups as if it were one of them.
         hv.enforce_sched(dom)
@@ -407,7 +412,7 @@ async def _unpausedomain(hv: Hypervisor, args: dict[str, Any]) -> None:
 async def _remote_shutdown(hv: Hypervisor, args: dict[str, Any]) -> None:
     """Mark a domain shut down with a reason (SCHEDOP_remote_shutdown), stopping its vCPUs."""
     dom = hv.domu(args, "domctl.shutdown")
-    reason = _int_arg(args, "reason")
+    reason = int_arg(args, "reason")
     if reason not in ShutdownReason._value2member_map_:
         raise InvalidArgument(f"unknown shutdown reason {reason}", "domctl.shutdown")
     await hv.models[dom.domid].pause()

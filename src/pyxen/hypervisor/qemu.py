@@ -39,6 +39,7 @@ class BuildInfo:
     uuid: str
     type: str
     memory_mib: int
+    maxmem_mib: int
     vcpus: int
     max_vcpus: int
     kernel: str | None
@@ -54,7 +55,9 @@ class BuildInfo:
 
 def argv(qemu: str, info: BuildInfo, run_dir: Path) -> list[str]:
     """The QEMU command line for a domain (pure: no I/O)."""
-    mem = f"{info.memory_mib}M"
+    # RAM is sized to static-max; a domain started with memory < maxmem is pre-ballooned down
+    # to its target through the balloon device, as Xen's PoD/balloon start does.
+    mem = f"{max(info.maxmem_mib, info.memory_mib)}M"
     cpu = "host" if info.accel == "kvm" else "max"
     args = [
         qemu, "-name", f"{info.name},debug-threads=on", "-uuid", info.uuid,
@@ -68,6 +71,8 @@ def argv(qemu: str, info: BuildInfo, run_dir: Path) -> list[str]:
         # The bus for the guest's own xenstore connection (a port named org.xenproject.xenstore,
         # plugged by the toolstack once xenstored has made the domain's socket).
         "-device", f"virtio-serial-pci,id={XENSTORE_BUS}",
+        # The balloon: xl mem-set moves the guest's memory/target through it.
+        "-device", "virtio-balloon-pci,id=balloon0",
     ]
     if info.type == "hvm":
         args += ["-vga", "std", "-boot", f"order={info.boot}"]
@@ -216,6 +221,17 @@ class DeviceModel:
                     raise
                 await asyncio.sleep(0.02)
         raise DeviceModelError(f"domain {self.domid}: reset did not complete")
+
+    async def balloon(self, target_mib: int) -> None:
+        """Ask the guest's balloon driver to bring the domain to ``target_mib``."""
+        await self.execute("balloon", {"value": target_mib << 20})
+
+    async def balloon_actual_kb(self) -> int | None:
+        """What the guest holds now, as the balloon reports it (None without a driver yet)."""
+        try:
+            return int((await self.execute("query-balloon"))["actual"]) >> 10
+        except DeviceModelError:
+            return None
 
     async def status(self) -> str:
         """QEMU's run state: prelaunch, running, paused, shutdown, guest-panicked, ..."""

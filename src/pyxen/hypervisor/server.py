@@ -21,7 +21,7 @@ from typing import Any
 
 from ..paths import Paths
 from . import accel as accelmod
-from . import dmop, evtchn, gnttab, sched_credit, vcpu  # noqa: F401  (they register their hypercalls)
+from . import dmop, evtchn, gnttab, memop, sched_credit, vcpu  # noqa: F401  (they register their hypercalls)
 from .core import HYPERCALLS, ConRing, Hypervisor
 from .errors import HypercallError, PermissionDenied
 from .hostcfg import HostConfig, HostConfigError

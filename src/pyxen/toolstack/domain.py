@@ -7,6 +7,7 @@ fails at any step destroys what it made, so no half-built domain is left behind.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -105,6 +106,29 @@ def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> 
     for n in vcpus:
         now = ctrl.call("domctl.setvcpuaffinity", domid=domid, vcpu=n, hard=cpus)
     return now
+
+
+def parse_memory_size(text: str) -> int:
+    """xl's memory size: a number with an optional t/g/m/k/b suffix; a bare number is MiB.
+    Returns KiB. :raise ValueError: not a size."""
+    m = re.fullmatch(r"(\d+)([tTgGmMkKbB]?)", text.strip())
+    if not m:
+        raise ValueError(f"invalid memory size: {text}")
+    shift = {"t": 30, "g": 20, "m": 10, "": 10, "k": 0}.get(m.group(2).lower())
+    return int(m.group(1)) >> 10 if shift is None else int(m.group(1)) << shift
+
+
+def set_memory_target(ctrl: XenCtrl, paths: Paths, domid: int, target_kb: int) -> None:
+    """xl mem-set (libxl_set_memory_target): the hypervisor moves the reservation and the
+    balloon, then ``~/memory/target`` is written, which is what a Xen guest's balloon watches."""
+    ctrl.call("memory_op.set_target", domid=domid, target_kb=target_kb)
+    with XenstoreClient(paths.xenstored_socket) as xs:
+        xs.write(f"{xsdomain.dom_path(domid)}/memory/target", str(target_kb))
+
+
+def set_max_memory(ctrl: XenCtrl, paths: Paths, domid: int, max_kb: int) -> None:
+    """xl mem-max: the hypervisor's ceiling (xenstore's static-max is left alone, as in libxl)."""
+    ctrl.call("domctl.max_mem", domid=domid, max_kb=max_kb)
 
 
 class NoParavirt(DomainBuildError):
