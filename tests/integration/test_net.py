@@ -6,40 +6,22 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from typing import Iterator
 
 import pytest
+
+from pyxen.testing.bridge import link_local_bridge, sh
 
 pytestmark = pytest.mark.integration
 
 PREFIX = "169.254.77"
 
 
-def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True)
-
-
 @pytest.fixture
-def test_bridge() -> Iterator[tuple[str, str]]:
+def test_bridge() -> Iterator[tuple[str, str | None]]:
     """A bridge with Dom0's end (a veth) inside a fresh namespace at 169.254.77.100."""
-    tag = f"{os.getpid() % 100000}"
-    br, ns, veth = f"pxbr{tag}", f"pxns{tag}", f"pxv{tag}"
-    try:
-        assert sh("ip", "link", "add", br, "type", "bridge").returncode == 0
-        sh("ip", "link", "set", br, "up")
-        sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", veth + "p")
-        sh("ip", "link", "set", veth + "p", "netns", ns)
-        sh("ip", "link", "set", veth, "master", br)
-        sh("ip", "link", "set", veth, "up")
-        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{PREFIX}.100/16", "dev", veth + "p")
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", veth + "p", "up")
-        yield br, ns
-    finally:
-        sh("ip", "link", "del", veth)
-        sh("ip", "netns", "del", ns)
-        sh("ip", "link", "del", br)
+    with link_local_bridge(dom0_ip=f"{PREFIX}.100") as made:
+        yield made
 
 
 def test_two_guests_ping_and_move_10mib(host, test_bridge) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,124 @@
+"""A started pyxen host in its own short PYXEN_ROOT, driven as a user drives it: through the
+``xl`` and ``pyxen`` commands, against real daemons and real QEMU guests (Unix socket paths are
+limited to 108 bytes, so roots are short paths under /tmp). Used by tests/conftest.py and bench/.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from pyxen.images.demo import DemoImage
+from pyxen.paths import Paths
+
+BIN = Path(sys.executable).parent
+#: How long a TCG guest on a loaded 2-core machine may take to boot to its up line.
+BOOT_TIMEOUT = 120.0
+UP_LINE = "pyxen demo guest up"
+
+
+def qemu_pids_under(root: Path) -> list[int]:
+    """QEMU processes whose command line names a path under ``root``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in cmd and str(root).encode() in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+@dataclass
+class Host:
+    """A running pyxen host and helpers to use it as a user would."""
+
+    paths: Paths
+    image: DemoImage
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *argv: str, check: bool = False, timeout: float = 180,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [str(BIN / argv[0]), *argv[1:]]
+        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout,
+                              input=input)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr}{done.stdout}")
+        return done
+
+    def xl(self, *args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+        return self.run("xl", *args, check=check, **kw)  # type: ignore[arg-type]
+
+    def write_cfg(self, name: str, memory: int = 128, vcpus: int = 1, script: str | None = None,
+                  extra_lines: str = "", cmdline_extra: str = "") -> Path:
+        """A demo-guest config; ``script`` runs in the guest before its up line."""
+        extra = f"console=ttyS0 quiet panic=-1 {cmdline_extra}".strip()
+        if script is not None:
+            extra += " pyxen.run=" + base64.b64encode(script.encode()).decode()
+        cfg = self.paths.root / f"{name}.cfg"
+        cfg.write_text(
+            f'name = "{name}"\nmemory = {memory}\nvcpus = {vcpus}\n'
+            f'kernel = "{self.image.kernel}"\nramdisk = "{self.image.ramdisk}"\n'
+            f'extra = "{extra}"\n{extra_lines}')
+        return cfg
+
+    def create(self, name: str = "demo", **kw: object) -> int:
+        cfg = self.write_cfg(name, **kw)  # type: ignore[arg-type]
+        self.xl("create", str(cfg))
+        return int(self.xl("domid", name).stdout)
+
+    def console_text(self, name: str) -> str:
+        try:
+            return self.paths.console_log(name).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_console(self, name: str, needle: str = UP_LINE, timeout: float = BOOT_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.console_text(name)
+            if needle in text:
+                return text
+            time.sleep(0.1)
+        raise AssertionError(f"{name}: no '{needle}' on the console within {timeout} s:\n{self.console_text(name)[-2000:]}")
+
+    def domains(self) -> dict[str, dict[str, str]]:
+        """xl list, parsed: name -> {id, mem, vcpus, state, time}."""
+        out = self.xl("list").stdout.splitlines()
+        rows = {}
+        for line in out[1:]:
+            name, domid, mem, vcpus, state, t = line.split()
+            rows[name] = {"id": domid, "mem": mem, "vcpus": vcpus, "state": state, "time": t}
+        return rows
+
+    def info(self, field_name: str) -> str:
+        return self.xl("info", field_name).stdout.strip()
+
+
+@contextmanager
+def started_host(image: DemoImage, prefix: str = "pyxen-") -> Iterator[Host]:
+    """``pyxen host start`` in a fresh root; stopped, with every QEMU under it, on exit."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    env = dict(os.environ, PYXEN_ROOT=str(root), PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    h = Host(Paths.from_env(root), image, env)
+    try:
+        h.run("pyxen", "host", "start", check=True)
+        yield h
+    finally:
+        h.run("pyxen", "host", "stop")
+        for pid in qemu_pids_under(root):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
