@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from pyxen.images.demo import build
 from pyxen.testing.bridge import link_local_bridge
@@ -59,7 +60,7 @@ def mbps(text: str) -> float:
     return SIZE_MB * 1.048576 / ((int(m.group(3)) - int(m.group(2))) / 1e9)
 
 
-def wait_for(read: "callable[[], str]", pattern: re.Pattern[str] | str, timeout: float = TIMEOUT) -> str:
+def wait_for(read: Callable[[], str], pattern: re.Pattern[str] | str, timeout: float = TIMEOUT) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = read()
