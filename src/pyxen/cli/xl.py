@@ -401,6 +401,15 @@ def cmd_dmesg(argv: list[str]) -> int:
     return 0
 
 
+def cmd_debug_keys(argv: list[str]) -> int:
+    p = _parser("debug-keys", "Send debug keys to Xen")
+    p.add_argument("keys")
+    ns = p.parse_args(argv)
+    with _ctrl() as xc:
+        xc.call("sysctl.debug_keys", keys=ns.keys)
+    return 0
+
+
 def _device_list(name: str, kinds: tuple[str, ...],
                  render_fn: Callable[[list[dict[str, str]]], str]) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
@@ -440,6 +449,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "domname": (cmd_domname, "Convert a domain id to domain name"),
     "uptime": (cmd_uptime, "Print uptime for all/some domains"),
     "dmesg": (cmd_dmesg, "Read and/or clear dmesg buffer"),
+    "debug-keys": (cmd_debug_keys, "Send debug keys to Xen"),
     "block-list": (_device_list("block-list", ("vbd", "qdisk"), render.xl_block_list),
                    "List virtual block devices for a domain"),
     "network-list": (_device_list("network-list", ("vif",), render.xl_network_list),
