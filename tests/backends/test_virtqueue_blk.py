@@ -143,3 +143,27 @@ def test_descriptor_loop_is_detected(image: Path) -> None:
     struct.pack_into("<H", d.mm, AVAIL + 2, 1)
     with pytest.raises(VirtqueueError):
         d.vq.pop()
+
+
+def test_guest_contiguous_descriptors_become_one_view(image: Path) -> None:
+    """Descriptors that continue each other in guest memory are one iovec; a gap splits them;
+    data and status merged into one writable view still leave the status as the last byte."""
+    d, h = Driver(), handler(image)
+    hdr = d.buf(struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, 0))
+    base = d.alloc
+    d.alloc += 3 * 4096 + 4096 + 4096 + 1  # three pages, a gap, one page, the status right after
+    parts = [(hdr, 16, False), (base, 4096, True), (base + 4096, 4096, True), (base + 8192, 4096, True),
+             (base + 16384, 4096, True), (base + 20480, 1, True)]
+    d.submit(parts)
+    chain = d.vq.pop()
+    assert chain is not None
+    assert [len(v) for v in chain.readable] == [16]
+    assert [len(v) for v in chain.writable] == [3 * 4096, 4096 + 1]
+    chain.release()
+    d.vq.last_avail = 0
+    assert h.process(d.vq) == 1
+    assert d.mm[base + 20480] == VIRTIO_BLK_S_OK
+    data = image.read_bytes()
+    assert bytes(d.mm[base:base + 12288]) == data[:12288]
+    assert bytes(d.mm[base + 16384:base + 20480]) == data[12288:16384]
+    assert d.used()[0][1] == 4 * 4096 + 1
