@@ -13,6 +13,7 @@ barrier. EVENT_IDX is not offered, so no store-to-load fence is ever needed.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass, field
 
@@ -126,7 +127,8 @@ class Virtqueue:
                 if run_len:
                     (writable if run_write else readable).extend(views(run_addr, run_len))
                     run_len = 0
-                self._walk(chain, imm, ioff, length // 16, 0, allow_indirect=False)
+                if not self._walk_in_order(chain, imm, ioff, length // 16):
+                    self._walk(chain, imm, ioff, length // 16, 0, allow_indirect=False)
             else:
                 write = bool(flags & VRING_DESC_F_WRITE)
                 if not write and (writable or run_write and run_len):
@@ -146,6 +148,51 @@ class Virtqueue:
             raise VirtqueueError("descriptor chain loops")
         if run_len:
             (writable if run_write else readable).extend(views(run_addr, run_len))
+
+    def _walk_in_order(self, chain: Chain, mm: mmap.mmap, base: int, n: int) -> bool:
+        """An indirect table as Linux fills it (descriptor i chains to i + 1): parsed with one
+        ``iter_unpack``, the region lookup inlined. Returns False, leaving the chain as it was,
+        at the first descriptor of any other shape; the general walk then checks and serves it."""
+        writable, readable = chain.writable, chain.readable
+        marks = len(readable), len(writable)
+        views = self.mem.views
+        last = self.mem._last
+        run_addr = run_len = 0
+        run_write = ok = False
+        i = 0
+        for addr, length, flags, nxt in DESC.iter_unpack(mm[base:base + 16 * n]):
+            i += 1
+            if flags & ~(VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) or (flags & VRING_DESC_F_NEXT and nxt != i):
+                break
+            write = bool(flags & VRING_DESC_F_WRITE)
+            if not write and (writable or run_write and run_len):
+                break
+            if run_len and write == run_write and run_addr + run_len == addr:
+                run_len += length
+                if not flags & VRING_DESC_F_NEXT:
+                    ok = True
+                    break
+                continue
+            if run_len:
+                out = writable if run_write else readable
+                if last is not None and last.gpa_start <= run_addr and run_addr + run_len <= last.gpa_stop:
+                    off = run_addr + last.delta
+                    out.append(last.mv[off:off + run_len])
+                else:
+                    out.extend(views(run_addr, run_len))
+                    last = self.mem._last
+            run_addr, run_len, run_write = addr, length, write
+            if not flags & VRING_DESC_F_NEXT:
+                ok = True
+                break
+        if ok:
+            if run_len:
+                (writable if run_write else readable).extend(views(run_addr, run_len))
+            return True
+        for v in readable[marks[0]:] + writable[marks[1]:]:
+            v.release()
+        del readable[marks[0]:], writable[marks[1]:]
+        return False
 
     def push(self, head: int, written: int) -> None:
         """Return a chain to the driver: the used element, then the used index."""
