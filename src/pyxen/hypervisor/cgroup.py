@@ -73,6 +73,14 @@ class CpuController:
             return False
         return True
 
+    def remove_base(self) -> None:
+        """The host's parent group, when no domain is left in it (daemon exit)."""
+        if self.base is not None and self.base.exists() and not any(self.base.glob("d*")):
+            try:
+                self.base.rmdir()
+            except OSError as err:
+                log.debug("cgroup %s not removed: %s", self.base, err)
+
     def remove(self, domid: int) -> None:
         group = self.group(domid)
         if group is not None and group.exists():

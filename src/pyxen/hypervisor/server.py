@@ -117,6 +117,8 @@ async def run(paths: Paths) -> int:
         await stop.wait()
     log.info("stopping; %d guest(s) left running for the next start to re-adopt", len(hv.models))
     await hv.shutdown_all_models()
+    if not hv.models:
+        hv.cpu.remove_base()
     sock.unlink(missing_ok=True)
     return 0
 
