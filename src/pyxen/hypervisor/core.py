@@ -61,10 +61,10 @@ class ConRing(logging.Handler):
         self.lines.append(f"(XEN) {record.getMessage()}")
 
 
-def int_arg(args: dict[str, Any], key: str) -> int:
+def int_arg(args: dict[str, Any], key: str, op: str = "") -> int:
     v = args.get(key)
     if not isinstance(v, int) or isinstance(v, bool):
-        raise InvalidArgument(f"argument '{key}' must be an integer")
+        raise InvalidArgument(f"argument '{key}' must be an integer", op)
     return v
 
 
@@ -172,8 +172,9 @@ class Hypervisor:
             log.error("d%d: %s failed: %s", dom.domid, action, err)
 
     # ---- helpers ----------------------------------------------------------------------
-    def domain(self, args: dict[str, Any], op: str) -> Domain:
-        domid = int_arg(args, "domid")
+    def domain(self, args: dict[str, Any], op: str, key: str = "domid") -> Domain:
+        """The live domain whose id is ``args[key]``. :raise NoSuchDomain: none has it."""
+        domid = int_arg(args, key, op)
         dom = self.domains.get(domid)
         if dom is None:
             raise NoSuchDomain(f"no domain {domid}", op)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .core import DESTROY_HOOKS, Hypervisor, hypercall
-from .errors import HypercallError, InvalidArgument, NoSuchDomain, PermissionDenied
+from .errors import HypercallError, InvalidArgument, PermissionDenied
 
 #: Ports per domain (the 2-level ABI's limit on 64-bit guests).
 MAX_PORTS = 4096
@@ -120,26 +120,17 @@ def channels(hv: Hypervisor) -> EventChannels:
     return table
 
 
-def _dom(hv: Hypervisor, args: dict[str, Any], key: str, op: str) -> int:
-    v = args.get(key)
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise InvalidArgument(f"argument '{key}' must be an integer", op)
-    if v not in hv.domains:
-        raise NoSuchDomain(f"no domain {v}", op)
-    return v
-
-
 @hypercall("event_channel_op.alloc_unbound")
 async def _alloc_unbound(hv: Hypervisor, args: dict[str, Any]) -> int:
     op = "event_channel_op.alloc_unbound"
-    dom, remote = _dom(hv, args, "dom", op), _dom(hv, args, "remote_dom", op)
+    dom, remote = hv.domain(args, op, "dom").domid, hv.domain(args, op, "remote_dom").domid
     return channels(hv).alloc_unbound(dom, remote, str(args.get("label", ""))).port
 
 
 @hypercall("event_channel_op.bind_interdomain")
 async def _bind_interdomain(hv: Hypervisor, args: dict[str, Any]) -> int:
     op = "event_channel_op.bind_interdomain"
-    dom, remote = _dom(hv, args, "dom", op), _dom(hv, args, "remote_dom", op)
+    dom, remote = hv.domain(args, op, "dom").domid, hv.domain(args, op, "remote_dom").domid
     try:
         return channels(hv).bind_interdomain(dom, remote, int(args.get("remote_port", -1)),
                                              str(args.get("label", ""))).port

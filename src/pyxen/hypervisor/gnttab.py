@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .core import DESTROY_HOOKS, Hypervisor, hypercall
-from .errors import HypercallError, InvalidArgument, NoSuchDomain, PermissionDenied
+from .errors import HypercallError, PermissionDenied
 
 #: Refs 0..7 are reserved (GNTTAB_NR_RESERVED_ENTRIES: 0 console ring, 1 xenstore ring).
 FIRST_REF = 8
@@ -130,26 +130,17 @@ def tables(hv: Hypervisor) -> GrantTables:
     return t
 
 
-def _domid(hv: Hypervisor, args: dict[str, Any], key: str, op: str) -> int:
-    v = args.get(key)
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise InvalidArgument(f"argument '{key}' must be an integer", op)
-    if v not in hv.domains:
-        raise NoSuchDomain(f"no domain {v} (GNTST bad_domain)", op)
-    return v
-
-
 @hypercall("grant_table_op.grant_access")
 async def _grant_access(hv: Hypervisor, args: dict[str, Any]) -> int:
     op = "grant_table_op.grant_access"
-    dom, remote = _domid(hv, args, "dom", op), _domid(hv, args, "remote_dom", op)
+    dom, remote = hv.domain(args, op, "dom").domid, hv.domain(args, op, "remote_dom").domid
     return tables(hv).grant_access(dom, remote, bool(args.get("readonly")), str(args.get("label", ""))).ref
 
 
 @hypercall("grant_table_op.map_grant_ref")
 async def _map_grant_ref(hv: Hypervisor, args: dict[str, Any]) -> dict[str, Any]:
     op = "grant_table_op.map_grant_ref"
-    dom = _domid(hv, args, "dom", op)
+    dom = hv.domain(args, op, "dom").domid
     mapper = int(args.get("mapper", 0))
     try:
         m = tables(hv).map(dom, int(args.get("ref", -1)), mapper, int(args.get("pid", 0)), hv.domains[dom].pid)
