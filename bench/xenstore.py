@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import ctypes.util
 import json
 import multiprocessing as mp
 import os
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pyxen.xenstore.client import XenstoreClient
+from pyxen.testing.libxenstore import LibXenstore
 from pyxen.xenstore.testing import DaemonProcess
 from pyxen.xenstore.wire import HEADER, Op, PacketReader, encode
 
@@ -44,39 +43,19 @@ VALUE = b"v" * 32  # olivierpierre/xenstore-benchmark uses 32-byte values
 
 # --- clients ------------------------------------------------------------------------------
 class CClient:
-    """Xen's libxenstore through ctypes: xs_open/xs_read/xs_write on one handle."""
+    """Xen's libxenstore through ctypes (pyxen.testing.libxenstore): the same calls a C tool makes."""
 
     def __init__(self, sock: str) -> None:
-        os.environ["XENSTORED_PATH"] = sock
-        lib = ctypes.CDLL(ctypes.util.find_library("xenstore") or "libxenstore.so.4")
-        lib.xs_open.restype = ctypes.c_void_p
-        lib.xs_read.restype = ctypes.c_void_p
-        lib.xs_read.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p,
-                                ctypes.POINTER(ctypes.c_uint)]
-        lib.xs_write.restype = ctypes.c_bool
-        lib.xs_write.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p,
-                                 ctypes.c_void_p, ctypes.c_uint]
-        lib.xs_close.argtypes = [ctypes.c_void_p]
-        self.libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        self.libc.free.argtypes = [ctypes.c_void_p]
-        self.lib = lib
-        self.h = lib.xs_open(0)
-        if not self.h:
-            raise OSError(ctypes.get_errno(), "xs_open failed")
-        self.n = ctypes.c_uint()
+        self.xs = LibXenstore(sock)
 
     def read(self, path: bytes) -> None:
-        p = self.lib.xs_read(self.h, 0, path, ctypes.byref(self.n))
-        if not p:
-            raise OSError("xs_read failed")
-        self.libc.free(p)
+        self.xs.read(path.decode())
 
     def write(self, path: bytes, value: bytes) -> None:
-        if not self.lib.xs_write(self.h, 0, path, value, len(value)):
-            raise OSError("xs_write failed")
+        self.xs.write(path.decode(), value)
 
     def close(self) -> None:
-        self.lib.xs_close(self.h)
+        self.xs.close()
 
 
 class PyClient:

@@ -89,7 +89,7 @@ def test_error_names_reach_libxenstore(daemon: DaemonProcess, base: str) -> None
     """Xen's C client turns our ERROR names into errno values."""
     import errno
 
-    from .libxenstore import LibXenstore, available
+    from pyxen.testing.libxenstore import LibXenstore, available
     if not available():
         pytest.skip("libxenstore.so.4 missing")
     with LibXenstore(daemon.socket) as lib:
@@ -114,7 +114,7 @@ def test_forced_conflict_through_libxenstore(daemon: DaemonProcess, base: str) -
     """test-xenstore's "ta err": read in tx, outside write, tx write -> EAGAIN at commit."""
     import errno
 
-    from .libxenstore import LibXenstore, available
+    from pyxen.testing.libxenstore import LibXenstore, available
     if not available():
         pytest.skip("libxenstore.so.4 missing")
     with LibXenstore(daemon.socket) as a, LibXenstore(daemon.socket) as b:
@@ -148,7 +148,7 @@ def test_permission_denial_through_a_domain_socket(daemon: DaemonProcess, base: 
         r = subprocess.run(["xenstore-read", f"{base}/secret"], env=env, capture_output=True,
                            text=True, timeout=10)
         assert r.returncode == 1 and "couldn't read path" in r.stderr
-        from .libxenstore import LibXenstore
+        from pyxen.testing.libxenstore import LibXenstore
         with LibXenstore(daemon.domain_socket(9)) as lib:
             with pytest.raises(PermissionError):
                 lib.read(f"{base}/secret")
