@@ -90,3 +90,15 @@ def test_cpulist_syntax_and_bitmap_text() -> None:
     assert format_cpumap(set(), 4) == "none"
     assert format_cpumap({0, 1, 2, 3, 8}, 16) == "0-3,8"
     assert format_cpumap([5], 8) == "5"
+
+
+def test_memory_pool_resize_grows_or_gives_back() -> None:
+    pool = MemoryPool(1000 * 1024)
+    pool.claim(1, 300 * 1024)
+    pool.resize(1, 100 * 1024)
+    assert pool.free_kb == 900 * 1024
+    pool.resize(1, 400 * 1024)
+    assert pool.free_kb == 600 * 1024
+    with pytest.raises(errors.OutOfMemory):
+        pool.resize(1, 1200 * 1024, "big", "memory_op.set_target")
+    assert pool.held(1) == 400 * 1024

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .core import Hypervisor, int_arg, hypercall
-from .errors import InvalidArgument, OutOfMemory
+from .errors import InvalidArgument
 
 
 @hypercall("memory_op.set_target")
@@ -25,17 +25,11 @@ async def _set_target(hv: Hypervisor, args: dict[str, Any]) -> dict[str, int]:
     if target_kb < 16 * 1024:
         raise InvalidArgument(f"a target of {target_kb} KiB is below the 16 MiB pyxen allows", op)
     held = hv.pool.held(dom.domid)
-    if target_kb > held:
-        try:
-            hv.pool.claim(dom.domid, target_kb - held, dom.name)
-        except OutOfMemory as err:
-            raise OutOfMemory(str(err), op) from None
-    else:
-        hv.pool.reserved[dom.domid] = target_kb
+    hv.pool.resize(dom.domid, target_kb, dom.name, op)
     try:
         await hv.models[dom.domid].balloon(target_kb >> 10)
     except Exception:
-        hv.pool.reserved[dom.domid] = held  # undo: nothing changed
+        hv.pool.resize(dom.domid, held)  # undo: nothing changed
         raise
     dom.memory_kb = target_kb
     dom.save(hv.paths.domains_dir)

@@ -32,6 +32,18 @@ class MemoryPool:
                 f"{self.free_kb // 1024} MiB free", "domctl.createdomain")
         self.reserved[domid] = self.reserved.get(domid, 0) + kb
 
+    def resize(self, domid: int, kb: int, name: str = "", op: str = "") -> None:
+        """Make ``domid``'s reservation exactly ``kb``: growing claims the difference (raising
+        OutOfMemory and changing nothing if it is not free), shrinking gives it back."""
+        held = self.held(domid)
+        if kb > held:
+            try:
+                self.claim(domid, kb - held, name)
+            except OutOfMemory as err:
+                raise OutOfMemory(err.message, op or err.op) from None
+        else:
+            self.reserved[domid] = kb
+
     def release(self, domid: int) -> None:
         self.reserved.pop(domid, None)
 
