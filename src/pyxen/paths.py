@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_ROOT = "/var/lib/pyxen"
+#: Host-wide cache of built guest images and probe verdicts (not per PYXEN_ROOT: shared by hosts).
+CACHE_ROOT = "/var/cache/pyxen"
+
+
+def cache_dir() -> Path:
+    """The image cache: ``$PYXEN_CACHE`` or /var/cache/pyxen."""
+    return Path(os.environ.get("PYXEN_CACHE") or CACHE_ROOT)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,32 @@ class Paths:
         """Sockets of one domain's device model: QMP, console, device sockets."""
         return self.run / "domains" / str(domid)
 
+    def console_pipe(self, domid: int) -> Path:
+        """The base name of a guest's console FIFOs (``<base>.out`` carries what the guest
+        prints, ``<base>.in`` what it is sent): QEMU's serial ``pipe`` chardev, read by
+        xenconsoled. A FIFO keeps what the guest printed while xenconsoled is down, as Xen's
+        console ring does, and stalls the guest's console when full instead of dropping."""
+        return self.domain_run_dir(domid) / "console"
+
+    @property
+    def xenconsoled_socket(self) -> Path:
+        """xenconsoled's control socket (up when it accepts)."""
+        return self.run / "xenconsoled.sock"
+
+    def console_socket(self, domid: int) -> Path:
+        """Where ``xl console`` connects for ``domid`` (served by xenconsoled)."""
+        return self.run / "console" / f"{domid}.sock"
+
+    @property
+    def monitor_socket(self) -> Path:
+        """The toolstack monitor's control socket (xl's per-domain monitor, one per host)."""
+        return self.run / "monitor.sock"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        """The supervisor's control socket (it restarts any daemon that dies)."""
+        return self.run / "supervisor.sock"
+
     # --- persistent state ------------------------------------------------------------------------
     @property
     def lib(self) -> Path:
@@ -86,6 +119,12 @@ class Paths:
     def domains_dir(self) -> Path:
         """The hypervisor's domain table, one JSON record per live domain."""
         return self.lib / "domains"
+
+    @property
+    def userdata_dir(self) -> Path:
+        """The toolstack's per-domain records (libxl's /var/lib/xen/userdata-*): each domain's
+        config as JSON, which the monitor needs to restart it."""
+        return self.lib / "userdata"
 
     @property
     def xenstored_data(self) -> Path:

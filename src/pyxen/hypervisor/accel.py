@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..images.demo import cache_dir
+from ..paths import cache_dir
 
 PROBE_TIMEOUT = 8.0
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..paths import cache_dir
 from . import cpio
 
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")
 #: Drivers the guest loads at boot; their dependencies are found from each module's .modinfo.
 WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_balloon")
-DEFAULT_CACHE = "/var/cache/pyxen"
 
 
 class ImageBuildError(Exception):
@@ -40,10 +40,6 @@ class DemoImage:
     kernel: Path
     ramdisk: Path
     kernel_release: str
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PYXEN_CACHE") or DEFAULT_CACHE)
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> str:
