@@ -127,6 +127,17 @@ class Paths:
         return self.lib / "userdata"
 
     @property
+    def monitor_dir(self) -> Path:
+        """The monitor's notes of restarts it began (so one interrupted by its death is
+        finished, exactly once, when it comes back)."""
+        return self.lib / "monitor"
+
+    @property
+    def dump_dir(self) -> Path:
+        """Core files of on_crash = "coredump-*" (Xen: /var/lib/xen/dump)."""
+        return self.lib / "dump"
+
+    @property
     def xenstored_data(self) -> Path:
         return self.lib / "xenstored"
 

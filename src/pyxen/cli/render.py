@@ -36,11 +36,12 @@ def xl_list(rows: Iterable[DomainRow]) -> str:
     return "\n".join([LIST_HEADER, *(r.render() for r in rows)]) + "\n"
 
 
-def xl_list_long(infos: Iterable[dict[str, Any]]) -> str:
-    """``xl list -l``: a JSON array of {domid, config} in libxl_domain_config's shape."""
+def xl_list_long(infos: Iterable[dict[str, Any]], configs: dict[int, dict[str, Any]]) -> str:
+    """``xl list -l``: a JSON array of {domid, config} in libxl_domain_config's shape; the
+    config parts come from the toolstack's userdata (``configs``, by domid)."""
     out = []
     for d in infos:
-        cfg = d.get("config") or {}
+        cfg = configs.get(d["domid"]) or {}
         out.append({
             "domid": d["domid"],
             "config": {

@@ -8,15 +8,17 @@ sentences; a bad option exits 2, a failed operation 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
-from typing import Callable, NoReturn
+from typing import Callable, Iterator, NoReturn
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
 from ..paths import Paths
 from ..toolstack import domain as libxl
-from ..toolstack import hotplug
+from ..toolstack import hotplug, userdata
 from ..toolstack.config import ConfigError, load
 from ..toolstack.xlcfg import ConfigSyntaxError
 from . import render
@@ -42,6 +44,22 @@ class XlParser(argparse.ArgumentParser):
         if "required" in message:
             raise Usage(f"'xl {self.prog.split()[-1]}' requires at least 1 argument(s).\n\n" + self.format_help())
         raise Usage(message)
+
+
+@contextlib.contextmanager
+def interrupts_on_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP act as Ctrl-C while the block runs, so an ``xl create`` told to stop
+    unwinds (destroying what it built) instead of dying half-way. (SIGKILL cannot be caught;
+    then the hypervisor destroys the unfinished domain when xl's connection closes.)"""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _parser(cmd: str, desc: str) -> XlParser:
@@ -82,7 +100,10 @@ def cmd_list(argv: list[str]) -> int:
                 print(f"Error: Domain '{ns.domain[0]}' does not exist.", file=sys.stderr)
                 return 1
     if ns.long:
-        sys.stdout.write(render.xl_list_long(infos))
+        paths = Paths.from_env()
+        configs = {d["domid"]: c.to_json() for d in infos
+                   if (c := userdata.retrieve(paths, d["domid"])) is not None}
+        sys.stdout.write(render.xl_list_long(infos, configs))
     else:
         sys.stdout.write(render.xl_list(render.DomainRow.from_info(d) for d in infos))
     return 0
@@ -122,7 +143,8 @@ def cmd_create(argv: list[str]) -> int:
     try:
         libxl.check_files(cfg)
         with _ctrl() as xc:
-            domid = libxl.create(xc, paths, cfg, paused=ns.paused)
+            with interrupts_on_termination():
+                domid = libxl.create(xc, paths, cfg, paused=ns.paused)
     except libxl.DomainBuildError as err:
         print(str(err), file=sys.stderr)
         return 1

@@ -46,6 +46,7 @@ SERVICES: tuple[Service, ...] = (
     Service("hypervisor", "pyxen.hypervisor", lambda p: p.hypervisor_socket),
     Service("xenstored", "pyxen.xenstore", lambda p: p.xenstored_socket, ("--foreground",)),
     Service("backendd", "pyxen.backends", lambda p: p.backendd_socket),
+    Service("monitor", "pyxen.toolstack.monitor", lambda p: p.monitor_socket),
 )
 
 

@@ -1,7 +1,11 @@
-"""A Dom0 tool's handle on the hypervisor (libxc's xc_interface): sync hypercalls over the socket."""
+"""A Dom0 tool's handle on the hypervisor (libxc's xc_interface): hypercalls over the socket,
+synchronous (``XenCtrl``, for xl) or asyncio (``AsyncXenCtrl``, for daemons). Every call has a
+timeout. Importing this loads none of the hypervisor daemon's modules.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import socket
 from pathlib import Path
@@ -11,14 +15,24 @@ from .errors import HypercallError, from_wire
 from .wire import MAX_LINE, Request, WireError, decode_reply, encode_request
 
 
+#: Bound on one hypercall. createdomain starts QEMU and waits for it, which is the slowest.
+CALL_TIMEOUT = 60.0
+
+
 class HypervisorUnavailable(HypercallError):
     """The control socket is not there: the host is not started."""
+
+
+def _unavailable(path: Path, err: OSError) -> HypervisorUnavailable:
+    return HypervisorUnavailable(
+        f"cannot reach the hypervisor at {path} ({err.strerror or err}); is the host started? "
+        "(pyxen host start)")
 
 
 class XenCtrl:
     """One connection to the hypervisor; use as a context manager."""
 
-    def __init__(self, path: Path, timeout: float = 120.0) -> None:
+    def __init__(self, path: Path, timeout: float = CALL_TIMEOUT) -> None:
         self.path = path
         self._ids = itertools.count(1)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -27,9 +41,7 @@ class XenCtrl:
             self.sock.connect(str(path))
         except OSError as err:
             self.sock.close()
-            raise HypervisorUnavailable(
-                f"cannot reach the hypervisor at {path} ({err.strerror}); is the host started? "
-                "(pyxen host start)") from err
+            raise _unavailable(path, err) from err
         self._file = self.sock.makefile("rb")
 
     def __enter__(self) -> "XenCtrl":
@@ -45,14 +57,123 @@ class XenCtrl:
     def call(self, op: str, **args: Any) -> Any:
         """Make hypercall ``op``; raise the HypercallError subclass the daemon raised."""
         req = Request(next(self._ids), op, args)
-        self.sock.sendall(encode_request(req))
-        line = self._file.readline(MAX_LINE)
-        if not line:
-            raise HypercallError(f"the hypervisor closed the connection during {op}", op)
         try:
-            reply = decode_reply(line)
-        except WireError as err:
-            raise HypercallError(f"bad reply to {op}: {err}", op) from err
+            self.sock.sendall(encode_request(req))
+            while True:
+                line = self._file.readline(MAX_LINE)
+                if not line:
+                    raise HypercallError(f"the hypervisor closed the connection during {op}", op)
+                try:
+                    reply = decode_reply(line)
+                except WireError as err:
+                    raise HypercallError(f"bad reply to {op}: {err}", op) from err
+                if "virq" not in reply:
+                    break
+        except socket.timeout:
+            raise HypercallError(f"the hypervisor did not answer {op} within "
+                                 f"{self.sock.gettimeout():g} s", op) from None
+        except OSError as err:
+            if isinstance(err, HypercallError):
+                raise
+            raise HypercallError(f"lost the hypervisor during {op}: {err}", op) from err
         if "error" in reply:
             raise from_wire(reply["error"])
         return reply["result"]
+
+
+class AsyncXenCtrl:
+    """The asyncio handle: calls may overlap (matched by id), and a VIRQ_DOM_EXC binding
+    delivers notifications (``wait_virq``). Every call and the connect have a timeout."""
+
+    def __init__(self, path: Path, timeout: float = CALL_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._virq = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+
+    async def connect(self) -> "AsyncXenCtrl":
+        try:
+            reader, self._writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), self.timeout)
+        except asyncio.TimeoutError:
+            raise HypervisorUnavailable(f"the hypervisor at {self.path} did not accept within "
+                                        f"{self.timeout:g} s") from None
+        except OSError as err:
+            raise _unavailable(self.path, err) from err
+        self._task = asyncio.get_running_loop().create_task(self._read(reader))
+        return self
+
+    async def __aenter__(self) -> "AsyncXenCtrl":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        self._fail(HypervisorUnavailable("connection to the hypervisor closed"))
+
+    def _fail(self, err: HypercallError) -> None:
+        self.closed.set()
+        self._virq.set()  # wake a waiter, which then sees ``closed``
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    reply = decode_reply(line)
+                except WireError:
+                    continue
+                if "virq" in reply:
+                    self._virq.set()
+                    continue
+                fut = self._pending.pop(reply.get("id", -1), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(reply)
+        except (ConnectionError, ValueError):
+            pass
+        self._fail(HypervisorUnavailable(f"the hypervisor at {self.path} closed the connection"))
+
+    async def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        if self._writer is None or self.closed.is_set():
+            raise HypervisorUnavailable(f"not connected to the hypervisor at {self.path}", op)
+        req = Request(next(self._ids), op, args)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req.id] = fut
+        try:
+            self._writer.write(encode_request(req))
+            reply = await asyncio.wait_for(fut, timeout or self.timeout)
+        except asyncio.TimeoutError:
+            raise HypercallError(f"the hypervisor did not answer {op} within "
+                                 f"{timeout or self.timeout:g} s", op) from None
+        finally:
+            self._pending.pop(req.id, None)
+        if "error" in reply:
+            raise from_wire(reply["error"])
+        return reply["result"]
+
+    async def bind_virq_dom_exc(self) -> None:
+        """Subscribe this connection to VIRQ_DOM_EXC."""
+        await self.call("event_channel_op.bind_virq", virq="dom_exc")
+
+    async def wait_virq(self) -> None:
+        """Until the next VIRQ_DOM_EXC (several coalesce into one wake-up).
+        :raise HypervisorUnavailable: the connection is gone."""
+        await self._virq.wait()
+        self._virq.clear()
+        if self.closed.is_set():
+            raise HypervisorUnavailable(f"the hypervisor at {self.path} closed the connection")
+
+
+__all__ = ["AsyncXenCtrl", "HypervisorUnavailable", "XenCtrl"]

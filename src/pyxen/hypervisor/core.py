@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import getpass
 import logging
 import os
@@ -16,21 +17,21 @@ import platform
 import shutil
 import socket
 import time
+import uuid as uuidlib
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from .. import XEN_EXTRA, XEN_MAJOR, XEN_MINOR, __version__
-from ..console.xenconsoled import Xenconsoled
 from ..paths import Paths
-from ..toolstack import xsdomain
 from . import physinfo
 from .accel import AccelChoice
 from .cgroup import CpuController
 from .domain import DOMID_DOM0, DOMID_FIRST_RESERVED, Domain, ShutdownReason, state_letters
+from .domctl import NAME_RE, CreateDomain
 from .errors import DomainExists, HypercallError, InvalidArgument, NoSuchDomain
 from .hostcfg import HostConfig
 from .memory import MemoryPool
-from .qemu import BuildInfo, DeviceModel, console_path, is_our_qemu, thread_cpu_ns, thread_states
+from .qemu import BuildInfo, DeviceModel, is_our_qemu, thread_cpu_ns, thread_states
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ HYPERCALLS: dict[str, Handler] = {}
 #: Called with (hv, domid) when a domain is destroyed: evtchn.py and gnttab.py close its ports
 #: and revoke its grants there.
 DESTROY_HOOKS: list[Callable[["Hypervisor", int], None]] = []
+#: Makes a domain's device model: (domid, run_dir, on_event) -> DeviceModel.
+DeviceModelFactory = Callable[[int, Path, Callable[[int, str, dict[str, Any]], None]], DeviceModel]
+#: The connection a hypercall arrived on (set by server.py): builds are tied to it.
+CALLER: contextvars.ContextVar[object] = contextvars.ContextVar("CALLER", default=None)
 
 
 def hypercall(name: str) -> Callable[[Handler], Handler]:
@@ -69,14 +74,21 @@ def int_arg(args: dict[str, Any], key: str, op: str = "") -> int:
 
 
 class Hypervisor:
-    """All state of one host's hypervisor."""
+    """All state of one host's hypervisor.
 
-    def __init__(self, paths: Paths, cfg: HostConfig, accel: AccelChoice, conring: ConRing) -> None:
+    ``device_model`` makes the object that runs a domain's vCPUs: QEMU in production,
+    ``pyxen.testing.fakes.FakeDeviceModel`` in tests that reach orchestration without a guest.
+    """
+
+    def __init__(self, paths: Paths, cfg: HostConfig, accel: AccelChoice, conring: ConRing,
+                 device_model: DeviceModelFactory = DeviceModel,
+                 phys: physinfo.PhysInfo | None = None) -> None:
         self.paths = paths
         self.cfg = cfg
         self.accel = accel
         self.conring = conring
-        self.phys = physinfo.read()
+        self.device_model = device_model
+        self.phys = phys or physinfo.read()
         self.boot_time = time.time()
         self.pool = MemoryPool(self.phys.total_pages * physinfo.PAGE_SIZE // 1024)
         dom0_kb = cfg.bootline.dom0_mem.resolve(self.pool.total_kb * 1024) // 1024
@@ -88,10 +100,22 @@ class Hypervisor:
         self.domains: dict[int, Domain] = {DOMID_DOM0: self.dom0}
         self.models: dict[int, DeviceModel] = {}
         self.vcpu_tids: dict[int, list[int]] = {}
-        self.consoles = Xenconsoled(paths.run)
+        #: Domains still being built, by the connection building them (see finish_build).
+        self.builders: dict[int, object] = {}
+        #: VIRQ_DOM_EXC subscribers (xenstored): called when a domain shuts down or dies.
+        self.dom_exc_subscribers: set[Callable[[], None]] = set()
         self.cpu = CpuController(paths.root)
         self._next_domid = 1
-        self._lock = asyncio.Lock()
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def lock(self, domid: int) -> asyncio.Lock:
+        """The domain's lock: create and destroy of one domain never interleave."""
+        return self._locks.setdefault(domid, asyncio.Lock())
+
+    def raise_dom_exc(self) -> None:
+        """VIRQ_DOM_EXC: a domain shut down or died. xenstored turns it into @releaseDomain."""
+        for notify in list(self.dom_exc_subscribers):
+            notify()
 
     # ---- start-up: re-adopt what an earlier daemon left running ----------------------------
     async def adopt_domains(self) -> None:
@@ -102,12 +126,11 @@ class Hypervisor:
                 log.error("ignoring unreadable domain record %s: %s", path, err)
                 continue
             self._next_domid = max(self._next_domid, dom.domid + 1)
-            if dom.pid is None or not is_our_qemu(dom.pid, dom.uuid):
+            if dom.pid is None or not is_our_qemu(dom.pid, dom.build.get("uuid", dom.uuid)):
                 log.warning("d%d (%s): its device model is gone; forgetting the domain", dom.domid, dom.name)
-                Domain.forget(self.paths.domains_dir, dom.domid)
-                shutil.rmtree(self.paths.domain_run_dir(dom.domid), ignore_errors=True)
+                self._forget(dom.domid)
                 continue
-            model = DeviceModel(dom.domid, self.paths.domain_run_dir(dom.domid), self._on_event)
+            model = self.device_model(dom.domid, self.paths.domain_run_dir(dom.domid), self._on_event)
             try:
                 await model.adopt(dom.pid)
                 self.vcpu_tids[dom.domid] = await model.vcpu_threads()
@@ -118,58 +141,47 @@ class Hypervisor:
             self.pool.claim(dom.domid, dom.memory_kb, dom.name)
             self.domains[dom.domid] = dom
             self.models[dom.domid] = model
+            if dom.building:
+                # Its builder's connection died with the daemon before the build finished.
+                log.warning("d%d (%s): left half-built by a toolstack that is gone; destroying it",
+                            dom.domid, dom.name)
+                await self.destroy(dom.domid)
+                continue
             self._apply_status(dom, status)
-            await self._attach_console(dom)
             log.info("d%d (%s): re-adopted QEMU pid %d, %s", dom.domid, dom.name, dom.pid, status)
+        # Deaths and shutdowns while the daemon was down: let xenstored look again.
+        self.raise_dom_exc()
+
+    def _forget(self, domid: int) -> None:
+        Domain.forget(self.paths.domains_dir, domid)
+        shutil.rmtree(self.paths.domain_run_dir(domid), ignore_errors=True)
 
     def _apply_status(self, dom: Domain, status: str) -> None:
         if status == "shutdown" and not dom.shutdown:
-            dom.shutdown, dom.shutdown_reason = True, ShutdownReason.POWEROFF
-        elif status in ("guest-panicked", "internal-error"):
-            dom.shutdown, dom.shutdown_reason = True, ShutdownReason.CRASH
+            self._shutdown(dom, ShutdownReason.POWEROFF)
+        elif status in ("guest-panicked", "internal-error") and not dom.shutdown:
+            self._shutdown(dom, ShutdownReason.CRASH)
 
-    async def _attach_console(self, dom: Domain) -> None:
-        try:
-            await self.consoles.attach(dom.domid, dom.name, console_path(self.paths.domain_run_dir(dom.domid)),
-                                       self.paths.console_log(dom.name))
-        except OSError as err:
-            log.error("d%d: xenconsoled cannot reach the console: %s", dom.domid, err)
+    def _shutdown(self, dom: Domain, reason: ShutdownReason) -> None:
+        """The domain stopped with ``reason`` (SCHEDOP_shutdown): record it and raise
+        VIRQ_DOM_EXC. What happens next is the toolstack's monitor's decision."""
+        dom.shutdown, dom.shutdown_reason = True, int(reason)
+        dom.save(self.paths.domains_dir)
+        log.info("d%d (%s): shutdown, reason %s", dom.domid, dom.name, reason.name.lower())
+        self.raise_dom_exc()
 
     # ---- events from device models (the guest's SCHEDOP_shutdown, a crash) ------------------
     def _on_event(self, domid: int, event: str, data: dict[str, Any]) -> None:
         dom = self.domains.get(domid)
-        if dom is None or dom.dying:
+        if dom is None or dom.dying or dom.shutdown:
             return
-        reason: ShutdownReason | None = None
         if event == "SHUTDOWN" and data.get("guest", False):
-            reason = ShutdownReason.REBOOT if data.get("reason") == "guest-reset" else ShutdownReason.POWEROFF
+            self._shutdown(dom, ShutdownReason.REBOOT if data.get("reason") == "guest-reset"
+                           else ShutdownReason.POWEROFF)
         elif event == "GUEST_PANICKED":
-            reason = ShutdownReason.CRASH
-        if reason is None:
-            return
-        dom.shutdown, dom.shutdown_reason = True, int(reason)
-        dom.save(self.paths.domains_dir)
-        log.info("d%d (%s): shutdown, reason %s", domid, dom.name, reason.name.lower())
-        asyncio.get_running_loop().create_task(self._shutdown_action(dom, reason))
-
-    async def _shutdown_action(self, dom: Domain, reason: ShutdownReason) -> None:
-        """What xl's monitor does for on_poweroff / on_reboot / on_crash."""
-        key = {ShutdownReason.POWEROFF: "on_poweroff", ShutdownReason.REBOOT: "on_reboot",
-               ShutdownReason.CRASH: "on_crash"}.get(reason, "on_poweroff")
-        action = str(dom.config.get(key, "destroy"))
-        log.info("d%d: action for shutdown reason code %d is %s", dom.domid, int(reason), action)
-        try:
-            if action in ("destroy", "coredump-destroy"):
-                await self.destroy(dom.domid)
-                # xl's monitor destroys through libxl, which also clears the domain's xenstore
-                # records and fires @releaseDomain; the monitor lives here for now.
-                await asyncio.to_thread(xsdomain.release_quietly, self.paths.xenstored_socket, dom.domid)
-            elif action in ("restart", "rename-restart", "coredump-restart", "soft-reset"):
-                await self.models[dom.domid].reboot()
-                dom.shutdown, dom.shutdown_reason = False, None
-                dom.save(self.paths.domains_dir)
-        except HypercallError as err:
-            log.error("d%d: %s failed: %s", dom.domid, action, err)
+            self._shutdown(dom, ShutdownReason.CRASH)
+        elif event == "WATCHDOG":
+            self._shutdown(dom, ShutdownReason.WATCHDOG)
 
     # ---- helpers ----------------------------------------------------------------------
     def domain(self, args: dict[str, Any], op: str, key: str = "domid") -> Domain:
@@ -186,6 +198,14 @@ class Hypervisor:
             raise InvalidArgument(f"{op} is not allowed on Domain-0", op)
         return dom
 
+    def model(self, args: dict[str, Any], op: str) -> DeviceModel:
+        """The device model of the DomU ``args['domid']``."""
+        dom = self.domu(args, op)
+        model = self.models.get(dom.domid)
+        if model is None:
+            raise InvalidArgument(f"domain {dom.domid} has no device model", op)
+        return model
+
     def _alloc_domid(self) -> int:
         domid = self._next_domid
         while domid in self.domains:
@@ -198,7 +218,10 @@ class Hypervisor:
         return domid
 
     async def info(self, dom: Domain) -> dict[str, Any]:
-        """xc_dominfo for one domain, with live state read from its QEMU."""
+        """xc_dominfo for one domain, with live state read from its QEMU.
+
+        A QEMU that does not answer within QUERY_TIMEOUT (stopped, wedged) does not hold the
+        caller up: the domain is shown with the last memory figure known."""
         running = blocked = False
         cpu_ns = 0
         current_kb = dom.memory_kb
@@ -214,7 +237,11 @@ class Hypervisor:
             tids = self.vcpu_tids.get(dom.domid, [])
             if model is not None and model.pid is not None:
                 cpu_ns = thread_cpu_ns(model.pid, tids)
-                current_kb = await model.balloon_actual_kb() or current_kb
+                if not dom.building:
+                    actual = await model.balloon_actual_kb()
+                    if actual is not None:
+                        dom.current_kb = actual
+                current_kb = dom.current_kb or current_kb
                 if not (paused or dom.shutdown or dom.dying):
                     states = thread_states(model.pid, tids)
                     running = "R" in states
@@ -226,7 +253,7 @@ class Hypervisor:
             "cpu_time_ns": cpu_ns, "paused": paused, "shutdown": dom.shutdown,
             "shutdown_reason": dom.shutdown_reason, "dying": dom.dying, "created": dom.created,
             "state": state_letters(running, blocked, paused, dom.shutdown, dom.shutdown_reason, dom.dying),
-            "pid": dom.pid, "config": dom.config, "cpu_weight": dom.cpu_weight, "cap": dom.cap,
+            "pid": dom.pid, "cpu_weight": dom.cpu_weight, "cap": dom.cap, "building": dom.building,
         }
 
     def enforce_sched(self, dom: Domain) -> bool:
@@ -236,31 +263,96 @@ class Hypervisor:
             return False
         return self.cpu.apply(dom.domid, model.pid, self.vcpu_tids.get(dom.domid, []), dom.cpu_weight, dom.cap)
 
-    async def destroy(self, domid: int) -> None:
+    async def create(self, req: CreateDomain, builder: object) -> int:
+        """Make a domain and its device model, paused; it stays "being built" (and dies with
+        ``builder``'s connection) until finish_build. All of it or none: a failure at any step
+        undoes the steps before it."""
+        op = "domctl.createdomain"
+        for d in self.domains.values():
+            if d.name == req.name:
+                raise DomainExists(f'Domain with name "{req.name}" already exists.', op)
+            if d.uuid == req.uuid:
+                raise DomainExists(f"a domain with uuid {req.uuid} already exists", op)
+        domid = self._alloc_domid()
+        self.pool.claim(domid, req.memory_kb, req.name)
+        dom = Domain(domid, req.name, req.uuid, req.type, req.max_vcpus, req.vcpus, req.memory_kb,
+                     req.max_memkb, time.time(), accel=self.accel.accel, build=req.to_wire(),
+                     cpu_weight=req.cpu_weight, cap=req.cap, building=True)
+        model = self.device_model(domid, self.paths.domain_run_dir(domid), self._on_event)
+        # Tracked before QEMU exists, so a destroy that races this create finds (and kills) it.
+        self.domains[domid] = dom
+        self.models[domid] = model
+        self.builders[domid] = builder
+        info = BuildInfo(
+            name=req.name, uuid=req.uuid, type=req.type, memory_mib=req.memory_kb >> 10,
+            maxmem_mib=req.max_memkb >> 10, vcpus=req.vcpus, max_vcpus=req.max_vcpus,
+            kernel=req.kernel, ramdisk=req.ramdisk, cmdline=req.cmdline, accel=self.accel.accel,
+            vnc=req.vnc, vncdisplay=req.vncdisplay, vnclisten=req.vnclisten, boot=req.boot)
+        try:
+            async with self.lock(domid):
+                if dom.dying:
+                    raise NoSuchDomain(f"domain {domid} was destroyed while it was being built", op)
+                dom.pid = await model.start(self.cfg.qemu, info, self.paths.log / f"qemu-dm-{req.name}.log")
+                dom.save(self.paths.domains_dir)
+                self.vcpu_tids[domid] = await model.vcpu_threads()
+                if req.memory_kb < req.max_memkb:
+                    await model.balloon(req.memory_kb >> 10)
+                # Every DomU gets its group, default weight included: a domain left outside
+                # would compete with the whole set of groups as if it were one of them.
+                self.enforce_sched(dom)
+        except BaseException as err:
+            if self.domains.get(domid) is dom and not dom.dying:
+                await self.destroy(domid, notify=False)
+            if isinstance(err, OSError) and not isinstance(err, HypercallError):
+                raise HypercallError(f"cannot start the domain: {err}", op) from err
+            raise
+        log.info("d%d (%s): created, %d MiB, %d vCPU(s), %s, QEMU pid %d", domid, req.name,
+                 req.memory_kb >> 10, req.vcpus, self.accel.accel, dom.pid)
+        return domid
+
+    def builder_gone(self, builder: object) -> None:
+        """A connection closed: destroy the domains it was still building (xl create killed)."""
+        for domid, b in list(self.builders.items()):
+            if b is builder:
+                log.warning("d%d: its builder went away before the build finished; destroying it", domid)
+                self.builders.pop(domid, None)
+                asyncio.get_running_loop().create_task(self._destroy_quietly(domid))
+
+    async def _destroy_quietly(self, domid: int) -> None:
+        try:
+            await self.destroy(domid)
+        except HypercallError as err:
+            log.info("d%d: %s", domid, err)
+
+    async def destroy(self, domid: int, notify: bool = True) -> None:
         dom = self.domains.get(domid)
-        if dom is None:
+        if dom is None or dom.dying:
             raise NoSuchDomain(f"no domain {domid}", "domctl.destroydomain")
         dom.dying = True
-        model = self.models.pop(domid, None)
-        await self.consoles.detach(domid)
+        model = self.models.get(domid)
         if model is not None:
-            await model.destroy()
-        self.domains.pop(domid, None)
-        self.vcpu_tids.pop(domid, None)
-        self.pool.release(domid)
-        for hook in DESTROY_HOOKS:
-            hook(self, domid)
-        self.cpu.remove(domid)
-        Domain.forget(self.paths.domains_dir, domid)
-        shutil.rmtree(self.paths.domain_run_dir(domid), ignore_errors=True)
+            await model.destroy()  # a start in progress sees its QEMU die and gives up
+        async with self.lock(domid):
+            if model is not None:
+                await model.destroy()  # whatever a racing start made meanwhile
+            self.models.pop(domid, None)
+            self.domains.pop(domid, None)
+            self.builders.pop(domid, None)
+            self.vcpu_tids.pop(domid, None)
+            self.pool.release(domid)
+            for hook in DESTROY_HOOKS:
+                hook(self, domid)
+            self.cpu.remove(domid)
+            self._forget(domid)
+        self._locks.pop(domid, None)
         log.info("d%d (%s): destroyed", domid, dom.name)
+        if notify:
+            self.raise_dom_exc()
 
     async def shutdown_all_models(self) -> None:
         """Daemon exit: drop QMP sessions but leave every guest running (re-adopted later)."""
         for model in self.models.values():
             await model.close()
-        for domid in list(self.consoles.consoles):
-            await self.consoles.detach(domid)
 
 
 def _host_cpu_ns() -> int:
@@ -304,7 +396,8 @@ async def _xen_version(hv: Hypervisor, args: dict[str, Any]) -> dict[str, Any]:
 
 @hypercall("sysctl.getdomaininfolist")
 async def _getdomaininfolist(hv: Hypervisor, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return [await hv.info(d) for _, d in sorted(hv.domains.items())]
+    # Concurrently: one stuck QEMU costs its QUERY_TIMEOUT once, not once per domain.
+    return list(await asyncio.gather(*(hv.info(d) for _, d in sorted(hv.domains.items()))))
 
 
 @hypercall("sysctl.readconsole")
@@ -323,67 +416,52 @@ async def _getdomaininfo(hv: Hypervisor, args: dict[str, Any]) -> dict[str, Any]
 
 @hypercall("domctl.createdomain")
 async def _createdomain(hv: Hypervisor, args: dict[str, Any]) -> int:
-    """Create a domain and its device model, paused: reserve memory, start QEMU, keep its console.
+    """Create a domain and its device model, paused and "being built" until finish_build.
 
-    Either all of it happens or none: a failure at any step undoes the steps before it.
+    The request is validated whole first (EINVAL, nothing claimed); then either all of it
+    happens or none. If the caller's connection closes before finish_build (``xl create``
+    interrupted or killed), the domain is destroyed.
     """
-    op = "domctl.createdomain"
-    raw = args.get("config")
-    if not isinstance(raw, dict):
-        raise InvalidArgument("createdomain needs a config object", op)
-    cfg: dict[str, Any] = raw
+    req = CreateDomain.from_wire(args.get("request"))
+    return await hv.create(req, CALLER.get())
+
+
+@hypercall("domctl.finish_build")
+async def _finish_build(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """The toolstack finished building the domain: it no longer dies with its builder."""
+    dom = hv.domu(args, "domctl.finish_build")
+    hv.builders.pop(dom.domid, None)
+    dom.building = False
+    dom.save(hv.paths.domains_dir)
+
+
+@hypercall("domctl.setdomainhandle")
+async def _setdomainhandle(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """Give a domain a new uuid (XEN_DOMCTL_setdomainhandle; rename-restart's preserved domain)."""
+    op = "domctl.setdomainhandle"
+    dom = hv.domu(args, op)
     try:
-        name, uuid = str(cfg["name"]), str(cfg["uuid"])
-        memory_mib, maxmem_mib = int(cfg["memory"]), int(cfg.get("maxmem", cfg["memory"]))
-        vcpus, maxvcpus = int(cfg.get("vcpus", 1)), int(cfg.get("maxvcpus", cfg.get("vcpus", 1)))
-    except (KeyError, ValueError, TypeError) as err:
-        raise InvalidArgument(f"bad domain config: {err}", op) from err
-    for d in hv.domains.values():
-        if d.name == name:
-            raise DomainExists(f'Domain with name "{name}" already exists.', op)
-        if d.uuid == uuid:
-            raise DomainExists(f"a domain with uuid {uuid} already exists", op)
-    if memory_mib < 1 or vcpus < 1:
-        raise InvalidArgument("memory and vcpus must be at least 1", op)
-    domid = hv._alloc_domid()
-    hv.pool.claim(domid, memory_mib * 1024, name)
-    dom = Domain(domid, name, uuid, str(cfg.get("type", "pv")), maxvcpus, vcpus, memory_mib * 1024,
-                 maxmem_mib * 1024, time.time(), accel=hv.accel.accel, config=cfg,
-                 cpu_weight=int(cfg.get("cpu_weight", 256)), cap=int(cfg.get("cap", 0)))
-    hv.domains[domid] = dom
-    model = DeviceModel(domid, hv.paths.domain_run_dir(domid), hv._on_event)
-    info = BuildInfo(
-        name=name, uuid=uuid, type=dom.type, memory_mib=memory_mib, maxmem_mib=maxmem_mib,
-        vcpus=vcpus, max_vcpus=maxvcpus,
-        kernel=cfg.get("kernel"), ramdisk=cfg.get("ramdisk"), cmdline=str(cfg.get("cmdline", "")),
-        accel=hv.accel.accel, vnc=bool(cfg.get("vnc")), vncdisplay=cfg.get("vncdisplay"),
-        vnclisten=str(cfg.get("vnclisten", "127.0.0.1")), boot=str(cfg.get("boot", "cd")),
-        extra_args=tuple(args.get("device_args", ())))
-    try:
-        dom.pid = await model.start(hv.cfg.qemu, info, hv.paths.log / f"qemu-dm-{name}.log")
-        hv.vcpu_tids[domid] = await model.vcpu_threads()
-        hv.models[domid] = model
-        if memory_mib < maxmem_mib:
-            await model.balloon(memory_mib)
-        # Every DomU gets its group, default weight included: a domain left outside would
-        # compete with the whole set of groups as if it were one of them.
-        hv.enforce_sched(dom)
-        dom.save(hv.paths.domains_dir)
-        await hv.consoles.attach(domid, name, console_path(model.run_dir), hv.paths.console_log(name))
-    except BaseException as err:
-        await hv.consoles.detach(domid)
-        hv.models.pop(domid, None)
-        await model.destroy()
-        hv.domains.pop(domid, None)
-        hv.pool.release(domid)
-        Domain.forget(hv.paths.domains_dir, domid)
-        shutil.rmtree(hv.paths.domain_run_dir(domid), ignore_errors=True)
-        if isinstance(err, OSError) and not isinstance(err, HypercallError):
-            raise HypercallError(f"cannot start the domain: {err}", op) from err
-        raise
-    log.info("d%d (%s): created, %d MiB, %d vCPU(s), %s, QEMU pid %d", domid, name, memory_mib,
-             vcpus, hv.accel.accel, dom.pid)
-    return domid
+        uuid = str(uuidlib.UUID(str(args.get("uuid"))))
+    except ValueError:
+        raise InvalidArgument(f"'{args.get('uuid')}' is not a UUID", op) from None
+    if any(d.uuid == uuid for d in hv.domains.values() if d is not dom):
+        raise DomainExists(f"a domain with uuid {uuid} already exists", op)
+    dom.uuid = uuid
+    dom.save(hv.paths.domains_dir)
+
+
+@hypercall("domctl.setdomainname")
+async def _setdomainname(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """Rename a domain (libxl_domain_rename; rename-restart preserves the old one renamed)."""
+    op = "domctl.setdomainname"
+    dom = hv.domu(args, op)
+    name = args.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name.isdigit():
+        raise InvalidArgument(f"'{name}' is not a valid domain name", op)
+    if any(d.name == name for d in hv.domains.values() if d is not dom):
+        raise DomainExists(f'Domain with name "{name}" already exists.', op)
+    dom.name = name
+    dom.save(hv.paths.domains_dir)
 
 
 @hypercall("domctl.destroydomain")
@@ -394,7 +472,7 @@ async def _destroydomain(hv: Hypervisor, args: dict[str, Any]) -> None:
 @hypercall("domctl.pausedomain")
 async def _pausedomain(hv: Hypervisor, args: dict[str, Any]) -> None:
     dom = hv.domu(args, "domctl.pausedomain")
-    await hv.models[dom.domid].pause()
+    await hv.model(args, "domctl.pausedomain").pause()
     dom.paused = True
     dom.save(hv.paths.domains_dir)
 
@@ -404,7 +482,7 @@ async def _unpausedomain(hv: Hypervisor, args: dict[str, Any]) -> None:
     dom = hv.domu(args, "domctl.unpausedomain")
     if dom.shutdown:
         raise InvalidArgument(f"domain {dom.domid} is shut down", "domctl.unpausedomain")
-    await hv.models[dom.domid].unpause()
+    await hv.model(args, "domctl.unpausedomain").unpause()
     dom.paused = False
     dom.save(hv.paths.domains_dir)
 
@@ -417,5 +495,4 @@ async def _remote_shutdown(hv: Hypervisor, args: dict[str, Any]) -> None:
     if reason not in ShutdownReason._value2member_map_:
         raise InvalidArgument(f"unknown shutdown reason {reason}", "domctl.shutdown")
     await hv.models[dom.domid].pause()
-    dom.shutdown, dom.shutdown_reason = True, reason
-    dom.save(hv.paths.domains_dir)
+    hv._shutdown(dom, ShutdownReason(reason))

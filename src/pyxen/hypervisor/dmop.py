@@ -1,39 +1,80 @@
-"""Device-model operations (Xen's dm_op, and libxl's QMP calls to qemu-dm): plug a domain's
-virtual devices into its QEMU over the QMP session the hypervisor holds.
+"""Device-model operations (Xen's dm_op, and libxl's QMP calls to qemu-dm): the toolstack asks
+for a device by what it is; the domain's device model (qemu.py, the one module that speaks QMP)
+turns that into QEMU commands.
 
-Only device plumbing commands pass (``DM_COMMANDS``); anything else is refused, so this is not
-a general QMP tunnel. The toolstack uses it while the domain is still paused, after the backend
-daemon listens on the device's vhost-user socket (QEMU's vhost-user realize waits for it).
+The toolstack uses these while the domain is still paused, after the backend daemon listens on
+the device's vhost-user socket (QEMU's vhost-user realize waits for it).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from .core import Hypervisor, hypercall
+from .core import Hypervisor, hypercall, int_arg
 from .errors import InvalidArgument
-
-DM_COMMANDS = frozenset({"chardev-add", "chardev-remove", "device_add", "device_del", "netdev_add",
-                         "netdev_del", "blockdev-add", "blockdev-del",
-                         # xl trigger power/reset and xl shutdown/reboot -F (HVM without PV drivers)
-                         "system_powerdown", "system_reset"})
+from .qemu import QDISK_DRIVERS
 
 
-@hypercall("dm_op.qmp")
-async def _dm_qmp(hv: Hypervisor, args: dict[str, Any]) -> list[Any]:
-    """Run ``commands`` ([[name, args], ...]) in order; stop at the first failure."""
-    op = "dm_op.qmp"
-    dom = hv.domu(args, op)
-    model = hv.models.get(dom.domid)
-    if model is None:
-        raise InvalidArgument(f"domain {dom.domid} has no device model", op)
-    commands = args.get("commands")
-    if not isinstance(commands, list):
-        raise InvalidArgument("commands must be a list of [name, args]", op)
-    results = []
-    for item in commands:
-        if not (isinstance(item, list) and len(item) == 2 and item[0] in DM_COMMANDS
-                and isinstance(item[1], dict)):
-            raise InvalidArgument(f"refused device-model command {item!r}", op)
-        results.append(await model.execute(item[0], item[1]))
-    return results
+def _str_arg(args: dict[str, Any], key: str, op: str) -> str:
+    v = args.get(key)
+    if not isinstance(v, str) or not v or "\0" in v:
+        raise InvalidArgument(f"argument '{key}' must be a non-empty string", op)
+    return v
+
+
+def _path_arg(args: dict[str, Any], key: str, op: str) -> Path:
+    v = _str_arg(args, key, op)
+    if not v.startswith("/"):
+        raise InvalidArgument(f"argument '{key}' must be an absolute path", op)
+    return Path(v)
+
+
+@hypercall("dm_op.add_vhost_user_disk")
+async def _add_vhost_user_disk(hv: Hypervisor, args: dict[str, Any]) -> None:
+    op = "dm_op.add_vhost_user_disk"
+    await hv.model(args, op).add_vhost_user_disk(int_arg(args, "devid", op), _path_arg(args, "socket", op))
+
+
+@hypercall("dm_op.add_qdisk")
+async def _add_qdisk(hv: Hypervisor, args: dict[str, Any]) -> None:
+    op = "dm_op.add_qdisk"
+    fmt = _str_arg(args, "format", op)
+    if fmt not in QDISK_DRIVERS:
+        raise InvalidArgument(f"unknown disk format '{fmt}'", op)
+    await hv.model(args, op).add_qdisk(int_arg(args, "devid", op), _str_arg(args, "vdev", op),
+                                       str(_path_arg(args, "target", op)), fmt, bool(args.get("readonly")))
+
+
+@hypercall("dm_op.add_vhost_user_nic")
+async def _add_vhost_user_nic(hv: Hypervisor, args: dict[str, Any]) -> None:
+    op = "dm_op.add_vhost_user_nic"
+    await hv.model(args, op).add_vhost_user_nic(int_arg(args, "devid", op), _path_arg(args, "socket", op),
+                                                _str_arg(args, "mac", op), hv.accel.accel)
+
+
+@hypercall("dm_op.add_xenstore_port")
+async def _add_xenstore_port(hv: Hypervisor, args: dict[str, Any]) -> None:
+    op = "dm_op.add_xenstore_port"
+    await hv.model(args, op).add_xenstore_port(_path_arg(args, "socket", op))
+
+
+@hypercall("dm_op.trigger")
+async def _trigger(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """xl trigger power|reset, and xl shutdown/reboot -F for HVM guests without PV drivers."""
+    op = "dm_op.trigger"
+    model = hv.model(args, op)
+    trigger = args.get("trigger")
+    if trigger == "power":
+        await model.powerdown()
+    elif trigger == "reset":
+        await model.reset()
+    else:
+        raise InvalidArgument(f"unknown trigger '{trigger}' (power, reset)", op)
+
+
+@hypercall("dm_op.dump_core")
+async def _dump_core(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """The guest's memory as an ELF core file (xl dump-core; on_crash = "coredump-*")."""
+    op = "dm_op.dump_core"
+    await hv.model(args, op).dump_core(_path_arg(args, "path", op))

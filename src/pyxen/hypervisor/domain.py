@@ -50,9 +50,14 @@ class Domain:
     dying: bool = False
     pid: int | None = None
     accel: str = "tcg"
-    config: dict[str, Any] = field(default_factory=dict)
+    #: The createdomain request it was built from (domctl.CreateDomain's wire form).
+    build: dict[str, Any] = field(default_factory=dict)
     cpu_weight: int = 256
     cap: int = 0
+    #: Between createdomain and finish_build: dies with its builder's connection.
+    building: bool = False
+    #: What the guest holds now as its balloon last reported it (0: not known yet).
+    current_kb: int = 0
 
     @property
     def is_dom0(self) -> bool:

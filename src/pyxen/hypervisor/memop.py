@@ -27,7 +27,7 @@ async def _set_target(hv: Hypervisor, args: dict[str, Any]) -> dict[str, int]:
     held = hv.pool.held(dom.domid)
     hv.pool.resize(dom.domid, target_kb, dom.name, op)
     try:
-        await hv.models[dom.domid].balloon(target_kb >> 10)
+        await hv.model(args, op).balloon(target_kb >> 10)
     except Exception:
         hv.pool.resize(dom.domid, held)  # undo: nothing changed
         raise
@@ -42,7 +42,7 @@ async def _max_mem(hv: Hypervisor, args: dict[str, Any]) -> None:
     op = "domctl.max_mem"
     dom = hv.domu(args, op)
     max_kb = int_arg(args, "max_kb")
-    boot_max_kb = int(dom.config.get("maxmem", dom.config.get("memory", 0))) * 1024
+    boot_max_kb = int(dom.build.get("max_memkb", dom.max_memkb))
     if not dom.memory_kb <= max_kb <= boot_max_kb:
         raise InvalidArgument(f"maxmem must be between the target ({dom.memory_kb >> 10} MiB) and the "
                               f"memory the domain was built with ({boot_max_kb >> 10} MiB)", op)

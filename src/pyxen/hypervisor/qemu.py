@@ -27,6 +27,18 @@ from .errors import DeviceModelError
 log = logging.getLogger(__name__)
 
 XENSTORE_BUS = "xsbus"
+#: The virtio-serial port name a guest looks for to reach xenstored (Xen's ring, in pyxen).
+XENSTORE_PORT = "org.xenproject.xenstore"
+#: Image formats of QEMU's block layer, by xl's disk format name.
+QDISK_DRIVERS = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "qed": "qed"}
+#: Bound on one QMP command (a stopped QEMU must not hang the hypervisor).
+QMP_TIMEOUT = 10.0
+#: device_add of a vhost-user device waits for the back-end's answers.
+DEVICE_ADD_TIMEOUT = 30.0
+#: Writing a core file of a large guest takes a while.
+DUMP_TIMEOUT = 300.0
+#: Queries behind ``xl list``: a stuck QEMU is shown with what is known instead.
+QUERY_TIMEOUT = 0.5
 #: How long QEMU may take to open its QMP socket after exec (seconds).
 START_TIMEOUT = 20.0
 
@@ -170,7 +182,11 @@ class DeviceModel:
 
     async def connect(self) -> None:
         qmp = QMPClient(f"dom{self.domid}")
-        await qmp.connect(str(qmp_path(self.run_dir)))
+        try:
+            await asyncio.wait_for(qmp.connect(str(qmp_path(self.run_dir))), QMP_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise DeviceModelError(f"domain {self.domid}: QEMU's QMP socket did not answer "
+                                   f"within {QMP_TIMEOUT:g} s") from None
         self.qmp = qmp
         self._event_task = asyncio.create_task(self._events(qmp))
 
@@ -184,13 +200,93 @@ class DeviceModel:
         except Exception:  # the session ended; the daemon notices on its next call
             log.debug("dom%d: QMP event stream ended", self.domid, exc_info=True)
 
-    async def execute(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
+    async def execute(self, cmd: str, args: dict[str, Any] | None = None,
+                      timeout: float = QMP_TIMEOUT) -> Any:
+        """One QMP command, bounded by ``timeout`` (a stopped or wedged QEMU must not hang the
+        hypervisor; a reply that comes later is dropped by qemu.qmp, as the QMP spec says)."""
         if self.qmp is None:
             raise DeviceModelError(f"no QMP session with domain {self.domid}")
         try:
-            return await self.qmp.execute(cmd, args)
+            return await asyncio.wait_for(self.qmp.execute(cmd, args), timeout)
+        except asyncio.TimeoutError:
+            raise DeviceModelError(f"domain {self.domid}: QEMU did not answer {cmd} within "
+                                   f"{timeout:g} s") from None
         except QMPError as err:
             raise DeviceModelError(f"domain {self.domid}: QMP {cmd} failed: {err}") from err
+
+    # ---- device-model verbs: the only place that builds QMP commands -------------------------
+    async def _chardev_add(self, cid: str, path: Path) -> None:
+        """A client socket to ``path`` that reconnects (reconnect=1): if the daemon on the other
+        side dies, QEMU retries every second and, for vhost-user, replays its set-up to the
+        restarted daemon (vhost.md 1.6)."""
+        await self.execute("chardev-add", {"id": cid, "backend": {"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": str(path)}}, "server": False, "reconnect": 1}}})
+
+    async def _device_add(self, device: dict[str, Any], undo: list[tuple[str, dict[str, Any]]]) -> None:
+        """device_add, undoing ``undo`` (the steps before it) if QEMU refuses the device."""
+        try:
+            await self.execute("device_add", device, timeout=DEVICE_ADD_TIMEOUT)
+        except DeviceModelError:
+            for cmd, args in reversed(undo):
+                try:
+                    await self.execute(cmd, args)
+                except DeviceModelError:
+                    pass
+            raise
+
+    async def add_vhost_user_disk(self, devid: int, socket: Path) -> None:
+        """A disk served by a vhost-user back-end (pyxen's blkback): vhost-user-blk-pci."""
+        did, cid = f"vbd-{devid}", f"vbd-{devid}-chr"
+        await self._chardev_add(cid, socket)
+        await self._device_add({"driver": "vhost-user-blk-pci", "id": did, "chardev": cid, "num-queues": 1},
+                               [("chardev-remove", {"id": cid})])
+
+    async def add_qdisk(self, devid: int, vdev: str, target: str, fmt: str, readonly: bool) -> None:
+        """A disk served by QEMU's own block layer (Xen's qdisk backend): any image format."""
+        node, did = f"qdisk-{devid}", f"qdisk-{devid}"
+        driver = QDISK_DRIVERS[fmt]
+        await self.execute("blockdev-add", {"driver": driver, "node-name": node, "read-only": readonly,
+                                            "file": {"driver": "file", "filename": target,
+                                                     "read-only": readonly}})
+        await self._device_add({"driver": "virtio-blk-pci", "id": did, "drive": node, "serial": vdev},
+                               [("blockdev-del", {"node-name": node})])
+
+    async def add_vhost_user_nic(self, devid: int, socket: Path, mac: str, accel: str) -> None:
+        """A NIC served by a vhost-user back-end (pyxen's netback): virtio-net-pci."""
+        did, cid, nd = f"vif-{devid}", f"vif-{devid}-chr", f"vif-{devid}-net"
+        device: dict[str, Any] = {"driver": "virtio-net-pci", "id": did, "netdev": nd, "mac": mac}
+        if accel != "kvm":
+            # QEMU 7.2 virtio-net + vhost-user segfaults under TCG with MSI-X (no irqfd, vhost.md
+            # §0): legacy INTx interrupts (vectors=0) work.
+            device["vectors"] = 0
+        await self._chardev_add(cid, socket)
+        try:
+            await self.execute("netdev_add", {"type": "vhost-user", "id": nd, "chardev": cid})
+        except DeviceModelError:
+            await self.execute("chardev-remove", {"id": cid})
+            raise
+        await self._device_add(device, [("chardev-remove", {"id": cid}), ("netdev_del", {"id": nd})])
+
+    async def add_xenstore_port(self, socket: Path) -> None:
+        """The guest's own xenstore connection: xenstored's socket for the domain as the
+        virtio-serial port org.xenproject.xenstore (Xen's xenstore ring, in pyxen)."""
+        await self._chardev_add("xenstore", socket)
+        await self._device_add({"driver": "virtserialport", "bus": f"{XENSTORE_BUS}.0", "chardev": "xenstore",
+                                "name": XENSTORE_PORT, "id": "xenstore-port"},
+                               [("chardev-remove", {"id": "xenstore"})])
+
+    async def powerdown(self) -> None:
+        """An ACPI power-button press (xl shutdown -F, xl trigger power)."""
+        await self.execute("system_powerdown")
+
+    async def reset(self) -> None:
+        """A hardware reset request (xl reboot -F, xl trigger reset)."""
+        await self.execute("system_reset")
+
+    async def dump_core(self, path: Path) -> None:
+        """The guest's memory as an ELF core (xl dump-core, on_crash=coredump-*)."""
+        await self.execute("dump-guest-memory", {"paging": False, "protocol": f"file:{path}"},
+                           timeout=DUMP_TIMEOUT)
 
     async def pause(self) -> None:
         await self.execute("stop")
@@ -229,7 +325,7 @@ class DeviceModel:
     async def balloon_actual_kb(self) -> int | None:
         """What the guest holds now, as the balloon reports it (None without a driver yet)."""
         try:
-            return int((await self.execute("query-balloon"))["actual"]) >> 10
+            return int((await self.execute("query-balloon", timeout=QUERY_TIMEOUT))["actual"]) >> 10
         except DeviceModelError:
             return None
 
@@ -252,13 +348,14 @@ class DeviceModel:
 
     async def destroy(self) -> None:
         """quit over QMP, then make sure: SIGKILL if it lingers; reap it if it is our child."""
+        asked = self.qmp is not None
         if self.qmp is not None:
             try:
                 await asyncio.wait_for(self.qmp.execute("quit"), 2.0)
             except Exception:  # QEMU may close the socket before replying
                 pass
         await self.close()
-        for _ in range(100):
+        for _ in range(100 if asked else 0):
             if self.pid is None or not pid_alive(self.pid):
                 break
             await asyncio.sleep(0.02)

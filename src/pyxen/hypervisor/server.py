@@ -17,15 +17,15 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from ..paths import Paths
 from . import accel as accelmod
 from . import dmop, evtchn, gnttab, memop, sched_credit, vcpu  # noqa: F401  (they register their hypercalls)
-from .core import HYPERCALLS, ConRing, Hypervisor
-from .errors import HypercallError, PermissionDenied
+from .core import CALLER, HYPERCALLS, ConRing, Hypervisor
+from .errors import HypercallError, InvalidArgument, PermissionDenied
 from .hostcfg import HostConfig, HostConfigError
-from .wire import MAX_LINE, WireError, decode_request, encode
+from .wire import MAX_LINE, VIRQ_DOM_EXC_LINE, WireError, decode_request, encode
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ async def dispatch(hv: Hypervisor, op: str, args: dict[str, Any]) -> dict[str, A
 
 
 async def serve_client(hv: Hypervisor, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    token = object()  # this connection, as the builder of the domains it creates
+    CALLER.set(token)
+    notify: Callable[[], None] | None = None
     try:
         uid = peer_uid(writer)
         if uid != 0:
@@ -76,14 +79,38 @@ async def serve_client(hv: Hypervisor, reader: asyncio.StreamReader, writer: asy
                 writer.write(encode({"id": 0, "error": {"errno": "EINVAL", "message": str(err), "op": ""}}))
                 await writer.drain()
                 continue
-            reply = await dispatch(hv, req.op, req.args)
+            if req.op == "event_channel_op.bind_virq":
+                reply = bind_virq(hv, req.args, writer)
+                if "result" in reply and notify is None:
+                    notify = reply.pop("notify")
+            else:
+                reply = await dispatch(hv, req.op, req.args)
             reply["id"] = req.id
             writer.write(encode(reply))
             await writer.drain()
     except (ConnectionError, ValueError, asyncio.TimeoutError):  # ValueError: a line over the limit
         pass
     finally:
+        if notify is not None:
+            hv.dom_exc_subscribers.discard(notify)
+        hv.builder_gone(token)
         writer.close()
+
+
+def bind_virq(hv: Hypervisor, args: dict[str, Any], writer: asyncio.StreamWriter) -> dict[str, Any]:
+    """EVTCHNOP_bind_virq for VIRQ_DOM_EXC: from now on the connection also carries one line
+    ``{"virq": "dom_exc"}`` each time a domain shuts down or dies (xenstored binds it and turns
+    it into @releaseDomain). Lines without an ``id`` are these notifications."""
+    if args.get("virq") != "dom_exc":
+        return {"error": InvalidArgument(f"unknown virq {args.get('virq')!r} (dom_exc)",
+                                         "event_channel_op.bind_virq").to_wire()}
+
+    def notify() -> None:
+        if not writer.is_closing():
+            writer.write(VIRQ_DOM_EXC_LINE)
+
+    hv.dom_exc_subscribers.add(notify)
+    return {"result": {"virq": "dom_exc"}, "notify": notify}
 
 
 async def run(paths: Paths) -> int:
@@ -102,16 +129,23 @@ async def run(paths: Paths) -> int:
     hv = Hypervisor(paths, cfg, choice, conring)
     log.info("Memory: %d MiB total, Dom0 %d MiB, %d vCPU(s)", hv.pool.total_kb >> 10,
              hv.dom0.memory_kb >> 10, hv.dom0.max_vcpus)
-    await hv.adopt_domains()
-    sock = paths.hypervisor_socket
-    sock.unlink(missing_ok=True)
-    server = await asyncio.start_unix_server(lambda r, w: serve_client(hv, r, w), path=str(sock),
-                                             limit=MAX_LINE)
-    os.chmod(sock, 0o666)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await serve(hv, stop)
+    return 0
+
+
+async def serve(hv: Hypervisor, stop: asyncio.Event) -> None:
+    """Re-adopt running domains, then answer hypercalls on the control socket until ``stop``.
+    On the way out every guest is left running for the next start to re-adopt."""
+    await hv.adopt_domains()
+    sock = hv.paths.hypervisor_socket
+    sock.unlink(missing_ok=True)
+    server = await asyncio.start_unix_server(lambda r, w: serve_client(hv, r, w), path=str(sock),
+                                             limit=MAX_LINE)
+    os.chmod(sock, 0o666)
     log.info("listening on %s", sock)
     async with server:
         await stop.wait()
@@ -120,7 +154,6 @@ async def run(paths: Paths) -> int:
     if not hv.models:
         hv.cpu.remove_base()
     sock.unlink(missing_ok=True)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_LINE = 1 << 20  # a domain config is a few KiB; anything near this is a broken peer
+#: The notification a VIRQ_DOM_EXC subscriber receives (a line without an id).
+VIRQ_DOM_EXC_LINE = b'{"virq":"dom_exc"}\n'
 
 
 class WireError(ValueError):
@@ -51,6 +53,6 @@ def decode_reply(line: bytes) -> dict[str, Any]:
         obj = json.loads(line)
     except ValueError as err:
         raise WireError(f"not JSON: {err}") from err
-    if not isinstance(obj, dict) or ("result" not in obj and "error" not in obj):
+    if not isinstance(obj, dict) or ("result" not in obj and "error" not in obj and "virq" not in obj):
         raise WireError("a reply needs 'result' or 'error'")
     return obj

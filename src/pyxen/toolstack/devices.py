@@ -4,9 +4,8 @@ devices that carry them (libxl_device_disk / libxl_device_nic, libxl__device_gen
 Specs: Xen's docs/man/xl-disk-configuration.5.pod and xl-network-configuration.5.pod,
 docs/misc/vbd-interface.txt (vdev -> devid), digested in docs/xl.md 2.3, 2.4, 3.2 and 3.6.
 Pure functions, no I/O: ``parse_disk``/``parse_vif`` raise DeviceSpecError with xl's wording;
-``backend_nodes``/``frontend_nodes`` give the keys libxl writes; ``qmp_commands`` gives the
-QMP commands that plug the device into the domain's QEMU (vhost-user for blkback/netback,
-QEMU's own block layer for qdisk).
+``backend_nodes``/``frontend_nodes`` give the keys libxl writes. What the domain's device model
+does with a device is the hypervisor's (hypervisor/qemu.py), asked for by hotplug.py.
 """
 
 from __future__ import annotations
@@ -334,49 +333,3 @@ def frontend_nodes(dev: Device, domid: int) -> dict[str, str]:
         return {**common, "virtual-device": str(dev.devid), "device-type": dev.devtype,
                 "trusted": "1", "protocol": "x86_64-abi"}
     return {**common, "handle": str(dev.devid), "mac": dev.mac, "mtu": str(dev.mtu), "trusted": "1"}
-
-
-# ---- QEMU side (what qemu-dm gets for each device) ------------------------------------------
-def chardev_add(cid: str, path: Path) -> tuple[str, dict[str, Any]]:
-    """QMP chardev-add of a client socket to ``path`` that reconnects.
-
-    reconnect=1: if the daemon on the other side dies, QEMU retries every second (and, for
-    vhost-user, replays the start sequence to the restarted daemon, vhost.md 1.6).
-    """
-    return ("chardev-add", {"id": cid, "backend": {"type": "socket", "data": {
-        "addr": {"type": "unix", "data": {"path": str(path)}}, "server": False, "reconnect": 1}}})
-
-
-def qmp_commands(dev: Device, domid: int, backends_dir: Path, accel: str = "tcg") \
-        -> list[tuple[str, dict[str, Any]]]:
-    """The QMP commands that give the (paused) domain this device.
-
-    Devices are plugged over QMP after QEMU started, not on its command line: QEMU's
-    vhost-user realize blocks until the backend answers, and the backend can only serve a device
-    whose xenstore nodes (which need the domid) exist.
-    """
-    if isinstance(dev, DiskSpec):
-        did = f"{dev.kind}-{dev.devid}"
-        if dev.served_by_pyxen:
-            cid = f"{did}-chr"
-            return [chardev_add(cid, socket_path(backends_dir, "vbd", domid, dev.devid)),
-                    ("device_add", {"driver": "vhost-user-blk-pci", "id": did, "chardev": cid,
-                                    "num-queues": 1})]
-        node = f"qdisk-{dev.devid}"
-        driver = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "qed": "qed"}[dev.format]
-        return [("blockdev-add", {"driver": driver, "node-name": node, "read-only": dev.readonly,
-                                  "file": {"driver": "file", "filename": dev.target,
-                                           "read-only": dev.readonly}}),
-                ("device_add", {"driver": "virtio-blk-pci", "id": did, "drive": node,
-                                "serial": dev.vdev})]
-    did = f"vif-{dev.devid}"
-    cid = f"{did}-chr"
-    nd = f"{did}-net"
-    device: dict[str, Any] = {"driver": "virtio-net-pci", "id": did, "netdev": nd, "mac": dev.mac}
-    if accel != "kvm":
-        # QEMU 7.2 virtio-net + vhost-user segfaults under TCG with MSI-X (no irqfd, vhost.md §0):
-        # legacy INTx interrupts (vectors=0) work.
-        device["vectors"] = 0
-    return [chardev_add(cid, socket_path(backends_dir, "vif", domid, dev.devid)),
-            ("netdev_add", {"type": "vhost-user", "id": nd, "chardev": cid}),
-            ("device_add", device)]

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..hypervisor.client import XenCtrl
+from ..hypervisor.domctl import CreateDomain
 from ..hypervisor.errors import HypercallError, NoSuchDomain
 from ..hypervisor.vcpu import parse_cpulist
 from ..paths import Paths
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
-from . import devices, hotplug, xsdomain
+from . import devices, hotplug, userdata, xsdomain
 from .config import DomainConfig
 
 
@@ -43,51 +44,71 @@ def check_files(cfg: DomainConfig) -> None:
             raise DomainBuildError(f"{cfg.source}: {key} '{path}' is not readable")
 
 
+def build_request(cfg: DomainConfig) -> CreateDomain:
+    """What the hypervisor is asked to build for ``cfg`` (libxl's domain_create_info and
+    build_info, the parts the hypervisor and device model need)."""
+    return CreateDomain(
+        name=cfg.name, uuid=cfg.uuid, type=cfg.type, memory_kb=cfg.memory * 1024,
+        max_memkb=cfg.maxmem * 1024, vcpus=cfg.vcpus, max_vcpus=cfg.maxvcpus, kernel=cfg.kernel,
+        ramdisk=cfg.ramdisk, cmdline=cfg.cmdline, vnc=cfg.vnc, vncdisplay=cfg.vncdisplay,
+        vnclisten=cfg.vnclisten, boot=cfg.boot, cpu_weight=cfg.cpu_weight, cap=cfg.cap)
+
+
 def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False) -> int:
     """Build and (unless ``paused``) start a domain; return its domid.
 
     Order as libxl: the hypervisor makes the domain (paused, device model started), then its
     xenstore records are written and it is introduced to xenstored, then its disks and vifs are
     added (grants, event channels, backend nodes; once each backend is in InitWait the device is
-    plugged into the paused QEMU over QMP, since QEMU's vhost-user set-up waits for the backend),
-    then it is unpaused.
+    plugged into the paused device model, since QEMU's vhost-user set-up waits for the backend),
+    then the build is declared finished and the domain unpaused.
+
+    Until ``domctl.finish_build`` the domain belongs to this caller's hypervisor connection: if
+    the caller dies (xl killed), the hypervisor destroys it, and the monitor removes its records.
+    An exception here (Ctrl-C included) destroys what was made before it is raised.
     """
     check_files(cfg)
     try:
         disks, nics = devices.parse_all(cfg.disks, cfg.vifs)
     except devices.DeviceSpecError as err:
         raise DomainBuildError(f"{cfg.source}: {err}") from err
-    domid: int = ctrl.call("domctl.createdomain", config=cfg.to_json())
+    domid: int = ctrl.call("domctl.createdomain", request=build_request(cfg).to_wire())
     try:
+        userdata.store(paths, domid, cfg)
         try:
             xsdomain.introduce(paths.xenstored_socket, domid, cfg.name, cfg.uuid, cfg.type,
                                cfg.memory * 1024, cfg.maxmem * 1024, cfg.vcpus, cfg.maxvcpus,
                                cfg.source)
-            xsdomain.connect_guest(ctrl, paths.xenstored_domain_socket(domid), domid)
+            xsdomain.connect_guest(ctrl, paths, domid)
         except (OSError, XenstoreError) as err:
             raise DomainBuildError(f"cannot write the xenstore records of '{cfg.name}': {err}") from err
         try:
-            accel = str(ctrl.call("sysctl.physinfo").get("accel", "tcg")) if nics else "tcg"
-            hotplug.add_all(ctrl, paths, domid, disks, nics, accel)
+            hotplug.add_all(ctrl, paths, domid, disks, nics)
         except hotplug.DeviceError as err:
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
         if cfg.cpus is not None:
             pin_vcpus(ctrl, domid, cfg.cpus, range(cfg.vcpus))
+        ctrl.call("domctl.finish_build", domid=domid)
         if not paused:
             ctrl.call("domctl.unpausedomain", domid=domid)
     except BaseException:
-        destroy(ctrl, paths, domid)
+        try:
+            destroy(ctrl, paths, domid)
+        except HypercallError:
+            pass  # already gone (its builder's connection broke, or a racing destroy)
         raise
     return domid
 
 
 def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
-    """Destroy the domain, then remove its xenstore records (fires @releaseDomain)."""
+    """Destroy the domain, then remove its xenstore records (fires @releaseDomain) and its
+    userdata. The records go even if the hypervisor already lost the domain."""
     try:
         ctrl.call("domctl.destroydomain", domid=domid)
     finally:
         hotplug.remove_all(paths, domid)
         xsdomain.release_quietly(paths.xenstored_socket, domid)
+        userdata.remove(paths, domid)
 
 
 def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> list[int]:
@@ -120,10 +141,21 @@ def parse_memory_size(text: str) -> int:
 
 def set_memory_target(ctrl: XenCtrl, paths: Paths, domid: int, target_kb: int) -> None:
     """xl mem-set (libxl_set_memory_target): the hypervisor moves the reservation and the
-    balloon, then ``~/memory/target`` is written, which is what a Xen guest's balloon watches."""
-    ctrl.call("memory_op.set_target", domid=domid, target_kb=target_kb)
+    balloon, then ``~/memory/target`` is written, which is what a Xen guest's balloon watches.
+
+    Both or neither: xenstored is reached first (so a store that is down changes nothing), and
+    if the write fails the reservation is moved back."""
     with XenstoreClient(paths.xenstored_socket) as xs:
-        xs.write(f"{xsdomain.dom_path(domid)}/memory/target", str(target_kb))
+        node = f"{xsdomain.dom_path(domid)}/memory/target"
+        before = xs.get(node)
+        if before is None:
+            raise NoSuchDomain(f"domain {domid} has no memory/target in xenstore")
+        ctrl.call("memory_op.set_target", domid=domid, target_kb=target_kb)
+        try:
+            xs.write(node, str(target_kb))
+        except BaseException:
+            ctrl.call("memory_op.set_target", domid=domid, target_kb=int(before))
+            raise
 
 
 def set_max_memory(ctrl: XenCtrl, paths: Paths, domid: int, max_kb: int) -> None:
@@ -154,7 +186,7 @@ def request_shutdown(ctrl: XenCtrl, paths: Paths, domid: int, command: str) -> N
 
 def fallback_acpi(ctrl: XenCtrl, domid: int, reboot: bool) -> None:
     """xl's -F: an ACPI power button press (or a reset) instead of the PV request."""
-    ctrl.call("dm_op.qmp", domid=domid, commands=[["system_reset" if reboot else "system_powerdown", {}]])
+    ctrl.call("dm_op.trigger", domid=domid, trigger="reset" if reboot else "power")
 
 
 def pause(ctrl: XenCtrl, paths: Paths, domid: int) -> None:

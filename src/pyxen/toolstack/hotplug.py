@@ -7,7 +7,8 @@ libxl__initiate_device_generic_remove), in the order pyxen needs:
 2. Write the backend and frontend nodes in one transaction, state 1 (docs/xl.md 3.2).
 3. Wait until each pyxen-served backend reaches InitWait (its vhost-user socket listens);
    qdisk devices skip the wait, as QEMU-provided backends do in libxl.
-4. Plug each device into the (paused) domain's QEMU over dm_op.qmp.
+4. Plug each device into the (paused) domain's device model (dm_op.add_*: the hypervisor's
+   device model turns the request into QEMU commands; the toolstack builds none).
 
 Failure at any step raises DeviceError naming the device; the caller destroys the domain, and
 ``remove_all`` deletes whatever nodes were written.
@@ -23,7 +24,7 @@ from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
 from .devices import (DiskSpec, NicSpec, backend_nodes, backend_path, frontend_nodes, frontend_path,
-                      qmp_commands)
+                      socket_path)
 
 #: libxl waits 10 s for a backend's InitWait; a loaded 2-core test machine gets more.
 INITWAIT_TIMEOUT = 20.0
@@ -41,8 +42,7 @@ def _perms_be(domid: int) -> list[str]:
     return ["n0", f"r{domid}"]
 
 
-def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics: list[NicSpec],
-            accel: str) -> None:
+def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics: list[NicSpec]) -> None:
     """Give a paused domain its devices. :raise DeviceError:"""
     devices: list[DiskSpec | NicSpec] = [*disks, *nics]
     if not devices:
@@ -92,11 +92,22 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
     except (XenstoreError, OSError) as err:
         raise DeviceError(f"cannot write the device nodes of domain {domid}: {err}") from err
     for dev in devices:
-        cmds = [[name, args] for name, args in qmp_commands(dev, domid, paths.backends_dir, accel)]
         try:
-            ctrl.call("dm_op.qmp", domid=domid, commands=cmds)
+            plug(ctrl, paths, domid, dev)
         except HypercallError as err:
             raise DeviceError(f"{dev.kind} {dev.devid}: the device model refused it: {err}") from err
+
+
+def plug(ctrl: XenCtrl, paths: Paths, domid: int, dev: DiskSpec | NicSpec) -> None:
+    """Give the domain's device model the frontend side of ``dev``."""
+    sock = str(socket_path(paths.backends_dir, dev.kind, domid, dev.devid))
+    if isinstance(dev, NicSpec):
+        ctrl.call("dm_op.add_vhost_user_nic", domid=domid, devid=dev.devid, socket=sock, mac=dev.mac)
+    elif dev.served_by_pyxen:
+        ctrl.call("dm_op.add_vhost_user_disk", domid=domid, devid=dev.devid, socket=sock)
+    else:
+        ctrl.call("dm_op.add_qdisk", domid=domid, devid=dev.devid, vdev=dev.vdev, target=dev.target,
+                  format=dev.format, readonly=dev.readonly)
 
 
 def _wait_initwait(xs: XenstoreClient, be: str) -> None:

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 from ..hypervisor.client import XenCtrl
-from ..hypervisor.qemu import XENSTORE_BUS
+from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import XenstoreError
-from .devices import chardev_add
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def introduce(socket: Path, domid: int, name: str, uuid: str, dtype: str, memory
         t.write(f"{dp}/vm", vp)
         t.write(f"{dp}/name", name)
         t.write(f"{dp}/domid", str(domid))
-        for sub in ("cpu", "memory", "device", "control"):
+        for sub in ("cpu", "memory", "device", "control", "console"):
             t.mkdir(f"{dp}/{sub}")
             t.set_perms(f"{dp}/{sub}", roperm)
         for sub in ("data", "drivers", "feature", "attr", "error", "control/shutdown",
@@ -61,6 +60,10 @@ def introduce(socket: Path, domid: int, name: str, uuid: str, dtype: str, memory
         for n in range(max_vcpus):
             t.write(f"{dp}/cpu/{n}/availability", "online" if n < vcpus else "offline")
         t.write(f"{dp}/image/os_type", "hvm" if dtype == "hvm" else "linux")
+        # The console is xenconsoled's (libxl: console/type, console/output; xenconsoled
+        # adds console/tty, where xl console connects).
+        t.write(f"{dp}/console/type", "xenconsoled")
+        t.write(f"{dp}/console/output", "pty")
         t.write(f"{vp}/uuid", uuid)
         t.write(f"{vp}/name", name)
         t.write(f"{vp}/start_time", "%.2f" % time.time())
@@ -74,18 +77,11 @@ def introduce(socket: Path, domid: int, name: str, uuid: str, dtype: str, memory
         xs.introduce(domid)
 
 
-#: The virtio-serial port name a guest looks for to reach xenstored (Xen's ring, in pyxen).
-XENSTORE_PORT = "org.xenproject.xenstore"
-
-
-def connect_guest(ctrl: XenCtrl, socket: Path, domid: int) -> None:
-    """Give the guest its own xenstore connection: xenstored's socket for the domain, as a
-    virtio-serial port of its device model. Requests arriving there act as the domain."""
-    ctrl.call("dm_op.qmp", domid=domid, commands=[
-        list(chardev_add("xenstore", socket)),
-        ["device_add", {"driver": "virtserialport", "bus": f"{XENSTORE_BUS}.0", "chardev": "xenstore",
-                        "name": XENSTORE_PORT, "id": "xenstore-port"}],
-    ])
+def connect_guest(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
+    """Give the guest its own xenstore connection: xenstored's socket for the domain, plugged
+    into its device model as the port a guest looks for. Requests arriving there act as the
+    domain."""
+    ctrl.call("dm_op.add_xenstore_port", domid=domid, socket=str(paths.xenstored_domain_socket(domid)))
 
 
 def release(socket: Path, domid: int) -> None:

@@ -266,11 +266,7 @@ def do_introduce(xs: Xenstored, conn: Connection, pkt: Packet) -> Result:
 
 def do_release(xs: Xenstored, conn: Connection, pkt: Packet) -> Result:
     require_privileged(conn)
-    domid = domid_arg(onearg(pkt.payload))
-    xs.domains.release(domid)
-    for other in xs.connections.of_domain(domid):
-        other.close()
-        xs.disconnect(other)
+    xs.release_domain(domid_arg(onearg(pkt.payload)))
     xs.connections.fire_special("@releaseDomain")
     return OK
 

@@ -220,6 +220,8 @@ async def serve(paths: Paths, config: XenstoredConfig,
     server = XenstoreServer(xs, paths.xenstored_socket,
                             paths.xenstored_domain_socket(0).parent)
     await server.start()
+    from .domain_exc import DomainExc
+    dom_exc = loop.create_task(DomainExc(xs, paths.hypervisor_socket).run())
     pidfile = paths.pidfile("xenstored")
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     tmp = pidfile.with_suffix(".tmp")
@@ -229,6 +231,7 @@ async def serve(paths: Paths, config: XenstoredConfig,
         await stop.wait()
         log.info("stopping")
     finally:
+        dom_exc.cancel()
         await server.close()
         xs.close()
         try:

@@ -91,6 +91,14 @@ class Xenstored:
         self.connections.remove(conn)
         conn.log.log(logging.DEBUG if conn.privileged else logging.INFO, "disconnected")
 
+    def release_domain(self, domid: int) -> None:
+        """RELEASE: forget the domain and close its connections (the caller fires
+        @releaseDomain, once for however many it released)."""
+        self.domains.release(domid)
+        for other in self.connections.of_domain(domid):
+            other.close()
+            self.disconnect(other)
+
     def domain_caller(self, domid: int) -> Caller:
         """The identity of a connection on domain ``domid``'s own socket."""
         return Caller(domid, False, self.domains.target_of(domid))
