@@ -18,7 +18,7 @@ from ..paths import Paths
 from ..toolstack import domain as libxl
 from ..toolstack import hotplug
 from ..toolstack.config import ConfigError, load
-from ..toolstack.xlcfg import ConfigSyntaxError
+from ..libxlu.cfg import ConfigSyntaxError
 from . import render
 from .console import attach
 from ..console.xenconsoled import client_socket

@@ -14,7 +14,7 @@ from ..hypervisor.errors import HypercallError
 from ..paths import Paths
 from ..toolstack import domain as libxl
 from ..toolstack.config import ConfigError, load
-from ..toolstack.xlcfg import ConfigSyntaxError
+from ..libxlu.cfg import ConfigSyntaxError
 
 
 def start_auto(paths: Paths) -> list[tuple[Path, str]]:

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
-from ..hypervisor.vcpu import parse_cpulist
+from ..libxlu.cpumap import parse_cpulist
 from ..paths import Paths
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
