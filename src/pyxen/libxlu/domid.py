@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import re
 
-_DOMID = re.compile(r"[0-9]+")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_uint(text: str) -> int | None:
+    """``text`` as an unsigned decimal when it is all ASCII digits (and not empty), else None.
+
+    Also the test for any other number xl reads with strtoul (a vCPU, a domid in a permission)."""
+    return int(text, 10) if _DIGITS.fullmatch(text) else None
 
 
 def is_domid(text: str) -> bool:
-    """True when ``text`` is all ASCII digits (and not empty): xl reads it as a domid."""
-    return _DOMID.fullmatch(text) is not None
-
-
-def parse_domid(text: str) -> int | None:
-    """The domid ``text`` names when it is all ASCII digits, else None (a name, for xl)."""
-    return int(text, 10) if is_domid(text) else None
+    """True when xl reads ``text`` as a domid rather than a domain name."""
+    return parse_uint(text) is not None

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
 from ..libxlu.cpumap import parse_cpulist
+from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
@@ -175,11 +176,12 @@ def find(ctrl: XenCtrl, key: str, value: object) -> dict[str, Any] | None:
 
 
 def resolve(ctrl: XenCtrl, arg: str) -> DomainRef:
-    """A domain argument as xl reads it: all digits is a domid (not checked, as in xl),
-    anything else an exact name."""
-    if arg.isdigit():
-        found = find(ctrl, "domid", int(arg))
-        return DomainRef(int(arg), found["name"] if found else "")
+    """A domain argument as xl reads it: all ASCII digits is a domid (not checked, as in xl),
+    anything else (other scripts' digits too) an exact name."""
+    domid = parse_uint(arg)
+    if domid is not None:
+        found = find(ctrl, "domid", domid)
+        return DomainRef(domid, found["name"] if found else "")
     found = find(ctrl, "name", arg)
     if found is None:
         raise NoSuchDomain(f"{arg} is an invalid domain identifier (rc=-6)")
