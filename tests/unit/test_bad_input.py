@@ -188,3 +188,59 @@ def test_load_resolves_against_the_process_cwd(tmp_path: Path, monkeypatch: pyte
     c = load("guest.cfg")
     assert c.kernel == f"{tmp_path}/vmlinuz"
     assert c.disks == (f"{tmp_path}/disk.img,raw,xvda,w",)
+
+
+# ---- xl with a daemon down ------------------------------------------------------------------
+XL_COMMANDS = [["list"], ["info"], ["destroy", "1"], ["pause", "d"], ["mem-set", "1", "64m"],
+               ["vcpu-list"], ["block-list", "1"], ["network-list", "1"], ["domid", "d"],
+               ["domname", "1"], ["uptime"], ["dmesg"], ["debug-keys", "e"], ["sched-credit"],
+               ["shutdown", "1"], ["create", "/dev/null", 'name="d"', f'kernel="{__file__}"']]
+
+
+def xl_run(argv: list[str], root: Path, monkeypatch: pytest.MonkeyPatch,
+           capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from pyxen.cli import xl
+
+    monkeypatch.setenv("PYXEN_ROOT", str(root))
+    code = xl.main(argv)
+    out = capsys.readouterr()
+    assert out.out == ""
+    return code, out.err
+
+
+@pytest.mark.parametrize("argv", XL_COMMANDS)
+def test_xl_with_the_hypervisor_down_is_one_line(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as root:
+        code, err = xl_run(argv, Path(root), monkeypatch, capsys)
+        lines = [line for line in err.splitlines() if not line.startswith("Parsing config from")]
+        assert code == 1 and len(lines) == 1, err
+        assert "cannot reach the hypervisor" in lines[0] and "is the host started?" in lines[0]
+
+
+@pytest.mark.parametrize("argv", XL_COMMANDS)
+def test_xl_with_xenstored_down_is_one_line_before_anything_is_applied(
+        argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hypervisor socket that accepts but never answers: any hypercall would hang until the
+    timeout, so a prompt one-line answer shows xl stopped at context creation, before any call."""
+    import socket
+
+    from pyxen.paths import Paths
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as root:
+        paths = Paths.from_env(root)
+        paths.ensure()
+        hv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        hv.bind(str(paths.hypervisor_socket))
+        hv.listen(16)
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dead.bind(str(paths.xenstored_socket))  # bound, never listening: a daemon that died
+        dead.close()
+        try:
+            code, err = xl_run(argv, Path(root), monkeypatch, capsys)
+        finally:
+            hv.close()
+        lines = [line for line in err.splitlines() if not line.startswith("Parsing config from")]
+        assert code == 1 and len(lines) == 1, err
+        assert lines[0] == (f"xl: cannot connect to xenstore at {paths.xenstored_socket} (Connection refused); "
+                            "is the host started? (pyxen host start)")
