@@ -188,6 +188,7 @@ def test_load_resolves_against_the_process_cwd(tmp_path: Path, monkeypatch: pyte
     c = load("guest.cfg")
     assert c.kernel == f"{tmp_path}/vmlinuz"
     assert c.disks == (f"{tmp_path}/disk.img,raw,xvda,w",)
+    assert c.source == f"{tmp_path}/guest.cfg"
 
 
 # ---- xl with a daemon down ------------------------------------------------------------------
@@ -244,3 +245,11 @@ def test_xl_with_xenstored_down_is_one_line_before_anything_is_applied(
         assert code == 1 and len(lines) == 1, err
         assert lines[0] == (f"xl: cannot connect to xenstore at {paths.xenstored_socket} (Connection refused); "
                             "is the host started? (pyxen host start)")
+
+
+def test_xendomains_resolves_relative_paths_against_root_as_xens_init_script(tmp_path: Path) -> None:
+    from pyxen.host.xendomains import XENDOMAINS_CWD
+
+    (tmp_path / "a.cfg").write_text('name = "a"\nkernel = "boot/vmlinuz"\n')
+    c = load(tmp_path / "a.cfg", cwd=XENDOMAINS_CWD)
+    assert (XENDOMAINS_CWD, c.kernel, c.source) == ("/", "/boot/vmlinuz", f"{tmp_path}/a.cfg")

@@ -8,6 +8,7 @@ on_crash destroy.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import uuid as uuidlib
@@ -81,8 +82,12 @@ class DomainConfig:
         return cls(**known)  # type: ignore[arg-type]
 
 
-def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DomainConfig:
-    """Read a config file plus command-line ``key=value`` overrides (the last one wins)."""
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+         cwd: str | None = None) -> DomainConfig:
+    """Read a config file plus command-line ``key=value`` overrides (the last one wins).
+
+    Relative paths in it are made absolute against ``cwd`` (default: this process's working
+    directory, as libxl inside xl would open them)."""
     source = str(path)
     try:
         text = "" if source == "/dev/null" else decode(Path(path).read_bytes(), source)
@@ -90,7 +95,10 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Domai
         raise ConfigError(f"Failed to read config file: {source}: {err.strerror}") from err
     if overrides:
         text += "\n" + "\n".join(overrides) + "\n"
-    return from_settings(parse(text, source), source)
+    cfg = from_settings(parse(text, source), source, cwd)
+    # Messages name the file as the user gave it; the record kept with the domain (xenstore's
+    # /libxl/<domid>/config-source) names it absolutely, as every other path in it.
+    return dataclasses.replace(cfg, source=_Cwd(cwd, source).absolute(source))
 
 
 def _pick(settings: dict[str, Setting], source: str) -> Callable[..., object]:
