@@ -14,6 +14,7 @@ from typing import Callable, NoReturn
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
+from ..libxlu.cfg import ConfigSyntaxError
 from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..toolstack import domain as libxl
@@ -21,7 +22,6 @@ from ..toolstack import hotplug
 from ..toolstack.config import ConfigError, load
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
-from ..libxlu.cfg import ConfigSyntaxError
 from . import render
 from .console import attach
 from ..console.xenconsoled import client_socket
