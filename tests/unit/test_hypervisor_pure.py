@@ -78,7 +78,7 @@ def test_pv_guest_gets_no_emulated_devices() -> None:
 
 
 def test_cpulist_syntax_and_bitmap_text() -> None:
-    from pyxen.hypervisor.vcpu import format_cpumap, parse_cpulist
+    from pyxen.libxlu.cpumap import format_cpumap, parse_cpulist
 
     assert parse_cpulist("all", 4) == {0, 1, 2, 3}
     assert parse_cpulist("0-3,^1", 8) == {0, 2, 3}

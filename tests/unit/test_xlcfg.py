@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyxen.toolstack.config import ConfigError, from_settings
-from pyxen.toolstack.xlcfg import ConfigSyntaxError, parse, parse_number
+from pyxen.libxlu.cfg import ConfigSyntaxError, parse, parse_number
 
 
 def values(text: str) -> dict[str, object]:

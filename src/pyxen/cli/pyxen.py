@@ -15,7 +15,7 @@ from ..host.services import ServiceError, available_services, running_pid, start
 from ..host.xendomains import start_auto
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
-from ..hypervisor.evtchn import render as render_evtchn
+from ..hypervisor.evtchn_abi import dump_evtchn_info
 from ..paths import Paths
 from ..toolstack import domain as libxl
 
@@ -71,7 +71,7 @@ def host_status(paths: Paths) -> int:
 
 def evtchn_table(paths: Paths, domain: str | None) -> str:
     """``pyxen evtchn [domain]``: the event channel table Xen prints for debug key 'e'
-    (every domain, or one given by name or id). Compute here, render in hypervisor/evtchn.py."""
+    (every domain, or one given by name or id). Compute here, render with hypervisor/evtchn_abi.py."""
     with XenCtrl(paths.hypervisor_socket) as xc:
         if domain is None:
             doms = sorted(d["domid"] for d in xc.call("sysctl.getdomaininfolist"))
@@ -79,7 +79,7 @@ def evtchn_table(paths: Paths, domain: str | None) -> str:
         else:
             dom = libxl.resolve(xc, domain).domid
             doms, ports = [dom], xc.call("event_channel_op.list", dom=dom)
-    return render_evtchn(ports, doms) + "\n"
+    return dump_evtchn_info(ports, doms) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ..libxlu.cpumap import format_cpumap
+
 LIST_HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
 
 
@@ -152,8 +154,6 @@ def xl_network_list(recs: Iterable[dict[str, str]]) -> str:
 
 def xl_vcpu_list(rows: Iterable[tuple[str, int, dict[str, Any]]], nr_cpus: int) -> str:
     """``xl vcpu-list``: Name ID VCPU CPU State Time(s) Affinity (Hard / Soft)."""
-    from ..hypervisor.vcpu import format_cpumap
-
     lines = ["%-32s %5s %5s %5s %5s %9s %s" % ("Name", "ID", "VCPU", "CPU", "State", "Time(s)",
                                                 "Affinity (Hard / Soft)")]
     for name, domid, v in rows:

@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import Callable
 
+from ..libxlu.domid import is_domid
 from ..xenstore.client import ClientTransaction, XenstoreClient, default_socket_path
 from ..xenstore.errors import Conflict, NoEntry, XenstoreError
 
@@ -183,7 +184,7 @@ def cmd_list(xs: XenstoreClient, ns: argparse.Namespace) -> int:
 def cmd_chmod(xs: XenstoreClient, ns: argparse.Namespace) -> int:
     perms = ns.perms
     for p in perms:
-        if len(p) < 2 or p[0] not in "nrwb" or not p[1:].isdigit():
+        if len(p) < 2 or p[0] not in "nrwb" or not is_domid(p[1:]):
             print(f"xenstore-chmod: Invalid permission {p}", file=sys.stderr)
             return 2
 

@@ -16,11 +16,14 @@ from typing import Callable, Iterator, NoReturn
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError, NoSuchDomain
+from ..libxlu.cfg import ConfigSyntaxError
+from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..toolstack import domain as libxl
 from ..toolstack import hotplug, userdata
 from ..toolstack.config import ConfigError, load
-from ..toolstack.xlcfg import ConfigSyntaxError
+from ..xenstore.client import XenstoreClient
+from ..xenstore.errors import XenstoreError
 from . import render
 from .console import attach
 from ..console.xenconsoled import client_socket
@@ -62,12 +65,42 @@ def interrupts_on_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+class XenstoreUnavailable(OSError):
+    """xenstored does not answer on its socket: no xl context (libxl_ctx_alloc's xs_open)."""
+
+
 def _parser(cmd: str, desc: str) -> XlParser:
     return XlParser(prog=f"xl {cmd}", description=desc, add_help=True)
 
 
+def integer(text: str) -> int:
+    """An option's number as xl's strtol reads it: ASCII digits with an optional '-' only
+    (argparse's ``int`` would also take other scripts' digits, spaces and underscores)."""
+    value = parse_uint(text[1:] if text.startswith("-") else text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"invalid integer value: '{text}'")
+    return -value if text.startswith("-") else value
+
+
 def _ctrl() -> XenCtrl:
-    return XenCtrl(Paths.from_env().hypervisor_socket)
+    """The xl context (libxl_ctx_alloc): a handle on the hypervisor, once xenstored is known to
+    listen too. libxl opens both before any command runs, so with either daemon down every
+    command stops here, with one line and before it has applied anything (mem-set does not move
+    a reservation whose memory/target it then could not write).
+
+    :raise HypervisorUnavailable: the hypervisor's socket does not answer.
+    :raise XenstoreUnavailable: xenstored's socket does not answer.
+    """
+    paths = Paths.from_env()
+    xc = XenCtrl(paths.hypervisor_socket)
+    try:
+        XenstoreClient(paths.xenstored_socket).connect().close()
+    except OSError as err:
+        xc.close()
+        raise XenstoreUnavailable(
+            err.errno or 0, f"cannot connect to xenstore at {paths.xenstored_socket} "
+            f"({err.strerror or err}); is the host started? (pyxen host start)") from err
+    return xc
 
 
 # ---- commands --------------------------------------------------------------------------
@@ -239,8 +272,8 @@ def _wait_down(xc: XenCtrl, domids: list[int], death_only: bool, timeout: float 
 def cmd_sched_credit(argv: list[str]) -> int:
     p = _parser("sched-credit", "Get/set credit scheduler parameters")
     p.add_argument("-d", "--domain")
-    p.add_argument("-w", "--weight", type=int)
-    p.add_argument("-c", "--cap", type=int)
+    p.add_argument("-w", "--weight", type=integer)
+    p.add_argument("-c", "--cap", type=integer)
     p.add_argument("-s", "--schedparam", action="store_true")
     p.add_argument("-p", "--cpupool")
     ns = p.parse_args(argv)
@@ -334,7 +367,7 @@ def cmd_vcpu_pin(argv: list[str]) -> int:
         vcpus = [v["vcpu"] for v in xc.call("domctl.getvcpuinfo", domid=ref.domid) if v["online"]]
         if ns.vcpu == "all":
             chosen = vcpus
-        elif ns.vcpu.isdigit() and int(ns.vcpu) in vcpus:
+        elif parse_uint(ns.vcpu) in vcpus:
             chosen = [int(ns.vcpu)]
         else:
             print(f"Error: Invalid argument {ns.vcpu} as VCPU.", file=sys.stderr)
@@ -377,11 +410,12 @@ def cmd_domname(argv: list[str]) -> int:
     p = _parser("domname", "Convert a domain id to domain name")
     p.add_argument("domid")
     ns = p.parse_args(argv)
-    if not ns.domid.isdigit():
+    domid = parse_uint(ns.domid)
+    if domid is None:
         print("Invalid domain id.", file=sys.stderr)
         return 1
     with _ctrl() as xc:
-        found = libxl.find(xc, "domid", int(ns.domid))
+        found = libxl.find(xc, "domid", domid)
     if found is not None:
         print(found["name"])
         return 0
@@ -520,10 +554,25 @@ def main(argv: list[str] | None = None) -> int:
         print(str(err).rstrip("\n"), file=sys.stderr)
         return err.code
     except HypercallError as err:
-        print(str(err), file=sys.stderr)
+        print(_one_line(str(err)), file=sys.stderr)
+        return 1
+    except XenstoreUnavailable as err:
+        print(f"xl: {_one_line(err.strerror or str(err))}", file=sys.stderr)
+        return 1
+    except (XenstoreError, libxl.DomainBuildError, ConfigError) as err:
+        print(f"xl: {_one_line(str(err))}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a daemon went away or stopped answering mid-command
+        text = str(err) if err.strerror is None else err.strerror
+        print(f"xl: {_one_line(text)}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _one_line(text: str) -> str:
+    """A daemon's message as one line of stderr."""
+    return "; ".join(line for line in text.splitlines() if line.strip()) or text
 
 
 def _help(word: str) -> int:

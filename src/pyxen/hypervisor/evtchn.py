@@ -11,26 +11,15 @@ All ports of a domain close when it dies, and the peers' ends with them.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .core import DESTROY_HOOKS, Hypervisor, hypercall
 from .errors import HypercallError, InvalidArgument, PermissionDenied
+from .evtchn_abi import Status, dump_evtchn_info
 
 #: Ports per domain (the 2-level ABI's limit on 64-bit guests).
 MAX_PORTS = 4096
-
-
-class Status(enum.IntEnum):
-    """EVTCHNSTAT_* of evtchn_status."""
-
-    CLOSED = 0
-    UNBOUND = 1
-    INTERDOMAIN = 2
-    PIRQ = 3
-    VIRQ = 4
-    IPI = 5
 
 
 @dataclass
@@ -167,22 +156,6 @@ def _on_destroy(hv: Hypervisor, domid: int) -> None:
     channels(hv).domain_destroyed(domid)
 
 
-def render(ports: list[dict[str, Any]], doms: list[int]) -> str:
-    """``xl debug-keys e`` as Xen prints it (dump_evtchn_info), without the '(XEN)' prefix."""
-    out = []
-    for dom in doms:
-        out.append(f"Event channel information for domain {dom}:")
-        out.append("Polling vCPUs: {}")
-        out.append("    port [p/m/s]")
-        for p in (p for p in ports if p["dom"] == dom):
-            state = Status[p["status"].upper()]
-            tail = (f" d={p['remote_dom']} p={p['remote_port']}" if state == Status.INTERDOMAIN
-                    else f" d={p['remote_dom']}" if state == Status.UNBOUND else "")
-            label = f" ({p['label']})" if p.get("label") else ""
-            out.append(f"{p['port']:8d} [{min(p['pending'], 1)}/0/0]: s={int(state)} n=0 x=0{tail}{label}")
-    return "\n".join(out)
-
-
 @hypercall("sysctl.debug_keys")
 async def _debug_keys(hv: Hypervisor, args: dict[str, Any]) -> None:
     """``xl debug-keys <keys>`` (XEN_SYSCTL_debug_keys): each key's handler prints into the
@@ -195,7 +168,7 @@ async def _debug_keys(hv: Hypervisor, args: dict[str, Any]) -> None:
         if key == "e":
             table = channels(hv)
             doms = sorted(set(hv.domains) | set(table.ports))
-            text = render([p.to_json() for p in table.list()], doms)
+            text = dump_evtchn_info([p.to_json() for p in table.list()], doms)
             hv.conring.lines.append("(XEN) 'e' pressed -> dumping event-channel info")
             hv.conring.lines.extend(f"(XEN) {line}" for line in text.splitlines())
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..toolstack.xlcfg import ConfigSyntaxError, parse
+from ..libxlu.cfg import ConfigSyntaxError, decode, parse
 from .bootline import BootLine, BootLineError
 
 DEFAULT_COMMANDLINE = "dom0_mem=1024M loglvl=all sched=credit"
@@ -45,7 +45,7 @@ class HostConfig:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(DEFAULT_TEXT)
         try:
-            settings = parse(path.read_text(), str(path))
+            settings = parse(decode(path.read_bytes(), str(path)), str(path))
         except (OSError, ConfigSyntaxError) as err:
             raise HostConfigError(str(err)) from err
 

@@ -3,7 +3,7 @@
 A DomU's vCPU is a QEMU thread; its hard affinity is that thread's CPU affinity, which the host
 kernel keeps (so it survives a restart of this daemon and needs no state here). Domain-0's vCPUs
 are the host's CPUs themselves: vCPU n is CPU n, always "all", and cannot be re-pinned.
-The cpumap text is xl's: ranges like ``0-3,8``, ``all`` for every CPU, ``none`` for none.
+The cpumap text (``0-3,8``, ``all``, ``none``) is parsed and printed by libxlu/cpumap.py.
 """
 
 from __future__ import annotations
@@ -16,45 +16,6 @@ from typing import Any
 from .core import Hypervisor, hypercall
 from .errors import InvalidArgument
 from .qemu import thread_cpu_ns, thread_states
-
-
-def parse_cpulist(text: str, nr_cpus: int) -> set[int]:
-    """xl's CPU list: ``all``, ``3``, ``0-3,5``, ``^1`` (remove); raises ValueError."""
-    cpus: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        neg = part.startswith("^")
-        part = part.lstrip("^")
-        if part == "all":
-            chosen = set(range(nr_cpus))
-        else:
-            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-            if not m:
-                raise ValueError(f"invalid cpu list '{text}'")
-            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-            if lo > hi or hi >= nr_cpus:
-                raise ValueError(f"cpu list '{text}' names CPUs outside 0-{nr_cpus - 1}")
-            chosen = set(range(lo, hi + 1))
-        cpus = cpus - chosen if neg else cpus | chosen
-    return cpus
-
-
-def format_cpumap(cpus: set[int] | list[int], nr_cpus: int) -> str:
-    """xl's bitmap text: ``all`` when every CPU is set, ``none`` when none, else ranges."""
-    cpus = sorted(set(cpus))
-    if not cpus:
-        return "none"
-    if cpus == list(range(nr_cpus)):
-        return "all"
-    ranges: list[str] = []
-    start = prev = cpus[0]
-    for c in cpus[1:] + [-2]:
-        if c == prev + 1:
-            prev = c
-            continue
-        ranges.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = c
-    return ",".join(ranges)
 
 
 def _current_cpu(pid: int, tid: int) -> int:

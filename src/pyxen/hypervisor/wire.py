@@ -2,7 +2,8 @@
 
 Request ``{"id": 7, "op": "domctl.pausedomain", "args": {"domid": 3}}``; reply
 ``{"id": 7, "result": ...}`` or ``{"id": 7, "error": {"errno": "ESRCH", "message": ...}}``.
-Pure codec: it frames and parses bytes and never touches a socket.
+Pure codec: it frames and parses bytes and never touches a socket. Any line a peer sends is
+either a Request/reply or a WireError (the daemon answers EINVAL and keeps serving).
 """
 
 from __future__ import annotations
@@ -35,11 +36,20 @@ def encode_request(req: Request) -> bytes:
     return encode({"id": req.id, "op": req.op, "args": req.args})
 
 
-def decode_request(line: bytes) -> Request:
+def _loads(line: bytes) -> Any:
+    """json.loads, with every way it refuses a line as WireError: bad JSON or bytes are
+    ValueError (UnicodeDecodeError is one), and arrays or objects nested past the interpreter's
+    recursion limit raise RecursionError, which is no ValueError."""
     try:
-        obj = json.loads(line)
+        return json.loads(line)
     except ValueError as err:
         raise WireError(f"not JSON: {err}") from err
+    except RecursionError:
+        raise WireError("not JSON: nested too deeply") from None
+
+
+def decode_request(line: bytes) -> Request:
+    obj = _loads(line)
     if not isinstance(obj, dict) or not isinstance(obj.get("op"), str):
         raise WireError("a request needs an 'op' string")
     args = obj.get("args", {})
@@ -49,10 +59,7 @@ def decode_request(line: bytes) -> Request:
 
 
 def decode_reply(line: bytes) -> dict[str, Any]:
-    try:
-        obj = json.loads(line)
-    except ValueError as err:
-        raise WireError(f"not JSON: {err}") from err
+    obj = _loads(line)
     if not isinstance(obj, dict) or ("result" not in obj and "error" not in obj and "virq" not in obj):
         raise WireError("a reply needs 'result' or 'error'")
     return obj

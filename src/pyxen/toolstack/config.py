@@ -8,13 +8,17 @@ on_crash destroy.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .xlcfg import Setting, Value, parse, parse_number
+from ..libxlu.cfg import Setting, Value, decode, parse, parse_number
+from ..libxlu.domid import is_domid
+from .devices import FORMAT_PREFIXES, IGNORED_PREFIXES, SCRIPT_PREFIXES
 
 DOMAIN_TYPES = ("pv", "pvh", "hvm")
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve", "coredump-destroy",
@@ -78,16 +82,23 @@ class DomainConfig:
         return cls(**known)  # type: ignore[arg-type]
 
 
-def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DomainConfig:
-    """Read a config file plus command-line ``key=value`` overrides (the last one wins)."""
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+         cwd: str | None = None) -> DomainConfig:
+    """Read a config file plus command-line ``key=value`` overrides (the last one wins).
+
+    Relative paths in it are made absolute against ``cwd`` (default: this process's working
+    directory, as libxl inside xl would open them)."""
     source = str(path)
     try:
-        text = "" if source == "/dev/null" else Path(path).read_text()
+        text = "" if source == "/dev/null" else decode(Path(path).read_bytes(), source)
     except OSError as err:
         raise ConfigError(f"Failed to read config file: {source}: {err.strerror}") from err
     if overrides:
         text += "\n" + "\n".join(overrides) + "\n"
-    return from_settings(parse(text, source), source)
+    cfg = from_settings(parse(text, source), source, cwd)
+    # Messages name the file as the user gave it; the record kept with the domain (xenstore's
+    # /libxl/<domid>/config-source) names it absolutely, as every other path in it.
+    return dataclasses.replace(cfg, source=_Cwd(cwd, source).absolute(source))
 
 
 def _pick(settings: dict[str, Setting], source: str) -> Callable[..., object]:
@@ -117,9 +128,80 @@ def _pick(settings: dict[str, Setting], source: str) -> Callable[..., object]:
     return get
 
 
-def from_settings(settings: dict[str, Setting], source: str = "<config>") -> DomainConfig:
-    """Turn parsed settings into a DomainConfig, checking every value this module knows."""
+#: Disk spec flags (no value) that take no positional slot (xl-disk-configuration.5).
+_DISK_FLAGS = ("cdrom", "discard", "no-discard", "direct-io-safe", "trusted", "untrusted")
+
+
+class _Cwd:
+    """xl's working directory, read once and only when a relative path needs it."""
+
+    def __init__(self, cwd: str | None, source: str) -> None:
+        self._cwd, self.source = cwd, source
+
+    def absolute(self, path: str) -> str:
+        """``path`` as libxl inside xl would open it: relative paths are relative to xl's cwd."""
+        if path.startswith("/"):
+            return path
+        if self._cwd is None:
+            try:
+                self._cwd = os.getcwd()
+            except OSError as err:
+                raise ConfigError(f"{self.source}: cannot resolve the relative path '{path}': "
+                                  f"the current directory is unreadable ({err.strerror})") from err
+        return os.path.join(self._cwd, path)
+
+
+def _absolute_disk(spec: str, cwd: _Cwd) -> str:
+    """The disk spec with a relative target made absolute against xl's working directory.
+
+    libxl stat()s a disk's target from inside xl (libxl__device_disk_set_backend), and the block
+    hotplug script it runs turns a file into ``readlink -f`` of it, so a relative target names a
+    file relative to where xl runs; resolving it here means no daemon ever sees it relative.
+    Targets handed to a block script (``iscsi:``, ``nbd:``, ``script=``) are not paths and are
+    left alone. ``target=`` eats the rest of the spec, commas included, as in xl.
+    """
+    items: list[str] = []
+    rest = spec
+    while rest:
+        rest = rest.lstrip(" \t")
+        if rest.startswith("target="):
+            items.append(rest)
+            break
+        item, sep, rest = rest.partition(",")
+        items.append(item)
+        if not sep:
+            break
+    if any(i.strip().startswith("script=") for i in items):
+        return spec
+    for n, item in enumerate(items):
+        if item.startswith("target="):
+            target = item[len("target="):]
+            if target and not target.startswith("/"):
+                items[n] = "target=" + cwd.absolute(target)
+            return ",".join(items)
+        if "=" in item or item.strip() in _DISK_FLAGS:
+            continue
+        parts = item.strip().split(":")  # the first positional item is the target
+        prefixes = []
+        while len(parts) > 1 and parts[0] in IGNORED_PREFIXES + FORMAT_PREFIXES + SCRIPT_PREFIXES:
+            prefixes.append(parts.pop(0))
+        target = ":".join(parts)
+        if not target or target.startswith("/") or any(p in SCRIPT_PREFIXES for p in prefixes):
+            return spec
+        items[n] = ":".join(prefixes + [cwd.absolute(target)])
+        return ",".join(items)
+    return spec
+
+
+def from_settings(settings: dict[str, Setting], source: str = "<config>",
+                  cwd: str | None = None) -> DomainConfig:
+    """Turn parsed settings into a DomainConfig, checking every value this module knows.
+
+    Relative kernel, ramdisk and disk target paths are made absolute against ``cwd`` (default:
+    this process's working directory, which for ``xl create`` is where libxl would open them).
+    """
     get = _pick(settings, source)
+    here = _Cwd(cwd, source)
     err = get.err  # type: ignore[attr-defined]
     warnings = [f"{source}:{s.line}: warning: ignoring unknown key '{k}'"
                 for k, s in settings.items() if k not in KNOWN_KEYS]
@@ -130,6 +212,10 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>") -> Dom
     assert isinstance(name, str)
     if not _NAME_RE.fullmatch(name) or name == "Domain-0":
         raise err("name", f"'{name}' is not a valid domain name")
+    if is_domid(name):
+        # xl reads an all-digit argument as a domid (libxl_domain_qualifier_to_domid), so such
+        # a domain could never be named on the command line; Xen accepts it, pyxen refuses it.
+        raise err("name", f"'{name}' is all digits, which xl reads as a domain id")
 
     dtype = get("type", "str")
     builder = get("builder", "str")
@@ -204,10 +290,12 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>") -> Dom
     return DomainConfig(
         name=name, type=dtype, uuid=str(uid) if uid else str(uuidlib.uuid4()),
         memory=memory, maxmem=maxmem, vcpus=vcpus, maxvcpus=maxvcpus,
-        kernel=str(kernel) if kernel else None, ramdisk=str(ramdisk) if ramdisk else None,
+        kernel=here.absolute(str(kernel)) if kernel else None,
+        ramdisk=here.absolute(str(ramdisk)) if ramdisk else None,
         cmdline=str(cmdline), cpus=(str(get("cpus", "str")) if "cpus" in settings else None),
         cpu_weight=weight, cap=cap,
-        disks=get("disk", "list", ()), vifs=get("vif", "list", ()),  # type: ignore[arg-type]
+        disks=tuple(_absolute_disk(str(d), here) for d in get("disk", "list", ())),  # type: ignore[attr-defined]
+        vifs=get("vif", "list", ()),  # type: ignore[arg-type]
         vnc=bool(vnc), vncdisplay=vncdisplay,  # type: ignore[arg-type]
         vnclisten=str(get("vnclisten", "str", "127.0.0.1")),
         boot=str(get("boot", "str", "cd")), source=source, warnings=tuple(warnings),

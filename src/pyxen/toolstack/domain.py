@@ -14,7 +14,8 @@ from typing import Any, Iterable
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.domctl import CreateDomain
 from ..hypervisor.errors import HypercallError, NoSuchDomain
-from ..hypervisor.vcpu import parse_cpulist
+from ..libxlu.cpumap import parse_cpulist
+from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
@@ -132,7 +133,7 @@ def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> 
 def parse_memory_size(text: str) -> int:
     """xl's memory size: a number with an optional t/g/m/k/b suffix; a bare number is MiB.
     Returns KiB. :raise ValueError: not a size."""
-    m = re.fullmatch(r"(\d+)([tTgGmMkKbB]?)", text.strip())
+    m = re.fullmatch(r"([0-9]+)([tTgGmMkKbB]?)", text.strip())
     if not m:
         raise ValueError(f"invalid memory size: {text}")
     shift = {"t": 30, "g": 20, "m": 10, "": 10, "k": 0}.get(m.group(2).lower())
@@ -207,11 +208,12 @@ def find(ctrl: XenCtrl, key: str, value: object) -> dict[str, Any] | None:
 
 
 def resolve(ctrl: XenCtrl, arg: str) -> DomainRef:
-    """A domain argument as xl reads it: all digits is a domid (not checked, as in xl),
-    anything else an exact name."""
-    if arg.isdigit():
-        found = find(ctrl, "domid", int(arg))
-        return DomainRef(int(arg), found["name"] if found else "")
+    """A domain argument as xl reads it: all ASCII digits is a domid (not checked, as in xl),
+    anything else (other scripts' digits too) an exact name."""
+    domid = parse_uint(arg)
+    if domid is not None:
+        found = find(ctrl, "domid", domid)
+        return DomainRef(domid, found["name"] if found else "")
     found = find(ctrl, "name", arg)
     if found is None:
         raise NoSuchDomain(f"{arg} is an invalid domain identifier (rc=-6)")

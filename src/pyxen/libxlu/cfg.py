@@ -1,9 +1,14 @@
-"""The xl.cfg file syntax (Xen's libxlu grammar), shared by domain configs and host.cfg.
+"""The xl.cfg file syntax (Xen's libxlu_cfg_l.l / libxlu_cfg_y.y), shared by domain configs
+and host.cfg.
 
 ``KEY = VALUE`` statements end at a newline or ``;``; ``KEY += VALUE`` appends. A value is a
 quoted string (with C escapes), a number token kept as text (decimal, 0x hex, 0 octal), or a
 ``[...]`` list that may nest, span lines and end with a comma. ``#`` starts a comment. Later
-assignments win. This module only turns text into a mapping; what the keys mean is config.py's.
+assignments win. This module only turns text into a mapping; what the keys mean is the caller's
+(toolstack/config.py for a domain, hypervisor/hostcfg.py for the host).
+
+A file is UTF-8 text: ``decode`` refuses binary files (a NUL byte) and other encodings with one
+line naming the file, so no caller meets a UnicodeDecodeError.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 _PYTHONISH = set("+-.():")
 
+#: How deep ``[`` lists may nest. Xen's bison parser gives up at YYMAXDEPTH (10000 stack
+#: entries, "memory exhausted"); real configs nest at most two deep (vnuma, usbdev), and the
+#: recursive descent below must stay far below Python's recursion limit (1000 frames).
+MAX_NESTING = 64
+
 
 class ConfigSyntaxError(ValueError):
     """A config file that does not parse; str() is xl's one-line message with file and line."""
@@ -33,12 +43,39 @@ class ConfigSyntaxError(ValueError):
         super().__init__(f"{source}:{line}: config parsing error near {reason}")
 
 
+class ConfigEncodingError(ConfigSyntaxError):
+    """A config file that is not UTF-8 text (binary data, or another encoding)."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        self.source, self.line, self.reason = source, line, reason
+        ValueError.__init__(self, f"{source}:{line}: {reason}")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One key's final value and the line that set it (for error messages)."""
 
     value: Value
     line: int
+
+
+def decode(data: bytes, source: str) -> str:
+    """A config file's bytes as text; :raise ConfigEncodingError: a NUL byte or bad UTF-8."""
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ConfigEncodingError(source, data.count(b"\n", 0, nul) + 1,
+                                  "not a config file: binary data (a NUL byte)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigEncodingError(
+            source, data.count(b"\n", 0, err.start) + 1,
+            f"not UTF-8 text: byte 0x{data[err.start]:02x} at offset {err.start}") from None
+
+
+def _printable(text: str) -> str:
+    """Text for an error line: control characters escaped, so the message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _unquote(tok: str) -> str:
@@ -76,7 +113,8 @@ def _tokens(text: str, source: str) -> list[tuple[str, str, int]]:
             ch = text[pos]
             hint = " (this looks like Python code; arbitrary Python is no longer supported)" \
                 if ch in _PYTHONISH else ""
-            raise ConfigSyntaxError(source, line, f"'{text[pos:pos + 10].splitlines()[0]}'{hint}")
+            near = _printable(text[pos:pos + 10].splitlines()[0])
+            raise ConfigSyntaxError(source, line, f"'{near}'{hint}")
         kind = m.lastgroup or ""
         if kind == "nl":
             toks.append(("end", "\n", line))
@@ -96,13 +134,15 @@ def parse(text: str, source: str = "<config>") -> dict[str, Setting]:
     result: dict[str, Setting] = {}
     i = 0
 
-    def value(j: int) -> tuple[Value, int]:
+    def value(j: int, depth: int = 0) -> tuple[Value, int]:
         kind, tok, line = toks[j]
         if kind == "string":
             return _unquote(tok), j + 1
         if kind == "number":
             return tok, j + 1
         if kind == "lbr":
+            if depth >= MAX_NESTING:
+                raise ConfigSyntaxError(source, line, f"'[': lists nested deeper than {MAX_NESTING}")
             items: list[Value] = []
             j += 1
             while True:
@@ -110,15 +150,15 @@ def parse(text: str, source: str = "<config>") -> dict[str, Setting]:
                     j += 1
                 if toks[j][0] == "rbr":
                     return items, j + 1
-                item, j = value(j)
+                item, j = value(j, depth + 1)
                 items.append(item)
                 while toks[j][0] == "end" and toks[j][1] == "\n":
                     j += 1
                 if toks[j][0] == "comma":
                     j += 1
                 elif toks[j][0] != "rbr":
-                    raise ConfigSyntaxError(source, toks[j][2], f"'{toks[j][1]}'")
-        raise ConfigSyntaxError(source, line, f"'{tok}'" if tok.strip() else "end of line")
+                    raise ConfigSyntaxError(source, toks[j][2], f"'{_printable(toks[j][1])}'")
+        raise ConfigSyntaxError(source, line, f"'{_printable(tok)}'" if tok.strip() else "end of line")
 
     while i < len(toks):
         kind, tok, line = toks[i]
@@ -126,14 +166,14 @@ def parse(text: str, source: str = "<config>") -> dict[str, Setting]:
             i += 1
             continue
         if kind != "ident":
-            raise ConfigSyntaxError(source, line, f"'{tok}'")
+            raise ConfigSyntaxError(source, line, f"'{_printable(tok)}'")
         key = tok
         op = toks[i + 1]
         if op[0] not in ("eq", "plus_eq"):
-            raise ConfigSyntaxError(source, op[2], f"'{op[1]}'" if op[1].strip() else "end of line")
+            raise ConfigSyntaxError(source, op[2], f"'{_printable(op[1])}'" if op[1].strip() else "end of line")
         val, i = value(i + 2)
         if toks[i][0] != "end":
-            raise ConfigSyntaxError(source, toks[i][2], f"'{toks[i][1]}'")
+            raise ConfigSyntaxError(source, toks[i][2], f"'{_printable(toks[i][1])}'")
         if op[0] == "plus_eq" and key in result:
             old = result[key].value
             if isinstance(old, list) and isinstance(val, list):
