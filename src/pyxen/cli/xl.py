@@ -21,7 +21,6 @@ from ..toolstack.config import ConfigError, load
 from ..toolstack.xlcfg import ConfigSyntaxError
 from . import render
 from .console import attach
-from ..console.xenconsoled import client_socket
 
 
 class Usage(Exception):
@@ -130,7 +129,7 @@ def cmd_create(argv: list[str]) -> int:
         print(f"libxl: error: cannot create domain '{cfg.name}': {err}", file=sys.stderr)
         return 1
     if ns.console:
-        return attach(client_socket(paths.run, domid))
+        return attach(paths, domid)
     return 0
 
 
@@ -335,7 +334,7 @@ def cmd_console(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     with _ctrl() as xc:
         ref = libxl.resolve(xc, ns.domain)
-    return attach(client_socket(Paths.from_env().run, ref.domid))
+    return attach(Paths.from_env(), ref.domid)
 
 
 def cmd_domid(argv: list[str]) -> int:
