@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from .. import XEN_EXTRA, XEN_MAJOR, XEN_MINOR, __version__
-from ..console.xenconsoled import Xenconsoled
 from ..paths import Paths
 from ..toolstack import xsdomain
 from . import physinfo
@@ -30,7 +29,7 @@ from .domain import DOMID_DOM0, DOMID_FIRST_RESERVED, Domain, ShutdownReason, st
 from .errors import DomainExists, HypercallError, InvalidArgument, NoSuchDomain
 from .hostcfg import HostConfig
 from .memory import MemoryPool
-from .qemu import BuildInfo, DeviceModel, console_path, is_our_qemu, thread_cpu_ns, thread_states
+from .qemu import BuildInfo, DeviceModel, is_our_qemu, thread_cpu_ns, thread_states
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,6 @@ class Hypervisor:
         self.domains: dict[int, Domain] = {DOMID_DOM0: self.dom0}
         self.models: dict[int, DeviceModel] = {}
         self.vcpu_tids: dict[int, list[int]] = {}
-        self.consoles = Xenconsoled(paths.run)
         self.cpu = CpuController(paths.root)
         self._next_domid = 1
         self._lock = asyncio.Lock()
@@ -119,7 +117,6 @@ class Hypervisor:
             self.domains[dom.domid] = dom
             self.models[dom.domid] = model
             self._apply_status(dom, status)
-            await self._attach_console(dom)
             log.info("d%d (%s): re-adopted QEMU pid %d, %s", dom.domid, dom.name, dom.pid, status)
 
     def _apply_status(self, dom: Domain, status: str) -> None:
@@ -127,13 +124,6 @@ class Hypervisor:
             dom.shutdown, dom.shutdown_reason = True, ShutdownReason.POWEROFF
         elif status in ("guest-panicked", "internal-error"):
             dom.shutdown, dom.shutdown_reason = True, ShutdownReason.CRASH
-
-    async def _attach_console(self, dom: Domain) -> None:
-        try:
-            await self.consoles.attach(dom.domid, dom.name, console_path(self.paths.domain_run_dir(dom.domid)),
-                                       self.paths.console_log(dom.name))
-        except OSError as err:
-            log.error("d%d: xenconsoled cannot reach the console: %s", dom.domid, err)
 
     # ---- events from device models (the guest's SCHEDOP_shutdown, a crash) ------------------
     def _on_event(self, domid: int, event: str, data: dict[str, Any]) -> None:
@@ -242,7 +232,6 @@ class Hypervisor:
             raise NoSuchDomain(f"no domain {domid}", "domctl.destroydomain")
         dom.dying = True
         model = self.models.pop(domid, None)
-        await self.consoles.detach(domid)
         if model is not None:
             await model.destroy()
         self.domains.pop(domid, None)
@@ -259,8 +248,6 @@ class Hypervisor:
         """Daemon exit: drop QMP sessions but leave every guest running (re-adopted later)."""
         for model in self.models.values():
             await model.close()
-        for domid in list(self.consoles.consoles):
-            await self.consoles.detach(domid)
 
 
 def _host_cpu_ns() -> int:
@@ -369,9 +356,7 @@ async def _createdomain(hv: Hypervisor, args: dict[str, Any]) -> int:
         # compete with the whole set of groups as if it were one of them.
         hv.enforce_sched(dom)
         dom.save(hv.paths.domains_dir)
-        await hv.consoles.attach(domid, name, console_path(model.run_dir), hv.paths.console_log(name))
     except BaseException as err:
-        await hv.consoles.detach(domid)
         hv.models.pop(domid, None)
         await model.destroy()
         hv.domains.pop(domid, None)
