@@ -203,6 +203,11 @@ def test_daemon_follows_xenstore_and_outlives_xenstored(xenstored: DaemonProcess
         _wait(lambda: paths.console_log("g5").exists()
               and paths.console_log("g5").read_bytes() == b"g5 first line\n")
         assert paths.pidfile("xenconsoled").read_text().strip() == str(proc.pid)
+        second = subprocess.run([sys.executable, "-m", "pyxen.console", "--root", str(paths.root)],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1  # one xenconsoled per host: two would split a log
+        assert second.stderr == f"xenconsoled: already running (pid {proc.pid})\n"
+        assert paths.pidfile("xenconsoled").read_text().strip() == str(proc.pid)
         with XenstoreClient(paths.xenstored_socket) as xs:
             assert xs.read("/local/domain/5/console/tty") == str(paths.console_socket(5)).encode()
             assert xl_console.console_socket(paths, 5) == paths.console_socket(5)

@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Awaitable, Iterable, Mapping, TypeVar
 
@@ -135,6 +137,7 @@ class Xenconsoled:
 
     async def watch_xenstore(self) -> None:
         """Follow the domain list for ever, reconnecting whenever xenstored goes away."""
+        outage = False  # log an outage once, not every retry
         while True:
             xs = AsyncXenstoreClient(self.paths.xenstored_socket)
             try:
@@ -142,6 +145,7 @@ class Xenconsoled:
                 await _timed(xs.watch(INTRODUCE, INTRODUCE))
                 await _timed(xs.watch(RELEASE, RELEASE))
                 log.info("connected to xenstored")
+                outage = False
                 await self.scan(xs)  # the watches also fire once at registration; one scan is enough
                 while True:
                     await xs.wait_event()
@@ -150,7 +154,10 @@ class Xenconsoled:
                         pass
                     await self.scan(xs)
             except (OSError, XenstoreError, asyncio.TimeoutError) as err:
-                log.warning("xenstored unavailable (%s); retrying", err or type(err).__name__)
+                (log.debug if outage else log.warning)(
+                    "xenstored unavailable (%s); retrying every %.1f s; kept consoles go on logging",
+                    err or type(err).__name__, XS_RETRY)
+                outage = True
             finally:
                 with contextlib.suppress(OSError):
                     await xs.close()
@@ -203,10 +210,20 @@ def main(argv: list[str] | None = None) -> int:
                         level=logging.DEBUG if ns.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pidfile = paths.pidfile("xenconsoled")
-    pidfile.write_text(f"{os.getpid()}\n")
+    # One xenconsoled per host: two would splice the same FIFO into two halves of a log.
+    lock = os.open(pidfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.read(lock, 32).decode(errors="replace").strip() or "?"
+        print(f"xenconsoled: already running (pid {other})", file=sys.stderr)
+        return 1
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()}\n".encode())
     try:
         return asyncio.run(Xenconsoled(paths).run())
     finally:
         with contextlib.suppress(FileNotFoundError):
             if pidfile.read_text().strip() == str(os.getpid()):
                 pidfile.unlink()
+        os.close(lock)
