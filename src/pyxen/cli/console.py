@@ -1,28 +1,80 @@
 """The ``xl console`` client (Xen's xenconsole): a raw terminal on a guest's console.
 
-Keystrokes go to the guest, its output to the terminal; Ctrl-] (0x1d) detaches, as in Xen.
+xenconsoled serves each guest's console on a socket and names it in the guest's
+``/local/domain/<id>/console/tty`` (where Xen's xenconsoled names the pty); this client reads
+that key, falling back to ``Paths.console_socket(domid)`` when xenstore has no answer, and
+relays keystrokes to the guest and its output to the terminal. Ctrl-] (0x1d) detaches, as in Xen.
+Imports no part of the daemon: only paths and the xenstore client.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
 import sys
 import termios
+import time
 import tty
 from pathlib import Path
 
+from ..paths import Paths
+from ..xenstore.client import XenstoreClient
+from ..xenstore.errors import XenstoreError
+
 ESCAPE = 0x1D  # ^]
+#: How long xenstore may take to say where the console is (seconds).
+XS_TIMEOUT = 5.0
+#: How long to wait for xenconsoled to serve a console that is not there yet (a domain just
+#: created, xenconsoled restarting under its supervisor), in seconds.
+CONNECT_WAIT = 5.0
 
 
-def attach(sock_path: Path, escape: int = ESCAPE) -> int:
-    """Relay stdin/stdout to the console socket until escape or the guest side closes."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+class ConsoleUnavailable(RuntimeError):
+    """xenconsoled does not serve the domain's console; the message is xl's one line."""
+
+
+def console_socket(paths: Paths, domid: int) -> Path:
+    """Where the domain's console is served: its ``console/tty`` key, else the default path."""
     try:
-        s.connect(str(sock_path))
-    except OSError as err:
-        print(f"Unable to attach console: {sock_path}: {err.strerror}", file=sys.stderr)
+        with XenstoreClient(paths.xenstored_socket, timeout=XS_TIMEOUT) as xs:
+            raw = xs.get(f"/local/domain/{domid}/console/tty")
+    except (OSError, XenstoreError):
+        raw = None
+    if raw:
+        return Path(raw.decode(errors="replace"))
+    return paths.console_socket(domid)
+
+
+def connect(paths: Paths, domid: int, wait: float = CONNECT_WAIT) -> socket.socket:
+    """A connection to xenconsoled's socket for ``domid``, waiting up to ``wait`` seconds.
+
+    :raise ConsoleUnavailable: nothing serves that console.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        path = console_socket(paths, domid)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(path))
+            return s
+        except OSError as err:
+            s.close()
+            if domid == 0 or err.errno not in (errno.ENOENT, errno.ECONNREFUSED) \
+                    or time.monotonic() >= deadline:
+                raise ConsoleUnavailable(
+                    f"Unable to attach console: xenconsoled does not serve domain {domid}'s "
+                    f"console ({path}: {err.strerror})") from err
+        time.sleep(0.1)
+
+
+def attach(paths: Paths, domid: int, escape: int = ESCAPE, wait: float = CONNECT_WAIT) -> int:
+    """Relay stdin/stdout to the domain's console until escape or its side closes; xl's exit code."""
+    try:
+        s = connect(paths, domid, wait)
+    except ConsoleUnavailable as err:
+        print(str(err), file=sys.stderr)
         return 1
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
     saved = None

@@ -26,7 +26,6 @@ from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
 from . import render
 from .console import attach
-from ..console.xenconsoled import client_socket
 
 
 class Usage(Exception):
@@ -185,7 +184,7 @@ def cmd_create(argv: list[str]) -> int:
         print(f"libxl: error: cannot create domain '{cfg.name}': {err}", file=sys.stderr)
         return 1
     if ns.console:
-        return attach(client_socket(paths.run, domid))
+        return attach(paths, domid)
     return 0
 
 
@@ -390,7 +389,7 @@ def cmd_console(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     with _ctrl() as xc:
         ref = libxl.resolve(xc, ns.domain)
-    return attach(client_socket(Paths.from_env().run, ref.domid))
+    return attach(Paths.from_env(), ref.domid)
 
 
 def cmd_domid(argv: list[str]) -> int:

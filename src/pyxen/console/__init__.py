@@ -1,1 +1,5 @@
-"""xenconsoled: keeps each guest's console, logs it, and lets ``xl console`` attach."""
+"""xenconsoled, a daemon of its own: keeps each guest's console log and serves ``xl console``.
+
+``domain.py`` is one guest's console (FIFOs, log, client socket); ``xenconsoled.py`` finds the
+domains in xenstore and runs the daemon. The ``xl console`` client is ``pyxen.cli.console``.
+"""

@@ -45,6 +45,7 @@ class Service:
 SERVICES: tuple[Service, ...] = (
     Service("hypervisor", "pyxen.hypervisor", lambda p: p.hypervisor_socket),
     Service("xenstored", "pyxen.xenstore", lambda p: p.xenstored_socket, ("--foreground",)),
+    Service("xenconsoled", "pyxen.console", lambda p: p.xenconsoled_socket),
     Service("backendd", "pyxen.backends", lambda p: p.backendd_socket),
     Service("monitor", "pyxen.toolstack.monitor", lambda p: p.monitor_socket),
 )

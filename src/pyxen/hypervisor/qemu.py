@@ -1,10 +1,11 @@
 """The QEMU engine: one QEMU process per DomU, and the domain-level verbs on it.
 
 QEMU runs the domain's vCPUs and holds its memory (a shared memfd, so Dom0 backends can map it
-as Xen's grant mappings do). It is started paused (-S) with its serial port on a socket for
-xenconsoled and QMP on another; the verbs here map Xen's domctls onto QMP through the
-``qemu.qmp`` library: pause = stop, unpause = cont, destroy = quit. QEMU runs in its own
-session, so it outlives a restart of the hypervisor daemon, which re-adopts it by pid and QMP.
+as Xen's grant mappings do). It is started paused (-S) with its serial port on a FIFO pair that
+xenconsoled reads (see ``console_pipe``) and QMP on a socket; the verbs here map Xen's domctls
+onto QMP through the ``qemu.qmp`` library: pause = stop, unpause = cont, destroy = quit. QEMU
+runs in its own session, so it outlives a restart of the hypervisor daemon, which re-adopts it
+by pid and QMP.
 Its own messages go to log/qemu-dm-<name>.log, where Xen keeps qemu-dm's.
 """
 
@@ -77,7 +78,7 @@ def argv(qemu: str, info: BuildInfo, run_dir: Path) -> list[str]:
         "-smp", f"{info.vcpus},maxcpus={info.max_vcpus}", "-m", mem,
         "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
         "-nodefaults", "-no-user-config", "-no-shutdown", "-no-reboot", "-S",
-        "-chardev", f"socket,id=console0,path={run_dir / 'console.sock'},server=on,wait=off",
+        "-chardev", f"pipe,id=console0,path={console_pipe(run_dir)}",
         "-serial", "chardev:console0",
         "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
         # The bus for the guest's own xenstore connection (a port named org.xenproject.xenstore,
@@ -104,8 +105,18 @@ def qmp_path(run_dir: Path) -> Path:
     return run_dir / "qmp.sock"
 
 
-def console_path(run_dir: Path) -> Path:
-    return run_dir / "console.sock"
+def console_pipe(run_dir: Path) -> Path:
+    """The base name of the serial port's FIFOs, ``<base>.in`` and ``<base>.out`` (equal to
+    ``Paths.console_pipe(domid)``). QEMU's ``pipe`` chardev opens both O_RDWR, so what the guest
+    prints waits in ``.out`` while xenconsoled is down, and a full pipe makes the serial port
+    retry on G_IO_OUT rather than drop bytes: Xen's console ring, as a FIFO."""
+    return run_dir / "console"
+
+
+def console_fifos(run_dir: Path) -> tuple[Path, Path]:
+    """(``<base>.in``, ``<base>.out``): what the guest is sent, what it prints."""
+    base = console_pipe(run_dir)
+    return base.with_name(base.name + ".in"), base.with_name(base.name + ".out")
 
 
 def pid_alive(pid: int) -> bool:
@@ -145,8 +156,10 @@ class DeviceModel:
     async def start(self, qemu: str, info: BuildInfo, log_path: Path) -> int:
         """Exec QEMU paused and connect QMP; on any failure kill it and raise DeviceModelError."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (qmp_path(self.run_dir), console_path(self.run_dir)):
+        for stale in (qmp_path(self.run_dir), *console_fifos(self.run_dir)):
             stale.unlink(missing_ok=True)
+        for fifo in console_fifos(self.run_dir):  # QEMU's pipe chardev needs them at exec
+            os.mkfifo(fifo, 0o600)
         cmd = argv(qemu, info, self.run_dir)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as logf:
@@ -372,7 +385,7 @@ class DeviceModel:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 log.error("dom%d: QEMU pid %d would not die", self.domid, self.proc.pid)
-        for p in (qmp_path(self.run_dir), console_path(self.run_dir)):
+        for p in (qmp_path(self.run_dir), *console_fifos(self.run_dir)):
             p.unlink(missing_ok=True)
 
 
