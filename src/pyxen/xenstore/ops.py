@@ -1,0 +1,317 @@
+"""The client side of every xenstore request, written once and run by two drivers.
+
+Spec: docs/misc/xenstore.txt (each request's payload and reply) and xs_wire.h.  An operation
+is a generator: it yields a ``Request`` (what to send, and what to name in an error) and is
+sent back the reply ``Packet``; it decodes the reply and returns the result, or raises the
+``errors`` class an ERROR reply names.  It never touches a socket, so the blocking
+``client.XenstoreClient`` and the asyncio ``client.AsyncXenstoreClient`` run the very same
+code: what differs between them is only how a request reaches xenstored (the driver's
+``_drive``).  This is the "sans-I/O" shape of h11 and of the qemu.qmp message layer.
+
+``operation`` turns such a generator method into a method of whichever driver inherits it:
+on a blocking driver ``xs.read(p)`` returns bytes, on an asyncio driver it returns an
+awaitable of bytes (mypy sees both, through the overloads of ``operation.__get__``).
+
+``transaction_loop`` is the one EAGAIN retry loop of ``transact``: it yields ``RunBody`` where
+the caller's body must run, and each driver runs the body its own way (called or awaited).
+"""
+
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, Generator, Generic,
+                    NamedTuple, ParamSpec, Sequence, TypeVar, overload)
+
+from .errors import Conflict, NoEntry, XenstoreError, error_from_wire
+from .wire import Op, Packet, split_strings
+
+if TYPE_CHECKING:
+    from .client import AsyncDriver, SyncDriver
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Value = bytes | str
+Event = tuple[str, str]
+
+
+class Request(NamedTuple):
+    """One request to send. ``what`` names its subject (a path, a domid) in errors."""
+
+    op: Op
+    payload: bytes
+    tx: int
+    what: str
+
+    def describe(self) -> str:
+        """``READ /local/domain/1/name``: how timeouts and disconnects name the request."""
+        return f"{self.op.name} {self.what}" if self.what else self.op.name
+
+
+class RunBody(NamedTuple):
+    """``transact``'s request to its driver: run the caller's body in transaction ``tx``."""
+
+    tx: int
+
+
+Effect = Request | RunBody
+#: An operation: yields Requests, is sent each reply Packet, returns the decoded result.
+Gen = Generator[Effect, Any, T]
+
+
+# --- payload building and reply decoding ------------------------------------------------------
+def arg(text: str | int) -> bytes:
+    """One NUL-terminated argument."""
+    return str(text).encode() + b"\0"
+
+
+def value_bytes(value: Value) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def strings(reply: bytes) -> list[str]:
+    return [p.decode() for p in split_strings(reply)]
+
+
+def text(reply: bytes) -> str:
+    return reply.rstrip(b"\0").decode()
+
+
+def flag(reply: bytes) -> bool:
+    return reply.rstrip(b"\0") == b"T"
+
+
+def check(pkt: Packet, req: Request) -> bytes:
+    """The reply payload; :raise XenstoreError: the class an ERROR reply names."""
+    if pkt.op == Op.ERROR:
+        raise error_from_wire(pkt.payload.rstrip(b"\0").decode("ascii", "replace"), req.what)
+    if pkt.op != req.op:
+        raise XenstoreError(f"reply type {pkt.op} to request {req.describe()}")
+    return pkt.payload
+
+
+def event(pkt: Packet) -> Event:
+    """A WATCH_EVENT packet as (path, token)."""
+    parts = split_strings(pkt.payload)
+    return parts[0].decode(), (parts[1].decode() if len(parts) > 1 else "")
+
+
+def call(op: Op, payload: bytes, tx: int, what: str, parse: Callable[[bytes], T]) -> Gen[T]:
+    """One request and its decoded reply."""
+    req = Request(op, payload, tx, what)
+    pkt = yield req
+    return parse(check(pkt, req))
+
+
+def ack(op: Op, payload: bytes, tx: int, what: str) -> Gen[None]:
+    """A request whose reply is "OK"."""
+    req = Request(op, payload, tx, what)
+    pkt = yield req
+    check(pkt, req)
+
+
+# --- the method descriptor --------------------------------------------------------------------
+class operation(Generic[P, T]):
+    """Makes a generator method an operation of the driver it is looked up on."""
+
+    def __init__(self, fn: Callable[Concatenate[Any, P], Gen[T]]) -> None:
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> "operation[P, T]": ...
+
+    @overload
+    def __get__(self, obj: "SyncDriver", owner: type) -> Callable[P, T]: ...
+
+    @overload
+    def __get__(self, obj: "AsyncDriver", owner: type) -> Callable[P, Awaitable[T]]: ...
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        if obj is None:
+            return self
+        fn = self.fn
+        drive = obj._drive
+
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            return drive(fn(obj, *args, **kwargs))
+
+        bound.__name__ = self.__name__
+        bound.__doc__ = self.__doc__
+        return bound
+
+
+def operation_names(cls: type) -> frozenset[str]:
+    """The public operations a class offers (for the parity tests)."""
+    return frozenset(name for klass in cls.__mro__ for name, attr in vars(klass).items()
+                     if isinstance(attr, operation) and not name.startswith("_"))
+
+
+# --- operations on nodes: allowed inside a transaction ----------------------------------------
+class NodeOperations:
+    """READ, WRITE, MKDIR, RM, DIRECTORY, GET_PERMS, SET_PERMS and the helpers built on them.
+
+    ``tx`` None means the object's own transaction: 0 on a client, the id on a transaction.
+    """
+
+    tx: int = 0
+
+    def _tx(self, tx: int | None) -> int:
+        return self.tx if tx is None else tx
+
+    @operation
+    def read(self, path: str, tx: int | None = None) -> Gen[bytes]:
+        """:raise NoEntry: absent.  :raise PermissionDenied: not readable."""
+        return (yield from call(Op.READ, arg(path), self._tx(tx), path, bytes))
+
+    @operation
+    def get(self, path: str, default: bytes | None = None,
+            tx: int | None = None) -> Gen[bytes | None]:
+        """``read`` that returns ``default`` for a missing node."""
+        try:
+            return (yield from call(Op.READ, arg(path), self._tx(tx), path, bytes))
+        except NoEntry:
+            return default
+
+    @operation
+    def exists(self, path: str, tx: int | None = None) -> Gen[bool]:
+        try:
+            yield from call(Op.READ, arg(path), self._tx(tx), path, bytes)
+            return True
+        except NoEntry:
+            return False
+
+    @operation
+    def write(self, path: str, value: Value, tx: int | None = None) -> Gen[None]:
+        yield from ack(Op.WRITE, path.encode() + b"\0" + value_bytes(value), self._tx(tx), path)
+
+    @operation
+    def mkdir(self, path: str, tx: int | None = None) -> Gen[None]:
+        yield from ack(Op.MKDIR, arg(path), self._tx(tx), path)
+
+    @operation
+    def rm(self, path: str, tx: int | None = None) -> Gen[None]:
+        yield from ack(Op.RM, arg(path), self._tx(tx), path)
+
+    @operation
+    def directory(self, path: str, tx: int | None = None) -> Gen[list[str]]:
+        return (yield from call(Op.DIRECTORY, arg(path), self._tx(tx), path, strings))
+
+    ls = directory
+
+    @operation
+    def get_perms(self, path: str, tx: int | None = None) -> Gen[list[str]]:
+        return (yield from call(Op.GET_PERMS, arg(path), self._tx(tx), path, strings))
+
+    @operation
+    def set_perms(self, path: str, perms: Sequence[str], tx: int | None = None) -> Gen[None]:
+        yield from ack(Op.SET_PERMS, arg(path) + b"".join(arg(p) for p in perms),
+                       self._tx(tx), path)
+
+
+# --- operations of a connection ---------------------------------------------------------------
+class ClientOperations(NodeOperations):
+    """Node operations plus transactions, watches, domains and CONTROL."""
+
+    @operation
+    def transaction_start(self) -> Gen[int]:
+        return (yield from call(Op.TRANSACTION_START, b"\0", 0, "", lambda r: int(text(r))))
+
+    @operation
+    def transaction_end(self, tx: int, commit: bool = True) -> Gen[None]:
+        """:raise Conflict: (EAGAIN) the transaction conflicted; nothing of it is visible."""
+        yield from ack(Op.TRANSACTION_END, b"T\0" if commit else b"F\0", tx, "")
+
+    @operation
+    def watch(self, path: str, token: str = "") -> Gen[None]:
+        """Register; xenstored sends one initial event for it (read by ``wait_event``)."""
+        yield from ack(Op.WATCH, arg(path) + arg(token or path), 0, path)
+
+    @operation
+    def unwatch(self, path: str, token: str = "") -> Gen[None]:
+        yield from ack(Op.UNWATCH, arg(path) + arg(token or path), 0, path)
+
+    @operation
+    def reset_watches(self) -> Gen[None]:
+        yield from ack(Op.RESET_WATCHES, b"\0", 0, "")
+
+    @operation
+    def introduce(self, domid: int, gfn: int = 0, evtchn: int = 1) -> Gen[None]:
+        """INTRODUCE: the store accepts the domain's own socket; fires @introduceDomain."""
+        yield from ack(Op.INTRODUCE, arg(domid) + arg(gfn) + arg(evtchn), 0, str(domid))
+
+    @operation
+    def release(self, domid: int) -> Gen[None]:
+        """RELEASE: closes the domain's connection; fires @releaseDomain."""
+        yield from ack(Op.RELEASE, arg(domid), 0, str(domid))
+
+    @operation
+    def resume(self, domid: int) -> Gen[None]:
+        """RESUME: the domain came back from suspend (xs_resume_domain)."""
+        yield from ack(Op.RESUME, arg(domid), 0, str(domid))
+
+    @operation
+    def set_target(self, domid: int, target: int) -> Gen[None]:
+        """SET_TARGET: ``domid`` (a stub domain) acts with ``target``'s rights."""
+        yield from ack(Op.SET_TARGET, arg(domid) + arg(target), 0, f"{domid} {target}")
+
+    @operation
+    def get_domain_path(self, domid: int) -> Gen[str]:
+        return (yield from call(Op.GET_DOMAIN_PATH, arg(domid), 0, str(domid), text))
+
+    @operation
+    def is_domain_introduced(self, domid: int) -> Gen[bool]:
+        return (yield from call(Op.IS_DOMAIN_INTRODUCED, arg(domid), 0, str(domid), flag))
+
+    @operation
+    def control(self, *words: str) -> Gen[bytes]:
+        """CONTROL (XS_DEBUG): ``control("quota")``; the reply's bytes."""
+        return (yield from call(Op.CONTROL, b"".join(arg(w) for w in words), 0,
+                                " ".join(words), bytes))
+
+
+# --- transactions: the one retry loop ---------------------------------------------------------
+def abort(tx: int) -> Gen[None]:
+    """End ``tx`` without committing; a failure to say so is ignored (the transaction dies
+    with the connection anyway)."""
+    if tx:
+        try:
+            yield from ack(Op.TRANSACTION_END, b"F\0", tx, "")
+        except (XenstoreError, OSError):
+            pass
+
+
+def transaction_loop(retries: int) -> Gen[Any]:
+    """Start a transaction, run the body (``RunBody``), commit; redo on EAGAIN, as the
+    xenstore-* tools and libxl do.  The body's exception aborts and propagates."""
+    for _ in range(retries):
+        tx = yield from call(Op.TRANSACTION_START, b"\0", 0, "", lambda r: int(text(r)))
+        try:
+            result = yield RunBody(tx)
+        except BaseException:
+            yield from abort(tx)
+            raise
+        try:
+            yield from ack(Op.TRANSACTION_END, b"T\0", tx, "")
+            return result
+        except Conflict:
+            continue
+    raise Conflict(f"transaction still conflicting after {retries} attempts")
+
+
+class TransactionOperations(NodeOperations):
+    """Node operations bound to one transaction id, and its start/commit/abort."""
+
+    @operation
+    def _start(self) -> Gen[None]:
+        self.tx = yield from call(Op.TRANSACTION_START, b"\0", 0, "", lambda r: int(text(r)))
+
+    @operation
+    def commit(self) -> Gen[None]:
+        """:raise Conflict: (EAGAIN) nothing of the transaction is visible."""
+        tx, self.tx = self.tx, 0
+        yield from ack(Op.TRANSACTION_END, b"T\0", tx, "")
+
+    @operation
+    def abort(self) -> Gen[None]:
+        tx, self.tx = self.tx, 0
+        yield from abort(tx)
