@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import select
 import socket
 import threading
 import time
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 from .errors import Disconnected, NoReply, Unreachable
-from .ops import (ClientOperations, Event, Gen, NodeOperations, Request, RunBody,
+from .ops import (ClientOperations, Event, Operation, Request, RunBody,
                   TransactionOperations, event, transaction_loop)
 from .wire import HEADER, FrameError, Op, Packet, PacketReader, encode
 
@@ -74,7 +75,7 @@ def _unreachable(path: Path, err: OSError) -> Unreachable:
                        f"(pyxen host start)", err.errno)
 
 
-def _no_reply(req: Request, timeout: float | None) -> NoReply:
+def _no_reply(req: Request[Any], timeout: float | None) -> NoReply:
     return NoReply(f"xenstored did not answer {req.describe()} within {timeout:g} s")
 
 
@@ -88,15 +89,15 @@ def _gone(doing: str, err: OSError | None = None) -> Disconnected:
 class SyncDriver:
     """Runs ``ops`` generators with blocking I/O; operations on it return their result."""
 
-    def _drive(self, gen: Gen[T], body: Callable[[int], Any] | None = None) -> T:
+    def _drive(self, op: Operation[T], body: Callable[[int], Any] | None = None) -> T:
         raise NotImplementedError
 
 
 class AsyncDriver:
     """Runs ``ops`` generators on asyncio; operations on it return awaitables."""
 
-    async def _drive(self, gen: Gen[T], body: Callable[[int], Awaitable[Any]] | None = None
-                     ) -> T:
+    async def _drive(self, op: Operation[T],
+                     body: Callable[[int], Awaitable[Any]] | None = None) -> T:
         raise NotImplementedError
 
 
@@ -131,6 +132,7 @@ class XenstoreClient(ClientOperations, SyncDriver):
             except OSError as err:
                 sock.close()
                 raise _unreachable(self.path, err) from err
+            sock.setblocking(False)  # each request has its own deadline (_roundtrip)
             self._sock = sock
             self._reader = PacketReader(max_payload=_MAX_PAYLOAD)
         return self
@@ -152,10 +154,15 @@ class XenstoreClient(ClientOperations, SyncDriver):
         self.close()
 
     # the driver
-    def _drive(self, gen: Gen[T], body: Callable[[int], Any] | None = None) -> T:
-        """Run one operation: each Request goes to xenstored, each RunBody to ``body``;
-        a failure of either is thrown into the operation (so ``transact`` aborts)."""
+    def _drive(self, op: Operation[T], body: Callable[[int], Any] | None = None) -> T:
+        """Run one operation: a Request goes to xenstored and its reply is decoded; a
+        generator has each Request it yields sent and each RunBody run by ``body``, and a
+        failure of either thrown into it (so ``transact`` aborts)."""
         with self._lock:
+            if type(op) is Request:
+                return op.reply(self._roundtrip(op))
+            assert not isinstance(op, Request)
+            gen = op
             reply: Any = None
             failure: BaseException | None = None
             while True:
@@ -175,60 +182,70 @@ class XenstoreClient(ClientOperations, SyncDriver):
                 except BaseException as err:  # noqa: BLE001 - handed to the operation
                     failure = err
 
-    def _roundtrip(self, req: Request) -> Packet:
-        """Send ``req`` and wait for its reply; watch events that come first are kept."""
+    def _roundtrip(self, req: Request[Any]) -> Packet:
+        """Send ``req`` and wait for its reply; watch events that come first are kept.
+
+        The socket is non-blocking after connect: send, then select and recv, three
+        syscalls as before timeouts existed (a socket timeout would add a poll to each)."""
         if self._sock is None:
             self.connect()
         sock = self._sock
         assert sock is not None
         self._req_id = req_id = (self._req_id + 1) & 0xFFFFFFFF
         timeout = self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        data = HEADER.pack(req.op, req_id, req.tx, len(req.payload)) + req.payload
         try:
-            sock.sendall(HEADER.pack(req.op, req_id, req.tx, len(req.payload)) + req.payload)
+            sent = sock.send(data)
+            if sent < len(data):  # xenstored is not reading us (stopped, or throttling)
+                self._send_rest(sock, memoryview(data)[sent:], deadline)
         except TimeoutError:
             self._drop()  # part of the request may be out: the stream is no longer framed
             raise _no_reply(req, timeout) from None
         except OSError as err:
             self._drop()
             raise _gone(req.describe(), err) from err
-        deadline = None if timeout is None else time.monotonic() + timeout
-        shortened = False
-        try:
-            while True:
-                try:
-                    data = sock.recv(65536)
-                except TimeoutError:
-                    raise _no_reply(req, timeout) from None
-                except OSError as err:
-                    self._drop()
-                    raise _gone(req.describe(), err) from err
-                if not data:
-                    self._drop()
-                    raise _gone(req.describe())
-                reply = None
-                try:
-                    packets = self._reader.feed(data)
-                except FrameError as err:
-                    self._drop()
-                    raise Disconnected(f"xenstored broke the framing during "
-                                       f"{req.describe()}: {err}") from err
-                for pkt in packets:
-                    if pkt.op == Op.WATCH_EVENT:
-                        self._events.append(event(pkt))
-                    elif pkt.req_id == req_id:
-                        reply = pkt
-                    # else: the late reply to a request that timed out
-                if reply is not None:
-                    return reply
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise _no_reply(req, timeout)
-                    sock.settimeout(left)
-                    shortened = True
-        finally:
-            if shortened and self._sock is sock:
-                sock.settimeout(timeout)
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 or not select.select([sock], [], [], left)[0]:
+                raise _no_reply(req, timeout)
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError as err:
+                self._drop()
+                raise _gone(req.describe(), err) from err
+            if not data:
+                self._drop()
+                raise _gone(req.describe())
+            reply = None
+            try:
+                packets = self._reader.feed(data)
+            except FrameError as err:
+                self._drop()
+                raise Disconnected(f"xenstored broke the framing during "
+                                   f"{req.describe()}: {err}") from err
+            for pkt in packets:
+                if pkt.op == Op.WATCH_EVENT:
+                    self._events.append(event(pkt))
+                elif pkt.req_id == req_id:
+                    reply = pkt
+                # else: the late reply to a request that timed out
+            if reply is not None:
+                return reply
+
+    @staticmethod
+    def _send_rest(sock: socket.socket, view: memoryview, deadline: float | None) -> None:
+        """:raise TimeoutError: the rest could not be sent by ``deadline``."""
+        while view:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 or not select.select([], [sock], [], left)[1]:
+                raise TimeoutError
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                continue
 
     # transactions
     def transaction(self) -> "ClientTransaction":
@@ -261,17 +278,15 @@ class XenstoreClient(ClientOperations, SyncDriver):
                     raise Disconnected("lost the connection to xenstored (and its watches)"
                                        " while waiting for a watch event")
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                sock.settimeout(left)
+                if not select.select([sock], [], [], left)[0]:
+                    return None
                 try:
                     data = sock.recv(65536)
-                except (TimeoutError, BlockingIOError):
-                    return None
+                except BlockingIOError:
+                    continue
                 except OSError as err:
                     self._drop()
                     raise _gone("a wait for watch events", err) from err
-                finally:
-                    if self._sock is sock:
-                        sock.settimeout(self.timeout)
                 if not data:
                     self._drop()
                     continue
@@ -296,8 +311,8 @@ class ClientTransaction(TransactionOperations, SyncDriver):
         self.client = client
         self.tx = tx
 
-    def _drive(self, gen: Gen[T], body: Callable[[int], Any] | None = None) -> T:
-        return self.client._drive(gen, body)
+    def _drive(self, op: Operation[T], body: Callable[[int], Any] | None = None) -> T:
+        return self.client._drive(op, body)
 
     def start(self) -> "ClientTransaction":
         self._start()
@@ -350,7 +365,7 @@ class AsyncXenstoreClient(ClientOperations, AsyncDriver):
         self.timeout = timeout
         self._transport: asyncio.Transport | None = None
         self._protocol: _AsyncProtocol | None = None
-        self._pending: dict[int, tuple[asyncio.Future[Packet], Request]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Packet], Request[Any]]] = {}
         self._req_id = 0
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
 
@@ -405,9 +420,13 @@ class AsyncXenstoreClient(ClientOperations, AsyncDriver):
             entry[0].set_exception(_no_reply(entry[1], self.timeout))
 
     # the driver
-    async def _drive(self, gen: Gen[T], body: Callable[[int], Awaitable[Any]] | None = None
-                     ) -> T:
+    async def _drive(self, op: Operation[T],
+                     body: Callable[[int], Awaitable[Any]] | None = None) -> T:
         """As ``XenstoreClient._drive``, awaiting each request and the body."""
+        if type(op) is Request:
+            return op.reply(await self._roundtrip(op))
+        assert not isinstance(op, Request)
+        gen = op
         reply: Any = None
         failure: BaseException | None = None
         while True:
@@ -427,7 +446,7 @@ class AsyncXenstoreClient(ClientOperations, AsyncDriver):
             except BaseException as err:  # noqa: BLE001 - handed to the operation
                 failure = err
 
-    async def _roundtrip(self, req: Request) -> Packet:
+    async def _roundtrip(self, req: Request[Any]) -> Packet:
         if self._transport is None:
             await self.connect()
         transport = self._transport
@@ -491,9 +510,9 @@ class AsyncClientTransaction(TransactionOperations, AsyncDriver):
         self.client = client
         self.tx = tx
 
-    async def _drive(self, gen: Gen[T], body: Callable[[int], Awaitable[Any]] | None = None
-                     ) -> T:
-        return await self.client._drive(gen, body)
+    async def _drive(self, op: Operation[T],
+                     body: Callable[[int], Awaitable[Any]] | None = None) -> T:
+        return await self.client._drive(op, body)
 
     async def start(self) -> "AsyncClientTransaction":
         await self._start()
@@ -508,6 +527,3 @@ class AsyncClientTransaction(TransactionOperations, AsyncDriver):
         else:
             await self.abort()
 
-
-#: Both clients and both transaction kinds get their operations from ``ops`` alone.
-OPERATION_CLASSES = (ClientOperations, NodeOperations, TransactionOperations)

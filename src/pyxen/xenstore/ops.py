@@ -1,14 +1,15 @@
 """The client side of every xenstore request, written once and run by two drivers.
 
 Spec: docs/misc/xenstore.txt (each request's payload and reply) and xs_wire.h.  An operation
-is a generator: it yields a ``Request`` (what to send, and what to name in an error) and is
-sent back the reply ``Packet``; it decodes the reply and returns the result, or raises the
-``errors`` class an ERROR reply names.  It never touches a socket, so the blocking
-``client.XenstoreClient`` and the asyncio ``client.AsyncXenstoreClient`` run the very same
-code: what differs between them is only how a request reaches xenstored (the driver's
-``_drive``).  This is the "sans-I/O" shape of h11 and of the qemu.qmp message layer.
+method returns what to do, never doing it: most return one ``Request`` (the bytes to send,
+what to name in an error, how to decode the reply); compound ones (a transaction's retry
+loop) are generators that yield Requests and are sent back each reply ``Packet``.  Nothing
+here touches a socket, so the blocking ``client.XenstoreClient`` and the asyncio
+``client.AsyncXenstoreClient`` run the very same code: what differs between them is only how
+a request reaches xenstored (the driver's ``_drive``).  This is the "sans-I/O" shape of h11
+and of the qemu.qmp message layer.
 
-``operation`` turns such a generator method into a method of whichever driver inherits it:
+``operation`` turns such a method into a method of whichever driver inherits it:
 on a blocking driver ``xs.read(p)`` returns bytes, on an asyncio driver it returns an
 awaitable of bytes (mypy sees both, through the overloads of ``operation.__get__``).
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, Generator, Generic,
                     NamedTuple, ParamSpec, Sequence, TypeVar, overload)
 
-from .errors import Conflict, NoEntry, XenstoreError, error_from_wire
+from .errors import Conflict, XenstoreError, error_from_wire
 from .wire import Op, Packet, split_strings
 
 if TYPE_CHECKING:
@@ -33,17 +34,42 @@ Value = bytes | str
 Event = tuple[str, str]
 
 
-class Request(NamedTuple):
-    """One request to send. ``what`` names its subject (a path, a domid) in errors."""
+_RAISE: Any = object()
 
-    op: Op
-    payload: bytes
-    tx: int
-    what: str
+
+class Request(Generic[T]):
+    """One request, and how to decode its reply: most operations are exactly one.
+
+    ``what`` names its subject (a path, a domid) in errors; ``parse`` turns the reply
+    payload into the result; ``missing``, when given, is the result of an ENOENT reply
+    (``get``'s default, ``exists``'s False) instead of raising ``NoEntry``.
+    """
+
+    __slots__ = ("op", "payload", "tx", "what", "parse", "missing")
+
+    def __init__(self, op: Op, payload: bytes, tx: int, what: str,
+                 parse: Callable[[bytes], T], missing: Any = _RAISE) -> None:
+        self.op = op
+        self.payload = payload
+        self.tx = tx
+        self.what = what
+        self.parse = parse
+        self.missing = missing
 
     def describe(self) -> str:
         """``READ /local/domain/1/name``: how timeouts and disconnects name the request."""
         return f"{self.op.name} {self.what}" if self.what else self.op.name
+
+    def reply(self, pkt: Packet) -> T:
+        """The decoded result; :raise XenstoreError: the class an ERROR reply names."""
+        if pkt.op == Op.ERROR:
+            name = pkt.payload.rstrip(b"\0").decode("ascii", "replace")
+            if name == "ENOENT" and self.missing is not _RAISE:
+                return self.missing  # type: ignore[no-any-return]
+            raise error_from_wire(name, self.what)
+        if pkt.op != self.op:
+            raise XenstoreError(f"reply type {pkt.op} to request {self.describe()}")
+        return self.parse(pkt.payload)
 
 
 class RunBody(NamedTuple):
@@ -52,9 +78,12 @@ class RunBody(NamedTuple):
     tx: int
 
 
-Effect = Request | RunBody
-#: An operation: yields Requests, is sent each reply Packet, returns the decoded result.
+Effect = Request[Any] | RunBody
+#: A compound operation: yields Requests (is sent each reply Packet) or RunBody (is sent
+#: the body's result), returns the result.
 Gen = Generator[Effect, Any, T]
+#: What an operation method returns: one request, or a generator of several.
+Operation = Request[T] | Gen[T]
 
 
 # --- payload building and reply decoding ------------------------------------------------------
@@ -79,13 +108,8 @@ def flag(reply: bytes) -> bool:
     return reply.rstrip(b"\0") == b"T"
 
 
-def check(pkt: Packet, req: Request) -> bytes:
-    """The reply payload; :raise XenstoreError: the class an ERROR reply names."""
-    if pkt.op == Op.ERROR:
-        raise error_from_wire(pkt.payload.rstrip(b"\0").decode("ascii", "replace"), req.what)
-    if pkt.op != req.op:
-        raise XenstoreError(f"reply type {pkt.op} to request {req.describe()}")
-    return pkt.payload
+def ok(reply: bytes) -> None:
+    """The reply of a request that answers "OK"."""
 
 
 def event(pkt: Packet) -> Event:
@@ -94,25 +118,17 @@ def event(pkt: Packet) -> Event:
     return parts[0].decode(), (parts[1].decode() if len(parts) > 1 else "")
 
 
-def call(op: Op, payload: bytes, tx: int, what: str, parse: Callable[[bytes], T]) -> Gen[T]:
-    """One request and its decoded reply."""
-    req = Request(op, payload, tx, what)
+def call(req: Request[T]) -> Gen[T]:
+    """One request inside a compound operation: ``x = yield from call(req)``."""
     pkt = yield req
-    return parse(check(pkt, req))
-
-
-def ack(op: Op, payload: bytes, tx: int, what: str) -> Gen[None]:
-    """A request whose reply is "OK"."""
-    req = Request(op, payload, tx, what)
-    pkt = yield req
-    check(pkt, req)
+    return req.reply(pkt)
 
 
 # --- the method descriptor --------------------------------------------------------------------
 class operation(Generic[P, T]):
     """Makes a generator method an operation of the driver it is looked up on."""
 
-    def __init__(self, fn: Callable[Concatenate[Any, P], Gen[T]]) -> None:
+    def __init__(self, fn: Callable[Concatenate[Any, P], Operation[T]]) -> None:
         self.fn = fn
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
@@ -147,6 +163,14 @@ def operation_names(cls: type) -> frozenset[str]:
 
 
 # --- operations on nodes: allowed inside a transaction ----------------------------------------
+def _start_request() -> Request[int]:
+    return Request(Op.TRANSACTION_START, b"\0", 0, "", lambda r: int(text(r)))
+
+
+def _end_request(tx: int, commit: bool) -> Request[None]:
+    return Request(Op.TRANSACTION_END, b"T\0" if commit else b"F\0", tx, "", ok)
+
+
 class NodeOperations:
     """READ, WRITE, MKDIR, RM, DIRECTORY, GET_PERMS, SET_PERMS and the helpers built on them.
 
@@ -155,57 +179,51 @@ class NodeOperations:
 
     tx: int = 0
 
-    def _tx(self, tx: int | None) -> int:
-        return self.tx if tx is None else tx
-
     @operation
-    def read(self, path: str, tx: int | None = None) -> Gen[bytes]:
+    def read(self, path: str, tx: int | None = None) -> Operation[bytes]:
         """:raise NoEntry: absent.  :raise PermissionDenied: not readable."""
-        return (yield from call(Op.READ, arg(path), self._tx(tx), path, bytes))
+        return Request(Op.READ, arg(path), self.tx if tx is None else tx, path, bytes)
 
     @operation
     def get(self, path: str, default: bytes | None = None,
-            tx: int | None = None) -> Gen[bytes | None]:
+            tx: int | None = None) -> Operation[bytes | None]:
         """``read`` that returns ``default`` for a missing node."""
-        try:
-            return (yield from call(Op.READ, arg(path), self._tx(tx), path, bytes))
-        except NoEntry:
-            return default
+        return Request(Op.READ, arg(path), self.tx if tx is None else tx, path, bytes,
+                       missing=default)
 
     @operation
-    def exists(self, path: str, tx: int | None = None) -> Gen[bool]:
-        try:
-            yield from call(Op.READ, arg(path), self._tx(tx), path, bytes)
-            return True
-        except NoEntry:
-            return False
+    def exists(self, path: str, tx: int | None = None) -> Operation[bool]:
+        return Request(Op.READ, arg(path), self.tx if tx is None else tx, path,
+                       lambda _: True, missing=False)
 
     @operation
-    def write(self, path: str, value: Value, tx: int | None = None) -> Gen[None]:
-        yield from ack(Op.WRITE, path.encode() + b"\0" + value_bytes(value), self._tx(tx), path)
+    def write(self, path: str, value: Value, tx: int | None = None) -> Operation[None]:
+        return Request(Op.WRITE, path.encode() + b"\0" + value_bytes(value),
+                       self.tx if tx is None else tx, path, ok)
 
     @operation
-    def mkdir(self, path: str, tx: int | None = None) -> Gen[None]:
-        yield from ack(Op.MKDIR, arg(path), self._tx(tx), path)
+    def mkdir(self, path: str, tx: int | None = None) -> Operation[None]:
+        return Request(Op.MKDIR, arg(path), self.tx if tx is None else tx, path, ok)
 
     @operation
-    def rm(self, path: str, tx: int | None = None) -> Gen[None]:
-        yield from ack(Op.RM, arg(path), self._tx(tx), path)
+    def rm(self, path: str, tx: int | None = None) -> Operation[None]:
+        return Request(Op.RM, arg(path), self.tx if tx is None else tx, path, ok)
 
     @operation
-    def directory(self, path: str, tx: int | None = None) -> Gen[list[str]]:
-        return (yield from call(Op.DIRECTORY, arg(path), self._tx(tx), path, strings))
+    def directory(self, path: str, tx: int | None = None) -> Operation[list[str]]:
+        return Request(Op.DIRECTORY, arg(path), self.tx if tx is None else tx, path, strings)
 
     ls = directory
 
     @operation
-    def get_perms(self, path: str, tx: int | None = None) -> Gen[list[str]]:
-        return (yield from call(Op.GET_PERMS, arg(path), self._tx(tx), path, strings))
+    def get_perms(self, path: str, tx: int | None = None) -> Operation[list[str]]:
+        return Request(Op.GET_PERMS, arg(path), self.tx if tx is None else tx, path, strings)
 
     @operation
-    def set_perms(self, path: str, perms: Sequence[str], tx: int | None = None) -> Gen[None]:
-        yield from ack(Op.SET_PERMS, arg(path) + b"".join(arg(p) for p in perms),
-                       self._tx(tx), path)
+    def set_perms(self, path: str, perms: Sequence[str],
+                  tx: int | None = None) -> Operation[None]:
+        return Request(Op.SET_PERMS, arg(path) + b"".join(arg(p) for p in perms),
+                       self.tx if tx is None else tx, path, ok)
 
 
 # --- operations of a connection ---------------------------------------------------------------
@@ -213,60 +231,59 @@ class ClientOperations(NodeOperations):
     """Node operations plus transactions, watches, domains and CONTROL."""
 
     @operation
-    def transaction_start(self) -> Gen[int]:
-        return (yield from call(Op.TRANSACTION_START, b"\0", 0, "", lambda r: int(text(r))))
+    def transaction_start(self) -> Operation[int]:
+        return _start_request()
 
     @operation
-    def transaction_end(self, tx: int, commit: bool = True) -> Gen[None]:
+    def transaction_end(self, tx: int, commit: bool = True) -> Operation[None]:
         """:raise Conflict: (EAGAIN) the transaction conflicted; nothing of it is visible."""
-        yield from ack(Op.TRANSACTION_END, b"T\0" if commit else b"F\0", tx, "")
+        return _end_request(tx, commit)
 
     @operation
-    def watch(self, path: str, token: str = "") -> Gen[None]:
+    def watch(self, path: str, token: str = "") -> Operation[None]:
         """Register; xenstored sends one initial event for it (read by ``wait_event``)."""
-        yield from ack(Op.WATCH, arg(path) + arg(token or path), 0, path)
+        return Request(Op.WATCH, arg(path) + arg(token or path), 0, path, ok)
 
     @operation
-    def unwatch(self, path: str, token: str = "") -> Gen[None]:
-        yield from ack(Op.UNWATCH, arg(path) + arg(token or path), 0, path)
+    def unwatch(self, path: str, token: str = "") -> Operation[None]:
+        return Request(Op.UNWATCH, arg(path) + arg(token or path), 0, path, ok)
 
     @operation
-    def reset_watches(self) -> Gen[None]:
-        yield from ack(Op.RESET_WATCHES, b"\0", 0, "")
+    def reset_watches(self) -> Operation[None]:
+        return Request(Op.RESET_WATCHES, b"\0", 0, "", ok)
 
     @operation
-    def introduce(self, domid: int, gfn: int = 0, evtchn: int = 1) -> Gen[None]:
+    def introduce(self, domid: int, gfn: int = 0, evtchn: int = 1) -> Operation[None]:
         """INTRODUCE: the store accepts the domain's own socket; fires @introduceDomain."""
-        yield from ack(Op.INTRODUCE, arg(domid) + arg(gfn) + arg(evtchn), 0, str(domid))
+        return Request(Op.INTRODUCE, arg(domid) + arg(gfn) + arg(evtchn), 0, str(domid), ok)
 
     @operation
-    def release(self, domid: int) -> Gen[None]:
+    def release(self, domid: int) -> Operation[None]:
         """RELEASE: closes the domain's connection; fires @releaseDomain."""
-        yield from ack(Op.RELEASE, arg(domid), 0, str(domid))
+        return Request(Op.RELEASE, arg(domid), 0, str(domid), ok)
 
     @operation
-    def resume(self, domid: int) -> Gen[None]:
+    def resume(self, domid: int) -> Operation[None]:
         """RESUME: the domain came back from suspend (xs_resume_domain)."""
-        yield from ack(Op.RESUME, arg(domid), 0, str(domid))
+        return Request(Op.RESUME, arg(domid), 0, str(domid), ok)
 
     @operation
-    def set_target(self, domid: int, target: int) -> Gen[None]:
+    def set_target(self, domid: int, target: int) -> Operation[None]:
         """SET_TARGET: ``domid`` (a stub domain) acts with ``target``'s rights."""
-        yield from ack(Op.SET_TARGET, arg(domid) + arg(target), 0, f"{domid} {target}")
+        return Request(Op.SET_TARGET, arg(domid) + arg(target), 0, f"{domid} {target}", ok)
 
     @operation
-    def get_domain_path(self, domid: int) -> Gen[str]:
-        return (yield from call(Op.GET_DOMAIN_PATH, arg(domid), 0, str(domid), text))
+    def get_domain_path(self, domid: int) -> Operation[str]:
+        return Request(Op.GET_DOMAIN_PATH, arg(domid), 0, str(domid), text)
 
     @operation
-    def is_domain_introduced(self, domid: int) -> Gen[bool]:
-        return (yield from call(Op.IS_DOMAIN_INTRODUCED, arg(domid), 0, str(domid), flag))
+    def is_domain_introduced(self, domid: int) -> Operation[bool]:
+        return Request(Op.IS_DOMAIN_INTRODUCED, arg(domid), 0, str(domid), flag)
 
     @operation
-    def control(self, *words: str) -> Gen[bytes]:
+    def control(self, *words: str) -> Operation[bytes]:
         """CONTROL (XS_DEBUG): ``control("quota")``; the reply's bytes."""
-        return (yield from call(Op.CONTROL, b"".join(arg(w) for w in words), 0,
-                                " ".join(words), bytes))
+        return Request(Op.CONTROL, b"".join(arg(w) for w in words), 0, " ".join(words), bytes)
 
 
 # --- transactions: the one retry loop ---------------------------------------------------------
@@ -275,7 +292,7 @@ def abort(tx: int) -> Gen[None]:
     with the connection anyway)."""
     if tx:
         try:
-            yield from ack(Op.TRANSACTION_END, b"F\0", tx, "")
+            yield from call(_end_request(tx, False))
         except (XenstoreError, OSError):
             pass
 
@@ -284,14 +301,14 @@ def transaction_loop(retries: int) -> Gen[Any]:
     """Start a transaction, run the body (``RunBody``), commit; redo on EAGAIN, as the
     xenstore-* tools and libxl do.  The body's exception aborts and propagates."""
     for _ in range(retries):
-        tx = yield from call(Op.TRANSACTION_START, b"\0", 0, "", lambda r: int(text(r)))
+        tx = yield from call(_start_request())
         try:
             result = yield RunBody(tx)
         except BaseException:
             yield from abort(tx)
             raise
         try:
-            yield from ack(Op.TRANSACTION_END, b"T\0", tx, "")
+            yield from call(_end_request(tx, True))
             return result
         except Conflict:
             continue
@@ -303,13 +320,13 @@ class TransactionOperations(NodeOperations):
 
     @operation
     def _start(self) -> Gen[None]:
-        self.tx = yield from call(Op.TRANSACTION_START, b"\0", 0, "", lambda r: int(text(r)))
+        self.tx = yield from call(_start_request())
 
     @operation
     def commit(self) -> Gen[None]:
         """:raise Conflict: (EAGAIN) nothing of the transaction is visible."""
         tx, self.tx = self.tx, 0
-        yield from ack(Op.TRANSACTION_END, b"T\0", tx, "")
+        yield from call(_end_request(tx, True))
 
     @operation
     def abort(self) -> Gen[None]:
