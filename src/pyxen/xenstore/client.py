@@ -87,14 +87,14 @@ def _gone(doing: str, err: OSError | None = None) -> Disconnected:
 
 # --- drivers: how an operation's requests reach xenstored -------------------------------------
 class SyncDriver:
-    """Runs ``ops`` generators with blocking I/O; operations on it return their result."""
+    """Runs ``ops`` operations with blocking I/O; operations on it return their result."""
 
     def _drive(self, op: Operation[T], body: Callable[[int], Any] | None = None) -> T:
         raise NotImplementedError
 
 
 class AsyncDriver:
-    """Runs ``ops`` generators on asyncio; operations on it return awaitables."""
+    """Runs ``ops`` operations on asyncio; operations on it return awaitables."""
 
     async def _drive(self, op: Operation[T],
                      body: Callable[[int], Awaitable[Any]] | None = None) -> T:

@@ -126,7 +126,8 @@ def call(req: Request[T]) -> Gen[T]:
 
 # --- the method descriptor --------------------------------------------------------------------
 class operation(Generic[P, T]):
-    """Makes a generator method an operation of the driver it is looked up on."""
+    """Makes a method that returns an ``Operation`` a method of the driver it is looked up
+    on: ``xs.read(p)`` is ``xs._drive(NodeOperations.read.fn(xs, p))``."""
 
     def __init__(self, fn: Callable[Concatenate[Any, P], Operation[T]]) -> None:
         self.fn = fn
