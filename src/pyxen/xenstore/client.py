@@ -380,6 +380,9 @@ class AsyncXenstoreClient(ClientOperations, AsyncDriver):
                 raise _unreachable(self.path, TimeoutError()) from err
             except OSError as err:
                 raise _unreachable(self.path, err) from err
+            if self._transport is not None:  # another task reconnected meanwhile
+                transport.close()
+                return self
             self._transport = transport  # type: ignore[assignment]
             self._protocol = protocol
         return self
