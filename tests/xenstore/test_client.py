@@ -331,3 +331,24 @@ def test_daemon_restart_reconnects_and_tells_the_watcher(daemon: DaemonProcess) 
         assert xs.read("/r") == b"1"
         with pytest.raises(NoEntry):
             xs.read("/r/none")
+
+
+def test_async_daemon_restart_reconnects_and_tells_the_watcher(daemon: DaemonProcess) -> None:
+    """The asyncio client behaves as the blocking one above; concurrent requests of many
+    tasks share its one connection."""
+    async def run() -> None:
+        async with AsyncXenstoreClient(daemon.socket, timeout=5) as xs:
+            await xs.write("/r", b"1")
+            await xs.watch("/r", "t")
+            assert await xs.wait_event(1) == ("/r", "t")
+            daemon.kill()
+            with pytest.raises(Disconnected):
+                await xs.wait_event(5)
+            with pytest.raises(Unreachable):
+                await xs.read("/r")
+            daemon.start()
+            values = await asyncio.gather(*(xs.read("/r") for _ in range(200)))
+            assert values == [b"1"] * 200
+            assert not xs._pending
+
+    asyncio.run(run())

@@ -368,23 +368,22 @@ class AsyncXenstoreClient(ClientOperations, AsyncDriver):
         self._pending: dict[int, tuple[asyncio.Future[Packet], Request[Any]]] = {}
         self._req_id = 0
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._connecting = asyncio.Lock()
 
     async def connect(self) -> "AsyncXenstoreClient":
         """:raise Unreachable: nothing listens at ``path`` (or it does not accept in time)."""
-        if self._transport is None:
-            loop = asyncio.get_running_loop()
-            try:
-                transport, protocol = await asyncio.wait_for(loop.create_unix_connection(
-                    lambda: _AsyncProtocol(self), str(self.path)), self.timeout)
-            except asyncio.TimeoutError as err:
-                raise _unreachable(self.path, TimeoutError()) from err
-            except OSError as err:
-                raise _unreachable(self.path, err) from err
-            if self._transport is not None:  # another task reconnected meanwhile
-                transport.close()
-                return self
-            self._transport = transport  # type: ignore[assignment]
-            self._protocol = protocol
+        async with self._connecting:  # tasks that find the connection gone share one new one
+            if self._transport is None:
+                loop = asyncio.get_running_loop()
+                try:
+                    transport, protocol = await asyncio.wait_for(loop.create_unix_connection(
+                        lambda: _AsyncProtocol(self), str(self.path)), self.timeout)
+                except asyncio.TimeoutError as err:
+                    raise _unreachable(self.path, TimeoutError()) from err
+                except OSError as err:
+                    raise _unreachable(self.path, err) from err
+                self._transport = transport  # type: ignore[assignment]
+                self._protocol = protocol
         return self
 
     async def close(self) -> None:
