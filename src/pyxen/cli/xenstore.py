@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..libxlu.domid import is_domid
 from ..xenstore.client import ClientTransaction, XenstoreClient, default_socket_path
-from ..xenstore.errors import Conflict, NoEntry, XenstoreError
+from ..xenstore.errors import NoEntry, XenstoreError
 
 COMMANDS = ("read", "write", "ls", "rm", "watch", "chmod", "exists", "list")
 
@@ -68,23 +68,27 @@ def unescape(text: str) -> bytes:
     return bytes(out)
 
 
+class _Failed(Exception):
+    """A command body reported failure: abort its transaction and exit with ``rc``."""
+
+    def __init__(self, rc: int) -> None:
+        super().__init__(rc)
+        self.rc = rc
+
+
 def _retrying(xs: XenstoreClient, body: Callable[[ClientTransaction], int]) -> int:
-    """Run ``body`` in a transaction; redo on EAGAIN; abort when it reports failure."""
-    while True:
-        t = ClientTransaction(xs).start()
-        try:
-            rc = body(t)
-        except BaseException:
-            t.abort()
-            raise
+    """Run ``body`` in a transaction (``xs.transact``: redone on EAGAIN); abort when it
+    reports failure."""
+    def run(t: ClientTransaction) -> int:
+        rc = body(t)
         if rc != 0:
-            t.abort()
-            return rc
-        try:
-            t.commit()
-            return 0
-        except Conflict:
-            continue
+            raise _Failed(rc)
+        return 0
+
+    try:
+        return xs.transact(run)
+    except _Failed as failed:
+        return failed.rc
 
 
 def cmd_read(xs: XenstoreClient, ns: argparse.Namespace) -> int:

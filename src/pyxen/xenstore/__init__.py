@@ -3,7 +3,9 @@
 Spec: xen/include/public/io/xs_wire.h and docs/misc/xenstore.txt.  Modules, one noun each:
 wire (codec), errors, perms, store (immutable tree), quota, transaction, connection,
 connections (registry + watch index), domains, persistence (journal), process (handler
-table), xenstored (daemon state), server (asyncio transports), config, client, access_log.
+table), xenstored (daemon state), server (asyncio transports, flow control), config,
+ops (every client request, defined once, sans-I/O), client (its blocking and asyncio
+drivers), access_log.
 Run the daemon with ``python -m pyxen.xenstore``.
 """
 

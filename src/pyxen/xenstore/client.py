@@ -1,9 +1,10 @@
 """pyxen's xenstore client library: a blocking client and an asyncio client.
 
 Spec: xen/include/public/io/xs_wire.h and docs/misc/xenstore.txt (the client side of the
-protocol, as libxenstore and pyxs speak it).  Both flavours send requests with increasing
-req_ids, keep watch events that arrive between replies, and raise the ``errors`` class named
-by an ERROR reply (``NoEntry`` for ENOENT, ``Conflict`` for EAGAIN, ...)::
+protocol, as libxenstore and pyxs speak it).  Every operation is defined once, in ``ops.py``
+(what to send, how to decode the reply); this module holds only the two drivers that carry
+requests to xenstored -- blocking sockets or asyncio -- so both clients offer the very same
+operations with the very same semantics::
 
     from pyxen.xenstore.client import XenstoreClient
     with XenstoreClient(paths.xenstored_socket) as xs:
@@ -15,11 +16,18 @@ by an ERROR reply (``NoEntry`` for ENOENT, ``Conflict`` for EAGAIN, ...)::
 
     async with AsyncXenstoreClient(paths.xenstored_socket) as xs:
         await xs.write("/a", b"1")
+        await xs.transact(body)                                      # async def body(t)
         async for path, token in xs.watch_events(): ...
 
 Paths are ``str`` (relative ones resolve under the caller's /local/domain/<id>); values are
-``bytes`` (a ``str`` is UTF-8 encoded).  A client object is for one thread / one task at a
-time; open several for concurrency (one connection each, like libxenstore handles).
+``bytes`` (a ``str`` is UTF-8 encoded).  Every request has a deadline (``timeout``, default
+``DEFAULT_TIMEOUT`` seconds, per client): past it ``NoReply`` names the request, e.g.
+``xenstored did not answer READ /local/domain/1/name within 10 s``.  A failed connect is
+``Unreachable``, a connection xenstored closed is ``Disconnected``; all three are OSErrors
+and XenstoreErrors.  After a disconnect the next request opens a fresh connection (without
+the old one's watches and transactions; ``wait_event`` raises ``Disconnected`` once so a
+watcher learns that).  A client object is for one thread at a time; the asyncio client may
+have many requests of one event loop outstanding at once.
 """
 
 from __future__ import annotations
@@ -32,17 +40,22 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Iterator, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
-from .errors import Conflict, NoEntry, XenstoreError, error_from_wire
-from .wire import HEADER, Op, Packet, PacketReader, encode, split_strings
+from .errors import Disconnected, NoReply, Unreachable
+from .ops import (ClientOperations, Event, Operation, Request, RunBody,
+                  TransactionOperations, event, transaction_loop)
+from .wire import HEADER, FrameError, Op, Packet, PacketReader, encode
 
 T = TypeVar("T")
-Value = bytes | str
-Event = tuple[str, str]
+
+#: Seconds a request may wait for its reply before ``NoReply``.
+DEFAULT_TIMEOUT = 10.0
+#: Replies are at most 4096 bytes; a larger limit only tolerates a peer that breaks that.
+_MAX_PAYLOAD = 1 << 20
 
 __all__ = ["XenstoreClient", "AsyncXenstoreClient", "ClientTransaction",
-           "AsyncClientTransaction", "default_socket_path"]
+           "AsyncClientTransaction", "default_socket_path", "DEFAULT_TIMEOUT"]
 
 
 def default_socket_path() -> Path:
@@ -54,61 +67,74 @@ def default_socket_path() -> Path:
     return Paths.from_env().xenstored_socket
 
 
-# --- payload building and reply parsing, shared by both flavours -------------------------------
-def _s(text: str | int) -> bytes:
-    return str(text).encode() + b"\0"
+def _unreachable(path: Path, err: OSError) -> Unreachable:
+    reason = err.strerror or str(err) or type(err).__name__
+    if isinstance(err, TimeoutError):
+        reason = "connect timed out"
+    return Unreachable(f"cannot reach xenstored at {path} ({reason}); is the host started? "
+                       f"(pyxen host start)", err.errno)
 
 
-def _v(value: Value) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)
+def _no_reply(req: Request[Any], timeout: float | None) -> NoReply:
+    return NoReply(f"xenstored did not answer {req.describe()} within {timeout:g} s")
 
 
-def _strings(reply: bytes) -> list[str]:
-    return [p.decode() for p in split_strings(reply)]
+def _gone(doing: str, err: OSError | None = None) -> Disconnected:
+    why = f" ({err.strerror or err})" if err is not None else ""
+    return Disconnected(f"xenstored closed the connection{why} during {doing}",
+                        err.errno if err is not None else None)
 
 
-def _check(pkt: Packet, op: int, path: str = "") -> bytes:
-    if pkt.op == Op.ERROR:
-        raise error_from_wire(pkt.payload.rstrip(b"\0").decode("ascii", "replace"), path)
-    if pkt.op != op:
-        raise XenstoreError(f"reply type {pkt.op} to request {op}")
-    return pkt.payload
+# --- drivers: how an operation's requests reach xenstored -------------------------------------
+class SyncDriver:
+    """Runs ``ops`` operations with blocking I/O; operations on it return their result."""
+
+    def _drive(self, op: Operation[T], body: Callable[[int], Any] | None = None) -> T:
+        raise NotImplementedError
 
 
-def _event(pkt: Packet) -> Event:
-    parts = split_strings(pkt.payload)
-    return parts[0].decode(), (parts[1].decode() if len(parts) > 1 else "")
+class AsyncDriver:
+    """Runs ``ops`` operations on asyncio; operations on it return awaitables."""
+
+    async def _drive(self, op: Operation[T],
+                     body: Callable[[int], Awaitable[Any]] | None = None) -> T:
+        raise NotImplementedError
 
 
 # --- blocking client --------------------------------------------------------------------------
-class XenstoreClient:
+class XenstoreClient(ClientOperations, SyncDriver):
     """A blocking connection to xenstored.
 
     :param path: the socket; default ``default_socket_path()``.
-    :param timeout: seconds to wait for a reply (None: forever).
+    :param timeout: seconds to wait for a connect or a reply (None: forever).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None,
-                 timeout: float | None = 30.0) -> None:
+                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.path = Path(path) if path is not None else default_socket_path()
         self.timeout = timeout
         self._sock: socket.socket | None = None
-        self._reader = PacketReader(max_payload=1 << 20)
+        self._reader = PacketReader(max_payload=_MAX_PAYLOAD)
         self._req_id = 0
         self._events: collections.deque[Event] = collections.deque()
         self._lock = threading.RLock()
+        #: A watcher must learn that its watches went with a lost connection.
+        self._lost = False
 
     # lifecycle
     def connect(self) -> "XenstoreClient":
-        """:raise OSError: nothing listens at ``path``."""
+        """:raise Unreachable: nothing listens at ``path`` (or it does not accept in time)."""
         if self._sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
             try:
                 sock.connect(str(self.path))
-            except OSError:
+            except OSError as err:
                 sock.close()
-                raise
+                raise _unreachable(self.path, err) from err
+            sock.setblocking(False)  # each request has its own deadline (_roundtrip)
             self._sock = sock
+            self._reader = PacketReader(max_payload=_MAX_PAYLOAD)
         return self
 
     def close(self) -> None:
@@ -116,145 +142,157 @@ class XenstoreClient:
             self._sock.close()
             self._sock = None
 
+    def _drop(self) -> None:
+        """The connection is unusable (EOF, reset, a half-sent request)."""
+        self.close()
+        self._lost = True
+
     def __enter__(self) -> "XenstoreClient":
         return self.connect()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # transport
-    def _recv_packets(self, timeout: float | None) -> list[Packet] | None:
-        """Packets from one recv (maybe none: a partial packet); None on timeout."""
-        sock = self._sock
-        if sock is None:
-            raise ConnectionError("not connected")
-        if timeout is not None:
-            ready, _, _ = select.select([sock], [], [], timeout)
-            if not ready:
-                return None
-        data = sock.recv(65536)
-        if not data:
-            self.close()
-            raise ConnectionResetError("xenstored closed the connection")
-        return self._reader.feed(data)
-
-    def request(self, op: Op, payload: bytes, tx: int = 0) -> Packet:
-        """Send one request and return its reply packet (events are kept for later)."""
+    # the driver
+    def _drive(self, op: Operation[T], body: Callable[[int], Any] | None = None) -> T:
+        """Run one operation: a Request goes to xenstored and its reply is decoded; a
+        generator has each Request it yields sent and each RunBody run by ``body``, and a
+        failure of either thrown into it (so ``transact`` aborts)."""
         with self._lock:
-            if self._sock is None:
-                self.connect()
-            assert self._sock is not None
-            self._req_id = (self._req_id + 1) & 0xFFFFFFFF
-            req_id = self._req_id
-            self._sock.sendall(HEADER.pack(op, req_id, tx, len(payload)) + payload)
+            if type(op) is Request:
+                return op.reply(self._roundtrip(op))
+            assert not isinstance(op, Request)
+            gen = op
+            reply: Any = None
+            failure: BaseException | None = None
             while True:
-                packets = self._recv_packets(self.timeout)
-                if packets is None:
-                    raise TimeoutError(f"no reply from xenstored in {self.timeout}s")
-                reply = None
-                for pkt in packets:
-                    if pkt.op == Op.WATCH_EVENT:
-                        self._events.append(_event(pkt))
-                    elif pkt.req_id == req_id:
-                        reply = pkt
-                if reply is not None:
-                    return reply
+                try:
+                    if failure is None:
+                        effect = gen.send(reply)
+                    else:
+                        effect, failure = gen.throw(failure), None
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                try:
+                    if type(effect) is Request:
+                        reply = self._roundtrip(effect)
+                    else:
+                        assert body is not None and isinstance(effect, RunBody)
+                        reply = body(effect.tx)
+                except BaseException as err:  # noqa: BLE001 - handed to the operation
+                    failure = err
 
-    def _call(self, op: Op, payload: bytes, tx: int, path: str,
-              parse: Callable[[bytes], T]) -> T:
-        return parse(_check(self.request(op, payload, tx), op, path))
+    def _roundtrip(self, req: Request[Any]) -> Packet:
+        """Send ``req`` and wait for its reply; watch events that come first are kept.
 
-    # node operations
-    def read(self, path: str, tx: int = 0) -> bytes:
-        """:raise NoEntry: absent.  :raise PermissionDenied: not readable."""
-        return self._call(Op.READ, _s(path), tx, path, bytes)
-
-    def get(self, path: str, default: bytes | None = None, tx: int = 0) -> bytes | None:
-        """``read`` that returns ``default`` for a missing node."""
+        The socket is non-blocking after connect: send, then select and recv, three
+        syscalls as before timeouts existed (a socket timeout would add a poll to each)."""
+        if self._sock is None:
+            self.connect()
+        sock = self._sock
+        assert sock is not None
+        self._req_id = req_id = (self._req_id + 1) & 0xFFFFFFFF
+        timeout = self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        data = HEADER.pack(req.op, req_id, req.tx, len(req.payload)) + req.payload
         try:
-            return self.read(path, tx)
-        except NoEntry:
-            return default
+            sent = sock.send(data)
+            if sent < len(data):  # xenstored is not reading us (stopped, or throttling)
+                self._send_rest(sock, memoryview(data)[sent:], deadline)
+        except TimeoutError:
+            self._drop()  # part of the request may be out: the stream is no longer framed
+            raise _no_reply(req, timeout) from None
+        except OSError as err:
+            self._drop()
+            raise _gone(req.describe(), err) from err
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 or not select.select([sock], [], [], left)[0]:
+                raise _no_reply(req, timeout)
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError as err:
+                self._drop()
+                raise _gone(req.describe(), err) from err
+            if not data:
+                self._drop()
+                raise _gone(req.describe())
+            reply = None
+            try:
+                packets = self._reader.feed(data)
+            except FrameError as err:
+                self._drop()
+                raise Disconnected(f"xenstored broke the framing during "
+                                   f"{req.describe()}: {err}") from err
+            for pkt in packets:
+                if pkt.op == Op.WATCH_EVENT:
+                    self._events.append(event(pkt))
+                elif pkt.req_id == req_id:
+                    reply = pkt
+                # else: the late reply to a request that timed out
+            if reply is not None:
+                return reply
 
-    def write(self, path: str, value: Value, tx: int = 0) -> None:
-        self._call(Op.WRITE, path.encode() + b"\0" + _v(value), tx, path, bytes)
-
-    def mkdir(self, path: str, tx: int = 0) -> None:
-        self._call(Op.MKDIR, _s(path), tx, path, bytes)
-
-    def rm(self, path: str, tx: int = 0) -> None:
-        self._call(Op.RM, _s(path), tx, path, bytes)
-
-    def directory(self, path: str, tx: int = 0) -> list[str]:
-        return self._call(Op.DIRECTORY, _s(path), tx, path, _strings)
-
-    ls = directory
-
-    def exists(self, path: str, tx: int = 0) -> bool:
-        try:
-            self.read(path, tx)
-            return True
-        except NoEntry:
-            return False
-
-    def get_perms(self, path: str, tx: int = 0) -> list[str]:
-        return self._call(Op.GET_PERMS, _s(path), tx, path, _strings)
-
-    def set_perms(self, path: str, perms: Sequence[str], tx: int = 0) -> None:
-        self._call(Op.SET_PERMS, _s(path) + b"".join(_s(p) for p in perms), tx, path, bytes)
+    @staticmethod
+    def _send_rest(sock: socket.socket, view: memoryview, deadline: float | None) -> None:
+        """:raise TimeoutError: the rest could not be sent by ``deadline``."""
+        while view:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 or not select.select([], [sock], [], left)[1]:
+                raise TimeoutError
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                continue
 
     # transactions
-    def transaction_start(self) -> int:
-        return self._call(Op.TRANSACTION_START, b"\0", 0, "", lambda r: int(r.rstrip(b"\0")))
-
-    def transaction_end(self, tx: int, commit: bool = True) -> None:
-        """:raise Conflict: (EAGAIN) the transaction conflicted; nothing of it is visible."""
-        self._call(Op.TRANSACTION_END, b"T\0" if commit else b"F\0", tx, "", bytes)
-
     def transaction(self) -> "ClientTransaction":
         """``with xs.transaction() as t: t.write(...)`` -- commits on normal exit (raises
         Conflict on EAGAIN), aborts on an exception.  Use ``transact`` to retry."""
         return ClientTransaction(self)
 
     def transact(self, body: Callable[["ClientTransaction"], T], retries: int = 100) -> T:
-        """Run ``body(t)`` in a transaction, redoing it on EAGAIN (as xenstore-* tools do)."""
-        for _ in range(retries):
-            t = ClientTransaction(self)
-            t.start()
-            try:
-                result = body(t)
-            except BaseException:
-                t.abort()
-                raise
-            try:
-                t.commit()
-                return result
-            except Conflict:
-                continue
-        raise Conflict(f"transaction still conflicting after {retries} attempts")
+        """Run ``body(t)`` in a transaction, redoing it on EAGAIN (``ops.transaction_loop``).
 
-    # watches
-    def watch(self, path: str, token: str = "") -> None:
-        """Register; xenstored sends one initial event for it (read by ``watch_events``)."""
-        self._call(Op.WATCH, _s(path) + _s(token or path), 0, path, bytes)
+        :raise Conflict: still conflicting after ``retries`` attempts.
+        """
+        result: T = self._drive(transaction_loop(retries),
+                                lambda tx: body(ClientTransaction(self, tx)))
+        return result
 
-    def unwatch(self, path: str, token: str = "") -> None:
-        self._call(Op.UNWATCH, _s(path) + _s(token or path), 0, path, bytes)
-
-    def reset_watches(self) -> None:
-        self._call(Op.RESET_WATCHES, b"\0", 0, "", bytes)
-
+    # watch events
     def wait_event(self, timeout: float | None = None) -> Event | None:
-        """The next (path, token) watch event, or None after ``timeout`` seconds."""
+        """The next (path, token) watch event, or None after ``timeout`` seconds (None:
+        wait for ever).
+
+        :raise Disconnected: the connection (and with it every watch) was lost.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while not self._events:
+                sock = self._sock
+                if sock is None or self._lost:
+                    self._lost = False
+                    raise Disconnected("lost the connection to xenstored (and its watches)"
+                                       " while waiting for a watch event")
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                for pkt in self._recv_packets(left) or ():
-                    if pkt.op == Op.WATCH_EVENT:
-                        self._events.append(_event(pkt))
-                if not self._events and deadline is not None and time.monotonic() >= deadline:
+                if not select.select([sock], [], [], left)[0]:
                     return None
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError as err:
+                    self._drop()
+                    raise _gone("a wait for watch events", err) from err
+                if not data:
+                    self._drop()
+                    continue
+                for pkt in self._reader.feed(data):
+                    if pkt.op == Op.WATCH_EVENT:
+                        self._events.append(event(pkt))
             return self._events.popleft()
 
     def watch_events(self, timeout: float | None = None) -> Iterator[Event]:
@@ -265,55 +303,20 @@ class XenstoreClient:
                 return
             yield ev
 
-    # domains
-    def introduce(self, domid: int, gfn: int = 0, evtchn: int = 1) -> None:
-        """INTRODUCE: the store accepts the domain's own socket; fires @introduceDomain."""
-        self._call(Op.INTRODUCE, _s(domid) + _s(gfn) + _s(evtchn), 0, "", bytes)
 
-    def release(self, domid: int) -> None:
-        """RELEASE: closes the domain's connection; fires @releaseDomain."""
-        self._call(Op.RELEASE, _s(domid), 0, "", bytes)
+class ClientTransaction(TransactionOperations, SyncDriver):
+    """Node operations bound to one transaction id of a ``XenstoreClient``."""
 
-    def resume(self, domid: int) -> None:
-        self._call(Op.RESUME, _s(domid), 0, "", bytes)
-
-    def set_target(self, domid: int, target: int) -> None:
-        self._call(Op.SET_TARGET, _s(domid) + _s(target), 0, "", bytes)
-
-    def get_domain_path(self, domid: int) -> str:
-        return self._call(Op.GET_DOMAIN_PATH, _s(domid), 0, "",
-                          lambda r: r.rstrip(b"\0").decode())
-
-    def is_domain_introduced(self, domid: int) -> bool:
-        return self._call(Op.IS_DOMAIN_INTRODUCED, _s(domid), 0, "",
-                          lambda r: r.rstrip(b"\0") == b"T")
-
-    def control(self, *words: str) -> bytes:
-        return self._call(Op.CONTROL, b"".join(_s(w) for w in words), 0, "", bytes)
-
-
-class ClientTransaction:
-    """Operations bound to one transaction id of a ``XenstoreClient``."""
-
-    def __init__(self, client: XenstoreClient) -> None:
+    def __init__(self, client: XenstoreClient, tx: int = 0) -> None:
         self.client = client
-        self.tx = 0
+        self.tx = tx
+
+    def _drive(self, op: Operation[T], body: Callable[[int], Any] | None = None) -> T:
+        return self.client._drive(op, body)
 
     def start(self) -> "ClientTransaction":
-        self.tx = self.client.transaction_start()
+        self._start()
         return self
-
-    def commit(self) -> None:
-        tx, self.tx = self.tx, 0
-        self.client.transaction_end(tx, True)
-
-    def abort(self) -> None:
-        tx, self.tx = self.tx, 0
-        if tx:
-            try:
-                self.client.transaction_end(tx, False)
-            except (XenstoreError, OSError):
-                pass
 
     def __enter__(self) -> "ClientTransaction":
         return self.start()
@@ -324,65 +327,63 @@ class ClientTransaction:
         else:
             self.abort()
 
-    def read(self, path: str) -> bytes:
-        return self.client.read(path, self.tx)
-
-    def get(self, path: str, default: bytes | None = None) -> bytes | None:
-        return self.client.get(path, default, self.tx)
-
-    def write(self, path: str, value: Value) -> None:
-        self.client.write(path, value, self.tx)
-
-    def mkdir(self, path: str) -> None:
-        self.client.mkdir(path, self.tx)
-
-    def rm(self, path: str) -> None:
-        self.client.rm(path, self.tx)
-
-    def directory(self, path: str) -> list[str]:
-        return self.client.directory(path, self.tx)
-
-    def exists(self, path: str) -> bool:
-        return self.client.exists(path, self.tx)
-
-    def get_perms(self, path: str) -> list[str]:
-        return self.client.get_perms(path, self.tx)
-
-    def set_perms(self, path: str, perms: Sequence[str]) -> None:
-        self.client.set_perms(path, perms, self.tx)
-
 
 # --- asyncio client ---------------------------------------------------------------------------
 class _AsyncProtocol(asyncio.Protocol):
     def __init__(self, owner: "AsyncXenstoreClient") -> None:
         self.owner = owner
-        self.reader = PacketReader(max_payload=1 << 20)
+        self.reader = PacketReader(max_payload=_MAX_PAYLOAD)
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        for pkt in self.reader.feed(data):
+        try:
+            packets = self.reader.feed(data)
+        except FrameError:  # not xenstored: the stream cannot be trusted any more
+            if isinstance(self.transport, asyncio.Transport):
+                self.transport.abort()
+            return
+        for pkt in packets:
             self.owner._dispatch(pkt)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._lost(exc)
+        self.owner._lost(self)
 
 
-class AsyncXenstoreClient:
+class AsyncXenstoreClient(ClientOperations, AsyncDriver):
     """An asyncio connection to xenstored; many requests may be outstanding at once,
-    replies are matched by req_id (``_pending[req_id]`` futures fail on disconnect)."""
+    replies are matched by req_id (``_pending[req_id]`` futures fail on disconnect).
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    :param timeout: seconds to wait for a connect or a reply (None: forever).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None,
+                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.path = Path(path) if path is not None else default_socket_path()
+        self.timeout = timeout
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, asyncio.Future[Packet]] = {}
+        self._protocol: _AsyncProtocol | None = None
+        self._pending: dict[int, tuple[asyncio.Future[Packet], Request[Any]]] = {}
         self._req_id = 0
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._closed = False
+        self._connecting = asyncio.Lock()
 
     async def connect(self) -> "AsyncXenstoreClient":
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_unix_connection(
-            lambda: _AsyncProtocol(self), str(self.path))
-        self._transport = transport  # type: ignore[assignment]
+        """:raise Unreachable: nothing listens at ``path`` (or it does not accept in time)."""
+        async with self._connecting:  # tasks that find the connection gone share one new one
+            if self._transport is None:
+                loop = asyncio.get_running_loop()
+                try:
+                    transport, protocol = await asyncio.wait_for(loop.create_unix_connection(
+                        lambda: _AsyncProtocol(self), str(self.path)), self.timeout)
+                except asyncio.TimeoutError as err:
+                    raise _unreachable(self.path, TimeoutError()) from err
+                except OSError as err:
+                    raise _unreachable(self.path, err) from err
+                self._transport = transport  # type: ignore[assignment]
+                self._protocol = protocol
         return self
 
     async def close(self) -> None:
@@ -398,169 +399,133 @@ class AsyncXenstoreClient:
 
     def _dispatch(self, pkt: Packet) -> None:
         if pkt.op == Op.WATCH_EVENT:
-            self._events.put_nowait(_event(pkt))
+            self._events.put_nowait(event(pkt))
             return
-        fut = self._pending.pop(pkt.req_id, None)
-        if fut is not None and not fut.done():
-            fut.set_result(pkt)
+        entry = self._pending.pop(pkt.req_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(pkt)
 
-    def _lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        for fut in self._pending.values():
+    def _lost(self, protocol: _AsyncProtocol) -> None:
+        if protocol is not self._protocol:
+            return  # an old connection, already replaced
+        self._transport = None
+        self._protocol = None
+        pending, self._pending = self._pending, {}
+        for fut, req in pending.values():
             if not fut.done():
-                fut.set_exception(ConnectionResetError("xenstored closed the connection"))
-        self._pending.clear()
+                fut.set_exception(_gone(req.describe()))
         self._events.put_nowait(None)
 
-    async def request(self, op: Op, payload: bytes, tx: int = 0) -> Packet:
+    def _expire(self, req_id: int) -> None:
+        entry = self._pending.pop(req_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(_no_reply(entry[1], self.timeout))
+
+    # the driver
+    async def _drive(self, op: Operation[T],
+                     body: Callable[[int], Awaitable[Any]] | None = None) -> T:
+        """As ``XenstoreClient._drive``, awaiting each request and the body."""
+        if type(op) is Request:
+            return op.reply(await self._roundtrip(op))
+        assert not isinstance(op, Request)
+        gen = op
+        reply: Any = None
+        failure: BaseException | None = None
+        while True:
+            try:
+                if failure is None:
+                    effect = gen.send(reply)
+                else:
+                    effect, failure = gen.throw(failure), None
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            try:
+                if type(effect) is Request:
+                    reply = await self._roundtrip(effect)
+                else:
+                    assert body is not None and isinstance(effect, RunBody)
+                    reply = await body(effect.tx)
+            except BaseException as err:  # noqa: BLE001 - handed to the operation
+                failure = err
+
+    async def _roundtrip(self, req: Request[Any]) -> Packet:
         if self._transport is None:
             await self.connect()
-        assert self._transport is not None
-        if self._closed:
-            raise ConnectionResetError("xenstored closed the connection")
-        self._req_id = (self._req_id + 1) & 0xFFFFFFFF
-        req_id = self._req_id
-        fut: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = fut
-        self._transport.write(encode(op, req_id, tx, payload))
-        return await fut
-
-    async def _call(self, op: Op, payload: bytes, tx: int, path: str,
-                    parse: Callable[[bytes], T]) -> T:
-        return parse(_check(await self.request(op, payload, tx), op, path))
-
-    async def read(self, path: str, tx: int = 0) -> bytes:
-        return await self._call(Op.READ, _s(path), tx, path, bytes)
-
-    async def get(self, path: str, default: bytes | None = None, tx: int = 0) -> bytes | None:
+        transport = self._transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        self._req_id = req_id = (self._req_id + 1) & 0xFFFFFFFF
+        fut: asyncio.Future[Packet] = loop.create_future()
+        self._pending[req_id] = (fut, req)
+        transport.write(encode(req.op, req_id, req.tx, req.payload))
+        timer = None if self.timeout is None else loop.call_later(
+            self.timeout, self._expire, req_id)
         try:
-            return await self.read(path, tx)
-        except NoEntry:
-            return default
+            return await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._pending.pop(req_id, None)  # cancelled: a late reply is dropped
 
-    async def write(self, path: str, value: Value, tx: int = 0) -> None:
-        await self._call(Op.WRITE, path.encode() + b"\0" + _v(value), tx, path, bytes)
-
-    async def mkdir(self, path: str, tx: int = 0) -> None:
-        await self._call(Op.MKDIR, _s(path), tx, path, bytes)
-
-    async def rm(self, path: str, tx: int = 0) -> None:
-        await self._call(Op.RM, _s(path), tx, path, bytes)
-
-    async def directory(self, path: str, tx: int = 0) -> list[str]:
-        return await self._call(Op.DIRECTORY, _s(path), tx, path, _strings)
-
-    async def exists(self, path: str, tx: int = 0) -> bool:
-        try:
-            await self.read(path, tx)
-            return True
-        except NoEntry:
-            return False
-
-    async def get_perms(self, path: str, tx: int = 0) -> list[str]:
-        return await self._call(Op.GET_PERMS, _s(path), tx, path, _strings)
-
-    async def set_perms(self, path: str, perms: Sequence[str], tx: int = 0) -> None:
-        await self._call(Op.SET_PERMS, _s(path) + b"".join(_s(p) for p in perms), tx, path,
-                         bytes)
-
-    async def transaction_start(self) -> int:
-        return await self._call(Op.TRANSACTION_START, b"\0", 0, "",
-                                lambda r: int(r.rstrip(b"\0")))
-
-    async def transaction_end(self, tx: int, commit: bool = True) -> None:
-        await self._call(Op.TRANSACTION_END, b"T\0" if commit else b"F\0", tx, "", bytes)
+    # transactions
+    def transaction(self) -> "AsyncClientTransaction":
+        """``async with xs.transaction() as t: await t.write(...)`` -- commits on normal
+        exit (raises Conflict on EAGAIN), aborts on an exception."""
+        return AsyncClientTransaction(self)
 
     async def transact(self, body: Callable[["AsyncClientTransaction"], Awaitable[T]],
                        retries: int = 100) -> T:
-        """Run ``await body(t)`` in a transaction, redoing it on EAGAIN."""
-        for _ in range(retries):
-            t = AsyncClientTransaction(self, await self.transaction_start())
-            try:
-                result = await body(t)
-            except BaseException:
-                try:
-                    await self.transaction_end(t.tx, False)
-                except (XenstoreError, OSError):
-                    pass
-                raise
-            try:
-                await self.transaction_end(t.tx, True)
-                return result
-            except Conflict:
-                continue
-        raise Conflict(f"transaction still conflicting after {retries} attempts")
+        """Run ``await body(t)`` in a transaction, redoing it on EAGAIN
+        (``ops.transaction_loop``, the same loop as the blocking client's)."""
+        result: T = await self._drive(transaction_loop(retries),
+                                      lambda tx: body(AsyncClientTransaction(self, tx)))
+        return result
 
-    async def watch(self, path: str, token: str = "") -> None:
-        await self._call(Op.WATCH, _s(path) + _s(token or path), 0, path, bytes)
-
-    async def unwatch(self, path: str, token: str = "") -> None:
-        await self._call(Op.UNWATCH, _s(path) + _s(token or path), 0, path, bytes)
-
-    async def reset_watches(self) -> None:
-        await self._call(Op.RESET_WATCHES, b"\0", 0, "", bytes)
-
+    # watch events
     async def wait_event(self, timeout: float | None = None) -> Event | None:
+        """The next (path, token) watch event, or None after ``timeout`` seconds.
+
+        :raise Disconnected: the connection (and with it every watch) was lost.
+        """
         try:
             ev = await asyncio.wait_for(self._events.get(), timeout)
         except asyncio.TimeoutError:
             return None
         if ev is None:
-            raise ConnectionResetError("xenstored closed the connection")
+            raise Disconnected("lost the connection to xenstored (and its watches) while "
+                               "waiting for a watch event")
         return ev
 
     async def watch_events(self, timeout: float | None = None) -> AsyncIterator[Event]:
+        """Yield (path, token) events; stops after ``timeout`` seconds without one."""
         while True:
             ev = await self.wait_event(timeout)
             if ev is None:
                 return
             yield ev
 
-    async def introduce(self, domid: int, gfn: int = 0, evtchn: int = 1) -> None:
-        await self._call(Op.INTRODUCE, _s(domid) + _s(gfn) + _s(evtchn), 0, "", bytes)
 
-    async def release(self, domid: int) -> None:
-        await self._call(Op.RELEASE, _s(domid), 0, "", bytes)
+class AsyncClientTransaction(TransactionOperations, AsyncDriver):
+    """Node operations bound to one transaction id of an ``AsyncXenstoreClient``."""
 
-    async def set_target(self, domid: int, target: int) -> None:
-        await self._call(Op.SET_TARGET, _s(domid) + _s(target), 0, "", bytes)
-
-    async def get_domain_path(self, domid: int) -> str:
-        return await self._call(Op.GET_DOMAIN_PATH, _s(domid), 0, "",
-                                lambda r: r.rstrip(b"\0").decode())
-
-    async def is_domain_introduced(self, domid: int) -> bool:
-        return await self._call(Op.IS_DOMAIN_INTRODUCED, _s(domid), 0, "",
-                                lambda r: r.rstrip(b"\0") == b"T")
-
-
-class AsyncClientTransaction:
-    """Operations bound to one transaction id of an ``AsyncXenstoreClient``."""
-
-    def __init__(self, client: AsyncXenstoreClient, tx: int) -> None:
+    def __init__(self, client: AsyncXenstoreClient, tx: int = 0) -> None:
         self.client = client
         self.tx = tx
 
-    async def read(self, path: str) -> bytes:
-        return await self.client.read(path, self.tx)
+    async def _drive(self, op: Operation[T],
+                     body: Callable[[int], Awaitable[Any]] | None = None) -> T:
+        return await self.client._drive(op, body)
 
-    async def get(self, path: str, default: bytes | None = None) -> bytes | None:
-        return await self.client.get(path, default, self.tx)
+    async def start(self) -> "AsyncClientTransaction":
+        await self._start()
+        return self
 
-    async def write(self, path: str, value: Value) -> None:
-        await self.client.write(path, value, self.tx)
+    async def __aenter__(self) -> "AsyncClientTransaction":
+        return await self.start()
 
-    async def mkdir(self, path: str) -> None:
-        await self.client.mkdir(path, self.tx)
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            await self.commit()
+        else:
+            await self.abort()
 
-    async def rm(self, path: str) -> None:
-        await self.client.rm(path, self.tx)
-
-    async def directory(self, path: str) -> list[str]:
-        return await self.client.directory(path, self.tx)
-
-    async def set_perms(self, path: str, perms: Sequence[str]) -> None:
-        await self.client.set_perms(path, perms, self.tx)
-
-    async def get_perms(self, path: str) -> list[str]:
-        return await self.client.get_perms(path, self.tx)

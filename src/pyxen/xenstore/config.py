@@ -35,6 +35,14 @@ class XenstoredConfig:
     #: ox maxwatchevents: events queued for a slow unprivileged reader before dropping,
     #: so a guest that never reads cannot make Dom0 buffer without bound.
     max_watch_events: int = 1024
+    #: Bytes of output (replies and events) one connection may have queued, unread by its
+    #: client, before xenstored stops reading that connection's requests; it reads again
+    #: once the queue drained to a quarter.  A client that pipelines requests and never
+    #: reads the replies is so throttled instead of growing the daemon's memory (C
+    #: xenstored's quota-outstanding, oxenstored's maxrequests).  Events are not throttled
+    #: by reading less: a privileged watcher that lets 16 times this pile up is
+    #: disconnected (it notices, where a dropped event would pass silently).
+    max_output: int = 1 << 20
     #: Mode of the Dom0 socket. 0666 lets non-root tools connect (pyxen runs unprivileged in
     #: labs); such clients are still Dom0-socket clients, exactly like C's socket peers.
     socket_mode: int = 0o666

@@ -50,14 +50,21 @@ class OutputGate:
 
 
 class Connection:
-    """Per-client state. ``write`` puts bytes on the transport; ``close`` drops it."""
+    """Per-client state. ``write`` puts bytes on the transport; ``close`` drops it.
+
+    ``queued`` is what the client has not read yet: the transport's buffer (``buffered``)
+    plus output held for the durability gate.  The server throttles requests on it, and
+    ``send_event`` bounds events by it.
+    """
 
     __slots__ = ("caller", "name", "transactions", "next_tid", "watches", "_write", "_close",
-                 "_gate", "_held", "log", "closed", "events_dropped", "_buffered")
+                 "_gate", "_held", "held_bytes", "log", "closed", "events_dropped",
+                 "_buffered", "on_release", "_abort")
 
     def __init__(self, caller: Caller, write: Callable[[bytes], None],
                  close: Callable[[], None] | None = None, gate: OutputGate | None = None,
-                 name: str = "", buffered: Callable[[], int] | None = None) -> None:
+                 name: str = "", buffered: Callable[[], int] | None = None,
+                 abort: Callable[[], None] | None = None) -> None:
         self.caller = caller
         self.name = name or f"dom{caller.domid}"
         self.transactions: dict[int, Transaction] = {}
@@ -65,12 +72,17 @@ class Connection:
         self.watches: dict[tuple[str, bytes], Watch] = {}
         self._write = write
         self._close = close
+        self._abort = abort
         self._gate = gate
         self._held: list[bytes] = []
+        self.held_bytes = 0
         self._buffered = buffered
         self.log = log.getChild(self.name)
         self.closed = False
         self.events_dropped = 0
+        #: Called after held output went to the transport (the server resumes a throttled
+        #: connection's requests from here).
+        self.on_release: Callable[[], None] | None = None
 
     @property
     def domid(self) -> int:
@@ -80,6 +92,10 @@ class Connection:
     def privileged(self) -> bool:
         return self.caller.privileged
 
+    def queued(self) -> int:
+        """Bytes sent to this client that it has not read yet (held ones included)."""
+        return self.held_bytes + (self._buffered() if self._buffered is not None else 0)
+
     def send(self, data: bytes) -> None:
         """Queue one whole message (never interleaved with another)."""
         gate = self._gate
@@ -87,22 +103,36 @@ class Connection:
             if not self._held:
                 gate.held.append(self)
             self._held.append(data)
+            self.held_bytes += len(data)
         elif not self.closed:
             self._write(data)
 
-    def send_event(self, path: str, token: bytes, max_queued: int) -> None:
-        """A WATCH_EVENT; an unprivileged reader that stops reading loses events rather
-        than making Dom0 buffer without bound (C drops stale ones, ox caps the queue)."""
-        if (not self.caller.privileged and self._buffered is not None
-                and self._buffered() > max_queued * 64):
-            self.events_dropped += 1
+    def send_event(self, path: str, token: bytes, max_events: int, max_output: int) -> None:
+        """A WATCH_EVENT, unless the client let too much pile up.  An unprivileged reader
+        loses events past ``max_events`` queued (64 bytes each, as ox caps the queue; C
+        drops them too), rather than making Dom0 buffer without bound.  A privileged one is
+        disconnected past 16 x ``max_output``: it relies on every event, and a closed
+        connection is something it notices (it re-registers and rescans)."""
+        if self.closed:
+            return
+        if not self.caller.privileged:
+            if self.queued() > max_events * 64:
+                self.events_dropped += 1
+                return
+        elif self.queued() > 16 * max_output:
+            self.log.warning("does not read its watch events (%d bytes queued): disconnecting",
+                             self.queued())
+            self.close(abort=True)
             return
         self.send(encode_watch_event(path, token))
 
     def release(self) -> None:
         held, self._held = self._held, []
+        self.held_bytes = 0
         if held and not self.closed:
             self._write(b"".join(held))
+        if self.on_release is not None and not self.closed:
+            self.on_release()
 
     def allocate_tid(self) -> int:
         tid = self.next_tid
@@ -111,9 +141,15 @@ class Connection:
         self.next_tid = (tid + 1) & 0xFFFFFFFF
         return tid
 
-    def close(self) -> None:
-        if self._close is not None and not self.closed:
-            self._close()
+    def close(self, abort: bool = False) -> None:
+        """Drop the connection; ``abort`` also discards what the client has not read (a
+        plain close would keep it until the client reads it)."""
+        if not self.closed:
+            self._held = []
+            self.held_bytes = 0
+            end = self._abort if abort and self._abort is not None else self._close
+            if end is not None:
+                end()
         self.closed = True
 
     def __repr__(self) -> str:

@@ -101,7 +101,7 @@ class Connections:
         index = self.index
         if not index:
             return
-        max_q = self.config.max_watch_events
+        max_q, max_out = self.config.max_watch_events, self.config.max_output
         for change in changes:
             path = change.path
             hits: list[tuple[Watch, str]] = []
@@ -129,7 +129,7 @@ class Connections:
                 if not conn.privileged and not self._visible(
                         conn, root, event_path, change.removed is not None):
                     continue
-                conn.send_event(self._report(watch, event_path), watch.token, max_q)
+                conn.send_event(self._report(watch, event_path), watch.token, max_q, max_out)
 
     def fire_special(self, name: str) -> None:
         """Fire ``@introduceDomain`` or ``@releaseDomain``."""
@@ -140,4 +140,5 @@ class Connections:
         for watch in list(lst):
             c = watch.conn.caller
             if c.privileged or rights(perms, c.domid, c.privileged, c.target) & READ:
-                watch.conn.send_event(name, watch.token, self.config.max_watch_events)
+                watch.conn.send_event(name, watch.token, self.config.max_watch_events,
+                                      self.config.max_output)

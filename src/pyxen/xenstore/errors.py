@@ -18,9 +18,18 @@ reply carries an error name, so callers on both sides branch on types, not strin
      +-- TooBig (E2BIG)                reply too large; too many watches (4.17)
      +-- NotPermitted (EPERM)          an unprivileged caller changing a node's owner
      +-- NotSupported (ENOSYS)         unknown or unsupported message type
+     +-- Unreachable (ConnectionError)   client: cannot connect to xenstored
+     +-- Disconnected (ConnectionResetError)  client: xenstored closed the connection
+     +-- NoReply (TimeoutError)        client: xenstored did not answer in time
+
+The last three never travel on the wire: the client library raises them for transport
+failures.  They are also ``OSError`` subclasses, so ``except OSError`` (a failed syscall, the
+daemon gone) and ``except XenstoreError`` (anything xenstore-related) both catch them.
 """
 
 from __future__ import annotations
+
+import errno as _errno
 
 
 class XenstoreError(Exception):
@@ -94,6 +103,38 @@ class NotPermitted(XenstoreError):
 
 class IOFailure(XenstoreError):
     wire = "EIO"
+
+
+class _TransportError(XenstoreError, OSError):
+    """Base of the client's transport errors: an OSError whose ``errno`` says what failed
+    and whose ``str`` is the whole one-line message."""
+
+    default_errno = _errno.EIO
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        OSError.__init__(self, errno if errno is not None else self.default_errno, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Unreachable(_TransportError, ConnectionError):
+    """``cannot reach xenstored at <socket> (<strerror>); is the host started?``"""
+
+    default_errno = _errno.ECONNREFUSED
+
+
+class Disconnected(_TransportError, ConnectionResetError):
+    """xenstored closed the connection (it died or dropped us) before answering."""
+
+    default_errno = _errno.ECONNRESET
+
+
+class NoReply(_TransportError, TimeoutError):
+    """``xenstored did not answer READ /path within 10 s``."""
+
+    default_errno = _errno.ETIMEDOUT
 
 
 _BY_WIRE: dict[str, type[XenstoreError]] = {

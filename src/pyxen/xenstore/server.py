@@ -15,6 +15,7 @@ with the number of idle connections.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -26,14 +27,23 @@ from .config import XenstoredConfig
 from .connection import Connection
 from .perms import DOM0, Caller
 from .process import process_packet
-from .wire import FrameError, PacketReader
+from .wire import FrameError, Packet, PacketReader
 from .xenstored import Xenstored
 
 log = logging.getLogger(__name__)
 
 
 class XenstoreProtocol(asyncio.Protocol):
-    """One connection's transport glue: bytes in -> packets -> process_packet."""
+    """One connection's transport glue: bytes in -> packets -> process_packet.
+
+    Flow control: while the client has more than ``config.max_output`` bytes of output
+    unread (the transport's buffer plus replies held for the durability gate), no request
+    of it is processed and its socket is not read (``pause_reading``), so a client that
+    pipelines requests without reading replies waits in its own send() instead of growing
+    the daemon's memory.  Requests already received wait in ``backlog`` (at most one read's
+    worth); processing resumes when the transport drained to a quarter (``resume_writing``)
+    or the gate released the held replies (``Connection.on_release``), in request order.
+    """
 
     def __init__(self, xs: Xenstored, caller: Caller, name: str) -> None:
         self.xs = xs
@@ -42,12 +52,19 @@ class XenstoreProtocol(asyncio.Protocol):
         self.reader = PacketReader()
         self.conn: Connection | None = None
         self.transport: asyncio.Transport | None = None
+        self.limit = xs.config.max_output
+        self.backlog: collections.deque[Packet] = collections.deque()
+        self.writing_paused = False
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        transport.set_write_buffer_limits(high=self.limit, low=self.limit // 4)
         self.conn = self.xs.connect(self.caller, transport.write, transport.close,
-                                    transport.get_write_buffer_size, self.name)
+                                    transport.get_write_buffer_size, self.name,
+                                    transport.abort)
+        self.conn.on_release = self._pump
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -58,17 +75,65 @@ class XenstoreProtocol(asyncio.Protocol):
             conn.log.warning("protocol violation, dropping connection: %s", err)
             self._drop()
             return
+        if self.backlog:
+            self.backlog.extend(packets)
+            self._pump()
+            return
         xs = self.xs
-        for pkt in packets:
+        limit = self.limit
+        for i, pkt in enumerate(packets):
             if conn.closed:
                 return
+            if self.writing_paused or conn.held_bytes > limit:
+                self.backlog.extend(packets[i:])
+                self._pause_reading()
+                return
             process_packet(xs, conn, pkt)
+        if conn.held_bytes > limit:
+            self._pause_reading()
+
+    def _pump(self) -> None:
+        """Process backlogged requests while the client's output is under the limit;
+        read its socket again once the backlog is empty and the output still under it."""
+        conn = self.conn
+        if conn is None:
+            return
+        backlog = self.backlog
+        while backlog:
+            if conn.closed:
+                backlog.clear()
+                return
+            if self.writing_paused or conn.held_bytes > self.limit:
+                self._pause_reading()
+                return
+            process_packet(self.xs, conn, backlog.popleft())
+        if self.reading_paused and not self.writing_paused \
+                and conn.held_bytes <= self.limit and not conn.closed:
+            self.reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None \
+                and not self.transport.is_closing():
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        """The transport holds more than ``limit`` unsent bytes: stop taking requests."""
+        self.writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._pump()
 
     def _drop(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.backlog.clear()
         if self.conn is not None:
             self.xs.disconnect(self.conn)
             self.conn = None

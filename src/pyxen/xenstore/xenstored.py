@@ -80,8 +80,9 @@ class Xenstored:
 
     def connect(self, caller: Caller, write: Callable[[bytes], None],
                 close: Callable[[], None] | None = None,
-                buffered: Callable[[], int] | None = None, name: str = "") -> Connection:
-        conn = Connection(caller, write, close, self.gate, name, buffered)
+                buffered: Callable[[], int] | None = None, name: str = "",
+                abort: Callable[[], None] | None = None) -> Connection:
+        conn = Connection(caller, write, close, self.gate, name, buffered, abort)
         self.connections.add(conn)
         conn.log.log(logging.DEBUG if caller.privileged else logging.INFO, "connected")
         return conn
