@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -98,7 +99,8 @@ def _ctrl() -> XenCtrl:
         xc.close()
         raise XenstoreUnavailable(
             err.errno or 0, f"cannot connect to xenstore at {paths.xenstored_socket} "
-            f"({err.strerror or err}); is the host started? (pyxen host start)") from err
+            f"({os.strerror(err.errno) if err.errno else err}); is the host started? "
+            "(pyxen host start)") from err
     return xc
 
 
