@@ -21,6 +21,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PYXEN_CACHE") or CACHE_ROOT)
 
 
+def pipe_fifos(base: Path) -> tuple[Path, Path]:
+    """(``<base>.in``, ``<base>.out``): the FIFOs of QEMU's ``pipe`` chardev at ``base``
+    (qemu: chardev/char-pipe.c)."""
+    return base.with_name(base.name + ".in"), base.with_name(base.name + ".out")
+
+
 @dataclass(frozen=True)
 class Paths:
     """The layout of one host's state folder."""
@@ -90,6 +96,18 @@ class Paths:
         xenconsoled. A FIFO keeps what the guest printed while xenconsoled is down, as Xen's
         console ring does, and stalls the guest's console when full instead of dropping."""
         return self.domain_run_dir(domid) / "console"
+
+    def console_fifos(self, domid: int) -> tuple[Path, Path]:
+        """(``<base>.in``, ``<base>.out``) of ``console_pipe``."""
+        return pipe_fifos(self.console_pipe(domid))
+
+    def qmp_socket(self, domid: int) -> Path:
+        """The domain's QEMU's QMP socket (only the hypervisor's device model talks there)."""
+        return self.domain_run_dir(domid) / "qmp.sock"
+
+    def device_socket(self, kind: str, domid: int, devid: int) -> Path:
+        """The vhost-user socket the backend daemon serves for one device (vbd, vif)."""
+        return self.backends_dir / f"{kind}-{domid}-{devid}.sock"
 
     @property
     def xenconsoled_socket(self) -> Path:

@@ -11,6 +11,7 @@ from pyxen.hypervisor.bootline import BootLine, BootLineError, Dom0Mem, parse_si
 from pyxen.hypervisor.domain import state_letters
 from pyxen.hypervisor.memory import MemoryPool
 from pyxen.hypervisor.qemu import BuildInfo, argv
+from pyxen.paths import Paths
 
 G = 1 << 30
 M = 1 << 20
@@ -68,12 +69,13 @@ def test_wire_round_trip_and_errors() -> None:
 
 def test_pv_guest_gets_no_emulated_devices() -> None:
     info = BuildInfo("g", "u-u-i-d", "pv", 128, 128, 1, 2, "/k", "/r", "quiet", "tcg")
-    a = argv("qemu-system-x86_64", info, Path("/run/d"))
+    a = argv("qemu-system-x86_64", info, Paths(Path("/r")), 7)
     assert a[a.index("-append") + 1] == "console=ttyS0 quiet"
     assert "-nodefaults" in a and "-S" in a and a[a.index("-vga") + 1] == "none"
     assert "memory-backend-memfd,id=mem,size=128M,share=on" in a
     assert a[a.index("-smp") + 1] == "1,maxcpus=2"
-    hvm = argv("q", BuildInfo("h", "u", "hvm", 64, 64, 1, 1, None, None, "", "kvm", vnc=True, vncdisplay=3), Path("/d"))
+    hvm = argv("q", BuildInfo("h", "u", "hvm", 64, 64, 1, 1, None, None, "", "kvm", vnc=True, vncdisplay=3),
+               Paths(Path("/r")), 7)
     assert hvm[hvm.index("-vnc") + 1] == "127.0.0.1:3" and hvm[hvm.index("-cpu") + 1] == "host"
 
 

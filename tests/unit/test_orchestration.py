@@ -17,6 +17,7 @@ import pytest
 from pyxen.hypervisor.client import XenCtrl
 from pyxen.hypervisor.domctl import CreateDomain
 from pyxen.hypervisor.errors import HypercallError, InvalidArgument
+from pyxen.paths import Paths
 from pyxen.testing.fakes import FakeDeviceModel, FakeHost
 from pyxen.toolstack import domain as libxl
 from pyxen.toolstack import hotplug, userdata, xsdomain
@@ -294,7 +295,7 @@ def test_virtio_net_under_tcg_has_msix_off(tmp_path: Path) -> None:
     """QEMU 7.2 virtio-net + vhost-user segfaults under TCG with MSI-X: pin vectors=0."""
     import asyncio
     for accel, vectors in (("tcg", 0), ("kvm", None)):
-        dm = FakeDeviceModel(1, tmp_path, lambda *a: None)
+        dm = FakeDeviceModel(1, Paths(tmp_path), lambda *a: None)
         asyncio.run(dm.add_vhost_user_nic(0, Path("/r/vif.sock"), "00:16:3e:00:00:01", accel))
         dev = [a for c, a in dm.commands if c == "device_add"][0]
         assert dev["driver"] == "virtio-net-pci" and dev.get("vectors") == vectors
@@ -302,7 +303,7 @@ def test_virtio_net_under_tcg_has_msix_off(tmp_path: Path) -> None:
 
 def test_refused_device_add_undoes_its_chardev(tmp_path: Path) -> None:
     import asyncio
-    dm = FakeDeviceModel(1, tmp_path, lambda *a: None)
+    dm = FakeDeviceModel(1, Paths(tmp_path), lambda *a: None)
     FakeDeviceModel.fail_on = {"device_add": "no"}
     try:
         with pytest.raises(HypercallError):

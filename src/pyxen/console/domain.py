@@ -23,6 +23,8 @@ import stat
 from pathlib import Path
 from typing import Callable
 
+from ..paths import pipe_fifos
+
 log = logging.getLogger(__name__)
 
 #: Bytes moved per splice; a burst is drained in a loop until the FIFO is empty.
@@ -39,9 +41,8 @@ class ConsoleGone(OSError):
     """The guest's side of the console is gone (QEMU exited or its FIFOs were removed)."""
 
 
-def fifo_pair(base: Path) -> tuple[Path, Path]:
-    """(``<base>.in``, ``<base>.out``): QEMU's ``pipe`` chardev names (qemu: chardev/char-pipe.c)."""
-    return base.with_name(base.name + ".in"), base.with_name(base.name + ".out")
+#: The FIFO names of a console (one definition, in paths.py).
+fifo_pair = pipe_fifos
 
 
 def fifo_identity(base: Path) -> tuple[int, int] | None:

@@ -42,8 +42,8 @@ HYPERCALLS: dict[str, Handler] = {}
 #: Called with (hv, domid) when a domain is destroyed: evtchn.py and gnttab.py close its ports
 #: and revoke its grants there.
 DESTROY_HOOKS: list[Callable[["Hypervisor", int], None]] = []
-#: Makes a domain's device model: (domid, run_dir, on_event) -> DeviceModel.
-DeviceModelFactory = Callable[[int, Path, Callable[[int, str, dict[str, Any]], None]], DeviceModel]
+#: Makes a domain's device model: (domid, paths, on_event) -> DeviceModel.
+DeviceModelFactory = Callable[[int, Paths, Callable[[int, str, dict[str, Any]], None]], DeviceModel]
 #: The connection a hypercall arrived on (set by server.py): builds are tied to it.
 CALLER: contextvars.ContextVar[object] = contextvars.ContextVar("CALLER", default=None)
 
@@ -130,7 +130,7 @@ class Hypervisor:
                 log.warning("d%d (%s): its device model is gone; forgetting the domain", dom.domid, dom.name)
                 self._forget(dom.domid)
                 continue
-            model = self.device_model(dom.domid, self.paths.domain_run_dir(dom.domid), self._on_event)
+            model = self.device_model(dom.domid, self.paths, self._on_event)
             try:
                 await model.adopt(dom.pid)
                 self.vcpu_tids[dom.domid] = await model.vcpu_threads()
@@ -278,7 +278,7 @@ class Hypervisor:
         dom = Domain(domid, req.name, req.uuid, req.type, req.max_vcpus, req.vcpus, req.memory_kb,
                      req.max_memkb, time.time(), accel=self.accel.accel, build=req.to_wire(),
                      cpu_weight=req.cpu_weight, cap=req.cap, building=True)
-        model = self.device_model(domid, self.paths.domain_run_dir(domid), self._on_event)
+        model = self.device_model(domid, self.paths, self._on_event)
         # Tracked before QEMU exists, so a destroy that races this create finds (and kills) it.
         self.domains[domid] = dom
         self.models[domid] = model

@@ -2,7 +2,7 @@
 
 QEMU runs the domain's vCPUs and holds its memory (a shared memfd, so Dom0 backends can map it
 as Xen's grant mappings do). It is started paused (-S) with its serial port on a FIFO pair that
-xenconsoled reads (see ``console_pipe``) and QMP on a socket; the verbs here map Xen's domctls
+xenconsoled reads (``Paths.console_pipe``) and QMP on a socket; the verbs here map Xen's domctls
 onto QMP through the ``qemu.qmp`` library: pause = stop, unpause = cont, destroy = quit. QEMU
 runs in its own session, so it outlives a restart of the hypervisor daemon, which re-adopts it
 by pid and QMP.
@@ -23,6 +23,7 @@ from typing import Any, Callable
 from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
+from ..paths import Paths
 from .errors import DeviceModelError
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class BuildInfo:
     extra_args: tuple[str, ...] = ()
 
 
-def argv(qemu: str, info: BuildInfo, run_dir: Path) -> list[str]:
+def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
     """The QEMU command line for a domain (pure: no I/O)."""
     # RAM is sized to static-max; a domain started with memory < maxmem is pre-ballooned down
     # to its target through the balloon device, as Xen's PoD/balloon start does.
@@ -78,9 +79,13 @@ def argv(qemu: str, info: BuildInfo, run_dir: Path) -> list[str]:
         "-smp", f"{info.vcpus},maxcpus={info.max_vcpus}", "-m", mem,
         "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
         "-nodefaults", "-no-user-config", "-no-shutdown", "-no-reboot", "-S",
-        "-chardev", f"pipe,id=console0,path={console_pipe(run_dir)}",
+        # The serial port is a FIFO pair xenconsoled reads (Paths.console_pipe). QEMU's pipe
+        # chardev opens both O_RDWR, so what the guest prints waits in ``.out`` while
+        # xenconsoled is down, and a full pipe makes the serial port retry on G_IO_OUT rather
+        # than drop bytes: Xen's console ring, as a FIFO.
+        "-chardev", f"pipe,id=console0,path={paths.console_pipe(domid)}",
         "-serial", "chardev:console0",
-        "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
+        "-qmp", f"unix:{paths.qmp_socket(domid)},server=on,wait=off",
         # The bus for the guest's own xenstore connection (a port named org.xenproject.xenstore,
         # plugged by the toolstack once xenstored has made the domain's socket).
         "-device", f"virtio-serial-pci,id={XENSTORE_BUS}",
@@ -99,24 +104,6 @@ def argv(qemu: str, info: BuildInfo, run_dir: Path) -> list[str]:
         if info.ramdisk:
             args += ["-initrd", info.ramdisk]
     return args + list(info.extra_args)
-
-
-def qmp_path(run_dir: Path) -> Path:
-    return run_dir / "qmp.sock"
-
-
-def console_pipe(run_dir: Path) -> Path:
-    """The base name of the serial port's FIFOs, ``<base>.in`` and ``<base>.out`` (equal to
-    ``Paths.console_pipe(domid)``). QEMU's ``pipe`` chardev opens both O_RDWR, so what the guest
-    prints waits in ``.out`` while xenconsoled is down, and a full pipe makes the serial port
-    retry on G_IO_OUT rather than drop bytes: Xen's console ring, as a FIFO."""
-    return run_dir / "console"
-
-
-def console_fifos(run_dir: Path) -> tuple[Path, Path]:
-    """(``<base>.in``, ``<base>.out``): what the guest is sent, what it prints."""
-    base = console_pipe(run_dir)
-    return base.with_name(base.name + ".in"), base.with_name(base.name + ".out")
 
 
 def pid_alive(pid: int) -> bool:
@@ -144,9 +131,10 @@ def is_our_qemu(pid: int, uuid: str) -> bool:
 class DeviceModel:
     """One domain's QEMU process and its QMP session."""
 
-    def __init__(self, domid: int, run_dir: Path, on_event: Callable[[int, str, dict[str, Any]], None]):
+    def __init__(self, domid: int, paths: Paths, on_event: Callable[[int, str, dict[str, Any]], None]):
         self.domid = domid
-        self.run_dir = run_dir
+        self.paths = paths
+        self.run_dir = paths.domain_run_dir(domid)
         self.pid: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QMPClient | None = None
@@ -156,11 +144,11 @@ class DeviceModel:
     async def start(self, qemu: str, info: BuildInfo, log_path: Path) -> int:
         """Exec QEMU paused and connect QMP; on any failure kill it and raise DeviceModelError."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (qmp_path(self.run_dir), *console_fifos(self.run_dir)):
+        for stale in (self.paths.qmp_socket(self.domid), *self.paths.console_fifos(self.domid)):
             stale.unlink(missing_ok=True)
-        for fifo in console_fifos(self.run_dir):  # QEMU's pipe chardev needs them at exec
+        for fifo in self.paths.console_fifos(self.domid):  # QEMU's pipe chardev needs them at exec
             os.mkfifo(fifo, 0o600)
-        cmd = argv(qemu, info, self.run_dir)
+        cmd = argv(qemu, info, self.paths, self.domid)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as logf:
             logf.write(("domain %d: %s\n" % (self.domid, " ".join(cmd))).encode())
@@ -177,7 +165,7 @@ class DeviceModel:
             if self.proc.poll() is not None:
                 raise DeviceModelError(f"device model exited at start: {_tail(log_path)}",
                                        "domctl.createdomain")
-            if qmp_path(self.run_dir).exists():
+            if self.paths.qmp_socket(self.domid).exists():
                 try:
                     await self.connect()
                     return self.pid
@@ -196,7 +184,7 @@ class DeviceModel:
     async def connect(self) -> None:
         qmp = QMPClient(f"dom{self.domid}")
         try:
-            await asyncio.wait_for(qmp.connect(str(qmp_path(self.run_dir))), QMP_TIMEOUT)
+            await asyncio.wait_for(qmp.connect(str(self.paths.qmp_socket(self.domid))), QMP_TIMEOUT)
         except asyncio.TimeoutError:
             raise DeviceModelError(f"domain {self.domid}: QEMU's QMP socket did not answer "
                                    f"within {QMP_TIMEOUT:g} s") from None
@@ -385,7 +373,7 @@ class DeviceModel:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 log.error("dom%d: QEMU pid %d would not die", self.domid, self.proc.pid)
-        for p in (qmp_path(self.run_dir), *console_fifos(self.run_dir)):
+        for p in (self.paths.qmp_socket(self.domid), *self.paths.console_fifos(self.domid)):
             p.unlink(missing_ok=True)
 
 

@@ -37,8 +37,8 @@ class FakeDeviceModel(DeviceModel):
     fail_on: ClassVar[dict[str, str]] = {}
     instances: ClassVar[list["FakeDeviceModel"]] = []
 
-    def __init__(self, domid: int, run_dir: Path, on_event: Callable[[int, str, dict[str, Any]], None]):
-        super().__init__(domid, run_dir, on_event)
+    def __init__(self, domid: int, paths: Paths, on_event: Callable[[int, str, dict[str, Any]], None]):
+        super().__init__(domid, paths, on_event)
         self.commands: list[tuple[str, dict[str, Any]]] = []
         self.status_name = "prelaunch"
         self.balloon_kb = 0
