@@ -253,11 +253,28 @@ class DeviceBackend:
             if raw is None:
                 continue
             try:
+                remote = int(raw)
                 self.ports.append(await self._call("event_channel_op.bind_interdomain", dom=0,
-                                                   remote_dom=self.domid, remote_port=int(raw),
+                                                   remote_dom=self.domid, remote_port=remote,
                                                    label=f"{self.kind}-{self.domid}-{self.devid}"))
             except (HypercallError, OSError, ValueError) as err:
-                self.log.error("cannot bind event channel %s: %s", raw.decode(errors="replace"), err)
+                port = await self._bound_port(remote) if isinstance(err, HypercallError) else None
+                if port is not None:
+                    self.ports.append(port)
+                else:
+                    self.log.error("cannot bind event channel %s: %s", raw.decode(errors="replace"), err)
+
+    async def _bound_port(self, remote: int) -> int | None:
+        """Dom0's port already bound to the frontend's ``remote`` port: a previous daemon (killed)
+        bound it, and its successor takes it over instead of leaking it."""
+        try:
+            st = await self._call("event_channel_op.status", dom=self.domid, port=remote)
+        except (HypercallError, OSError):
+            return None
+        if st.get("status") == "interdomain" and st.get("remote_dom") == 0 and st.get("remote_port"):
+            self.log.info("event channel %d: taking over Dom0's port %d", remote, st["remote_port"])
+            return int(st["remote_port"])
+        return None
 
     async def _unbind(self) -> None:
         ports, self.ports = self.ports, []
