@@ -432,3 +432,48 @@ async def _gone(env: Env, path: str) -> bool:
 
 async def _has(d: Running) -> bool:
     return ("vbd", DOMID, DEVID) in d.daemon.devices
+
+
+async def test_xenstored_restart_is_survived(monkeypatch: pytest.MonkeyPatch) -> None:
+    """xenstored killed with -9 and started again (its journal keeps the store): the daemon
+    connects again, watches again, and acts on what the store says afterwards."""
+    from pyxen.xenstore.testing import DaemonProcess
+    root = Path(tempfile.mkdtemp(prefix="pxr-", dir="/tmp"))
+    xsd = DaemonProcess(root)
+    paths = Paths.from_env(root)
+    paths.ensure()
+    await asyncio.to_thread(xsd.start)
+    hv = await StubHypervisor(paths.hypervisor_socket, (0, DOMID)).start()
+    client = AsyncXenstoreClient(paths.xenstored_socket)
+    d = backendd.BackendDaemon(paths)
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(d.run(stop))
+    try:
+        await client.connect()
+        img = root / "disk.img"
+        img.write_bytes(bytes(1 << 20))
+        for k, v in {"frontend": FE, "online": "1", "state": "1", "params": str(img)}.items():
+            await client.write(f"{BE}/{k}", v)
+        await until(lambda: _state_is(client, BE, b"2"))
+        await client.close()
+        await asyncio.to_thread(xsd.kill)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(xsd.start)
+        client = AsyncXenstoreClient(paths.xenstored_socket)
+        await client.connect()
+        assert await client.get(f"{BE}/state") == b"2"
+        await client.write(f"{BE}/online", "0")   # seen only through a watch made again
+        await until(lambda: _state_is(client, BE, b"6"), timeout=10)
+        assert not d.devices
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await client.close()
+        await hv.stop()
+        if xsd.alive():
+            await asyncio.to_thread(xsd.stop)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _state_is(client: AsyncXenstoreClient, be: str, value: bytes) -> bool:
+    return await client.get(f"{be}/state") == value
