@@ -477,3 +477,16 @@ async def test_xenstored_restart_is_survived(monkeypatch: pytest.MonkeyPatch) ->
 
 async def _state_is(client: AsyncXenstoreClient, be: str, value: bytes) -> bool:
     return await client.get(f"{be}/state") == value
+
+
+async def test_restart_after_a_death_removes_without_serving(env: Env) -> None:
+    """A domain that died while no daemon ran: its devices are removed at start, never served
+    again (no TAP or socket made for a dead domain)."""
+    await StubHypervisor(env.paths.hypervisor_socket, (0,)).start()
+    await env.device(state=4, fe_state=4)
+    d = await Running(env).start()
+    await until(lambda: _gone(env, BE))
+    assert env.states == []
+    assert not (env.paths.backends_dir / f"vbd-{DOMID}-{DEVID}.sock").exists()
+    assert not d.daemon.devices
+    await d.stop()

@@ -494,7 +494,11 @@ class BackendDaemon:
                 for kind in KINDS:
                     await self.xs.watch(f"{BACKEND_ROOT}/{kind}", f"backend-{kind}")
                 await self.xs.watch("@releaseDomain", RELEASE_TOKEN)
-                self._reap_wanted.set()
+                # Deaths first (also those while this daemon or xenstored was down), so a dead
+                # domain's devices are not served again; if the hypervisor does not answer,
+                # the reaper asks again.
+                if not await self.reap():
+                    self._reap_wanted.set()
                 await self.scan()
                 while True:
                     _path, token = await self._next_event()
