@@ -99,7 +99,8 @@ class Env:
         self.root = root
         self.paths = Paths.from_env(root)
         self.store = memory_daemon()
-        self.server = XenstoreServer(self.store, self.paths.xenstored_socket, self.paths.xenstored_dir / "domains")
+        self.server = XenstoreServer(self.store, self.paths.xenstored_socket,
+                                     self.paths.xenstored_dir / "domains")
         self.client = AsyncXenstoreClient(self.paths.xenstored_socket)
         #: (path, value) of every committed write to a ``state`` node, in commit order.
         self.states: list[tuple[str, int]] = []

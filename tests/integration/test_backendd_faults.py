@@ -36,11 +36,19 @@ def _links() -> set[str]:
     return set(os.listdir("/sys/class/net"))
 
 
+def _tap_gone(host: Host, tap: str) -> bool:
+    return not Path(f"/sys/class/net/{tap}").exists() and not list(host.paths.backends_dir.glob("tap-*"))
+
+
 def _kill_backendd(host: Host) -> None:
     pid = int(host.paths.pidfile("backendd").read_text())
     os.kill(pid, signal.SIGKILL)
-    _wait(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
-          10, "backendd gone")
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except (OSError, IndexError):
+            return True
+    _wait(gone, 10, "backendd gone")
 
 
 @pytest.fixture
@@ -95,8 +103,7 @@ def test_network_survives_backendd_kill9_and_destroy_removes_tap(
     log = host.paths.daemon_log("backendd").read_text()
     assert "taking over Dom0's port" in log and "cannot bind event channel" not in log, log
     host.xl("destroy", "pinged")
-    _wait(lambda: not Path(f"/sys/class/net/{tap}").exists() and not list(host.paths.backends_dir.glob("tap-*")),
-          15, f"{tap} and its marker removed by destroy")
+    _wait(lambda: _tap_gone(host, tap), 15, f"{tap} and its marker removed by destroy")
 
 
 def test_destroy_while_backendd_down_removes_tap_at_restart(
@@ -109,5 +116,4 @@ def test_destroy_while_backendd_down_removes_tap_at_restart(
     host.xl("destroy", "orphan")
     assert Path(f"/sys/class/net/{tap}").exists()  # nobody has removed it yet
     host.run("pyxen", "host", "start", check=True)
-    _wait(lambda: not Path(f"/sys/class/net/{tap}").exists() and not list(host.paths.backends_dir.glob("tap-*")),
-          15, f"{tap} and its marker removed by the restarted backendd")
+    _wait(lambda: _tap_gone(host, tap), 15, f"{tap} and its marker removed by the restarted backendd")

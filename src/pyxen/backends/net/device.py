@@ -35,7 +35,8 @@ def _ip(*args: str) -> None:
     try:
         done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=IP_TIMEOUT)
     except subprocess.TimeoutExpired as err:
-        raise NetDeviceError(errno.ETIMEDOUT, f"ip {' '.join(args)}: no answer in {IP_TIMEOUT:.0f} s") from err
+        raise NetDeviceError(errno.ETIMEDOUT,
+                             f"ip {' '.join(args)}: no answer in {IP_TIMEOUT:.0f} s") from err
     if done.returncode != 0:
         raise NetDeviceError(errno.EIO, f"ip {' '.join(args)}: {done.stderr.strip()}")
 
