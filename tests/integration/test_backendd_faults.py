@@ -117,3 +117,15 @@ def test_destroy_while_backendd_down_removes_tap_at_restart(
     assert Path(f"/sys/class/net/{tap}").exists()  # nobody has removed it yet
     host.run("pyxen", "host", "start", check=True)
     _wait(lambda: _tap_gone(host, tap), 15, f"{tap} and its marker removed by the restarted backendd")
+
+
+def test_host_stop_leaves_no_tap(host: Host, test_bridge: tuple[str, str | None]) -> None:
+    """``pyxen host stop`` destroys the guests and then stops backendd at once: the vifs removed
+    just before the stop still lose their (persistent) TAPs."""
+    br, _ns = test_bridge
+    domid = host.create("stopped", memory=96, extra_lines=f"vif = ['mac=00:16:3e:00:78:04,bridge={br}']\n")
+    tap = f"vif{domid}.0"
+    assert Path(f"/sys/class/net/{tap}").exists()
+    host.run("pyxen", "host", "stop", check=True)
+    assert not Path(f"/sys/class/net/{tap}").exists()
+    assert not list(host.paths.backends_dir.glob("tap-*"))

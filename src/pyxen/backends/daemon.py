@@ -66,8 +66,8 @@ HYPERCALL_TIMEOUT = 5.0
 REAP_RETRY = 5.0
 #: How long to wait before connecting to xenstored again after losing it (seconds).
 XENSTORE_RETRY = 0.5
-#: How long the final pass at shutdown may take (seconds).
-SHUTDOWN_TIMEOUT = 10.0
+#: How long the final pass at shutdown may take (seconds): well within `pyxen host stop`'s 10 s.
+SHUTDOWN_TIMEOUT = 5.0
 #: The watch tokens: backend directories (rescan) and domain death (reap).
 RELEASE_TOKEN = "release-domain"
 
