@@ -491,3 +491,23 @@ async def test_restart_after_a_death_removes_without_serving(env: Env) -> None:
     assert not (env.paths.backends_dir / f"vbd-{DOMID}-{DEVID}.sock").exists()
     assert not d.daemon.devices
     await d.stop()
+
+
+async def test_session_event_racing_close_does_not_reopen(env: Env) -> None:
+    """A driver-live event still being handled when the device is closed does not walk the
+    closed device back to InitWait or Connected."""
+    await StubHypervisor(env.paths.hypervisor_socket, (0, DOMID)).start()
+    await env.device()
+    d = await Running(env).start()
+    await until(lambda: _is(env, BE, 2))
+    b = d.backend()
+    b.server.session = LiveFlag(True)  # type: ignore[union-attr,assignment]
+    b.connected()
+    await asyncio.sleep(0)   # the event's task has started (it binds event channels first)
+    await b.close(remove=False)
+    await asyncio.sleep(0.5)
+    assert await env.state() == 6
+    walk = env.walk(f"{BE}/state")
+    assert walk[-1] == 6 and walk.count(6) == 1, walk
+    assert_valid_walk(walk, 1)
+    await d.stop()

@@ -151,6 +151,8 @@ class DeviceBackend:
         """Walk to ``target`` through allowed moves only (the shortest walk); stops early if
         the device's nodes are gone."""
         async with self._lock:
+            if self.closing and target != XenbusState.CLOSED:
+                return  # a session event that lost the race with close()
             for step in path_to(self.state, target):
                 if not await self.set_state(step):
                     return
@@ -316,9 +318,10 @@ class DeviceBackend:
         """Closing then Closed (the device was detached or its domain died) and remove what it
         made on the host; with ``remove`` (domain dead) delete the fe/be nodes too."""
         self.closing = True
-        await self._release(remove=True)
-        await self._unbind()
-        await self._unmap()
+        async with self._events:  # let a session event in progress finish first
+            await self._release(remove=True)
+            await self._unbind()
+            await self._unmap()
         with contextlib.suppress(NoEntry, ConnectionError):
             await self.move_to(XenbusState.CLOSED)
             if remove:
