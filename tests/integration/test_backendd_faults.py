@@ -20,7 +20,7 @@ from pyxen.xenstore.client import XenstoreClient
 
 pytestmark = pytest.mark.integration
 
-PREFIX = "169.254.78"
+PREFIX = "169.254.81"
 
 
 def _wait(pred: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
@@ -53,7 +53,7 @@ def _kill_backendd(host: Host) -> None:
 
 @pytest.fixture
 def test_bridge() -> Iterator[tuple[str, str | None]]:
-    """A bridge with Dom0's end (a veth) inside a fresh namespace at 169.254.78.100."""
+    """A bridge with Dom0's end (a veth) inside a fresh namespace at 169.254.81.100."""
     with link_local_bridge(dom0_ip=f"{PREFIX}.100", tag=f"f{os.getpid() % 10000}") as made:
         yield made
 
@@ -85,7 +85,7 @@ def test_network_survives_backendd_kill9_and_destroy_removes_tap(
     ip = f"{PREFIX}.2"
     script = f"ip link set eth0 up\nip addr add {ip}/16 dev eth0\necho net-up\n"
     domid = host.create("pinged", memory=128, script=script,
-                        extra_lines=f"vif = ['mac=00:16:3e:00:78:02,bridge={br}']\n")
+                        extra_lines=f"vif = ['mac=00:16:3e:00:81:02,bridge={br}']\n")
     host.wait_console("pinged")
     tap = f"vif{domid}.0"
     ifindex = Path(f"/sys/class/net/{tap}/ifindex").read_text()
@@ -109,7 +109,7 @@ def test_network_survives_backendd_kill9_and_destroy_removes_tap(
 def test_destroy_while_backendd_down_removes_tap_at_restart(
         host: Host, test_bridge: tuple[str, str | None]) -> None:
     br, _ns = test_bridge
-    domid = host.create("orphan", memory=96, extra_lines=f"vif = ['mac=00:16:3e:00:78:03,bridge={br}']\n")
+    domid = host.create("orphan", memory=96, extra_lines=f"vif = ['mac=00:16:3e:00:81:03,bridge={br}']\n")
     tap = f"vif{domid}.0"
     assert Path(f"/sys/class/net/{tap}").exists()
     _kill_backendd(host)
@@ -123,7 +123,7 @@ def test_host_stop_leaves_no_tap(host: Host, test_bridge: tuple[str, str | None]
     """``pyxen host stop`` destroys the guests and then stops backendd at once: the vifs removed
     just before the stop still lose their (persistent) TAPs."""
     br, _ns = test_bridge
-    domid = host.create("stopped", memory=96, extra_lines=f"vif = ['mac=00:16:3e:00:78:04,bridge={br}']\n")
+    domid = host.create("stopped", memory=96, extra_lines=f"vif = ['mac=00:16:3e:00:81:04,bridge={br}']\n")
     tap = f"vif{domid}.0"
     assert Path(f"/sys/class/net/{tap}").exists()
     host.run("pyxen", "host", "stop", check=True)
