@@ -511,3 +511,21 @@ async def test_session_event_racing_close_does_not_reopen(env: Env) -> None:
     assert walk[-1] == 6 and walk.count(6) == 1, walk
     assert_valid_walk(walk, 1)
     await d.stop()
+
+
+@pytest.mark.parametrize("keys,message", [
+    ({"vifname": "../../etc"}, "invalid vif name '../../etc'"),
+    ({"vifname": "a-name-longer-than-15"}, "invalid vif name 'a-name-longer-than-15'"),
+    ({"mtu": "９０００"}, "invalid mtu '９０００'"),
+])
+async def test_bad_vif_keys_fail_with_one_line(env: Env, keys: dict[str, str], message: str) -> None:
+    await StubHypervisor(env.paths.hypervisor_socket, (0, DOMID)).start()
+    be = f"/local/domain/0/backend/vif/{DOMID}/0"
+    for k, v in {"frontend": f"/local/domain/{DOMID}/device/vif/0", "online": "1", "state": "1",
+                 **keys}.items():
+        await env.client.write(f"{be}/{k}", v)
+    d = await Running(env).start()
+    await until(lambda: _is(env, be, 6))
+    assert (await env.client.read(f"{be}/hotplug-error")).decode() == message
+    assert not list(env.paths.backends_dir.glob("tap-*"))
+    await d.stop()

@@ -49,7 +49,7 @@ from .block.xenbus import make_block
 from .common.transport import VhostUserServer
 from .common.xenbus import FRONTEND_FOLLOWS, XenbusState, check_transition, parse_state, path_to
 from .net.device import NetDevice, remove_tap
-from .net.xenbus import make_net
+from .net.xenbus import make_net, tap_name
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,16 @@ class DeviceBackend:
         self.fe = await self.read("frontend")
         self.state = parse_state((await self.read("state", "1")).encode())
         self.fe_state = parse_state(await self.xs.get(f"{self.fe}/state") if self.fe else None)
-        self.device, keys = await MAKERS[self.kind](self)
+        # The marker goes first: a daemon killed just after making the TAP leaves it recorded.
+        marker = self.daemon.tap_marker(await tap_name(self)) if self.kind == "vif" else None
+        if marker is not None:
+            marker.touch()
+        try:
+            self.device, keys = await MAKERS[self.kind](self)
+        except BaseException:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+            raise
         try:
             async def publish(t: AsyncClientTransaction) -> None:
                 if await t.get(self.be) is None:
@@ -181,8 +190,6 @@ class DeviceBackend:
         except BaseException:
             await self._release(remove=True)
             raise
-        if isinstance(self.device, NetDevice):
-            self.daemon.tap_marker(self.device.ifname).touch()
         if self.state == XenbusState.CONNECTED:
             self.log.info("serving again, Connected")
         else:

@@ -5,10 +5,11 @@ hotplug-status)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 
 from ..common.xenbus import BackendNode
 from . import DEFAULT_BRIDGE, DEFAULT_MTU
-from .device import NetDevice, NetDeviceError, open_tap
+from .device import NetDevice, NetDeviceError, open_tap, valid_ifname
 
 
 def vif_name(domid: int, devid: int) -> str:
@@ -16,14 +17,25 @@ def vif_name(domid: int, devid: int) -> str:
     return f"vif{domid}.{devid}"
 
 
+async def tap_name(be: BackendNode) -> str:
+    """The vif's backend interface: ``vifname`` if the config gave one, else Xen's name.
+
+    :raise NetDeviceError: not a name Linux accepts for an interface.
+    """
+    name = await be.read("vifname") or vif_name(be.domid, be.devid)
+    if not valid_ifname(name):
+        raise NetDeviceError(errno.EINVAL, f"invalid vif name '{name}'")
+    return name
+
+
 async def make_net(be: BackendNode) -> tuple[NetDevice, dict[str, str]]:
     """:raise NetDeviceError: no TAP (not root), a bridge that does not exist ("Could not find
     bridge device <name>", as vif-bridge says), a bad mtu."""
     bridge = await be.read("bridge", DEFAULT_BRIDGE)
-    ifname = await be.read("vifname") or vif_name(be.domid, be.devid)
+    ifname = await tap_name(be)
     raw_mtu = await be.read("mtu", str(DEFAULT_MTU))
     if not raw_mtu.isascii() or not raw_mtu.isdigit() or not 68 <= int(raw_mtu) <= 65535:
-        raise NetDeviceError(22, f"invalid mtu '{raw_mtu}'")
+        raise NetDeviceError(errno.EINVAL, f"invalid mtu '{raw_mtu}'")
     fd = await asyncio.to_thread(open_tap, ifname, bridge, int(raw_mtu))
     device = NetDevice(f"vif-{be.domid}-{be.devid}", fd, ifname)
     keys = {"feature-sg": "0", "feature-gso-tcpv4": "0", "feature-gso-tcpv6": "0",
