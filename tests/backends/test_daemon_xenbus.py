@@ -529,3 +529,18 @@ async def test_bad_vif_keys_fail_with_one_line(env: Env, keys: dict[str, str], m
     assert (await env.client.read(f"{be}/hotplug-error")).decode() == message
     assert not list(env.paths.backends_dir.glob("tap-*"))
     await d.stop()
+
+
+async def test_detached_while_down_is_closed_at_start(env: Env) -> None:
+    """online=0 written while no daemon ran, the device still Connected: the next daemon walks it
+    to Closed without serving it."""
+    await StubHypervisor(env.paths.hypervisor_socket, (0, DOMID)).start()
+    await env.device(state=4, fe_state=4, online="0")
+    d = await Running(env).start()
+    await until(lambda: _is(env, BE, 6))
+    assert env.walk(f"{BE}/state") == [5, 6] and env.walk(f"{FE}/state") == [5, 6]
+    assert not d.daemon.devices
+    assert not (env.paths.backends_dir / f"vbd-{DOMID}-{DEVID}.sock").exists()
+    await asyncio.sleep(0.3)
+    assert env.walk(f"{BE}/state") == [5, 6]   # its own writes do not start it again
+    await d.stop()

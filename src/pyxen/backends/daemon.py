@@ -158,15 +158,19 @@ class DeviceBackend:
                     return
 
     # ---- life cycle ---------------------------------------------------------------------
+    async def load(self) -> None:
+        """Read the device's frontend path and both states as the store has them."""
+        self.fe = await self.read("frontend")
+        self.state = parse_state((await self.read("state", "1")).encode())
+        self.fe_state = parse_state(await self.xs.get(f"{self.fe}/state") if self.fe else None)
+
     async def start(self) -> None:
         """Open the target, publish the keys, listen, go to InitWait (a device a previous
         daemon left Connected stays Connected: its frontend is live and QEMU comes back).
 
         :raise OSError: the target cannot be served (its message is the hotplug-error).
         """
-        self.fe = await self.read("frontend")
-        self.state = parse_state((await self.read("state", "1")).encode())
-        self.fe_state = parse_state(await self.xs.get(f"{self.fe}/state") if self.fe else None)
+        await self.load()
         # The marker goes first: a daemon killed just after making the TAP leaves it recorded.
         marker = self.daemon.tap_marker(await tap_name(self)) if self.kind == "vif" else None
         if marker is not None:
@@ -389,6 +393,7 @@ class BackendDaemon:
         and those the toolstack takes offline (``online=0``, as libxl's device removal does)."""
         async with self._scan_lock:
             present: set[tuple[str, int, int]] = set()
+            offline: set[tuple[str, int, int]] = set()
             for kind in KINDS:
                 for dom_name in await self._ls(f"{BACKEND_ROOT}/{kind}"):
                     for dev_name in await self._ls(f"{BACKEND_ROOT}/{kind}/{dom_name}"):
@@ -398,6 +403,7 @@ class BackendDaemon:
                         key = (kind, int(dom_name), int(dev_name))
                         be = f"{BACKEND_ROOT}/{kind}/{dom_name}/{dev_name}"
                         if await self.xs.get(f"{be}/online") == b"0":
+                            offline.add(key)
                             continue
                         if key not in self.devices and await self.xs.get(f"{be}/hotplug-status") == b"error":
                             self.failed.add(key)  # failed before (maybe by a previous daemon)
@@ -406,6 +412,8 @@ class BackendDaemon:
             for key in list(self.devices):
                 if key not in present:
                     await self.devices.pop(key).close(remove=False)
+            for key in sorted(offline - set(self.devices)):
+                await self._close_unserved(key)
             for key in sorted(present - set(self.devices) - self.failed):
                 backend = DeviceBackend(self, *key)
                 try:
@@ -419,6 +427,15 @@ class BackendDaemon:
             if not self._swept:
                 self._swept = True
                 await self._sweep_taps()
+
+    async def _close_unserved(self, key: tuple[str, int, int]) -> None:
+        """A device the toolstack took offline while no daemon served it (this one was down):
+        walk it to Closed all the same, as the toolstack waits for that."""
+        backend = DeviceBackend(self, *key)
+        await backend.load()
+        if backend.state not in (XenbusState.CLOSED, XenbusState.UNKNOWN):
+            backend.closing = True
+            await backend.move_to(XenbusState.CLOSED)
 
     async def _sweep_taps(self) -> None:
         """Remove the persistent TAPs a previous daemon made for vifs that are no longer
