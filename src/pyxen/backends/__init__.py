@@ -1,2 +1,16 @@
 """Dom0's split-driver backends: blkback and netback, served to the guests' virtio frontends
-over vhost-user, driven by the xenstore backend directories (ARCHITECTURE.md)."""
+over vhost-user, driven by the xenstore backend directories (ARCHITECTURE.md).
+
+Imports run one way: ``daemon`` -> ``{block,net}.xenbus`` (each device type's xenbus side) ->
+``common.xenbus`` (XenbusState, the transition table); nothing here imports the toolstack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def socket_path(backends_dir: Path, kind: str, domid: int, devid: int) -> Path:
+    """The vhost-user socket the backend daemon serves for one device (the device model
+    connects to it)."""
+    return backends_dir / f"{kind}-{domid}-{devid}.sock"

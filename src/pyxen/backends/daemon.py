@@ -3,18 +3,27 @@
 It watches ``/local/domain/0/backend/vbd`` and ``/local/domain/0/backend/vif``. For each device
 the toolstack writes there it opens the target (image or bridge port), serves a vhost-user
 socket and moves the backend ``state`` through XenbusState (docs/xl.md 3.2, 3.3): InitWait when
-the socket listens, Connected when the guest driver is live, Closing/Closed on detach
-(``online=0`` or ``state=5``) or domain death. It publishes Xen's backend keys (sectors, info,
-mode, feature-*) and, because the guest's virtio driver does not speak xenbus, writes the
-frontend's ``state`` for it.
+the socket listens, Connected when the guest driver is live, Closing -> Closed -> InitWait when
+the driver goes away while the device stays, Closing -> Closed on detach (``online=0``) or domain
+death. Every move is one of common/xenbus.py's table; the daemon names the state it wants and
+walks there. It publishes Xen's backend keys (sectors, info, mode, feature-*) and, because the
+guest's virtio driver does not speak xenbus, writes the frontend's ``state`` for it.
+
+Domain death: as Xen's backends learn it from xenstored, the daemon watches ``@releaseDomain``;
+on each event (and at start, to catch deaths while it was down) it asks the hypervisor for the
+domain list and closes and removes the devices of domains that are gone. Each hypercall has a
+short timeout; a hypervisor that does not answer (being restarted) is asked again on the next
+event and every ``REAP_RETRY`` seconds until it does.
 
 Before it maps a guest's memory it maps the device's grant in the hypervisor (gnttab), naming
 the QEMU process that offered the memory; when the rings start it binds the frontend's event
 channels (evtchn). A refused grant drops the connection: a backend maps only the memory of
 domains whose devices it serves.
 
-Restart safety: all state is in xenstore; a restarted daemon re-serves every device it finds and
-QEMU (``reconnect=1``) comes back to it, so guest I/O stalls and then resumes.
+Restart safety: all state is in xenstore, and a vif's TAP is persistent; a restarted daemon
+re-serves every device it finds (a Connected one stays Connected), attaches to the same TAPs, and
+QEMU (``reconnect=1``) comes back to it, so guest I/O and network stall and then resume. A lost
+xenstored connection (xenstored restarted) is made again and the store scanned anew.
 """
 
 from __future__ import annotations
@@ -27,28 +36,53 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
 from ..paths import Paths
-from ..toolstack.devices import socket_path
-from ..xenstore.client import AsyncXenstoreClient
-from ..xenstore.errors import NoEntry
-from .common.transport import VhostUserServer, VirtioDevice
-from .common.xenbus import XenbusState, check_transition, parse_state
+from ..xenstore.client import AsyncClientTransaction, AsyncXenstoreClient
+from ..xenstore.errors import NoEntry, XenstoreError
+from . import socket_path
+from .block.device import BlockDevice
+from .block.xenbus import make_block
+from .common.transport import VhostUserServer
+from .common.xenbus import FRONTEND_FOLLOWS, XenbusState, check_transition, parse_state, path_to
+from .net.device import NetDevice, remove_tap
+from .net.xenbus import make_net, tap_name
 
 log = logging.getLogger(__name__)
 
-KINDS = ("vbd", "vif")
+Device = BlockDevice | NetDevice
+#: Each device type's xenbus side: reads the backend keys, opens what they name, returns the
+#: device and the keys to publish. :raise OSError: with the one-line message for hotplug-error.
+MAKERS: dict[str, Callable[["DeviceBackend"], Awaitable[tuple[Device, dict[str, str]]]]] = {
+    "vbd": make_block, "vif": make_net}
+KINDS = tuple(MAKERS)
 BACKEND_ROOT = "/local/domain/0/backend"
-#: How often dead domains are looked for (their devices closed and removed), in seconds.
-REAP_INTERVAL = 1.0
+#: How long one hypercall may take before it counts as failed (seconds).
+HYPERCALL_TIMEOUT = 5.0
+#: While the hypervisor does not answer, how often the domain list is asked for again (seconds).
+REAP_RETRY = 5.0
+#: How long to wait before connecting to xenstored again after losing it (seconds).
+XENSTORE_RETRY = 0.5
+#: How long the final pass at shutdown may take (seconds): well within `pyxen host stop`'s 10 s.
+SHUTDOWN_TIMEOUT = 5.0
+#: The watch tokens: backend directories (rescan) and domain death (reap).
+RELEASE_TOKEN = "release-domain"
 
 
 def hypercall(paths: Paths, op: str, **args: Any) -> Any:
-    with XenCtrl(paths.hypervisor_socket, timeout=30) as xc:
+    """One hypercall, with HYPERCALL_TIMEOUT. :raise HypercallError, OSError:"""
+    with XenCtrl(paths.hypervisor_socket, timeout=HYPERCALL_TIMEOUT) as xc:
         return xc.call(op, **args)
+
+
+def hotplug_message(err: BaseException) -> str:
+    """The one line a failed device shows in ``hotplug-error`` (no ``[Errno N]`` prefix)."""
+    if isinstance(err, OSError) and err.strerror:
+        return str(err.strerror)
+    return str(err)
 
 
 class DeviceBackend:
@@ -61,12 +95,17 @@ class DeviceBackend:
         self.devid = devid
         self.be = f"{BACKEND_ROOT}/{kind}/{domid}/{devid}"
         self.fe = ""
+        #: The backend state last written (or found at start), and the frontend's.
         self.state = XenbusState.UNKNOWN
+        self.fe_state = XenbusState.UNKNOWN
         self.server: VhostUserServer | None = None
-        self.device: VirtioDevice | None = None
+        self.device: Device | None = None
         self.grant_handle: int | None = None
         self.ports: list[int] = []
+        self.closing = False
+        #: Serialises state walks; ``_events`` serialises the session's events (outer lock).
         self._lock = asyncio.Lock()
+        self._events = asyncio.Lock()
         self.log = log.getChild(f"{kind}-{domid}-{devid}")
 
     @property
@@ -75,38 +114,120 @@ class DeviceBackend:
 
     async def read(self, key: str, default: str = "") -> str:
         raw = await self.xs.get(f"{self.be}/{key}")
-        return raw.decode() if raw is not None else default
+        return raw.decode(errors="replace") if raw is not None else default
 
-    async def set_state(self, new: XenbusState, frontend: XenbusState | None = None) -> None:
-        """Move the backend (and the proxied frontend) state, in order, if the nodes still exist."""
+    # ---- xenbus state -------------------------------------------------------------------
+    async def set_state(self, new: XenbusState) -> bool:
+        """One move of the backend state (and the proxied frontend's, which follows it), in one
+        transaction, and only while the backend directory exists (a removed device is not
+        written back into the store). Returns False if the nodes are gone.
+
+        :raise XenbusTransitionError: the move is not in BACKEND_TRANSITIONS; nothing written.
+        """
+        check_transition(self.state, new)
+        if new == self.state:
+            return True
+        fe_new = FRONTEND_FOLLOWS.get(new, XenbusState.INITIALISING if new == XenbusState.INIT_WAIT
+                                      else None)
+
+        async def write(t: AsyncClientTransaction) -> bool:
+            if await t.get(self.be) is None:
+                return False
+            if fe_new is not None and fe_new != self.fe_state and self.fe \
+                    and await t.get(self.fe) is not None:
+                await t.write(f"{self.fe}/state", str(int(fe_new)))
+            await t.write(f"{self.be}/state", str(int(new)))
+            return True
+
+        if not await self.xs.transact(write):
+            return False
+        if fe_new is not None:
+            self.fe_state = fe_new
+        self.state = new
+        self.log.info("state %s", new.name)
+        return True
+
+    async def move_to(self, target: XenbusState) -> None:
+        """Walk to ``target`` through allowed moves only (the shortest walk); stops early if
+        the device's nodes are gone."""
         async with self._lock:
-            try:
-                check_transition(self.state, new)
-            except ValueError as err:
-                self.log.warning("%s", err)
-            if not await self.xs.exists(self.be):
-                return
-            if frontend is not None and self.fe and await self.xs.exists(self.fe):
-                await self.xs.write(f"{self.fe}/state", str(int(frontend)))
-            await self.xs.write(f"{self.be}/state", str(int(new)))
-            self.state = new
-            self.log.info("state %s", new.name)
+            if self.closing and target != XenbusState.CLOSED:
+                return  # a session event that lost the race with close()
+            for step in path_to(self.state, target):
+                if not await self.set_state(step):
+                    return
 
-    async def start(self) -> None:
-        """Open the target, publish the keys, listen, go to InitWait."""
-        from .block.xenbus import make_block
-        from .net.xenbus import make_net
+    # ---- life cycle ---------------------------------------------------------------------
+    async def load(self) -> None:
+        """Read the device's frontend path and both states as the store has them."""
         self.fe = await self.read("frontend")
         self.state = parse_state((await self.read("state", "1")).encode())
-        make = make_block if self.kind == "vbd" else make_net
-        self.device, keys = await make(self)
-        async with self._lock:
-            for k, v in keys.items():
-                await self.xs.write(f"{self.be}/{k}", v)
-        path = socket_path(self.daemon.paths.backends_dir, self.kind, self.domid, self.devid)
-        self.server = VhostUserServer(path, self.device, self, self.authorize)
-        await self.server.start()
-        await self.set_state(XenbusState.INIT_WAIT)
+        self.fe_state = parse_state(await self.xs.get(f"{self.fe}/state") if self.fe else None)
+
+    async def start(self) -> None:
+        """Open the target, publish the keys, listen, go to InitWait (a device a previous
+        daemon left Connected stays Connected: its frontend is live and QEMU comes back).
+
+        :raise OSError: the target cannot be served (its message is the hotplug-error).
+        """
+        await self.load()
+        # The marker goes first: a daemon killed just after making the TAP leaves it recorded.
+        marker = self.daemon.tap_marker(await tap_name(self)) if self.kind == "vif" else None
+        if marker is not None:
+            marker.touch()
+        try:
+            self.device, keys = await MAKERS[self.kind](self)
+        except BaseException:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+            raise
+        try:
+            async def publish(t: AsyncClientTransaction) -> None:
+                if await t.get(self.be) is None:
+                    raise NoEntry(f"{self.be} is gone")
+                for k, v in keys.items():
+                    await t.write(f"{self.be}/{k}", v)
+            await self.xs.transact(publish)
+            path = socket_path(self.daemon.paths.backends_dir, self.kind, self.domid, self.devid)
+            self.server = VhostUserServer(path, self.device, self, self.authorize)
+            await self.server.start()
+        except BaseException:
+            await self._release(remove=True)
+            raise
+        if self.state == XenbusState.CONNECTED:
+            self.log.info("serving again, Connected")
+        else:
+            await self.move_to(XenbusState.INIT_WAIT)
+
+    async def fail(self, err: BaseException) -> None:
+        """The device cannot be served: say why as Xen's hotplug scripts do (``hotplug-error``,
+        ``hotplug-status=error``: the toolstack fails the create with that message) and walk
+        to Closed."""
+        message = hotplug_message(err)
+        self.log.error("cannot serve: %s", message)
+
+        async def write(t: AsyncClientTransaction) -> None:
+            if await t.get(self.be) is not None:
+                await t.write(f"{self.be}/hotplug-error", message)
+                await t.write(f"{self.be}/hotplug-status", "error")
+        with contextlib.suppress(XenstoreError, ConnectionError):
+            await self.xs.transact(write)
+            await self.move_to(XenbusState.CLOSED)
+
+    async def _release(self, remove: bool) -> None:
+        """Stop serving; with ``remove`` the device is gone, so delete what it made on the host
+        (a vif's TAP), else (the daemon stops) leave that for the next daemon."""
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+        if self.device is not None:
+            device, self.device = self.device, None
+            if remove:
+                device.remove()
+                if isinstance(device, NetDevice):
+                    self.daemon.tap_marker(device.ifname).unlink(missing_ok=True)
+            else:
+                device.close()
 
     # ---- grant and event channels -------------------------------------------------------
     async def _call(self, op: str, **args: Any) -> Any:
@@ -133,8 +254,10 @@ class DeviceBackend:
     async def _unmap(self) -> None:
         if self.grant_handle is not None:
             handle, self.grant_handle = self.grant_handle, None
-            with contextlib.suppress(HypercallError, OSError):
+            try:
                 await self._call("grant_table_op.unmap_grant_ref", handle=handle)
+            except (HypercallError, OSError) as err:
+                self.log.warning("cannot unmap grant handle %d: %s", handle, err)
 
     async def _bind(self) -> None:
         keys = ("event-channel",) if self.kind == "vbd" else ("event-channel-rx", "event-channel-tx")
@@ -143,48 +266,75 @@ class DeviceBackend:
             if raw is None:
                 continue
             try:
+                remote = int(raw)
                 self.ports.append(await self._call("event_channel_op.bind_interdomain", dom=0,
-                                                   remote_dom=self.domid, remote_port=int(raw),
+                                                   remote_dom=self.domid, remote_port=remote,
                                                    label=f"{self.kind}-{self.domid}-{self.devid}"))
-            except (HypercallError, OSError) as err:
-                self.log.error("cannot bind event channel %s: %s", raw.decode(), err)
+            except (HypercallError, OSError, ValueError) as err:
+                port = await self._bound_port(remote) if isinstance(err, HypercallError) else None
+                if port is not None:
+                    self.ports.append(port)
+                else:
+                    self.log.error("cannot bind event channel %s: %s", raw.decode(errors="replace"), err)
+
+    async def _bound_port(self, remote: int) -> int | None:
+        """Dom0's port already bound to the frontend's ``remote`` port: a previous daemon (killed)
+        bound it, and its successor takes it over instead of leaking it."""
+        try:
+            st = await self._call("event_channel_op.status", dom=self.domid, port=remote)
+        except (HypercallError, OSError):
+            return None
+        if st.get("status") == "interdomain" and st.get("remote_dom") == 0 and st.get("remote_port"):
+            self.log.info("event channel %d: taking over Dom0's port %d", remote, st["remote_port"])
+            return int(st["remote_port"])
+        return None
 
     async def _unbind(self) -> None:
         ports, self.ports = self.ports, []
         for port in ports:
-            with contextlib.suppress(HypercallError, OSError):
+            try:
                 await self._call("event_channel_op.close", dom=0, port=port)
+            except (HypercallError, OSError) as err:
+                self.log.warning("cannot close event channel %d: %s", port, err)
 
     # ---- SessionListener (called from the vhost-user session, synchronously) -------------
     def connected(self) -> None:
-        self.daemon.spawn(self._connected())
+        self.daemon.spawn(self._sync())
 
     def disconnected(self) -> None:
-        self.daemon.spawn(self._disconnected())
+        self.daemon.spawn(self._sync())
 
-    async def _connected(self) -> None:
-        await self._bind()
-        await self.set_state(XenbusState.CONNECTED, XenbusState.CONNECTED)
+    @property
+    def live(self) -> bool:
+        """The guest's driver is live: a vhost-user session has a started ring."""
+        session = self.server.session if self.server is not None else None
+        return session is not None and session.live
 
-    async def _disconnected(self) -> None:
-        await self._unbind()
-        if self.state == XenbusState.CONNECTED:
-            await self.set_state(XenbusState.INIT_WAIT, XenbusState.CLOSED)
+    async def _sync(self) -> None:
+        """Bring the xenbus state in line with the session: Connected while the driver is live,
+        InitWait (through Closing and Closed) once it went away. Events are handled in order
+        and each looks at the session as it is now, so a quick away-and-back ends right."""
+        async with self._events:
+            if self.closing:
+                return
+            if self.live:
+                if not self.ports:
+                    await self._bind()
+                await self.move_to(XenbusState.CONNECTED)
+            elif self.state != XenbusState.INIT_WAIT:
+                await self._unbind()
+                await self.move_to(XenbusState.INIT_WAIT)
 
     async def close(self, remove: bool) -> None:
-        """Closing then Closed; with ``remove`` (domain dead) delete the fe/be nodes too."""
-        if self.server is not None:
-            await self.server.close()
-            self.server = None
-        await self._unbind()
-        await self._unmap()
-        close = getattr(self.device, "close", None)
-        if close is not None:
-            close()
+        """Closing then Closed (the device was detached or its domain died) and remove what it
+        made on the host; with ``remove`` (domain dead) delete the fe/be nodes too."""
+        self.closing = True
+        async with self._events:  # let a session event in progress finish first
+            await self._release(remove=True)
+            await self._unbind()
+            await self._unmap()
         with contextlib.suppress(NoEntry, ConnectionError):
-            if self.state not in (XenbusState.CLOSED,):
-                await self.set_state(XenbusState.CLOSING, XenbusState.CLOSING)
-                await self.set_state(XenbusState.CLOSED, XenbusState.CLOSED)
+            await self.move_to(XenbusState.CLOSED)
             if remove:
                 for path in (self.be, self.fe):
                     if path:
@@ -207,6 +357,8 @@ class BackendDaemon:
         self.failed: set[tuple[str, int, int]] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._scan_lock = asyncio.Lock()
+        self._reap_wanted = asyncio.Event()
+        self._swept = False
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -218,88 +370,188 @@ class BackendDaemon:
         if not task.cancelled() and task.exception() is not None:
             log.error("task failed", exc_info=task.exception())
 
+    def tap_marker(self, ifname: str) -> Path:
+        """The file that records a persistent TAP this host made (TAP names are host-global;
+        the markers tell ours apart when a restarted daemon sweeps what it no longer serves)."""
+        return self.paths.backends_dir / f"tap-{ifname}"
+
     async def _ls(self, path: str) -> list[str]:
         try:
             return await self.xs.directory(path)
         except NoEntry:
             return []
 
+    async def _backend_domids(self) -> set[int]:
+        doms: set[int] = set()
+        for kind in KINDS:
+            doms |= {int(d) for d in await self._ls(f"{BACKEND_ROOT}/{kind}") if d.isascii() and d.isdigit()}
+        return doms
+
+    # ---- the store's devices -> served devices --------------------------------------------
     async def scan(self) -> None:
-        """Bring the served set in line with the store: start new devices, close removed or
-        closing ones."""
+        """Bring the served set in line with the store: start new devices, close removed ones
+        and those the toolstack takes offline (``online=0``, as libxl's device removal does)."""
         async with self._scan_lock:
             present: set[tuple[str, int, int]] = set()
-            closing: set[tuple[str, int, int]] = set()
+            offline: set[tuple[str, int, int]] = set()
             for kind in KINDS:
                 for dom_name in await self._ls(f"{BACKEND_ROOT}/{kind}"):
                     for dev_name in await self._ls(f"{BACKEND_ROOT}/{kind}/{dom_name}"):
-                        if not (dom_name.isdigit() and dev_name.isdigit()):
+                        if not (dom_name.isascii() and dom_name.isdigit()
+                                and dev_name.isascii() and dev_name.isdigit()):
                             continue
                         key = (kind, int(dom_name), int(dev_name))
                         be = f"{BACKEND_ROOT}/{kind}/{dom_name}/{dev_name}"
-                        online = await self.xs.get(f"{be}/online")
-                        state = parse_state(await self.xs.get(f"{be}/state"))
-                        if online == b"0" or state in (XenbusState.CLOSING, XenbusState.CLOSED):
-                            closing.add(key)
-                        elif await self.xs.exists(f"{be}/frontend"):
+                        if await self.xs.get(f"{be}/online") == b"0":
+                            offline.add(key)
+                            continue
+                        if key not in self.devices and await self.xs.get(f"{be}/hotplug-status") == b"error":
+                            self.failed.add(key)  # failed before (maybe by a previous daemon)
+                        if await self.xs.exists(f"{be}/frontend"):
                             present.add(key)
             for key in list(self.devices):
                 if key not in present:
                     await self.devices.pop(key).close(remove=False)
-            for key in present - set(self.devices) - self.failed:
+            for key in sorted(offline - set(self.devices)):
+                await self._close_unserved(key)
+            for key in sorted(present - set(self.devices) - self.failed):
                 backend = DeviceBackend(self, *key)
                 try:
                     await backend.start()
-                except (OSError, ValueError) as err:
-                    log.error("%s-%d-%d: cannot serve: %s", *key, err)
+                except (OSError, ValueError, XenstoreError) as err:
                     self.failed.add(key)
-                    with contextlib.suppress(NoEntry):
-                        await self.xs.write(f"{backend.be}/hotplug-error", str(err))
-                        await self.xs.write(f"{backend.be}/state", str(int(XenbusState.CLOSED)))
+                    await backend.fail(err)
                     continue
                 self.devices[key] = backend
-            self.failed &= present | closing
+            self.failed &= present
+            if not self._swept:
+                self._swept = True
+                await self._sweep_taps()
 
-    async def reap(self) -> None:
-        """Close and remove the devices of domains that no longer exist (domain death)."""
+    async def _close_unserved(self, key: tuple[str, int, int]) -> None:
+        """A device the toolstack took offline while no daemon served it (this one was down):
+        walk it to Closed all the same, as the toolstack waits for that."""
+        backend = DeviceBackend(self, *key)
+        await backend.load()
+        if backend.state not in (XenbusState.CLOSED, XenbusState.UNKNOWN):
+            backend.closing = True
+            await backend.move_to(XenbusState.CLOSED)
+
+    async def _sweep_taps(self) -> None:
+        """Remove the persistent TAPs a previous daemon made for vifs that are no longer
+        served (their domain was destroyed while no daemon ran)."""
+        served = {b.device.ifname for b in self.devices.values() if isinstance(b.device, NetDevice)}
+        for marker in self.paths.backends_dir.glob("tap-*"):
+            ifname = marker.name[len("tap-"):]
+            if ifname not in served:
+                await asyncio.to_thread(remove_tap, ifname)
+                marker.unlink(missing_ok=True)
+                log.info("removed TAP %s left by a previous daemon", ifname)
+
+    # ---- domain death -------------------------------------------------------------------
+    async def reap(self) -> bool:
+        """Close and remove the devices of domains that are gone (not in the hypervisor's list,
+        or dying). Returns False if the hypervisor did not answer (then nothing is changed)."""
+        # The store first, then the hypervisor: a domain whose nodes are already written is in
+        # the list unless it died, so a create racing this pass is never taken for a death.
+        have = await self._backend_domids()
+        have |= {d for _, d, _ in self.devices}
+        if not have:
+            return True
         try:
             doms = await asyncio.to_thread(hypercall, self.paths, "sysctl.getdomaininfolist")
-        except (HypercallError, OSError):
-            return
-        alive = {d["domid"] for d in doms}
-        dead: set[int] = set()
-        for kind in KINDS:
-            for dom_name in await self._ls(f"{BACKEND_ROOT}/{kind}"):
-                if dom_name.isdigit() and int(dom_name) not in alive:
-                    dead.add(int(dom_name))
+        except (HypercallError, OSError) as err:
+            log.warning("cannot get the domain list (will ask again): %s", err)
+            return False
+        alive = {int(d["domid"]) for d in doms if not d.get("dying")}
+        dead = have - alive
         if not dead:
-            return
+            return True
         async with self._scan_lock:
-            for key in [k for k in self.devices if k[1] in dead]:
+            for key in sorted(k for k in self.devices if k[1] in dead):
                 await self.devices.pop(key).close(remove=True)
             for kind in KINDS:
-                for dom in dead:
+                for dom in sorted(dead):
                     with contextlib.suppress(NoEntry):
                         await self.xs.rm(f"{BACKEND_ROOT}/{kind}/{dom}")
                     with contextlib.suppress(NoEntry):
                         if await self.xs.exists(f"/local/domain/{dom}/device/{kind}"):
                             await self.xs.rm(f"/local/domain/{dom}/device/{kind}")
-            log.info("domain(s) %s died: their devices are closed and removed", sorted(dead))
-
-    async def watch_loop(self) -> None:
-        for kind in KINDS:
-            await self.xs.watch(f"{BACKEND_ROOT}/{kind}", f"backend-{kind}")
-        async for _path, _token in self.xs.watch_events():
-            # One rescan serves a burst of events: drain what is queued first.
-            while await self.xs.wait_event(0.05) is not None:
-                pass
-            await self.scan()
+            self.failed = {k for k in self.failed if k[1] not in dead}
+        log.info("domain(s) %s gone: their devices are closed and removed", sorted(dead))
+        return True
 
     async def reap_loop(self) -> None:
+        """Reap on each ``@releaseDomain``; while the hypervisor does not answer, again every
+        REAP_RETRY seconds, so no death is missed."""
+        retry: float | None = None
         while True:
-            await asyncio.sleep(REAP_INTERVAL)
-            await self.reap()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._reap_wanted.wait(), retry)
+            self._reap_wanted.clear()
+            try:
+                ok = await self.reap()
+            except (XenstoreError, ConnectionError) as err:
+                log.warning("reaping stopped by xenstored: %s", err)
+                ok = False
+            retry = None if ok else REAP_RETRY
 
+    # ---- xenstored ----------------------------------------------------------------------
+    async def _connect(self) -> None:
+        """Connect to xenstored, waiting for it if it is down (being restarted)."""
+        while True:
+            self.xs = AsyncXenstoreClient(self.paths.xenstored_socket)
+            try:
+                await self.xs.connect()
+                return
+            except OSError as err:
+                log.debug("xenstored not reachable: %s", err)
+                await asyncio.sleep(XENSTORE_RETRY)
+
+    async def watch_loop(self) -> None:
+        """Watch the backend directories and ``@releaseDomain``; a lost xenstored connection
+        is made again (and the store scanned anew, since events were missed meanwhile)."""
+        first = True
+        while True:
+            try:
+                if not first:
+                    await self._connect()
+                    log.info("connected to xenstored again")
+                first = False
+                for kind in KINDS:
+                    await self.xs.watch(f"{BACKEND_ROOT}/{kind}", f"backend-{kind}")
+                await self.xs.watch("@releaseDomain", RELEASE_TOKEN)
+                # Deaths first (also those while this daemon or xenstored was down), so a dead
+                # domain's devices are not served again; if the hypervisor does not answer,
+                # the reaper asks again.
+                if not await self.reap():
+                    self._reap_wanted.set()
+                await self.scan()
+                while True:
+                    _path, token = await self._next_event()
+                    rescan = token != RELEASE_TOKEN
+                    # One pass serves a burst of events: drain what is queued first.
+                    while (ev := await self.xs.wait_event(0.05)) is not None:
+                        rescan |= ev[1] != RELEASE_TOKEN
+                        if ev[1] == RELEASE_TOKEN:
+                            self._reap_wanted.set()
+                    if token == RELEASE_TOKEN:
+                        self._reap_wanted.set()
+                    if rescan:
+                        await self.scan()
+            except (ConnectionError, OSError) as err:
+                log.warning("lost xenstored (%s): connecting again", err)
+                with contextlib.suppress(Exception):
+                    await self.xs.close()
+                await asyncio.sleep(XENSTORE_RETRY)
+
+    async def _next_event(self) -> tuple[str, str]:
+        ev = await self.xs.wait_event()
+        if ev is None:
+            raise ConnectionResetError("xenstored closed the connection")
+        return ev[0], ev[1]
+
+    # ---- control ------------------------------------------------------------------------
     async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One status line: the served devices and their states (``pyxen host status`` probes)."""
         status = [{"kind": k, "domid": d, "devid": i, "state": int(b.state)}
@@ -309,32 +561,39 @@ class BackendDaemon:
             await writer.drain()
         writer.close()
 
-    async def run(self) -> int:
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        """Serve until SIGTERM/SIGINT (or ``stop`` is set)."""
         self.paths.backends_dir.mkdir(parents=True, exist_ok=True)
-        await self.xs.connect()
-        await self.reap()
-        await self.scan()
+        await self._connect()
         sock = self.paths.backendd_socket
         sock.unlink(missing_ok=True)
         server = await asyncio.start_unix_server(self.control, path=str(sock))
-        stop = asyncio.Event()
+        stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            with contextlib.suppress(RuntimeError, ValueError):  # not the main thread (tests)
+                loop.add_signal_handler(sig, stop.set)
         self.spawn(self.watch_loop())
         self.spawn(self.reap_loop())
         log.info("serving; control socket %s", sock)
         async with server:
             await stop.wait()
-        # Leave the store as it is: a restarted daemon picks every device up again.
         for task in list(self.tasks):
             task.cancel()
+        # A device removed just before the stop (``pyxen host stop`` destroys the guests and
+        # then stops this daemon) is still taken down, so its TAP does not outlive it.
+        with contextlib.suppress(asyncio.TimeoutError, XenstoreError, OSError):
+            await asyncio.wait_for(self._final_pass(), SHUTDOWN_TIMEOUT)
+        # Leave the store and the TAPs as they are: a restarted daemon picks every device up again.
         for dev in self.devices.values():
-            if dev.server is not None:
-                await dev.server.close()
+            await dev._release(remove=False)
         await self.xs.close()
         sock.unlink(missing_ok=True)
         return 0
+
+    async def _final_pass(self) -> None:
+        await self.reap()
+        await self.scan()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,4 +616,4 @@ def main(argv: list[str] | None = None) -> int:
                 pidfile.unlink()
 
 
-__all__ = ["BackendDaemon", "DeviceBackend", "main", "Path"]
+__all__ = ["BackendDaemon", "DeviceBackend", "main"]

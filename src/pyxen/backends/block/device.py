@@ -114,4 +114,9 @@ class BlockDevice:
         pass
 
     def close(self) -> None:
+        """Let go of the target (the daemon stops, or the vbd is gone)."""
         os.close(self.target.fd)
+
+    def remove(self) -> None:
+        """The vbd is gone: a target leaves nothing behind on the host, so this is close()."""
+        self.close()

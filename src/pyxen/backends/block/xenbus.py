@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING
 
+from ..common.xenbus import BackendNode
 from . import SECTOR_SIZE
 from .device import BlockDevice, open_target
-
-if TYPE_CHECKING:
-    from ..daemon import DeviceBackend
 
 #: info bits (blkif.h): VDISK_CDROM 1, VDISK_REMOVABLE 2, VDISK_READONLY 4.
 VDISK_CDROM, VDISK_REMOVABLE, VDISK_READONLY = 1, 2, 4
 
 
-async def make_block(be: "DeviceBackend") -> tuple[BlockDevice, dict[str, str]]:
+async def make_block(be: BackendNode) -> tuple[BlockDevice, dict[str, str]]:
     """:raise OSError: the target cannot be opened (the daemon reports it in hotplug-error)."""
     params = await be.read("params")
     readonly = (await be.read("mode", "w")) == "r"

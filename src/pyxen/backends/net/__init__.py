@@ -22,6 +22,8 @@ NET_HDR_LEN = 12
 #: Xen's vif MAC in Dom0 (vif-common.sh): never chosen by the bridge as its own address.
 BACKEND_MAC = "fe:ff:ff:ff:ff:ff"
 DEFAULT_MTU = 1500
+#: The host network pyxen provides (made when missing); any other bridge must exist already.
+DEFAULT_BRIDGE = "xenbr0"
 
 from .device import NetDevice  # noqa: E402
 

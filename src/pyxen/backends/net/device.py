@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -10,52 +11,126 @@ import subprocess
 from ..common.transport import VhostUserSession
 from ..common.vhost_user import Feature, ProtocolFeature
 from ..common.virtqueue import Virtqueue
-from . import BACKEND_MAC, DEFAULT_MTU, RX_QUEUE
+from . import BACKEND_MAC, DEFAULT_BRIDGE, DEFAULT_MTU, RX_QUEUE
 from .handler import NetHandler
 
 TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+#: Linux's IFNAMSIZ, with its NUL.
+IFNAMSIZ = 16
 TRANSPORT_FEATURES = Feature.VERSION_1 | Feature.PROTOCOL_FEATURES | Feature.RING_INDIRECT_DESC
 PROTOCOL_FEATURES = ProtocolFeature.REPLY_ACK
+#: How long one ``ip`` command may take (it talks to the kernel over netlink; seconds).
+IP_TIMEOUT = 10.0
 
 
 class NetDeviceError(OSError):
-    """The TAP or the bridge could not be set up."""
+    """The TAP or the bridge could not be set up; ``strerror`` is the one-line message the
+    daemon writes to the vif's ``hotplug-error``."""
 
 
 def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    try:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=IP_TIMEOUT)
+    except subprocess.TimeoutExpired as err:
+        raise NetDeviceError(errno.ETIMEDOUT,
+                             f"ip {' '.join(args)}: no answer in {IP_TIMEOUT:.0f} s") from err
     if done.returncode != 0:
-        raise NetDeviceError(1, f"ip {' '.join(args)}: {done.stderr.strip()}")
+        raise NetDeviceError(errno.EIO, f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
-def ensure_bridge(bridge: str) -> None:
-    """Create the bridge if it is missing (as a Xen host's network config provides xenbr0)."""
-    if not os.path.exists(f"/sys/class/net/{bridge}"):
+def valid_ifname(name: str) -> bool:
+    """Linux's dev_valid_name: what the kernel accepts as an interface name."""
+    return (0 < len(name.encode()) < IFNAMSIZ and name not in (".", "..")
+            and not any(c == "/" or c == ":" or c.isspace() for c in name))
+
+
+def find_bridge(bridge: str) -> None:
+    """The bridge a vif names must exist, as Xen's vif-bridge script checks (``Could not find
+    bridge device <name>``), so a mistyped name fails the vif instead of leaving a new bridge on
+    the host. The exception is DEFAULT_BRIDGE: pyxen provides xenbr0 as the host's network (what
+    a Xen host's network configuration provides), so it is made when missing. Brings it up.
+
+    :raise NetDeviceError: missing (and not xenbr0), or not a bridge.
+    """
+    present = valid_ifname(bridge) and os.path.exists(f"/sys/class/net/{bridge}")
+    if not present:
+        if bridge != DEFAULT_BRIDGE:
+            raise NetDeviceError(errno.ENODEV, f"Could not find bridge device {bridge}")
         try:
             _ip("link", "add", bridge, "type", "bridge")
         except NetDeviceError:
             if not os.path.exists(f"/sys/class/net/{bridge}"):  # lost a race with another vif
                 raise
+    if not os.path.isdir(f"/sys/class/net/{bridge}/bridge"):
+        raise NetDeviceError(errno.ENOTSUP, f"{bridge} is not a bridge device")
     _ip("link", "set", bridge, "up")
 
 
-def open_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
-    """Create TAP ``name`` (gone when the fd closes), enslave it to ``bridge``, bring it up:
-    what Xen's vif-bridge hotplug script does for a vif."""
+def _attach_tap(name: str) -> int:
+    """An fd on TAP ``name``: made if missing, attached again if a previous daemon left it."""
+    if not valid_ifname(name):
+        raise NetDeviceError(errno.EINVAL, f"invalid vif name '{name}'")
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         raise NetDeviceError(err.errno, f"/dev/net/tun: {err.strerror} (netback needs root)") from err
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
-        ensure_bridge(bridge)
+    except OSError as err:
+        os.close(fd)
+        raise NetDeviceError(err.errno, f"cannot make TAP {name}: {err.strerror}") from err
+    return fd
+
+
+def delete_tap(fd: int) -> None:
+    """Drop the TAP's persistence and close ``fd``: the kernel removes the interface."""
+    try:
+        fcntl.ioctl(fd, TUNSETPERSIST, 0)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_tap(name: str) -> None:
+    """Remove a persistent TAP a previous daemon left behind (its domain is gone). A TAP some
+    process holds open (EBUSY) is not ours to remove and is left alone."""
+    if not os.path.exists(f"/sys/class/net/{name}/tun_flags"):
+        return
+    try:
+        fd = _attach_tap(name)
+    except NetDeviceError:
+        return
+    delete_tap(fd)
+
+
+def open_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
+    """Create TAP ``name``, enslave it to ``bridge``, bring it up: what Xen's vif-bridge hotplug
+    script does for a vif. The bridge is checked first, so a bad one leaves no TAP.
+
+    The TAP is persistent (TUNSETPERSIST): it outlives the daemon, so a restarted daemon attaches
+    to the same interface (still on its bridge) and the guest's network comes back by itself.
+    ``delete_tap`` removes it when the vif goes (NetDevice.remove).
+
+    :raise NetDeviceError: the bridge is missing or the TAP cannot be made.
+    """
+    find_bridge(bridge)
+    fd = _attach_tap(name)
+    try:
+        fcntl.ioctl(fd, TUNSETPERSIST, 1)
         _ip("link", "set", name, "address", BACKEND_MAC, "mtu", str(mtu))
         _ip("link", "set", name, "master", bridge)
         _ip("link", "set", name, "up")
+    except OSError as err:
+        delete_tap(fd)
+        if isinstance(err, NetDeviceError):
+            raise
+        raise NetDeviceError(err.errno, f"cannot make TAP {name} persistent: {err.strerror}") from err
     except BaseException:
-        os.close(fd)
+        delete_tap(fd)
         raise
     return fd
 
@@ -92,5 +167,11 @@ class NetDevice:
             self.handler.detach()
 
     def close(self) -> None:
+        """The daemon stops: let go of the TAP, which stays (persistent) for its successor."""
         self.handler.detach()
         os.close(self.handler.tap)
+
+    def remove(self) -> None:
+        """The vif is gone (detached, domain dead): remove its TAP from the host."""
+        self.handler.detach()
+        delete_tap(self.handler.tap)

@@ -1,24 +1,42 @@
-"""netback's xenbus side: read the vif's backend keys, create its TAP on the bridge, publish
-what Xen's netback publishes (feature-*, hotplug-status)."""
+"""netback's xenbus side: read the vif's backend keys, put its TAP on the bridge (what Xen's
+vif-bridge hotplug script does), publish what Xen's netback publishes (feature-*,
+hotplug-status)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import errno
 
-from . import DEFAULT_MTU
-from .device import NetDevice, open_tap
-
-if TYPE_CHECKING:
-    from ..daemon import DeviceBackend
+from ..common.xenbus import BackendNode
+from . import DEFAULT_BRIDGE, DEFAULT_MTU
+from .device import NetDevice, NetDeviceError, open_tap, valid_ifname
 
 
-async def make_net(be: "DeviceBackend") -> tuple[NetDevice, dict[str, str]]:
-    """:raise OSError: no TAP (not root) or no bridge."""
-    bridge = await be.read("bridge", "xenbr0")
-    ifname = await be.read("vifname") or f"vif{be.domid}.{be.devid}"
-    mtu = int(await be.read("mtu", str(DEFAULT_MTU)))
-    fd = await asyncio.to_thread(open_tap, ifname, bridge, mtu)
+def vif_name(domid: int, devid: int) -> str:
+    """Xen's name for a vif's backend interface."""
+    return f"vif{domid}.{devid}"
+
+
+async def tap_name(be: BackendNode) -> str:
+    """The vif's backend interface: ``vifname`` if the config gave one, else Xen's name.
+
+    :raise NetDeviceError: not a name Linux accepts for an interface.
+    """
+    name = await be.read("vifname") or vif_name(be.domid, be.devid)
+    if not valid_ifname(name):
+        raise NetDeviceError(errno.EINVAL, f"invalid vif name '{name}'")
+    return name
+
+
+async def make_net(be: BackendNode) -> tuple[NetDevice, dict[str, str]]:
+    """:raise NetDeviceError: no TAP (not root), a bridge that does not exist ("Could not find
+    bridge device <name>", as vif-bridge says), a bad mtu."""
+    bridge = await be.read("bridge", DEFAULT_BRIDGE)
+    ifname = await tap_name(be)
+    raw_mtu = await be.read("mtu", str(DEFAULT_MTU))
+    if not raw_mtu.isascii() or not raw_mtu.isdigit() or not 68 <= int(raw_mtu) <= 65535:
+        raise NetDeviceError(errno.EINVAL, f"invalid mtu '{raw_mtu}'")
+    fd = await asyncio.to_thread(open_tap, ifname, bridge, int(raw_mtu))
     device = NetDevice(f"vif-{be.domid}-{be.devid}", fd, ifname)
     keys = {"feature-sg": "0", "feature-gso-tcpv4": "0", "feature-gso-tcpv6": "0",
             "feature-rx-copy": "1", "feature-rx-flip": "0", "feature-split-event-channels": "1",
