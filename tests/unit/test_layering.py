@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "pyxen"
 FORBIDDEN = {
     "hypervisor": ("toolstack", "console", "images", "cli", "backends", "xenstore", "host", "demo"),
     "xenstore": ("toolstack", "console", "images", "cli", "backends", "host", "demo"),
-    "backends": ("console", "images", "cli", "host", "demo"),
+    "backends": ("toolstack", "console", "images", "cli", "host", "demo"),
     "console": ("toolstack", "images", "cli", "backends", "host", "demo"),
     "toolstack": ("cli", "host", "demo", "images"),
     "libxlu": ("hypervisor", "toolstack", "xenstore", "backends", "console", "cli", "host", "images"),

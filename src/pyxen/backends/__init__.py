@@ -6,11 +6,3 @@ Imports run one way: ``daemon`` -> ``{block,net}.xenbus`` (each device type's xe
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-
-
-def socket_path(backends_dir: Path, kind: str, domid: int, devid: int) -> Path:
-    """The vhost-user socket the backend daemon serves for one device (the device model
-    connects to it)."""
-    return backends_dir / f"{kind}-{domid}-{devid}.sock"

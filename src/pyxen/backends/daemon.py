@@ -43,7 +43,6 @@ from ..hypervisor.errors import HypercallError
 from ..paths import Paths
 from ..xenstore.client import AsyncClientTransaction, AsyncXenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
-from . import socket_path
 from .block.device import BlockDevice
 from .block.xenbus import make_block
 from .common.transport import VhostUserServer
@@ -188,7 +187,7 @@ class DeviceBackend:
                 for k, v in keys.items():
                     await t.write(f"{self.be}/{k}", v)
             await self.xs.transact(publish)
-            path = socket_path(self.daemon.paths.backends_dir, self.kind, self.domid, self.devid)
+            path = self.daemon.paths.device_socket(self.kind, self.domid, self.devid)
             self.server = VhostUserServer(path, self.device, self, self.authorize)
             await self.server.start()
         except BaseException:

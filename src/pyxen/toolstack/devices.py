@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 DISK_FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "empty")
@@ -292,11 +291,6 @@ def backend_path(kind: str, domid: int, devid: int) -> str:
 
 def frontend_path(kind: str, domid: int, devid: int) -> str:
     return f"/local/domain/{domid}/device/{kind}/{devid}"
-
-
-def socket_path(backends_dir: Path, kind: str, domid: int, devid: int) -> Path:
-    """The vhost-user socket the backend daemon serves for one device."""
-    return backends_dir / f"{kind}-{domid}-{devid}.sock"
 
 
 def backend_nodes(dev: Device, domid: int) -> dict[str, str]:

@@ -23,8 +23,7 @@ from ..hypervisor.errors import HypercallError
 from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
-from .devices import (DiskSpec, NicSpec, backend_nodes, backend_path, frontend_nodes, frontend_path,
-                      socket_path)
+from .devices import DiskSpec, NicSpec, backend_nodes, backend_path, frontend_nodes, frontend_path
 
 #: libxl waits 10 s for a backend's InitWait; a loaded 2-core test machine gets more.
 INITWAIT_TIMEOUT = 20.0
@@ -100,7 +99,7 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
 
 def plug(ctrl: XenCtrl, paths: Paths, domid: int, dev: DiskSpec | NicSpec) -> None:
     """Give the domain's device model the frontend side of ``dev``."""
-    sock = str(socket_path(paths.backends_dir, dev.kind, domid, dev.devid))
+    sock = str(paths.device_socket(dev.kind, domid, dev.devid))
     if isinstance(dev, NicSpec):
         ctrl.call("dm_op.add_vhost_user_nic", domid=domid, devid=dev.devid, socket=sock, mac=dev.mac)
     elif dev.served_by_pyxen:
