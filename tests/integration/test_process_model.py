@@ -52,25 +52,19 @@ def test_interrupted_create_leaves_nothing(host: Host, tmp_path: Path, sig: sign
     disk = tmp_path / "disk.img"
     disk.write_bytes(b"\0" * (8 << 20))
     free = host.info("free_memory")
-    lock = os.open("/tmp/pyxen-net.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    import fcntl
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-        with link_local_bridge() as (bridge, _):
-            cfg = host.write_cfg("cut", memory=96, extra_lines=(
-                f"disk = [ 'file:{disk},xvda,w' ]\nvif = [ 'bridge={bridge}' ]\n"))
-            for delay in (0.2, 0.8, 1.6, 3.0):
-                proc = subprocess.Popen([str(BIN / "xl"), "create", str(cfg)], env=host.env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                time.sleep(delay)
-                proc.send_signal(sig)
-                proc.communicate(timeout=60)
-                if proc.returncode == 0:  # it finished before the signal: take it down as a user would
-                    host.xl("destroy", "cut")
-                until(lambda: leftovers(host) == CLEAN, 20, f"a clean host after {sig.name} at {delay} s")
-                assert host.info("free_memory") == free
-    finally:
-        os.close(lock)
+    with link_local_bridge() as (bridge, _):
+        cfg = host.write_cfg("cut", memory=96, extra_lines=(
+            f"disk = [ 'file:{disk},xvda,w' ]\nvif = [ 'bridge={bridge}' ]\n"))
+        for delay in (0.2, 0.8, 1.6, 3.0):
+            proc = subprocess.Popen([str(BIN / "xl"), "create", str(cfg)], env=host.env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(delay)
+            proc.send_signal(sig)
+            proc.communicate(timeout=60)
+            if proc.returncode == 0:  # it finished before the signal: take it down as a user would
+                host.xl("destroy", "cut")
+            until(lambda: leftovers(host) == CLEAN, 20, f"a clean host after {sig.name} at {delay} s")
+            assert host.info("free_memory") == free
 
 
 def test_stopped_qemu_does_not_stall_list(host: Host) -> None:
