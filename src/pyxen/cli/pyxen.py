@@ -16,7 +16,8 @@ import sys
 from ..host import supervisor
 from ..host.services import (SUPERVISOR, Service, ServiceError, available_services, running_pid, start_service,
                              stop_service)
-from ..host.xendomains import start_auto
+from ..host import xendomains
+from ..host.xendomains import destroy_all
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
 from ..hypervisor.evtchn import render as render_evtchn
@@ -34,25 +35,7 @@ def host_start(paths: Paths) -> int:
             print(f"pyxen: {err}", file=sys.stderr)
             return 1
         print(f"{svc.name:<12} {'started' if started else 'running'} (pid {pid})")
-    failed = 0
-    for cfg, outcome in start_auto(paths):
-        print(f"xendomains   {cfg.name}: {outcome}")
-        failed += outcome.startswith("failed")
-    return 1 if failed else 0
-
-
-def destroy_all(paths: Paths) -> int:
-    """xendomains stop: take every DomU down. Returns how many."""
-    try:
-        with XenCtrl(paths.hypervisor_socket) as xc:
-            doms = [d for d in xc.call("sysctl.getdomaininfolist") if d["domid"] != 0]
-            for d in doms:
-                libxl.destroy(xc, paths, d["domid"])
-                print(f"destroyed {d['name']} ({d['domid']})")
-            return len(doms)
-    except HypercallError as err:
-        print(f"pyxen: {err}", file=sys.stderr)
-        return 0
+    return xendomains.start(paths)
 
 
 def host_stop(paths: Paths) -> int:

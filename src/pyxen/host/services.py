@@ -183,3 +183,44 @@ def stop_service(paths: Paths, svc: Service) -> bool:
 def available_services() -> list[Service]:
     """SERVICES whose module can run here, in start order."""
     return [s for s in SERVICES if s.available()]
+
+
+def wait_ready(paths: Paths, svc: Service, timeout: float = READY_TIMEOUT) -> None:
+    """Block until ``svc``'s socket accepts; ServiceError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not connects(svc.socket(paths)):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{svc.name} did not come up within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def by_name(name: str) -> Service:
+    """The service called ``name`` (the supervisor included); ValueError naming the choices."""
+    for svc in (*SERVICES, SUPERVISOR):
+        if svc.name == name:
+            return svc
+    raise ValueError(f"unknown service '{name}' (one of: {', '.join(s.name for s in (*SERVICES, SUPERVISOR))})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pyxen.host.services --root R wait NAME``: the systemd units' ExecStartPost,
+    so that a unit ordered After= this one starts only once this daemon accepts."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pyxen.host.services",
+                                 description="wait until one of Dom0's daemons accepts on its socket")
+    ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
+    ap.add_argument("--timeout", type=float, default=READY_TIMEOUT, help="seconds (default %(default)s)")
+    ap.add_argument("action", choices=("wait",))
+    ap.add_argument("service")
+    ns = ap.parse_args(argv)
+    try:
+        wait_ready(Paths.from_env(ns.root), by_name(ns.service), ns.timeout)
+    except (ValueError, ServiceError) as err:
+        print(f"pyxen.host.services: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
