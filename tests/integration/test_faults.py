@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -63,20 +63,26 @@ for d in /sys/block/vd*; do [ "$(cat $d/serial)" = xvdb ] && B=/dev/${{d##*/}}; 
 DISK_BYTES = 32 << 20
 BLOCK = 4096
 
-#: (check, daemon) -> why it fails today; each names the cause and who owns it.
-KNOWN: dict[tuple[str, str], str] = {
-    ("guests", "hypervisor"):
+#: (check, daemon) -> (why it fails today, naming the cause and its owner; whether it applies to
+#: an observed kill). Applied as xfail(strict=True) when it applies, so a fix shows as XPASS.
+KNOWN: dict[tuple[str, str], tuple[str, Callable[["Observation"], bool]]] = {
+    ("guests", "hypervisor"): (
         "console lines are lost while the hypervisor restarts: xenconsoled still runs inside the "
         "hypervisor daemon (hypervisor/core.py's Xenconsoled) and QEMU's serial chardev is a socket "
         "(hypervisor/qemu.py: server=on,wait=off) that drops what the guest prints while no reader "
         "is connected; fixed by xenconsoled as its own daemon reading the console FIFOs",
-    ("io", "backendd"):
-        "grant tables live only in the hypervisor daemon's memory (hypervisor/gnttab.py), so after "
-        "the hypervisor's kill earlier in this module the restarted backendd's maps are refused "
-        "(backendd.log: 'grant map refused: domain 1 has no grant 8 (GNTST bad_gntref)') and the "
-        "guests' disk and network I/O stop; a backendd kill on a host whose hypervisor never "
-        "restarted resumes",
+        lambda obs: True),
+    ("io", "backendd"): (
+        "grant tables live only in the hypervisor daemon's memory (hypervisor/gnttab.py), so once "
+        "the hypervisor has been restarted (killed earlier in this module) the restarted backendd's "
+        "maps are refused (backendd.log: 'grant map refused: domain 1 has no grant 8 (GNTST "
+        "bad_gntref)') and the guests' disk and network I/O stop; a backendd kill on a host whose "
+        "hypervisor never restarted resumes (run this file with -k backendd)",
+        lambda obs: "hypervisor" in obs.killed_before),
 }
+
+#: The daemons killed so far in this module, in order (the host is shared by the kills).
+KILLED: list[str] = []
 
 
 def numbers(text: str, tag: str) -> list[int]:
@@ -88,6 +94,7 @@ class Guests:
     host: Host
     bridge: str
     images: dict[str, Path]
+    domids: dict[str, int]
 
 
 @dataclass
@@ -96,6 +103,8 @@ class Observation:
 
     daemon: str
     old_pid: int
+    #: Daemons killed earlier in this module (their effects may last).
+    killed_before: list[str] = field(default_factory=list)
     new_pid: int | None = None
     back_after: float | None = None
     xl_list_after: float | None = None
@@ -112,17 +121,17 @@ class Observation:
 @pytest.fixture(scope="module")
 def guests(demo_image: DemoImage) -> Iterator[Guests]:
     with link_local_bridge(tag="flt") as (br, _), started_host(demo_image, prefix="pxflt-") as host:
-        images = {}
+        images, domids = {}, {}
         for name, (me, peer, mac) in GUESTS.items():
             img = host.paths.root / f"{name}.img"
             with open(img, "wb") as f:
                 f.truncate(DISK_BYTES)
             images[name] = img
-            host.create(name, script=SCRIPT.format(me=me, peer=peer),
+            domids[name] = host.create(name, script=SCRIPT.format(me=me, peer=peer),
                         extra_lines=f"disk = ['file:{img},xvdb,w']\nvif = ['mac={mac},bridge={br}']\n")
         for name in GUESTS:
             host.wait_console(name)
-        g = Guests(host, br, images)
+        g = Guests(host, br, images, domids)
         _wait_progress(g, {n: _counts(host.console_text(n)) for n in GUESTS}, beats=4, acks=2, net=2)
         yield g
 
@@ -145,8 +154,9 @@ def _wait_progress(g: Guests, base: dict[str, dict[str, int]], beats: int, acks:
     return False
 
 
-def _xl_list_ok(host: Host) -> tuple[bool, str]:
-    """Whether ``xl list`` answers with Domain-0 and both guests in a running state."""
+def _xl_list_ok(host: Host, domids: dict[str, int]) -> tuple[bool, str]:
+    """Whether ``xl list`` answers with Domain-0 and both guests, under their ids, in a running
+    state (r or b)."""
     try:
         done = host.run("xl", "list", timeout=XL_LIST_WITHIN)
     except subprocess.TimeoutExpired:
@@ -155,7 +165,8 @@ def _xl_list_ok(host: Host) -> tuple[bool, str]:
     if done.returncode != 0:
         return False, text
     rows = {ln.split()[0]: ln.split() for ln in done.stdout.splitlines()[1:] if ln.split()}
-    ok = "Domain-0" in rows and all(n in rows and rows[n][4].strip("-") in ("r", "b") for n in GUESTS)
+    ok = "Domain-0" in rows and all(n in rows and rows[n][1] == str(domids[n]) and rows[n][4].strip("-") in ("r", "b")
+                                    for n in GUESTS)
     return ok, text
 
 
@@ -171,7 +182,8 @@ def kill(request: pytest.FixtureRequest, guests: Guests) -> Observation:
     host, paths = guests.host, guests.host.paths
     old = running_pid(paths, svc)
     assert old is not None, f"{name} is not running before the kill"
-    obs = Observation(name, old)
+    obs = Observation(name, old, killed_before=list(KILLED))
+    KILLED.append(name)
     obs.xenstore_path = f"/faults/{name}"
     obs.xenstore_value = f"acked-before-kill-{name}-{time.time_ns()}"
     host.run("pyxen", "xenstore", "write", obs.xenstore_path, obs.xenstore_value, check=True, timeout=30)
@@ -183,7 +195,7 @@ def kill(request: pytest.FixtureRequest, guests: Guests) -> Observation:
 
     def poll_xl_list() -> None:
         while time.monotonic() - t0 < 3 * XL_LIST_WITHIN:
-            ok, obs.xl_list_last = _xl_list_ok(host)
+            ok, obs.xl_list_last = _xl_list_ok(host, guests.domids)
             if ok:
                 obs.xl_list_after = time.monotonic() - t0
                 return
@@ -217,29 +229,31 @@ def kill(request: pytest.FixtureRequest, guests: Guests) -> Observation:
     return obs
 
 
-def daemons(check: str) -> list[Any]:
-    """SERVICES as parameters of the ``kill`` fixture for one check: skipped when the daemon's
-    module is not written yet, xfail(strict) where KNOWN names why it fails today."""
-    params = []
-    for svc in SERVICES:
-        marks: list[Any] = []
-        if not svc.available():
-            marks.append(pytest.mark.skip(reason=f"{svc.module} is not written yet"))
-        elif (check, svc.name) in KNOWN:
-            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN[(check, svc.name)]))
-        params.append(pytest.param(svc.name, marks=marks, id=svc.name))
-    return params
+def daemons() -> list[Any]:
+    """SERVICES as parameters of the ``kill`` fixture: skipped when the daemon's module is not
+    written yet."""
+    return [pytest.param(svc.name, id=svc.name, marks=[] if svc.available() else
+                         [pytest.mark.skip(reason=f"{svc.module} is not written yet")]) for svc in SERVICES]
 
 
-@pytest.mark.parametrize("kill", daemons("restart"), indirect=True)
-def test_a_supervisor_restarts_it(kill: Observation) -> None:
+def known(request: pytest.FixtureRequest, check: str, obs: Observation) -> None:
+    """Mark this test xfail(strict=True) if KNOWN says ``check`` fails today for this kill."""
+    entry = KNOWN.get((check, obs.daemon))
+    if entry is not None and entry[1](obs):
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=entry[0]))
+
+
+@pytest.mark.parametrize("kill", daemons(), indirect=True)
+def test_a_supervisor_restarts_it(request: pytest.FixtureRequest, kill: Observation) -> None:
+    known(request, "restart", kill)
     assert kill.back_after is not None, f"{kill.daemon} not back within {3 * RESTART_WITHIN} s"
     assert kill.new_pid != kill.old_pid
     assert kill.back_after <= RESTART_WITHIN, f"{kill.daemon} back after {kill.back_after:.1f} s"
 
 
-@pytest.mark.parametrize("kill", daemons("guests"), indirect=True)
-def test_b_guests_keep_running_and_logging(kill: Observation) -> None:
+@pytest.mark.parametrize("kill", daemons(), indirect=True)
+def test_b_guests_keep_running_and_logging(request: pytest.FixtureRequest, kill: Observation) -> None:
+    known(request, "guests", kill)
     assert kill.qemu_after == kill.qemu_before and len(kill.qemu_before) == len(GUESTS)
     for name, text in kill.consoles.items():
         beats = numbers(text, "hb")
@@ -250,8 +264,9 @@ def test_b_guests_keep_running_and_logging(kill: Observation) -> None:
         assert not missing, f"{name}: heartbeats missing from its console log after the kill: {missing[:20]}"
 
 
-@pytest.mark.parametrize("kill", daemons("disk"), indirect=True)
-def test_c_no_acknowledged_disk_write_is_lost(kill: Observation, guests: Guests) -> None:
+@pytest.mark.parametrize("kill", daemons(), indirect=True)
+def test_c_no_acknowledged_disk_write_is_lost(request: pytest.FixtureRequest, kill: Observation, guests: Guests) -> None:
+    known(request, "disk", kill)
     for name, text in kill.consoles.items():
         acked = numbers(text, "ack")
         assert acked, f"{name}: no disk write was ever acknowledged"
@@ -264,19 +279,22 @@ def test_c_no_acknowledged_disk_write_is_lost(kill: Observation, guests: Guests)
         assert not lost, f"{name}: acknowledged blocks not in the image: {lost[:20]}"
 
 
-@pytest.mark.parametrize("kill", daemons("xenstore"), indirect=True)
-def test_d_no_acknowledged_xenstore_write_is_lost(kill: Observation) -> None:
+@pytest.mark.parametrize("kill", daemons(), indirect=True)
+def test_d_no_acknowledged_xenstore_write_is_lost(request: pytest.FixtureRequest, kill: Observation) -> None:
+    known(request, "xenstore", kill)
     assert kill.xenstore_read == kill.xenstore_value
 
 
-@pytest.mark.parametrize("kill", daemons("xl-list"), indirect=True)
-def test_e_xl_list_answers_within_5s(kill: Observation) -> None:
+@pytest.mark.parametrize("kill", daemons(), indirect=True)
+def test_e_xl_list_answers_within_5s(request: pytest.FixtureRequest, kill: Observation) -> None:
+    known(request, "xl-list", kill)
     assert kill.xl_list_after is not None, f"xl list never right after the kill:\n{kill.xl_list_last}"
     assert kill.xl_list_after <= XL_LIST_WITHIN, f"xl list right only after {kill.xl_list_after:.1f} s"
 
 
-@pytest.mark.parametrize("kill", daemons("io"), indirect=True)
-def test_f_disk_and_network_io_go_on(kill: Observation) -> None:
+@pytest.mark.parametrize("kill", daemons(), indirect=True)
+def test_f_disk_and_network_io_go_on(request: pytest.FixtureRequest, kill: Observation) -> None:
+    known(request, "io", kill)
     for name, text in kill.consoles.items():
         now = _counts(text)
         assert now["ack"] >= kill.at_kill[name]["ack"] + 3, \
