@@ -65,17 +65,18 @@ def test_daemon_unit_runs_the_service_module(unit: str) -> None:
 @pytest.mark.parametrize("unit", list(DAEMON_UNITS))
 def test_daemon_unit_orders_after_the_services_before_it(unit: str) -> None:
     """As Xen's units: each daemon comes after every daemon before it in SERVICES, and all but
-    the hypervisor require xenstored or the hypervisor (Xen's require proc-xen.mount and
-    xenstored)."""
+    the hypervisor pull in xenstored or the hypervisor (Xen's require proc-xen.mount and
+    xenstored). With Wants=, not Requires=: systemd propagates an automatic restart along
+    Requires= (systemd issue #2775), and one crash must restart one daemon only."""
     names = list(DAEMON_UNITS)
     before = names[:names.index(unit)]
     cp = _parse(unit)
     after = cp.get("Unit", "After", fallback="").split()
     assert after == before
-    requires = cp.get("Unit", "Requires", fallback="").split()
+    wants = cp.get("Unit", "Wants", fallback="").split()
     expected = [] if unit == "pyxen-hypervisor.service" else (
         ["pyxen-hypervisor.service"] if unit == "pyxen-xenstored.service" else ["pyxen-xenstored.service"])
-    assert requires == expected
+    assert wants == expected
     assert cp.get("Unit", "PartOf") == "pyxen.target"
     assert cp.get("Install", "WantedBy") == "pyxen.target"
 
@@ -85,9 +86,19 @@ def test_xendomains_is_a_oneshot_after_every_daemon() -> None:
     assert cp.get("Service", "Type") == "oneshot"
     assert cp.get("Service", "RemainAfterExit") in ("true", "yes")
     assert cp.get("Unit", "After").split() == list(DAEMON_UNITS)
+    assert cp.get("Unit", "Wants").split() == ["pyxen-hypervisor.service", "pyxen-xenstored.service"]
     assert _module_argv(cp.get("Service", "ExecStart")) == ("pyxen.host.xendomains", ["--root", "${PYXEN_ROOT}", "start"])
     assert _module_argv(cp.get("Service", "ExecStop")) == ("pyxen.host.xendomains", ["--root", "${PYXEN_ROOT}", "stop"])
     assert Service("xendomains", "pyxen.host.xendomains", lambda p: p.root).available()
+
+
+@pytest.mark.parametrize("unit", ALL_UNITS)
+def test_no_unit_binds_its_fate_to_another(unit: str) -> None:
+    """No Requires=/BindsTo=/Requisite=: a daemon's crash-restart must not stop or restart
+    the others, nor run xendomains' ExecStop (which takes every guest down)."""
+    cp = _parse(unit)
+    for key in ("Requires", "BindsTo", "Requisite"):
+        assert not cp.has_option("Unit", key), f"{unit}: {key}="
 
 
 def test_target_wants_every_unit() -> None:
