@@ -13,10 +13,8 @@ import argparse
 import importlib
 import sys
 
-from ..host import supervisor
-from ..host.services import (SUPERVISOR, Service, ServiceError, available_services, running_pid, start_service,
-                             stop_service)
-from ..host import xendomains
+from ..host import supervisor, xendomains
+from ..host.services import SUPERVISOR, ServiceError, available_services, running_pid, start_service, stop_service
 from ..host.xendomains import destroy_all
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
@@ -27,7 +25,6 @@ from ..toolstack import domain as libxl
 
 def host_start(paths: Paths) -> int:
     paths.ensure()
-    svc: Service
     for svc in [*available_services(), SUPERVISOR]:
         try:
             pid, started = start_service(paths, svc)
