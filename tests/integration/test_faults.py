@@ -2,7 +2,7 @@
 network I/O (issue 8, "Faults").
 
 Two demo guests share one host for the whole module (booting is the slow part). Each runs three
-loops that print to its console: a numbered heartbeat every 0.5 s (``hb N``), numbered 4 KiB
+loops that print to its console: a numbered heartbeat every HB_INTERVAL s (``hb N``), numbered 4 KiB
 block writes to its own raw disk served by blkback, each made durable with fsync before it is
 acknowledged (``ack N``; block N starts with ``blk N``), and pings of the other guest over a
 vif on a test bridge (``net N``). For each daemon in SERVICES, one kill is made and observed
@@ -50,13 +50,17 @@ RESTART_WITHIN = 5.0
 XL_LIST_WITHIN = 5.0
 #: How long the guests get after a kill to show progress (TCG on a loaded 2-core machine).
 PROGRESS_WITHIN = 30.0
-#: Heartbeats (0.5 s apart) that must follow the kill: 4 s of the guest's life after it.
-BEATS_AFTER = 8
+#: The heartbeat's period. The issue asks for 0.5 s; 0.1 s makes a console outage of the length
+#: of a daemon's restart (>= 0.3 s here) lose a line every time rather than by chance, so a
+#: console that drops output fails this test deterministically.
+HB_INTERVAL = 0.1
+#: Heartbeats that must follow the kill: 4 s of the guest's life after it.
+BEATS_AFTER = int(4 / HB_INTERVAL)
 
 #: The guest's loops; {me}, {peer}: link-local addresses. The disk is the one with vdev xvdb.
 SCRIPT = """ip link set eth0 up; ip addr add {me}/16 dev eth0
 for d in /sys/block/vd*; do [ "$(cat $d/serial)" = xvdb ] && B=/dev/${{d##*/}}; done
-(i=0; while :; do i=$((i+1)); echo "hb $i"; sleep 0.5; done) &
+(i=0; while :; do i=$((i+1)); echo "hb $i"; sleep {hb}; done) &
 (j=0; while :; do j=$((j+1)); echo "blk $j" | dd of=$B bs=4096 seek=$j count=1 conv=sync,fsync,notrunc 2>/dev/null && echo "ack $j"; sleep 0.3; done) &
 (k=0; while :; do k=$((k+1)); ping -c 1 -W 1 {peer} >/dev/null 2>&1 && echo "net $k"; sleep 0.5; done) &
 """
@@ -127,7 +131,7 @@ def guests(demo_image: DemoImage) -> Iterator[Guests]:
             with open(img, "wb") as f:
                 f.truncate(DISK_BYTES)
             images[name] = img
-            domids[name] = host.create(name, script=SCRIPT.format(me=me, peer=peer),
+            domids[name] = host.create(name, script=SCRIPT.format(me=me, peer=peer, hb=HB_INTERVAL),
                         extra_lines=f"disk = ['file:{img},xvdb,w']\nvif = ['mac={mac},bridge={br}']\n")
         for name in GUESTS:
             host.wait_console(name)
