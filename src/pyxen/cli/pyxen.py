@@ -1,8 +1,10 @@
 """``pyxen``: the host's own commands (``pyxen host start|stop|status``, ``pyxen xenstore ...``,
 ``pyxen evtchn [domain]``).
 
-``host start`` brings Dom0's services up in Xen's order; ``host stop`` is xendomains' stop (every
-guest is shut down: destroyed, for now) and then the services in reverse order.
+``host start`` brings Dom0's services up in Xen's order and leaves the supervisor that restarts
+any of them that dies (host/supervisor.py); run again, it starts only what is down. ``host stop``
+stops the supervisor first (so nothing restarts what is being stopped), then does xendomains'
+stop (every guest is shut down: destroyed, for now) and stops the services in reverse order.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import argparse
 import importlib
 import sys
 
-from ..host.services import ServiceError, available_services, running_pid, start_service, stop_service
-from ..host.xendomains import start_auto
+from ..host import supervisor, xendomains
+from ..host.services import SUPERVISOR, ServiceError, available_services, running_pid, start_service, stop_service
+from ..host.xendomains import destroy_all
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
 from ..hypervisor.evtchn_abi import dump_evtchn_info
@@ -22,35 +25,19 @@ from ..toolstack import domain as libxl
 
 def host_start(paths: Paths) -> int:
     paths.ensure()
-    for svc in available_services():
+    for svc in [*available_services(), SUPERVISOR]:
         try:
             pid, started = start_service(paths, svc)
         except ServiceError as err:
             print(f"pyxen: {err}", file=sys.stderr)
             return 1
         print(f"{svc.name:<12} {'started' if started else 'running'} (pid {pid})")
-    failed = 0
-    for cfg, outcome in start_auto(paths):
-        print(f"xendomains   {cfg.name}: {outcome}")
-        failed += outcome.startswith("failed")
-    return 1 if failed else 0
-
-
-def destroy_all(paths: Paths) -> int:
-    """xendomains stop: take every DomU down. Returns how many."""
-    try:
-        with XenCtrl(paths.hypervisor_socket) as xc:
-            doms = [d for d in xc.call("sysctl.getdomaininfolist") if d["domid"] != 0]
-            for d in doms:
-                libxl.destroy(xc, paths, d["domid"])
-                print(f"destroyed {d['name']} ({d['domid']})")
-            return len(doms)
-    except HypercallError as err:
-        print(f"pyxen: {err}", file=sys.stderr)
-        return 0
+    return xendomains.start(paths)
 
 
 def host_stop(paths: Paths) -> int:
+    if stop_service(paths, SUPERVISOR):  # first: it would restart what is stopped below
+        print(f"{SUPERVISOR.name:<12} stopped")
     hypervisor = available_services()[0]
     if running_pid(paths, hypervisor):
         destroy_all(paths)
@@ -61,12 +48,26 @@ def host_stop(paths: Paths) -> int:
 
 
 def host_status(paths: Paths) -> int:
+    """One line per daemon and one for the supervisor (with the restarts it made); exit 0 if all
+    run, 3 if any does not (systemctl's LSB code for "not running")."""
+    report = supervisor.query(paths) if running_pid(paths, SUPERVISOR) else None
+    known = report["services"] if report else {}
     up = 0
-    for svc in available_services():
+    services = available_services()
+    for svc in services:
         pid = running_pid(paths, svc)
-        print(f"{svc.name:<12} {'running (pid %d)' % pid if pid else 'stopped'}")
+        line = f"{svc.name:<12} {'running (pid %d)' % pid if pid else 'stopped'}"
+        restarts = known.get(svc.name, {}).get("restarts", 0)
+        if restarts:
+            line += f", restarted {restarts} time{'s' if restarts > 1 else ''}"
+        if known.get(svc.name, {}).get("state") == "start-limit-hit":
+            line += ", start limit hit"
+        print(line)
         up += pid is not None
-    return 0 if up == len(available_services()) else 3
+    pid = running_pid(paths, SUPERVISOR)
+    state = "stopped" if pid is None else f"running (pid {pid})" if report else f"not answering (pid {pid})"
+    print(f"{SUPERVISOR.name:<12} {state}")
+    return 0 if up == len(services) and report else 3
 
 
 def evtchn_table(paths: Paths, domain: str | None) -> str:

@@ -1,13 +1,17 @@
-"""Dom0's services and their order: hypervisor, xenstored, then the rest (ARCHITECTURE.md).
+"""Dom0's services and their order, Xen's: hypervisor, xenstored, xenconsoled, the backends,
+then xl's monitor (ARCHITECTURE.md).
 
 Each service is a Python module run as its own process, in its own session (so it survives the
 shell that started it), with a pid file and a log under PYXEN_ROOT. It is "up" when its socket
 accepts a connection. ``start`` starts only what is not running, so it also restarts a daemon
-that died (the hypervisor then re-adopts the running guests).
+that died (the hypervisor then re-adopts the running guests). ``pyxen host start`` and the
+supervisor (supervisor.py) both start services through :func:`start_service`; a per-host lock
+file makes them take turns, so a dead daemon is never started twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import signal
@@ -15,9 +19,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..paths import Paths
 
@@ -39,9 +44,19 @@ class Service:
     args: tuple[str, ...] = ()
 
     def available(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
+        """Whether ``python -m <module>`` can run here: the module exists and, for a package,
+        has a ``__main__``. A daemon not written yet is skipped rather than started to fail."""
+        try:
+            spec = importlib.util.find_spec(self.module)
+            if spec is not None and spec.submodule_search_locations is not None:
+                spec = importlib.util.find_spec(self.module + ".__main__")
+        except (ImportError, ValueError):
+            return False
+        return spec is not None
 
 
+#: Dom0's daemons in start order (Xen's: xenstored needs the hypervisor, everything else
+#: needs xenstored). ``host stop`` walks it backwards.
 SERVICES: tuple[Service, ...] = (
     Service("hypervisor", "pyxen.hypervisor", lambda p: p.hypervisor_socket),
     Service("xenstored", "pyxen.xenstore", lambda p: p.xenstored_socket, ("--foreground",)),
@@ -49,6 +64,9 @@ SERVICES: tuple[Service, ...] = (
     Service("backendd", "pyxen.backends", lambda p: p.backendd_socket),
     Service("monitor", "pyxen.toolstack.monitor", lambda p: p.monitor_socket),
 )
+
+#: The process that restarts any of SERVICES that dies (supervisor.py); not one of them.
+SUPERVISOR = Service("supervisor", "pyxen.host.supervisor", lambda p: p.supervisor_socket)
 
 
 def _alive(pid: int) -> bool:
@@ -70,7 +88,8 @@ def running_pid(paths: Paths, svc: Service) -> int | None:
     return pid if _alive(pid) else None
 
 
-def _connects(path: Path) -> bool:
+def connects(path: Path) -> bool:
+    """Whether a daemon accepts on its socket (the readiness test for every service)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(str(path))
@@ -88,28 +107,60 @@ def _tail(path: Path, n: int = 5) -> str:
         return "(no log)"
 
 
-def start_service(paths: Paths, svc: Service) -> tuple[int, bool]:
-    """Start ``svc`` unless it runs; (pid, started_now)."""
-    pid = running_pid(paths, svc)
-    if pid is not None and _connects(svc.socket(paths)):
-        return pid, False
-    if pid is not None:  # alive but not answering: a hung daemon; replace it
-        os.kill(pid, signal.SIGKILL)
-    log_path = paths.daemon_log(svc.name)
-    env = dict(os.environ, PYXEN_ROOT=str(paths.root))
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", svc.module, "--root", str(paths.root), *svc.args],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                                start_new_session=True, close_fds=True)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not _connects(svc.socket(paths)):
-        if proc.poll() is not None:
-            raise ServiceError(f"{svc.name} exited with status {proc.returncode} at start:\n{_tail(log_path)}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise ServiceError(f"{svc.name} did not come up within {READY_TIMEOUT:.0f} s:\n{_tail(log_path)}")
-        time.sleep(0.05)
-    return proc.pid, True
+def argv(paths: Paths, svc: Service) -> list[str]:
+    """The command line of ``svc`` for the host at ``paths`` (the systemd units run the same)."""
+    return [sys.executable, "-m", svc.module, "--root", str(paths.root), *svc.args]
+
+
+@contextmanager
+def _start_lock(paths: Paths) -> Iterator[None]:
+    """Serialise starts on one host: ``pyxen host start`` and the supervisor may both find a
+    daemon dead at the same moment, and two copies would fight over its socket."""
+    paths.run.mkdir(parents=True, exist_ok=True)
+    with open(paths.run / "start.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def start_service(paths: Paths, svc: Service,
+                  abort: Callable[[], bool] = lambda: False) -> tuple[int, bool]:
+    """Start ``svc`` unless it runs; (pid, started_now).
+
+    The pid file is written as soon as the process exists (the daemon writes the same pid
+    again when ready), so a ``host stop`` that comes while it starts still finds it. ``abort``
+    is polled while waiting for readiness: when it turns true the new process is killed and
+    ServiceError raised (the supervisor passes its stop flag).
+    """
+    with _start_lock(paths):
+        pid = running_pid(paths, svc)
+        if pid is not None and connects(svc.socket(paths)):
+            return pid, False
+        if pid is not None:  # alive but not answering: a hung daemon; replace it
+            os.kill(pid, signal.SIGKILL)
+        log_path = paths.daemon_log(svc.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYXEN_ROOT=str(paths.root))
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(argv(paths, svc), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    env=env, start_new_session=True, close_fds=True)
+        paths.pidfile(svc.name).write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not connects(svc.socket(paths)):
+            if proc.poll() is not None:
+                raise ServiceError(f"{svc.name} exited with status {proc.returncode} at start:\n{_tail(log_path)}")
+            if abort():
+                proc.kill()
+                proc.wait()
+                raise ServiceError(f"{svc.name}: start abandoned (stopping)")
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise ServiceError(f"{svc.name} did not come up within {READY_TIMEOUT:.0f} s:\n{_tail(log_path)}")
+            time.sleep(0.05)
+        return proc.pid, True
 
 
 def stop_service(paths: Paths, svc: Service) -> bool:
@@ -130,4 +181,46 @@ def stop_service(paths: Paths, svc: Service) -> bool:
 
 
 def available_services() -> list[Service]:
+    """SERVICES whose module can run here, in start order."""
     return [s for s in SERVICES if s.available()]
+
+
+def wait_ready(paths: Paths, svc: Service, timeout: float = READY_TIMEOUT) -> None:
+    """Block until ``svc``'s socket accepts; ServiceError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not connects(svc.socket(paths)):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{svc.name} did not come up within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def by_name(name: str) -> Service:
+    """The service called ``name`` (the supervisor included); ValueError naming the choices."""
+    for svc in (*SERVICES, SUPERVISOR):
+        if svc.name == name:
+            return svc
+    raise ValueError(f"unknown service '{name}' (one of: {', '.join(s.name for s in (*SERVICES, SUPERVISOR))})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pyxen.host.services --root R wait NAME``: the systemd units' ExecStartPost,
+    so that a unit ordered After= this one starts only once this daemon accepts."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pyxen.host.services",
+                                 description="wait until one of Dom0's daemons accepts on its socket")
+    ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
+    ap.add_argument("--timeout", type=float, default=READY_TIMEOUT, help="seconds (default %(default)s)")
+    ap.add_argument("action", choices=("wait",))
+    ap.add_argument("service")
+    ns = ap.parse_args(argv)
+    try:
+        wait_ready(Paths.from_env(ns.root), by_name(ns.service), ns.timeout)
+    except (ValueError, ServiceError) as err:
+        print(f"pyxen.host.services: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,13 +1,18 @@
-"""xendomains: start the domains whose configs sit in the auto/ folder (Xen's /etc/xen/auto).
+"""xendomains: start the domains whose configs sit in the auto/ folder (Xen's /etc/xen/auto),
+and take every guest down when the host stops.
 
-Run at the end of ``pyxen host start``. A config whose domain already runs is skipped, so a
-second start changes nothing; a config that fails (unreadable, binary or not UTF-8, bad syntax or
-values, or a build that fails) is reported in one line and the others still start.
-At host stop, Xen's xendomains saves or shuts guests down; pyxen destroys them for now.
+Run at the end of ``pyxen host start`` (or as pyxen-xendomains.service under systemd:
+``python -m pyxen.host.xendomains --root R start|stop``). A config whose domain already runs is
+skipped, so a second start changes nothing; a config that fails (unreadable, binary or not
+UTF-8, bad syntax or values, or a build that fails) is reported in one line and the others
+still start. At host stop, Xen's xendomains saves or shuts guests down; pyxen destroys them for
+now.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 from ..hypervisor.client import XenCtrl
@@ -44,3 +49,43 @@ def start_auto(paths: Paths) -> list[tuple[Path, str]]:
                 message = "; ".join(str(err).splitlines())
                 results.append((cfg_path, f"failed: {message}"))
     return results
+
+
+def start(paths: Paths) -> int:
+    """Start auto/'s domains, one line each; 1 if any failed."""
+    failed = 0
+    for cfg, outcome in start_auto(paths):
+        print(f"xendomains   {cfg.name}: {outcome}")
+        failed += outcome.startswith("failed")
+    return 1 if failed else 0
+
+
+def destroy_all(paths: Paths) -> int:
+    """xendomains stop: take every DomU down. Returns how many."""
+    try:
+        with XenCtrl(paths.hypervisor_socket) as xc:
+            doms = [d for d in xc.call("sysctl.getdomaininfolist") if d["domid"] != 0]
+            for d in doms:
+                libxl.destroy(xc, paths, d["domid"])
+                print(f"destroyed {d['name']} ({d['domid']})")
+            return len(doms)
+    except HypercallError as err:
+        print(f"pyxen: {err}", file=sys.stderr)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pyxen.host.xendomains",
+                                 description="start auto/'s domains, or take every guest down")
+    ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
+    ap.add_argument("action", choices=("start", "stop"))
+    ns = ap.parse_args(argv)
+    paths = Paths.from_env(ns.root)
+    if ns.action == "start":
+        return start(paths)
+    destroy_all(paths)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
