@@ -144,6 +144,11 @@ class Paths:
         config as JSON, which the monitor needs to restart it."""
         return self.lib / "userdata"
 
+    def hypervisor_state(self, table: str) -> Path:
+        """A hypervisor table kept across a restart of its daemon (gnttab, evtchn): the
+        guests and their backends outlive the daemon, so their grants and channels must too."""
+        return self.lib / "hypervisor" / f"{table}.json"
+
     @property
     def monitor_dir(self) -> Path:
         """The monitor's notes of restarts it began (so one interrupted by its death is

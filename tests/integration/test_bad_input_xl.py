@@ -84,23 +84,24 @@ def test_xendomains_skips_a_binary_config_and_xl_survives_xenstored_down(host: H
     assert lines[1].startswith("xendomains   b-good.cfg: started autogood (domid ")
     assert "autogood" in host.domains()
 
-    xenstored = next(s for s in SERVICES if s.name == "xenstored")
-    pid = running_pid(host.paths, xenstored)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while running_pid(host.paths, xenstored) is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for argv in (["list"], ["info"], ["mem-set", "autogood", "48m"], ["pause", "autogood"],
-                 ["destroy", "autogood"], ["block-list", "autogood"], ["shutdown", "autogood"]):
-        done = host.xl(*argv, check=False, timeout=30)
-        assert done.returncode == 1, (argv, done)
-        assert errors(done) == [f"xl: cannot connect to xenstore at {host.paths.xenstored_socket} "
-                                "(Connection refused); is the host started? (pyxen host start)"], (argv, done.stderr)
-    # Nothing was applied: the domain still runs, unpaused, with its memory.
-    with XenCtrl(host.paths.hypervisor_socket) as xc:
-        dom = next(d for d in xc.call("sysctl.getdomaininfolist") if d["name"] == "autogood")
-    assert not dom["paused"] and dom["memory_kb"] == 64 * 1024, dom
+    with host.supervisor_held():  # xenstored stays down until the block ends
+        xenstored = next(s for s in SERVICES if s.name == "xenstored")
+        pid = running_pid(host.paths, xenstored)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while running_pid(host.paths, xenstored) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for argv in (["list"], ["info"], ["mem-set", "autogood", "48m"], ["pause", "autogood"],
+                     ["destroy", "autogood"], ["block-list", "autogood"], ["shutdown", "autogood"]):
+            done = host.xl(*argv, check=False, timeout=30)
+            assert done.returncode == 1, (argv, done)
+            assert errors(done) == [f"xl: cannot connect to xenstore at {host.paths.xenstored_socket} "
+                                    "(Connection refused); is the host started? (pyxen host start)"], (argv, done.stderr)
+        # Nothing was applied: the domain still runs, unpaused, with its memory.
+        with XenCtrl(host.paths.hypervisor_socket) as xc:
+            dom = next(d for d in xc.call("sysctl.getdomaininfolist") if d["name"] == "autogood")
+        assert not dom["paused"] and dom["memory_kb"] == 64 * 1024, dom
 
 
 def test_relative_kernel_ramdisk_and_disk_are_xls_cwd(host: Host) -> None:

@@ -138,12 +138,12 @@ def test_guest_started_while_xenconsoled_was_down(chost: Host) -> None:
     no_console = chost.xl("console", "Domain-0", check=False)
     assert no_console.returncode == 1
     assert no_console.stderr.count("\n") == 1 and "domain 0" in no_console.stderr, no_console.stderr
-    kill_xenconsoled(chost)
-    # loglevel=8: the kernel's own boot messages reach the serial port, from its first line.
-    count = 8000  # ~90 KB with the boot messages: more than the FIFO's 64 KiB
-    script = f'i=0; while [ $i -lt {count} ]; do echo "early $i"; i=$((i+1)); done'
-    domid = chost.create("late", memory=96, cmdline_extra="loglevel=8", script=script)
-    if _pid(chost) is None:  # (not yet restarted by a supervisor)
+    with chost.supervisor_held():  # xenconsoled stays down until the block ends
+        kill_xenconsoled(chost)
+        # loglevel=8: the kernel's own boot messages reach the serial port, from its first line.
+        count = 8000  # ~90 KB with the boot messages: more than the FIFO's 64 KiB
+        script = f'i=0; while [ $i -lt {count} ]; do echo "early $i"; i=$((i+1)); done'
+        domid = chost.create("late", memory=96, cmdline_extra="loglevel=8", script=script)
         down = chost.xl("console", "late", check=False)
         assert down.returncode == 1
         assert down.stderr.count("\n") == 1 and f"domain {domid}" in down.stderr, down.stderr
@@ -156,7 +156,6 @@ def test_guest_started_while_xenconsoled_was_down(chost: Host) -> None:
             time.sleep(0.2)
         time.sleep(2)  # stalled: it stays full
         assert _queued(out) == 65536
-    start_xenconsoled(chost)
     text = chost.wait_console("late")
     first = text.lstrip("\r\n").splitlines()[0]
     assert "Linux version" in first, text[:500]

@@ -69,21 +69,7 @@ BLOCK = 4096
 
 #: (check, daemon) -> (why it fails today, naming the cause and its owner; whether it applies to
 #: an observed kill). Applied as xfail(strict=True) when it applies, so a fix shows as XPASS.
-KNOWN: dict[tuple[str, str], tuple[str, Callable[["Observation"], bool]]] = {
-    ("guests", "hypervisor"): (
-        "console lines are lost while the hypervisor restarts: xenconsoled still runs inside the "
-        "hypervisor daemon (hypervisor/core.py's Xenconsoled) and QEMU's serial chardev is a socket "
-        "(hypervisor/qemu.py: server=on,wait=off) that drops what the guest prints while no reader "
-        "is connected; fixed by xenconsoled as its own daemon reading the console FIFOs",
-        lambda obs: True),
-    ("io", "backendd"): (
-        "grant tables live only in the hypervisor daemon's memory (hypervisor/gnttab.py), so once "
-        "the hypervisor has been restarted (killed earlier in this module) the restarted backendd's "
-        "maps are refused (backendd.log: 'grant map refused: domain 1 has no grant 8 (GNTST "
-        "bad_gntref)') and the guests' disk and network I/O stop; a backendd kill on a host whose "
-        "hypervisor never restarted resumes (run this file with -k backendd)",
-        lambda obs: "hypervisor" in obs.killed_before),
-}
+KNOWN: dict[tuple[str, str], tuple[str, Callable[["Observation"], bool]]] = {}
 
 #: The daemons killed so far in this module, in order (the host is shared by the kills).
 KILLED: list[str] = []

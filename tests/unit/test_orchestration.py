@@ -312,3 +312,25 @@ def test_refused_device_add_undoes_its_chardev(tmp_path: Path) -> None:
         FakeDeviceModel.fail_on = {}
     assert [c for c, _ in dm.commands] == ["chardev-add", "device_add", "chardev-remove"]
     json.dumps(dm.commands)  # plain data, as it goes over QMP
+
+
+def test_grants_and_channels_survive_a_hypervisor_restart(fake: FakeHost, tmp_path: Path) -> None:
+    """The guests and their backends outlive the hypervisor daemon: so do the grants and event
+    channels between them (a restarted backend maps the same grant and binds the same port)."""
+    with XenCtrl(fake.paths.hypervisor_socket) as xc:
+        domid = libxl.create(xc, fake.paths, cfg(tmp_path))
+        ref = xc.call("grant_table_op.grant_access", dom=domid, remote_dom=0, label="vbd")
+        port = xc.call("event_channel_op.alloc_unbound", dom=domid, remote_dom=0, label="vbd")
+        before = (xc.call("grant_table_op.list"), xc.call("event_channel_op.list"))
+    fake.restart_hypervisor()
+    with XenCtrl(fake.paths.hypervisor_socket) as xc:
+        assert [d["domid"] for d in libxl.list_domains(xc)] == [0, domid]
+        assert (xc.call("grant_table_op.list"), xc.call("event_channel_op.list")) == before
+        pid = fake.call(lambda: fake.hv.domains[domid].pid)  # type: ignore[union-attr]
+        assert xc.call("grant_table_op.map_grant_ref", dom=domid, ref=ref, mapper=0, pid=pid)["status"] == 0
+        assert xc.call("event_channel_op.bind_interdomain", dom=0, remote_dom=domid, remote_port=port) > 0
+        libxl.destroy(xc, fake.paths, domid)
+        assert xc.call("grant_table_op.list") == {"grants": [], "maps": []}
+    fake.restart_hypervisor()
+    with XenCtrl(fake.paths.hypervisor_socket) as xc:
+        assert xc.call("event_channel_op.list") == []

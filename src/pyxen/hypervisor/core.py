@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextvars
 import getpass
+import json
 import logging
 import os
 import platform
@@ -111,6 +112,22 @@ class Hypervisor:
     def lock(self, domid: int) -> asyncio.Lock:
         """The domain's lock: create and destroy of one domain never interleave."""
         return self._locks.setdefault(domid, asyncio.Lock())
+
+    def load_table(self, table: str) -> Any:
+        """The saved form of a table (gnttab, evtchn) from before a restart, or None."""
+        try:
+            return json.loads(self.paths.hypervisor_state(table).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_table(self, table: str, data: Any) -> None:
+        """Keep a table across a restart of this daemon (atomically: old or new, never half;
+        not fsync'd: the guests it describes do not outlive the machine either)."""
+        path = self.paths.hypervisor_state(table)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.rename(path)
 
     def raise_dom_exc(self) -> None:
         """VIRQ_DOM_EXC: a domain shut down or died. xenstored turns it into @releaseDomain."""

@@ -101,19 +101,30 @@ class EventChannels:
 
 
 def channels(hv: Hypervisor) -> EventChannels:
-    """The hypervisor's event channel table (created on first use)."""
+    """The hypervisor's event channel table (created on first use, from what an earlier daemon
+    saved, less the ports of domains that are gone)."""
     table = getattr(hv, "evtchn", None)
     if table is None:
         table = EventChannels()
+        saved = hv.load_table("evtchn")
+        for p in saved if isinstance(saved, list) else []:
+            if p["dom"] in hv.domains and p["remote_dom"] in hv.domains:
+                table.ports.setdefault(p["dom"], {})[p["port"]] = Port(**{**p, "status": Status[p["status"].upper()]})
         hv.evtchn = table  # type: ignore[attr-defined]
     return table
+
+
+def save(hv: Hypervisor) -> None:
+    hv.save_table("evtchn", [p.to_json() for p in channels(hv).list()])
 
 
 @hypercall("event_channel_op.alloc_unbound")
 async def _alloc_unbound(hv: Hypervisor, args: dict[str, Any]) -> int:
     op = "event_channel_op.alloc_unbound"
     dom, remote = hv.domain(args, op, "dom").domid, hv.domain(args, op, "remote_dom").domid
-    return channels(hv).alloc_unbound(dom, remote, str(args.get("label", ""))).port
+    port = channels(hv).alloc_unbound(dom, remote, str(args.get("label", ""))).port
+    save(hv)
+    return port
 
 
 @hypercall("event_channel_op.bind_interdomain")
@@ -121,16 +132,19 @@ async def _bind_interdomain(hv: Hypervisor, args: dict[str, Any]) -> int:
     op = "event_channel_op.bind_interdomain"
     dom, remote = hv.domain(args, op, "dom").domid, hv.domain(args, op, "remote_dom").domid
     try:
-        return channels(hv).bind_interdomain(dom, remote, int(args.get("remote_port", -1)),
+        port = channels(hv).bind_interdomain(dom, remote, int(args.get("remote_port", -1)),
                                              str(args.get("label", ""))).port
     except HypercallError as err:
         err.op = op
         raise
+    save(hv)
+    return port
 
 
 @hypercall("event_channel_op.close")
 async def _close(hv: Hypervisor, args: dict[str, Any]) -> None:
     channels(hv).close(int(args.get("dom", 0)), int(args.get("port", 0)))
+    save(hv)
 
 
 @hypercall("event_channel_op.send")
@@ -154,6 +168,7 @@ async def _list(hv: Hypervisor, args: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _on_destroy(hv: Hypervisor, domid: int) -> None:
     channels(hv).domain_destroyed(domid)
+    save(hv)
 
 
 @hypercall("sysctl.debug_keys")

@@ -115,6 +115,24 @@ class GrantTables:
         for h in [h for h, m in self.maps.items() if m.mapper == dom]:
             self.maps.pop(h)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"next_handle": self._next_handle,
+                "grants": [asdict(g) for t in self.grants.values() for g in t.values()],
+                "maps": [asdict(m) for m in self.maps.values()]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], live: set[int]) -> "GrantTables":
+        """The tables as saved, less what belongs to domains no longer in ``live``."""
+        t = cls()
+        t._next_handle = int(data.get("next_handle", 1))
+        for g in data.get("grants", []):
+            if g["dom"] in live:
+                t.grants.setdefault(g["dom"], {})[g["ref"]] = Grant(**g)
+        for m in data.get("maps", []):
+            if m["dom"] in live and m["mapper"] in live:
+                t.maps[m["handle"]] = Mapping(**m)
+        return t
+
     def list(self, dom: int | None) -> dict[str, list[dict[str, Any]]]:
         doms = [dom] if dom is not None else sorted(self.grants)
         return {"grants": [asdict(g) for d in doms for g in self.grants.get(d, {}).values()],
@@ -123,18 +141,26 @@ class GrantTables:
 
 
 def tables(hv: Hypervisor) -> GrantTables:
+    """The grant tables (created on first use, from what an earlier daemon saved)."""
     t = getattr(hv, "gnttab", None)
     if t is None:
-        t = GrantTables()
+        saved = hv.load_table("gnttab")
+        t = GrantTables.from_json(saved, set(hv.domains)) if isinstance(saved, dict) else GrantTables()
         hv.gnttab = t  # type: ignore[attr-defined]
     return t
+
+
+def save(hv: Hypervisor) -> None:
+    hv.save_table("gnttab", tables(hv).to_json())
 
 
 @hypercall("grant_table_op.grant_access")
 async def _grant_access(hv: Hypervisor, args: dict[str, Any]) -> int:
     op = "grant_table_op.grant_access"
     dom, remote = hv.domain(args, op, "dom").domid, hv.domain(args, op, "remote_dom").domid
-    return tables(hv).grant_access(dom, remote, bool(args.get("readonly")), str(args.get("label", ""))).ref
+    ref = tables(hv).grant_access(dom, remote, bool(args.get("readonly")), str(args.get("label", ""))).ref
+    save(hv)
+    return ref
 
 
 @hypercall("grant_table_op.map_grant_ref")
@@ -147,17 +173,20 @@ async def _map_grant_ref(hv: Hypervisor, args: dict[str, Any]) -> dict[str, Any]
     except HypercallError as err:
         err.op = op
         raise
+    save(hv)
     return {"handle": m.handle, "status": int(GntSt.OKAY)}
 
 
 @hypercall("grant_table_op.unmap_grant_ref")
 async def _unmap_grant_ref(hv: Hypervisor, args: dict[str, Any]) -> None:
     tables(hv).unmap(int(args.get("handle", -1)))
+    save(hv)
 
 
 @hypercall("grant_table_op.end_access")
 async def _end_access(hv: Hypervisor, args: dict[str, Any]) -> None:
     tables(hv).end_access(int(args.get("dom", -1)), int(args.get("ref", -1)))
+    save(hv)
 
 
 @hypercall("grant_table_op.list")
@@ -168,6 +197,7 @@ async def _list(hv: Hypervisor, args: dict[str, Any]) -> dict[str, list[dict[str
 
 def _on_destroy(hv: Hypervisor, domid: int) -> None:
     tables(hv).domain_destroyed(domid)
+    save(hv)
 
 
 DESTROY_HOOKS.append(_on_destroy)

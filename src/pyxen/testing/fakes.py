@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -49,7 +50,10 @@ class FakeDeviceModel(DeviceModel):
             raise DeviceModelError(self.fail_on["start"], "domctl.createdomain")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.balloon_kb = max(info.maxmem_mib, info.memory_mib) << 10
-        self.proc = subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL, start_new_session=True)
+        # A process whose command line names the domain's uuid, as QEMU's does (-uuid), so a
+        # restarted hypervisor re-adopts it (is_our_qemu).
+        self.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", info.uuid],
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.proc.pid
         self.status_name = "paused"
         return self.pid
@@ -123,6 +127,26 @@ class FakeHost:
 
         asyncio.run_coroutine_threadsafe(begin(), self.loop).result(10)
         return self
+
+    def restart_hypervisor(self) -> None:
+        """The hypervisor daemon dies (its memory is gone; its guests run on) and a new one
+        starts and re-adopts them, as after a kill -9 and the supervisor's restart."""
+        async def restart() -> None:
+            old = self._tasks.pop()
+            old.cancel()
+            await asyncio.gather(old, return_exceptions=True)
+            assert self.hv is not None and self._stop is not None
+            self.hv = Hypervisor(self.paths, self.hv.cfg, self.hv.accel, ConRing(),
+                                 device_model=FakeDeviceModel)
+            self.paths.hypervisor_socket.unlink(missing_ok=True)
+            self._tasks.append(asyncio.ensure_future(serve_hypervisor(self.hv, self._stop)))
+            for _ in range(200):
+                if self.paths.hypervisor_socket.exists():
+                    return
+                await asyncio.sleep(0.01)
+            raise RuntimeError("the restarted hypervisor did not come up")
+
+        asyncio.run_coroutine_threadsafe(restart(), self.loop).result(10)
 
     def stop(self) -> None:
         async def end() -> None:

@@ -104,6 +104,17 @@ class Host:
             rows[name] = {"id": domid, "mem": mem, "vcpus": vcpus, "state": state, "time": t}
         return rows
 
+    @contextmanager
+    def supervisor_held(self) -> Iterator[None]:
+        """Stop the supervisor for the block, so a daemon the test kills stays down until the
+        test brings it back; afterwards ``pyxen host start`` restarts whatever is down."""
+        from pyxen.host.services import SUPERVISOR, stop_service
+        stop_service(self.paths, SUPERVISOR)
+        try:
+            yield
+        finally:
+            self.run("pyxen", "host", "start", check=True)
+
     def info(self, field_name: str) -> str:
         return self.xl("info", field_name).stdout.strip()
 
