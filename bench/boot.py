@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pyxen.hypervisor.accel import choose  # noqa: E402
 from pyxen.images.demo import build  # noqa: E402
+from pyxen.testing.bench import run_facts  # noqa: E402
 
 UP = b"pyxen demo guest up"
 BIN = Path(sys.executable).parent
@@ -80,6 +81,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ns = ap.parse_args()
+    facts = run_facts(ROOT)
     image = build()
     root = Path(tempfile.mkdtemp(prefix="pyxen-bench-", dir="/tmp"))
     env = dict(os.environ, PYXEN_ROOT=str(root), PATH=f"{BIN}:{os.environ['PATH']}")
@@ -108,7 +110,7 @@ def main() -> int:
     print(f"ratio pyxen/bare (medians): {ratio:.3f}  (goal <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})")
     out = ROOT / "bench" / "results" / "boot.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"accel": accel, "memory_mib": MEMORY, "runs": ns.runs,
+    out.write_text(json.dumps({**facts, "accel": accel, "memory_mib": MEMORY, "runs": ns.runs,
                                "pyxen_s": pyxen_t, "bare_s": bare_t, "median_pyxen_s": med_p,
                                "median_bare_s": med_b, "ratio": ratio, "goal": 1.15}, indent=2))
     return 0
