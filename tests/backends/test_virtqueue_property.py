@@ -94,9 +94,9 @@ def test_used_ring_follows_the_spec(size: int, start: int, shapes: list[tuple[in
         expected[head] = (readable, nw * length)
         # Now and then the device takes a chain and gives it back unused (netback RX, no frame).
         if rnd.random() < 0.2:
-            chain = vq.pop()
-            if chain is not None:
-                vq.unpop(chain)
+            taken = vq.pop()
+            if taken is not None:
+                vq.unpop(taken)
     # Drain: everything posted comes back once.
     held += [c for c in iter(vq.pop, None)]
     for chain in held:
@@ -178,3 +178,50 @@ def test_hostile_driver_breaks_only_its_ring(build: str) -> None:
     with pytest.raises(VirtqueueError):
         vq.pop()
     assert ring.used_idx() == 0 and vq.in_flight == (1 if build == "head_twice" else 0)
+
+
+def test_the_driver_never_sees_a_torn_used_index() -> None:
+    """The used index must change with one 16-bit store. Written a byte at a time (what
+    ``struct.pack_into("<H")`` does, low byte first), a driver reading it as it goes from 0x01FF
+    to 0x0200 sees 0x0100 and takes stale used elements for new ones: Linux's "id N is not a
+    head!" under sustained load. A second process, as the guest's CPU, watches the index while
+    this one pushes across a few hundred low-byte wraps; it must never see it go backwards."""
+    import multiprocessing
+    import time
+    ram = GuestRam(4 << 20)
+    ring = DriverRing(ram, 256, start=0xF0)
+    vq = device(ram, ring)
+    stop = ram.alloc(1)
+    buf = ram.alloc(64)
+
+    def watch(out: "multiprocessing.connection.Connection") -> None:
+        hdr = memoryview(ram.mm)[ring.used:ring.used + 4].cast("H")
+        prev, torn, reads = hdr[1], 0, 0
+        while not ram.mm[stop]:
+            v = hdr[1]
+            if (v - prev) & 0xFFFF >= 0x8000:  # backwards (a lag of the watcher only looks forward)
+                torn += 1
+            prev = v
+            reads += 1
+        out.send((torn, reads))
+
+    ctx = multiprocessing.get_context("fork")
+    r, w = ctx.Pipe(duplex=False)
+    watcher = ctx.Process(target=watch, args=(w,), daemon=True)
+    watcher.start()
+    deadline, pushed = time.monotonic() + 2.0, 0
+    try:
+        while time.monotonic() < deadline or pushed < 300 * 256:
+            for _ in range(64):
+                ring.post([Segment(buf, 64, True)])
+            for chain in iter(vq.pop, None):
+                chain.release()
+                vq.push(chain.head, 0)
+                pushed += 1
+            ring.reap()
+    finally:
+        ram.mm[stop] = 1
+        watcher.join(10)
+    torn, reads = r.recv()
+    assert reads > 1000 and pushed >= 300 * 256
+    assert torn == 0, f"the watcher saw the used index go backwards {torn} times in {pushed} pushes"

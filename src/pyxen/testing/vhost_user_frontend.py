@@ -47,8 +47,6 @@ LOW_END, HIGH_START = 0xA0000, 0xC0000
 VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT = 1, 2, 4
 VRING_AVAIL_F_NO_INTERRUPT = 1
 DESC = struct.Struct("<QIHH")
-U16 = struct.Struct("<H")
-USED_ELEM = struct.Struct("<II")
 
 
 class FrontendError(Exception):
@@ -98,7 +96,10 @@ class GuestRam:
         return self.mm[gpa:gpa + length]
 
     def close(self) -> None:
-        self.mm.close()
+        try:
+            self.mm.close()
+        except BufferError:  # a ring not closed still has views: the GC unmaps it later
+            pass
         os.close(self.fd)
 
 
@@ -145,9 +146,14 @@ class DriverRing:
         self.max_indirect = max_indirect
         self.tables = ram.alloc(16 * max_indirect * size, 16)  # one indirect table per head
         self.free: list[int] = list(range(size))
+        # Indices and flags with single 16-bit accesses, as a real driver's READ_ONCE/WRITE_ONCE
+        # (struct would move them a byte at a time and the device could read a torn index).
+        self._avail = memoryview(ram.mm)[self.avail:self.avail + 4 + 2 * size].cast("H")
+        self._used_hdr = memoryview(ram.mm)[self.used:self.used + 4].cast("H")
+        self._used_ring = memoryview(ram.mm)[self.used + 4:self.used + 4 + 8 * size].cast("I")
         self.avail_idx = self.last_used = start & 0xFFFF
-        U16.pack_into(ram.mm, self.avail + 2, self.avail_idx)
-        U16.pack_into(ram.mm, self.used + 2, self.last_used)
+        self._avail[1] = self.avail_idx
+        self._used_hdr[1] = self.last_used
         self.outstanding: dict[int, Posted] = {}
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.call_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -199,20 +205,20 @@ class DriverRing:
                                0 if last else descs[i + 1])
         self.outstanding[head] = Posted(head, descs, list(segments), token,
                                         sum(s.length for s in segments if s.writable))
-        U16.pack_into(mm, self.avail + 4 + 2 * (self.avail_idx % self.size), head)
+        self._avail[2 + self.avail_idx % self.size] = head
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
-        U16.pack_into(mm, self.avail + 2, self.avail_idx)  # after the slot (x86: stores in order)
+        self._avail[1] = self.avail_idx  # after the slot (x86: stores in order)
         return head
 
     def kick(self) -> None:
         os.eventfd_write(self.kick_fd, 1)
 
     def set_no_interrupt(self, on: bool) -> None:
-        U16.pack_into(self.ram.mm, self.avail, VRING_AVAIL_F_NO_INTERRUPT if on else 0)
+        self._avail[0] = VRING_AVAIL_F_NO_INTERRUPT if on else 0
 
     # ---- reaping ------------------------------------------------------------------------
     def used_idx(self) -> int:
-        return int(U16.unpack_from(self.ram.mm, self.used + 2)[0])
+        return int(self._used_hdr[1])
 
     def reap(self) -> list[Used]:
         """Every used element the device wrote since the last reap, checked against the rules.
@@ -229,7 +235,7 @@ class DriverRing:
         out: list[Used] = []
         for _ in range(n):
             slot = self.last_used % self.size
-            head, length = USED_ELEM.unpack_from(self.ram.mm, self.used + 4 + 8 * slot)
+            head, length = self._used_ring[2 * slot], self._used_ring[2 * slot + 1]
             if head >= self.size:
                 raise RingViolation(f"id {head} out of range")
             posted = self.outstanding.pop(head, None)
@@ -271,6 +277,8 @@ class DriverRing:
         return got
 
     def close(self) -> None:
+        for v in (self._avail, self._used_hdr, self._used_ring):
+            v.release()
         for fd in (self.kick_fd, self.call_fd):
             try:
                 os.close(fd)

@@ -278,6 +278,7 @@ class VhostUserSession:
             self.log.error("vq %d stopped with %d chain(s) in flight; they will be taken again",
                            ring.index, vq.in_flight)
         ring.base = (vq.last_avail - vq.in_flight) & 0xFFFF
+        vq.close()
 
     def _kicked(self, ring: Vring) -> None:
         if ring.kick is not None:

@@ -16,8 +16,14 @@ Rules the device keeps (virtio 1.1 2.6, checked here rather than trusted to the 
   ever moves past chains that reached the used ring;
 - indices are 16-bit and free-running: slots are ``idx % size`` and differences are taken
   modulo 65536, so a ring keeps working across the wrap;
-- the used element is written before the used index. CPython's ``struct.pack_into`` on x86-64
-  (TSO) keeps store order. Reading VRING_AVAIL_F_NO_INTERRUPT after that store needs a full
+- the ring indices and flags are read and written with single, naturally aligned 16-bit
+  accesses (a ``memoryview`` cast to ``H``: one ``mov`` each), never with ``struct``:
+  ``struct.pack_into("<H")`` stores the two bytes one at a time, low byte first, so a driver
+  reading the used index while it went from 0x01FF to 0x0200 saw 0x0100, took 255 stale used
+  elements for new ones and reported "id N is not a head!" (then spun in
+  virtqueue_enable_cb_delayed: the soft lockup); ``struct.unpack_from`` reads the high byte
+  first, so the device could see an avail index 255 behind the truth;
+- the used element is written before the used index; x86-64 (TSO) keeps store order. Reading VRING_AVAIL_F_NO_INTERRUPT after that store needs a full
   (store-load) fence, as Linux's vhost does with smp_mb() before reading the flags: without it a
   driver that just cleared the flag and found no new used element, and a device that still saw
   the flag set, both wait (a lost interrupt). ``_fence`` gives that fence.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import _thread
 import mmap
 import struct
+import sys
 from dataclasses import dataclass, field
 
 from .memory import GuestMemory, GuestMemoryError
@@ -41,8 +48,8 @@ VRING_AVAIL_F_NO_INTERRUPT = 1
 MAX_CHAIN = 1024
 #: Largest index difference (avail - used) a ring can show: the queue size, at most 32768.
 MAX_QUEUE_SIZE = 32768
-U16 = struct.Struct("<H")
-USED_ELEM = struct.Struct("<II")
+if sys.byteorder != "little":  # the ring views below are native-endian; virtio 1.x is little-endian
+    raise ImportError("pyxen's virtqueue needs a little-endian host")
 
 
 class VirtqueueError(Exception):
@@ -118,13 +125,26 @@ class Virtqueue:
         self.avail_mm, self.avail_off = mem.qva(avail)
         self.used_mm, self.used_off = mem.qva(used)
         self.last_avail = last_avail & 0xFFFF
-        self.used_idx = U16.unpack_from(self.used_mm, self.used_off + 2)[0]
+        # Single-access views (module docstring): avail = flags, idx, ring[size] (u16); used
+        # header = flags, idx (u16); used ring = {id, len}[size] (u32).
+        avail_len, used_len = 4 + 2 * size, 4 + 8 * size
+        if self.avail_off + avail_len > len(self.avail_mm) or self.used_off + used_len > len(self.used_mm) \
+                or self.desc_off + 16 * size > len(self.desc_mm):
+            raise GuestMemoryError("a ring of this size runs past the end of its memory region")
+        if self.avail_off % 2 or self.used_off % 4:
+            raise VirtqueueError("misaligned avail or used ring")
+        self._avail = memoryview(self.avail_mm)[self.avail_off:self.avail_off + avail_len].cast("H")
+        uview = memoryview(self.used_mm)[self.used_off:self.used_off + used_len]
+        self._used_hdr = uview[:4].cast("H")
+        self._used_ring = uview[4:].cast("I")
+        uview.release()
+        self.used_idx = int(self._used_hdr[1])
         #: inflight[head] is 1 from pop to push (or unpop): the chains the device holds.
         self.inflight = bytearray(size)
         self.in_flight = 0
 
     def avail_idx(self) -> int:
-        return int(U16.unpack_from(self.avail_mm, self.avail_off + 2)[0])
+        return int(self._avail[1])
 
     def pending(self) -> int:
         """Requests the driver made available that the device has not taken."""
@@ -141,7 +161,7 @@ class Virtqueue:
         if not self.pending():
             return None
         slot = self.last_avail & (self.size - 1)
-        head = U16.unpack_from(self.avail_mm, self.avail_off + 4 + 2 * slot)[0]
+        head = self._avail[2 + slot]
         if head >= self.size:
             raise VirtqueueError(f"avail[{slot}] holds head {head}, out of range for size {self.size}")
         if self.inflight[head]:
@@ -168,7 +188,7 @@ class Virtqueue:
         :raise VirtqueueError: ``chain`` is not the last one popped (a device bug).
         """
         slot = (self.last_avail - 1) & (self.size - 1)
-        head = U16.unpack_from(self.avail_mm, self.avail_off + 4 + 2 * slot)[0]
+        head = self._avail[2 + slot]
         if head != chain.head or not self.inflight[head]:
             raise VirtqueueError(f"unpop of head {chain.head}, but the last chain popped is {head}")
         chain.release()
@@ -278,12 +298,18 @@ class Virtqueue:
         self.inflight[head] = 0
         self.in_flight -= 1
         slot = self.used_idx & (self.size - 1)
-        USED_ELEM.pack_into(self.used_mm, self.used_off + 4 + 8 * slot, head, written)
+        self._used_ring[2 * slot] = head
+        self._used_ring[2 * slot + 1] = written
         self.used_idx = (self.used_idx + 1) & 0xFFFF
-        U16.pack_into(self.used_mm, self.used_off + 2, self.used_idx)
+        self._used_hdr[1] = self.used_idx  # one 16-bit store, after the element
 
     def needs_interrupt(self) -> bool:
         """Whether the driver wants an interrupt for what was just pushed (no EVENT_IDX: the
         VRING_AVAIL_F_NO_INTERRUPT flag, read after a full fence; virtio 1.1 2.6.7.2)."""
         _fence()
-        return not U16.unpack_from(self.avail_mm, self.avail_off)[0] & VRING_AVAIL_F_NO_INTERRUPT
+        return not self._avail[0] & VRING_AVAIL_F_NO_INTERRUPT
+
+    def close(self) -> None:
+        """Drop the ring views so the memory under them can be unmapped (the ring stopped)."""
+        for v in (self._avail, self._used_hdr, self._used_ring):
+            v.release()
