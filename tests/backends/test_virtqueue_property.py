@@ -20,9 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyxen.backends.common.memory import GuestMemory
 from pyxen.backends.common.virtqueue import Chain, Virtqueue, VirtqueueError
-from pyxen.testing.vhost_user_frontend import DriverRing, GuestRam, Segment
+from pyxen.testing.vhost_user_frontend import DriverRing, GuestRam, Segment, device_queue
 
 SIZES = [1, 2, 4, 8, 16, 64]
 
@@ -32,13 +31,6 @@ shape = st.tuples(
     st.booleans(),                # indirect
     st.integers(1, 300),          # segment length
 )
-
-
-def device(ram: GuestRam, ring: DriverRing) -> Virtqueue:
-    regions = ram.regions()
-    mem = GuestMemory(regions, [os.dup(ram.fd) for _ in regions])
-    desc, used, avail = ring.addresses()
-    return Virtqueue(mem, ring.size, desc, avail, used, ring.base)
 
 
 def contents(views: list[memoryview]) -> bytes:
@@ -55,7 +47,7 @@ def test_used_ring_follows_the_spec(size: int, start: int, shapes: list[tuple[in
     rnd = random.Random(seed)
     ram = GuestRam(4 << 20)
     ring = DriverRing(ram, size, start=start, max_indirect=8)
-    vq = device(ram, ring)
+    vq = device_queue(ram, ring)
     expected: dict[int, tuple[bytes, int]] = {}  # token -> (readable bytes, writable length)
     held: list[Chain] = []
     done = 0
@@ -115,7 +107,7 @@ def test_used_ring_follows_the_spec(size: int, start: int, shapes: list[tuple[in
 def test_device_misuse_is_refused_not_written() -> None:
     ram = GuestRam(4 << 20)
     ring = DriverRing(ram, 8, start=65534)
-    vq = device(ram, ring)
+    vq = device_queue(ram, ring)
     buf = ram.alloc(64)
     ring.post([Segment(buf, 64, True)])
     ring.post([Segment(buf, 64, True)])
@@ -142,7 +134,7 @@ def test_hostile_driver_breaks_only_its_ring(build: str) -> None:
     import struct
     ram = GuestRam(4 << 20)
     ring = DriverRing(ram, 8)
-    vq = device(ram, ring)
+    vq = device_queue(ram, ring)
     mm, buf = ram.mm, ram.alloc(64)
     d = lambda i, addr, ln, fl, nx: struct.pack_into("<QIHH", mm, ring.desc + 16 * i, addr, ln, fl, nx)  # noqa: E731
     avail = lambda slot, head: struct.pack_into("<H", mm, ring.avail + 4 + 2 * slot, head)  # noqa: E731
@@ -190,7 +182,7 @@ def test_the_driver_never_sees_a_torn_used_index() -> None:
     import time
     ram = GuestRam(4 << 20)
     ring = DriverRing(ram, 256, start=0xF0)
-    vq = device(ram, ring)
+    vq = device_queue(ram, ring)
     stop = ram.alloc(1)
     buf = ram.alloc(64)
 

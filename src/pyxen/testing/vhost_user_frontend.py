@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from pyxen.backends.common.memory import GuestMemory
 from pyxen.backends.common.transport import VhostUserServer, VirtioDevice
 from pyxen.backends.common.vhost_user import (FLAG_NEED_REPLY, HEADER, REPLY_REQUESTS, VERSION, Feature,
                                               MemoryRegion, ProtocolFeature, Request, VringState, encode,
                                               pack_mem_table)
+from pyxen.backends.common.virtqueue import Virtqueue
 
 #: Where QEMU's mapping of guest RAM sits in its address space (any value works; it is opaque).
 QVA_BASE = 0x7F12_3400_0000
@@ -173,11 +175,14 @@ class DriverRing:
     def num_free(self) -> int:
         return len(self.free)
 
-    def post(self, segments: Sequence[Segment], indirect: bool = False, token: object = None) -> int:
+    def post(self, segments: Sequence[Segment], indirect: bool = False, token: object = None,
+             order: Sequence[int] | None = None) -> int:
         """Make one chain available (not yet kicked); return its head.
 
         Readable segments must come before writable ones (virtio 1.1 2.6.4.2); the descriptors
-        of a direct chain are whatever the free list gives, so chains get every shape.
+        of a direct chain are whatever the free list gives, so chains get every shape. For an
+        indirect chain ``order`` places segment k at table slot order[k] (default: in order, as
+        Linux fills its tables).
         """
         if not segments:
             raise ValueError("a chain needs at least one segment")
@@ -191,11 +196,14 @@ class DriverRing:
         head = descs[0]
         if indirect:
             table = self.tables + 16 * self.max_indirect * head
+            slots = list(order) if order is not None else list(range(len(segments)))
+            if sorted(slots) != list(range(len(segments))):
+                raise ValueError(f"order {slots} is not a permutation of the table slots")
             for i, s in enumerate(segments):
                 last = i == len(segments) - 1
-                DESC.pack_into(mm, table + 16 * i, s.addr, s.length,
+                DESC.pack_into(mm, table + 16 * slots[i], s.addr, s.length,
                                (0 if last else VRING_DESC_F_NEXT) | (VRING_DESC_F_WRITE if s.writable else 0),
-                               0 if last else i + 1)
+                               0 if last else slots[i + 1])
             DESC.pack_into(mm, self.desc + 16 * head, table, 16 * len(segments), VRING_DESC_F_INDIRECT, 0)
         else:
             for i, (d, s) in enumerate(zip(descs, segments)):
@@ -284,6 +292,15 @@ class DriverRing:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def device_queue(ram: GuestRam, ring: DriverRing) -> Virtqueue:
+    """The back-end's Virtqueue over ``ring``, with ``ram`` mapped as SET_MEM_TABLE maps it:
+    for tests of the ring code without a session."""
+    regions = ram.regions()
+    mem = GuestMemory(regions, [os.dup(ram.fd) for _ in regions])
+    desc, used, avail = ring.addresses()
+    return Virtqueue(mem, ring.size, desc, avail, used, ring.base)
 
 
 class VhostUserFrontend:
@@ -471,5 +488,5 @@ def serve_in_thread(device: VirtioDevice, path: Path) -> Iterator[VhostUserServe
         loop.close()
 
 
-__all__ = ["DriverRing", "FrontendError", "GuestRam", "Posted", "Refused", "RingViolation", "Segment",
+__all__ = ["device_queue", "DriverRing", "FrontendError", "GuestRam", "Posted", "Refused", "RingViolation", "Segment",
            "Used", "VhostUserFrontend", "serve_in_thread"]
