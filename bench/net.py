@@ -51,6 +51,7 @@ CLIENT = TS + UP.format(ip=f"{PREFIX}.1") + (
     f"t0=$(ts); dd if=/dev/zero bs=64k count={SIZE_MB * 16} 2>/dev/null | nc {PREFIX}.2 5001; rc=$?; t1=$(ts)\n"
     "echo \"net $rc $t0 $t1\"\n")
 NET_LINE = re.compile(r"net (\d+) (\d+) (\d+)")
+RING_ERROR = re.compile(r"is not a head|soft lockup|out of range|virtio_net.*(?:error|broken)")
 
 
 def mbps(text: str) -> float:
@@ -75,7 +76,13 @@ def run_pyxen(host: Host, bridge: str, n: int) -> float:
     try:
         host.create(srv, memory=MEMORY, script=SERVER, extra_lines=f"vif = ['mac=00:16:3e:00:88:02,bridge={bridge}']\n")
         host.create(cli, memory=MEMORY, script=CLIENT, extra_lines=f"vif = ['mac=00:16:3e:00:88:01,bridge={bridge}']\n")
-        return mbps(wait_for(lambda: host.console_text(cli), NET_LINE))
+        rate = mbps(wait_for(lambda: host.console_text(cli), NET_LINE))
+        for name in (srv, cli):  # a ring the back-end corrupted shows in the guest's kernel log
+            text = host.console_text(name)
+            bad = RING_ERROR.search(text)
+            if bad:
+                raise RuntimeError(f"{name}: '{bad.group(0)}' on the console: {text[-1500:]}")
+        return rate
     finally:
         for name in (cli, srv):
             host.xl("destroy", name, check=False)

@@ -11,54 +11,35 @@ import pytest
 from pyxen.backends.block import (VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
                                   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT)
 from pyxen.backends.block.handler import BlockHandler
-from pyxen.backends.common.memory import GuestMemory
-from pyxen.backends.common.vhost_user import MemoryRegion
-from pyxen.backends.common.virtqueue import Virtqueue, VirtqueueError
+from pyxen.backends.common.virtqueue import VirtqueueError
+from pyxen.testing.vhost_user_frontend import DriverRing, GuestRam, Segment, device_queue
 
-MEM = 1 << 20
-QVA = 0x7F0000000000
 N = 16
-DESC, AVAIL, USED, DATA = 0x1000, 0x2000, 0x3000, 0x10000
 
 
 class Driver:
-    """The guest driver's half of a split ring, for tests (virtio 1.1, 2.6)."""
+    """The guest driver's half of a split ring (pyxen.testing's fake) and the device's Virtqueue
+    over the same memory, for tests of blkback's request handling without a session."""
 
     def __init__(self) -> None:
-        fd = os.memfd_create("guest")
-        os.ftruncate(fd, MEM)
-        self.view = os.fdopen(os.dup(fd), "r+b", buffering=0)
-        self.mem = GuestMemory([MemoryRegion(0, MEM, QVA, 0)], [fd])
-        self.mm = self.mem.regions[0].mm
-        self.vq = Virtqueue(self.mem, N, QVA + DESC, QVA + AVAIL, QVA + USED, 0)
-        self.next_desc = 0
-        self.avail = 0
-        self.alloc = DATA
+        self.ram = GuestRam(4 << 20)
+        self.ring = DriverRing(self.ram, N)
+        self.mm = self.ram.mm
+        self.vq = device_queue(self.ram, self.ring)
 
     def buf(self, data: bytes | int) -> int:
-        addr = self.alloc
         n = data if isinstance(data, int) else len(data)
+        addr = self.ram.alloc(n)
         if not isinstance(data, int):
-            self.mm[addr:addr + n] = data
-        self.alloc += (n + 15) & ~15
+            self.ram.write(addr, data)
         return addr
 
-    def submit(self, parts: list[tuple[int, int, bool]]) -> int:
-        head = self.next_desc
-        for i, (addr, length, writable) in enumerate(parts):
-            idx = self.next_desc
-            last = i == len(parts) - 1
-            flags = (0 if last else 1) | (2 if writable else 0)
-            struct.pack_into("<QIHH", self.mm, DESC + 16 * idx, addr, length, flags, (idx + 1) % N)
-            self.next_desc = (idx + 1) % N
-        struct.pack_into("<H", self.mm, AVAIL + 4 + 2 * (self.avail % N), head)
-        self.avail += 1
-        struct.pack_into("<H", self.mm, AVAIL + 2, self.avail & 0xFFFF)
-        return head
+    def submit(self, parts: list[tuple[int, int, bool]], indirect: bool = False,
+               order: list[int] | None = None) -> int:
+        return self.ring.post([Segment(a, n, w) for a, n, w in parts], indirect=indirect, order=order)
 
     def used(self) -> list[tuple[int, int]]:
-        idx = struct.unpack_from("<H", self.mm, USED + 2)[0]
-        return [struct.unpack_from("<II", self.mm, USED + 4 + 8 * i) for i in range(idx)]
+        return [(u.head, u.length) for u in self.ring.reap()]
 
 
 def blk_req(d: Driver, rtype: int, sector: int, data: bytes = b"", read_len: int = 0) -> tuple[int, int]:
@@ -132,15 +113,15 @@ def test_read_beyond_end_is_ioerr(image: Path) -> None:
 
 def test_bad_avail_index_is_fatal(image: Path) -> None:
     d = Driver()
-    struct.pack_into("<H", d.mm, AVAIL + 2, N + 1)
+    struct.pack_into("<H", d.mm, d.ring.avail + 2, N + 1)
     with pytest.raises(VirtqueueError):
         d.vq.pop()
 
 
 def test_descriptor_loop_is_detected(image: Path) -> None:
     d = Driver()
-    struct.pack_into("<QIHH", d.mm, DESC, DATA, 16, 1, 0)  # next -> itself
-    struct.pack_into("<H", d.mm, AVAIL + 2, 1)
+    struct.pack_into("<QIHH", d.mm, d.ring.desc, d.buf(16), 16, 1, 0)  # next -> itself
+    struct.pack_into("<H", d.mm, d.ring.avail + 2, 1)
     with pytest.raises(VirtqueueError):
         d.vq.pop()
 
@@ -150,8 +131,7 @@ def test_guest_contiguous_descriptors_become_one_view(image: Path) -> None:
     data and status merged into one writable view still leave the status as the last byte."""
     d, h = Driver(), handler(image)
     hdr = d.buf(struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, 0))
-    base = d.alloc
-    d.alloc += 3 * 4096 + 4096 + 4096 + 1  # three pages, a gap, one page, the status right after
+    base = d.ram.alloc(3 * 4096 + 4096 + 4096 + 1)  # three pages, a gap, one page, the status right after
     parts = [(hdr, 16, False), (base, 4096, True), (base + 4096, 4096, True), (base + 8192, 4096, True),
              (base + 16384, 4096, True), (base + 20480, 1, True)]
     d.submit(parts)
@@ -159,8 +139,7 @@ def test_guest_contiguous_descriptors_become_one_view(image: Path) -> None:
     assert chain is not None
     assert [len(v) for v in chain.readable] == [16]
     assert [len(v) for v in chain.writable] == [3 * 4096, 4096 + 1]
-    chain.release()
-    d.vq.last_avail = 0
+    d.vq.unpop(chain)
     assert h.process(d.vq) == 1
     assert d.mm[base + 20480] == VIRTIO_BLK_S_OK
     data = image.read_bytes()
@@ -171,19 +150,7 @@ def test_guest_contiguous_descriptors_become_one_view(image: Path) -> None:
 
 def _indirect(d: Driver, parts: list[tuple[int, int, bool]], order: list[int] | None = None) -> None:
     """Submit ``parts`` as one indirect table; ``order`` places part k at table slot order[k]."""
-    order = order or list(range(len(parts)))
-    tbl = d.buf(16 * len(parts))
-    for k, (addr, length, writable) in enumerate(parts):
-        last = k == len(parts) - 1
-        nxt = 0 if last else order[k + 1]
-        struct.pack_into("<QIHH", d.mm, tbl + 16 * order[k], addr, length,
-                         (0 if last else 1) | (2 if writable else 0), nxt)
-    head = d.next_desc
-    struct.pack_into("<QIHH", d.mm, DESC + 16 * head, tbl, 16 * len(parts), 4, 0)
-    d.next_desc = (head + 1) % N
-    struct.pack_into("<H", d.mm, AVAIL + 4 + 2 * (d.avail % N), head)
-    d.avail += 1
-    struct.pack_into("<H", d.mm, AVAIL + 2, d.avail & 0xFFFF)
+    d.submit(parts, indirect=True, order=order)
 
 
 @pytest.mark.parametrize("order", [None, [0, 3, 1, 4, 2, 5]])

@@ -18,6 +18,7 @@ import os
 import struct
 
 from ..common.virtqueue import Chain, Virtqueue
+from ..common.virtqueue import split_views as split
 from . import (SECTOR_SIZE, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD,
                VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT)
 
@@ -30,21 +31,6 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 BLKDISCARD = 0x1277  # _IO(0x12, 119)
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-
-
-def split(views: list[memoryview], n: int) -> tuple[list[memoryview], list[memoryview]]:
-    """The first ``n`` bytes of a scatter list and the rest, cutting a view where needed."""
-    head: list[memoryview] = []
-    for i, v in enumerate(views):
-        if n <= 0:
-            return head, views[i:]
-        if len(v) <= n:
-            head.append(v)
-            n -= len(v)
-        else:
-            head.append(v[:n])
-            return head, [v[n:]] + views[i + 1:]
-    return head, []
 
 
 def gather(views: list[memoryview]) -> bytes:
@@ -78,6 +64,13 @@ class BlockHandler:
         while (chain := vq.pop()) is not None:
             try:
                 written = self.request(chain)
+            except Exception:  # a bug here must not leave the chain unused (the ring would stall)
+                log.exception("request on head %d failed", chain.head)
+                self.stats["error"] += 1
+                written = 0
+                if chain.writable and len(chain.writable[-1]):
+                    chain.writable[-1][-1] = VIRTIO_BLK_S_IOERR
+                    written = 1
             finally:
                 chain.release()
             vq.push(chain.head, written)

@@ -7,6 +7,19 @@ addresses and a kick fd, and stops on GET_VRING_BASE. With VHOST_USER_F_PROTOCOL
 starts disabled until SET_VRING_ENABLE(1). Requests are processed synchronously in the kick
 callback, so a stopped ring never has requests in flight and GET_VRING_BASE can answer at once.
 
+The session is a state machine and refuses what comes out of its order (REPLY_ACK non-zero, or
+the connection dropped for a request that needs a reply), changing nothing: ring and memory
+requests before SET_OWNER, a second SET_OWNER, feature bits that were not offered, a ring's size
+or base changed while it runs, ring addresses before the memory table or outside it, a kick for
+a ring with no size or addresses.
+
+Where a ring resumes: at start the device holds no chain, so the next chain to take is the one
+after the last used, i.e. the used index in guest memory. SET_VRING_BASE says the same after a
+clean stop (it is what GET_VRING_BASE answered); when they differ (QEMU re-sends a stale copy
+after the back-end died, ``virtio_queue_restore_last_avail_idx``), the used index wins, as in
+libvhost-user. Taking chains again from an older index would hand the driver heads it already
+got back ("id N is not a head!").
+
 The device (block/device.py, net/device.py) plugs in through the ``VirtioDevice`` protocol; the
 xenbus side (state keys) hears about sessions through ``SessionListener``. This module is the
 only one that touches the socket; vhost_user.py is the codec.
@@ -27,12 +40,16 @@ from .memory import GuestMemory, GuestMemoryError
 from .vhost_user import (MAX_FDS, REPLY_REQUESTS, ConfigRequest, Feature, Message, MessageReader,
                          Request, VhostUserError, VringAddr, VringState, encode_reply,
                          encode_u64_reply, unpack_mem_table, vring_file)
-from .virtqueue import Virtqueue, VirtqueueError
+from .virtqueue import MAX_QUEUE_SIZE, Virtqueue, VirtqueueError
 
 log = logging.getLogger(__name__)
 
 #: Bytes read per recvmsg; the largest control message is well under this.
 RECV_SIZE = 65536
+#: Requests a front-end may send before SET_OWNER (QEMU's vhost_user_backend_init probes).
+BEFORE_OWNER = frozenset({Request.GET_FEATURES, Request.GET_PROTOCOL_FEATURES, Request.SET_PROTOCOL_FEATURES,
+                          Request.GET_QUEUE_NUM, Request.GET_MAX_MEM_SLOTS, Request.SET_OWNER,
+                          Request.RESET_OWNER})
 
 
 class VirtioDevice(Protocol):
@@ -102,6 +119,7 @@ class VhostUserSession:
         self.mem: GuestMemory | None = None
         self.acked_features = 0
         self.acked_protocol = 0
+        self.owned = False
         self.closed = asyncio.Event()
         self.live = False
         self.log = log.getChild(device.name)
@@ -110,7 +128,7 @@ class VhostUserSession:
             Request.SET_FEATURES: self._set_features,
             Request.GET_PROTOCOL_FEATURES: self._get_protocol_features,
             Request.SET_PROTOCOL_FEATURES: self._set_protocol_features,
-            Request.SET_OWNER: lambda m: None,
+            Request.SET_OWNER: self._set_owner,
             Request.RESET_OWNER: self._reset_owner,
             Request.GET_QUEUE_NUM: lambda m: encode_u64_reply(m.request, self.device.num_queues),
             Request.SET_MEM_TABLE: self._set_mem_table,
@@ -182,6 +200,10 @@ class VhostUserSession:
                 for fd in msg.fds:
                     _close(fd)
                 ok = False
+            elif not self.owned and msg.request not in BEFORE_OWNER:
+                for fd in msg.fds:
+                    _close(fd)
+                raise VhostUserError(f"{msg.name} before SET_OWNER")
             else:
                 reply = handler(msg)
         except (VhostUserError, VirtqueueError, GuestMemoryError, OSError) as err:
@@ -229,7 +251,12 @@ class VhostUserSession:
         """Start a ring that has everything: memory, size, addresses, a kick fd (spec)."""
         if ring.vq is not None or ring.kick is None or ring.addr is None or self.mem is None or not ring.num:
             return
-        ring.vq = Virtqueue(self.mem, ring.num, ring.addr.desc, ring.addr.avail, ring.addr.used, ring.base)
+        vq = Virtqueue(self.mem, ring.num, ring.addr.desc, ring.addr.avail, ring.addr.used, ring.base)
+        if vq.last_avail != vq.used_idx:
+            self.log.warning("vq %d: base %d but the used index is %d: resuming after the last used chain",
+                             ring.index, vq.last_avail, vq.used_idx)
+            vq.last_avail = vq.used_idx
+        ring.vq = vq
         self.loop.add_reader(ring.kick, self._kicked, ring)
         self.device.ring_started(self, ring.index)
         if not self.live:
@@ -239,13 +266,19 @@ class VhostUserSession:
         self._kicked(ring)  # requests may already be queued (SeaBIOS, reconnect)
 
     def _stop_ring(self, ring: Vring) -> None:
-        if ring.vq is None:
+        """Stop serving a ring; its base becomes the first chain not yet used."""
+        vq = ring.vq
+        if vq is None:
             return
-        ring.base = ring.vq.last_avail
         if ring.kick is not None:
             self.loop.remove_reader(ring.kick)
         ring.vq = None
-        self.device.ring_stopped(self, ring.index)
+        self.device.ring_stopped(self, ring.index)  # the device gives back what it holds
+        if vq.in_flight:  # a device bug: a chain taken and never used or given back
+            self.log.error("vq %d stopped with %d chain(s) in flight; they will be taken again",
+                           ring.index, vq.in_flight)
+        ring.base = (vq.last_avail - vq.in_flight) & 0xFFFF
+        vq.close()
 
     def _kicked(self, ring: Vring) -> None:
         if ring.kick is not None:
@@ -262,8 +295,13 @@ class VhostUserSession:
             if self.device.process(self, ring.index, vq) and vq.needs_interrupt():
                 self.signal(ring.index)
         except (VirtqueueError, GuestMemoryError) as err:
-            self.log.error("vq %d: %s; stopping the ring", ring.index, err)
-            self._stop_ring(ring)
+            self.ring_failed(ring.index, err)
+
+    def ring_failed(self, index: int, err: Exception) -> None:
+        """The driver broke ring ``index``'s rules: stop serving it (as Linux's vhost marks a
+        queue broken) until the front-end restarts it."""
+        self.log.error("vq %d: %s; stopping the ring", index, err)
+        self._stop_ring(self.rings[index])
 
     def signal(self, index: int) -> None:
         """Raise the guest interrupt of ring ``index`` (the event channel's notify)."""
@@ -282,19 +320,31 @@ class VhostUserSession:
     def _get_features(self, m: Message) -> bytes:
         return encode_u64_reply(m.request, self.device.features)
 
+    def _set_owner(self, m: Message) -> None:
+        if self.owned:
+            raise VhostUserError("SET_OWNER on a session that already has an owner")
+        self.owned = True
+
     def _set_features(self, m: Message) -> None:
         # Must not stop or disable rings: it is re-sent to toggle LOG_ALL (rust-vmm PR 210).
-        self.acked_features = m.u64()
+        value = m.u64()
+        if value & ~self.device.features:
+            raise VhostUserError(f"SET_FEATURES {value:#x} acks bits {value & ~self.device.features:#x} not offered")
+        self.acked_features = value
 
     def _get_protocol_features(self, m: Message) -> bytes:
         return encode_u64_reply(m.request, self.device.protocol_features)
 
     def _set_protocol_features(self, m: Message) -> None:
-        self.acked_protocol = m.u64() & self.device.protocol_features
+        value = m.u64()
+        if value & ~self.device.protocol_features:
+            raise VhostUserError(f"SET_PROTOCOL_FEATURES {value:#x} sets bits not offered")
+        self.acked_protocol = value
 
     def _reset_owner(self, m: Message) -> None:
         for ring in self.rings:
             self._stop_ring(ring)
+        self.owned = False
 
     def _set_mem_table(self, m: Message) -> None:
         regions = unpack_mem_table(m.payload)
@@ -316,11 +366,22 @@ class VhostUserSession:
 
     def _set_vring_num(self, m: Message) -> None:
         st = VringState.unpack(m.payload)
-        self._ring(st.index).num = st.num
+        ring = self._ring(st.index)
+        if st.num == 0 or st.num & (st.num - 1) or st.num > MAX_QUEUE_SIZE:
+            raise VhostUserError(f"vq {st.index}: size {st.num} is not a power of two <= {MAX_QUEUE_SIZE}")
+        if ring.vq is not None:
+            raise VhostUserError(f"vq {st.index}: size changed while the ring runs")
+        ring.num = st.num
 
     def _set_vring_addr(self, m: Message) -> None:
         addr = VringAddr.unpack(m.payload)
         ring = self._ring(addr.index)
+        if self.mem is None:
+            raise VhostUserError(f"vq {addr.index}: ring addresses before SET_MEM_TABLE")
+        if addr.desc % 16 or addr.avail % 2 or addr.used % 4:
+            raise VhostUserError(f"vq {addr.index}: misaligned ring addresses")
+        for qva in (addr.desc, addr.avail, addr.used):
+            self.mem.qva(qva)  # GuestMemoryError: refused before anything changes
         ring.addr = addr
         if ring.vq is not None:  # moved under a running ring
             self._stop_ring(ring)
@@ -328,7 +389,12 @@ class VhostUserSession:
 
     def _set_vring_base(self, m: Message) -> None:
         st = VringState.unpack(m.payload)
-        self._ring(st.index).base = st.num
+        ring = self._ring(st.index)
+        if st.num > 0xFFFF:
+            raise VhostUserError(f"vq {st.index}: base {st.num} is not a 16-bit index")
+        if ring.vq is not None:
+            raise VhostUserError(f"vq {st.index}: base changed while the ring runs")
+        ring.base = st.num
 
     def _get_vring_base(self, m: Message) -> bytes:
         st = VringState.unpack(m.payload)
@@ -346,6 +412,11 @@ class VhostUserSession:
     def _set_vring_kick(self, m: Message) -> None:
         index, fd = vring_file(m)
         ring = self._ring(index)
+        if fd is None:
+            raise VhostUserError(f"vq {index}: a kick without an fd (polling) is not supported")
+        if ring.addr is None or not ring.num:
+            _close(fd)
+            raise VhostUserError(f"vq {index}: kick before the ring's size and addresses")
         if ring.vq is not None:
             self._stop_ring(ring)
         _close(ring.kick)

@@ -6,15 +6,35 @@ the available ring (``u16 flags, idx, ring[N]``) written by the driver, and the 
 shared ring of a split driver: the avail ring is the request producer, the used ring the
 response producer, and the kick/call eventfds are the event channel's two directions.
 
-Ordering: the device writes a used element, then the used index. CPython's ``struct.pack_into``
-on x86-64 (TSO) keeps store order, and the eventfd write that follows is a syscall and so a
-barrier. EVENT_IDX is not offered, so no store-to-load fence is ever needed.
+Rules the device keeps (virtio 1.1 2.6, checked here rather than trusted to the callers):
+
+- the used ring carries only HEAD descriptor ids, each of a chain the driver made available and
+  each returned exactly once: ``pop`` marks a head in flight, ``push`` refuses a head that is not,
+  and a head the driver makes available while it is still in flight is a broken ring;
+- an available chain the device cannot serve yet (netback: a posted RX buffer with no frame on the
+  TAP) goes back with ``unpop``, never by editing ``last_avail`` from outside, so the index only
+  ever moves past chains that reached the used ring;
+- indices are 16-bit and free-running: slots are ``idx % size`` and differences are taken
+  modulo 65536, so a ring keeps working across the wrap;
+- the ring indices and flags are read and written with single, naturally aligned 16-bit
+  accesses (a ``memoryview`` cast to ``H``: one ``mov`` each), never with ``struct``:
+  ``struct.pack_into("<H")`` stores the two bytes one at a time, low byte first, so a driver
+  reading the used index while it went from 0x01FF to 0x0200 saw 0x0100, took 255 stale used
+  elements for new ones and reported "id N is not a head!" (then spun in
+  virtqueue_enable_cb_delayed: the soft lockup); ``struct.unpack_from`` reads the high byte
+  first, so the device could see an avail index 255 behind the truth;
+- the used element is written before the used index; x86-64 (TSO) keeps store order. Reading VRING_AVAIL_F_NO_INTERRUPT after that store needs a full
+  (store-load) fence, as Linux's vhost does with smp_mb() before reading the flags: without it a
+  driver that just cleared the flag and found no new used element, and a device that still saw
+  the flag set, both wait (a lost interrupt). ``_fence`` gives that fence.
 """
 
 from __future__ import annotations
 
+import _thread
 import mmap
 import struct
+import sys
 from dataclasses import dataclass, field
 
 from .memory import GuestMemory, GuestMemoryError
@@ -26,8 +46,10 @@ VRING_DESC_F_INDIRECT = 4
 VRING_AVAIL_F_NO_INTERRUPT = 1
 #: Longest chain followed; a longer one is a loop a hostile driver built (spec 2.6.5.3.1).
 MAX_CHAIN = 1024
-U16 = struct.Struct("<H")
-USED_ELEM = struct.Struct("<II")
+#: Largest index difference (avail - used) a ring can show: the queue size, at most 32768.
+MAX_QUEUE_SIZE = 32768
+if sys.byteorder != "little":  # the ring views below are native-endian; virtio 1.x is little-endian
+    raise ImportError("pyxen's virtqueue needs a little-endian host")
 
 
 class VirtqueueError(Exception):
@@ -59,6 +81,33 @@ class Chain:
         self.writable.clear()
 
 
+#: A lock whose acquire is a LOCK-prefixed instruction on x86 (CPython's semaphore/mutex fast
+#: path): the one full memory fence pure Python can issue, ~50 ns.
+_FENCE_LOCK = _thread.allocate_lock()
+
+
+def _fence() -> None:
+    """A full memory barrier (store-load included) between the used-index store and the flags load."""
+    _FENCE_LOCK.acquire()
+    _FENCE_LOCK.release()
+
+
+def split_views(views: list[memoryview], n: int) -> tuple[list[memoryview], list[memoryview]]:
+    """The first ``n`` bytes of a scatter list and the rest, cutting a view where needed
+    (descriptor boundaries carry no meaning under VERSION_1/ANY_LAYOUT)."""
+    head: list[memoryview] = []
+    for i, v in enumerate(views):
+        if n <= 0:
+            return head, views[i:]
+        if len(v) <= n:
+            head.append(v)
+            n -= len(v)
+        else:
+            head.append(v[:n])
+            return head, [v[n:]] + views[i + 1:]
+    return head, []
+
+
 class Virtqueue:
     """One started split ring over a GuestMemory."""
 
@@ -68,18 +117,34 @@ class Virtqueue:
 
         :raise GuestMemoryError: an address outside guest memory.
         """
-        if size == 0 or size & (size - 1) or size > 32768:
-            raise VirtqueueError(f"queue size {size} is not a power of two <= 32768")
+        if size == 0 or size & (size - 1) or size > MAX_QUEUE_SIZE:
+            raise VirtqueueError(f"queue size {size} is not a power of two <= {MAX_QUEUE_SIZE}")
         self.mem = mem
         self.size = size
         self.desc_mm, self.desc_off = mem.qva(desc)
         self.avail_mm, self.avail_off = mem.qva(avail)
         self.used_mm, self.used_off = mem.qva(used)
         self.last_avail = last_avail & 0xFFFF
-        self.used_idx = U16.unpack_from(self.used_mm, self.used_off + 2)[0]
+        # Single-access views (module docstring): avail = flags, idx, ring[size] (u16); used
+        # header = flags, idx (u16); used ring = {id, len}[size] (u32).
+        avail_len, used_len = 4 + 2 * size, 4 + 8 * size
+        if self.avail_off + avail_len > len(self.avail_mm) or self.used_off + used_len > len(self.used_mm) \
+                or self.desc_off + 16 * size > len(self.desc_mm):
+            raise GuestMemoryError("a ring of this size runs past the end of its memory region")
+        if self.avail_off % 2 or self.used_off % 4:
+            raise VirtqueueError("misaligned avail or used ring")
+        self._avail = memoryview(self.avail_mm)[self.avail_off:self.avail_off + avail_len].cast("H")
+        uview = memoryview(self.used_mm)[self.used_off:self.used_off + used_len]
+        self._used_hdr = uview[:4].cast("H")
+        self._used_ring = uview[4:].cast("I")
+        uview.release()
+        self.used_idx = int(self._used_hdr[1])
+        #: inflight[head] is 1 from pop to push (or unpop): the chains the device holds.
+        self.inflight = bytearray(size)
+        self.in_flight = 0
 
     def avail_idx(self) -> int:
-        return int(U16.unpack_from(self.avail_mm, self.avail_off + 2)[0])
+        return int(self._avail[1])
 
     def pending(self) -> int:
         """Requests the driver made available that the device has not taken."""
@@ -89,21 +154,47 @@ class Virtqueue:
         return n
 
     def pop(self) -> Chain | None:
-        """Take the next available chain, or None when the ring is empty."""
+        """Take the next available chain, or None when the ring is empty.
+
+        :raise VirtqueueError: a bad index, head or chain; ``last_avail`` does not move then.
+        """
         if not self.pending():
             return None
-        slot = self.last_avail % self.size
-        head = U16.unpack_from(self.avail_mm, self.avail_off + 4 + 2 * slot)[0]
-        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        slot = self.last_avail & (self.size - 1)
+        head = self._avail[2 + slot]
         if head >= self.size:
-            raise VirtqueueError(f"head {head} out of range")
+            raise VirtqueueError(f"avail[{slot}] holds head {head}, out of range for size {self.size}")
+        if self.inflight[head]:
+            raise VirtqueueError(f"head {head} made available again while the device holds it")
         chain = Chain(head)
         try:
             self._walk(chain, self.desc_mm, self.desc_off, self.size, head, allow_indirect=True)
         except GuestMemoryError as err:
             chain.release()
             raise VirtqueueError(str(err)) from err
+        except BaseException:
+            chain.release()
+            raise
+        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        self.inflight[head] = 1
+        self.in_flight += 1
         return chain
+
+    def unpop(self, chain: Chain) -> None:
+        """Give back the chain ``pop`` just returned, unused: the driver keeps it available and
+        the device takes it again later (its slot cannot be rewritten meanwhile, as its head is
+        still outstanding from the driver's view).
+
+        :raise VirtqueueError: ``chain`` is not the last one popped (a device bug).
+        """
+        slot = (self.last_avail - 1) & (self.size - 1)
+        head = self._avail[2 + slot]
+        if head != chain.head or not self.inflight[head]:
+            raise VirtqueueError(f"unpop of head {chain.head}, but the last chain popped is {head}")
+        chain.release()
+        self.inflight[head] = 0
+        self.in_flight -= 1
+        self.last_avail = (self.last_avail - 1) & 0xFFFF
 
     def _walk(self, chain: Chain, mm: object, base: int, table_size: int, index: int,
               allow_indirect: bool) -> None:
@@ -121,6 +212,8 @@ class Virtqueue:
             if flags & VRING_DESC_F_INDIRECT:
                 if not allow_indirect or length % 16 or length == 0:
                     raise VirtqueueError("bad indirect descriptor")
+                if length > 16 * MAX_CHAIN:
+                    raise VirtqueueError(f"indirect table of {length // 16} descriptors")
                 imm, ioff, left = self.mem.gpa(addr)
                 if left < length:
                     raise VirtqueueError("indirect table crosses a memory region")
@@ -195,11 +288,28 @@ class Virtqueue:
         return False
 
     def push(self, head: int, written: int) -> None:
-        """Return a chain to the driver: the used element, then the used index."""
-        slot = self.used_idx % self.size
-        USED_ELEM.pack_into(self.used_mm, self.used_off + 4 + 8 * slot, head, written)
+        """Return a chain to the driver: the used element, then the used index.
+
+        :raise VirtqueueError: ``head`` is not a chain the device holds (it would corrupt the
+            driver's ring: Linux reports "id N is not a head!" and stops the queue).
+        """
+        if not 0 <= head < self.size or not self.inflight[head]:
+            raise VirtqueueError(f"device bug: push of head {head}, which is not in flight")
+        self.inflight[head] = 0
+        self.in_flight -= 1
+        slot = self.used_idx & (self.size - 1)
+        self._used_ring[2 * slot] = head
+        self._used_ring[2 * slot + 1] = written
         self.used_idx = (self.used_idx + 1) & 0xFFFF
-        U16.pack_into(self.used_mm, self.used_off + 2, self.used_idx)
+        self._used_hdr[1] = self.used_idx  # one 16-bit store, after the element
 
     def needs_interrupt(self) -> bool:
-        return not U16.unpack_from(self.avail_mm, self.avail_off)[0] & VRING_AVAIL_F_NO_INTERRUPT
+        """Whether the driver wants an interrupt for what was just pushed (no EVENT_IDX: the
+        VRING_AVAIL_F_NO_INTERRUPT flag, read after a full fence; virtio 1.1 2.6.7.2)."""
+        _fence()
+        return not self._avail[0] & VRING_AVAIL_F_NO_INTERRUPT
+
+    def close(self) -> None:
+        """Drop the ring views so the memory under them can be unmapped (the ring stopped)."""
+        for v in (self._avail, self._used_hdr, self._used_ring):
+            v.release()
