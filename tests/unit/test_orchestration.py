@@ -334,3 +334,25 @@ def test_grants_and_channels_survive_a_hypervisor_restart(fake: FakeHost, tmp_pa
     fake.restart_hypervisor()
     with XenCtrl(fake.paths.hypervisor_socket) as xc:
         assert xc.call("event_channel_op.list") == []
+
+
+def test_monitor_retries_a_restart_whose_create_failed(fake: FakeHost, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old domain is destroyed, the new one's create fails (xenstored restarting): the note
+    stays, and a later pass creates the domain, once."""
+    with XenCtrl(fake.paths.hypervisor_socket) as xc:
+        domid = libxl.create(xc, fake.paths, cfg(tmp_path))
+    _shutdown(fake, domid, "guest-reset")
+    _until(lambda: fake.call(lambda: fake.hv.domains[domid].shutdown))  # type: ignore[union-attr]
+    real = xsdomain.introduce
+    monkeypatch.setattr(xsdomain, "introduce", _raise(OSError(111, "Connection refused")))
+    Monitor(fake.paths).run_pass()
+    with XenCtrl(fake.paths.hypervisor_socket) as xc:
+        assert [d["name"] for d in libxl.list_domains(xc) if d["domid"]] == []
+    assert len(list(fake.paths.monitor_dir.glob("restart-*.json"))) == 1
+    monkeypatch.setattr(xsdomain, "introduce", real)
+    for _ in range(2):
+        Monitor(fake.paths).run_pass()
+    with XenCtrl(fake.paths.hypervisor_socket) as xc:
+        assert [d["name"] for d in libxl.list_domains(xc) if d["domid"]] == ["g"]
+    assert not list(fake.paths.monitor_dir.glob("*.json"))

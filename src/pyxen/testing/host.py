@@ -125,6 +125,7 @@ def started_host(image: DemoImage, prefix: str = "pyxen-") -> Iterator[Host]:
     """``pyxen host start`` in a fresh root; stopped, with every QEMU under it, on exit."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     env = dict(os.environ, PYXEN_ROOT=str(root), PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    env.pop("XENSTORED_PATH", None)  # (set by libxenstore.py's binding for another daemon)
     h = Host(Paths.from_env(root), image, env)
     try:
         h.run("pyxen", "host", "start", check=True)

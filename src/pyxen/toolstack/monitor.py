@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 PERIOD = 10.0
 #: Bound on one hypercall of a pass (create, the slowest, has its own).
 CALL_TIMEOUT = 30.0
+#: Passes that may try to create a restarted domain before its restart is given up.
+RESTART_ATTEMPTS = 6
 ACTION_KEYS = {
     ShutdownReason.POWEROFF: "on_poweroff", ShutdownReason.REBOOT: "on_reboot",
     ShutdownReason.SUSPEND: None, ShutdownReason.CRASH: "on_crash",
@@ -78,11 +80,11 @@ class Monitor:
     def _note_path(self, name: str) -> Path:
         return self.paths.monitor_dir / f"restart-{name}.json"
 
-    def _note(self, cfg: DomainConfig) -> None:
+    def _note(self, cfg: DomainConfig, attempts: int = 0) -> None:
         self.paths.monitor_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._note_path(cfg.name).with_suffix(".tmp")
         with open(tmp, "w") as f:
-            json.dump(cfg.to_json(), f)
+            json.dump({"config": cfg.to_json(), "attempts": attempts}, f)
             f.flush()
             os.fsync(f.fileno())
         tmp.rename(self._note_path(cfg.name))
@@ -90,22 +92,34 @@ class Monitor:
     def _finish_notes(self, xc: XenCtrl, names: set[str]) -> None:
         for note in sorted(self.paths.monitor_dir.glob("restart-*.json")):
             try:
-                cfg = DomainConfig.from_json(json.loads(note.read_text()))
-            except (OSError, ValueError, TypeError) as err:
+                data = json.loads(note.read_text())
+                cfg, attempts = DomainConfig.from_json(data["config"]), int(data["attempts"])
+            except (OSError, ValueError, TypeError, KeyError) as err:
                 log.error("dropping unreadable restart note %s: %s", note, err)
                 note.unlink(missing_ok=True)
                 continue
-            if cfg.name not in names:
-                log.info("finishing the restart of %s", cfg.name)
-                self._create(xc, cfg)
-            note.unlink(missing_ok=True)
+            if cfg.name in names:
+                note.unlink(missing_ok=True)
+                continue
+            log.info("finishing the restart of %s", cfg.name)
+            self._restart(xc, cfg, attempts)
 
-    def _create(self, xc: XenCtrl, cfg: DomainConfig) -> None:
+    def _restart(self, xc: XenCtrl, cfg: DomainConfig, attempts: int = 0) -> None:
+        """Create the new domain of a noted restart; the note goes once it exists. A create
+        that fails (xenstored restarting, say) keeps the note for the next pass, up to
+        RESTART_ATTEMPTS times."""
         try:
             domid = create(xc, self.paths, cfg)
-            log.info("%s restarted as domain %d", cfg.name, domid)
         except (DomainBuildError, HypercallError, OSError, XenstoreError) as err:
-            log.error("cannot restart %s: %s", cfg.name, err)
+            if attempts + 1 >= RESTART_ATTEMPTS:
+                log.error("cannot restart %s, giving up after %d attempts: %s", cfg.name, attempts + 1, err)
+                self._note_path(cfg.name).unlink(missing_ok=True)
+            else:
+                log.warning("cannot restart %s (attempt %d, will retry): %s", cfg.name, attempts + 1, err)
+                self._note(cfg, attempts + 1)
+            return
+        log.info("%s restarted as domain %d", cfg.name, domid)
+        self._note_path(cfg.name).unlink(missing_ok=True)
 
     # ---- one pass ----------------------------------------------------------------------------
     def _recorded_domids(self) -> set[int]:
@@ -170,8 +184,7 @@ class Monitor:
             self._note(cfg)
             destroy(xc, self.paths, domid)
             log.info("Done. Rebooting now")
-        self._create(xc, cfg)
-        self._note_path(cfg.name).unlink(missing_ok=True)
+        self._restart(xc, cfg)
 
     def _dump(self, xc: XenCtrl, domid: int, name: str) -> None:
         self.paths.dump_dir.mkdir(parents=True, exist_ok=True)
