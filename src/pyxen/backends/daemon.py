@@ -28,18 +28,17 @@ xenstored connection (xenstored restarted) is made again and the store scanned a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
+from ..daemon import arguments, daemon_process
 from ..paths import Paths
 from ..xenstore.client import AsyncClientTransaction, AsyncXenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
@@ -596,23 +595,12 @@ class BackendDaemon:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyxen-backendd", description="pyxen Dom0 backend daemon")
-    ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
+    ap = arguments("pyxen-backendd", "pyxen Dom0 backend daemon")
     ap.add_argument("--debug", action="store_true")
     ns = ap.parse_args(argv)
     paths = Paths.from_env(ns.root)
-    paths.ensure()
-    logging.basicConfig(filename=paths.daemon_log("backendd"),
-                        level=logging.DEBUG if ns.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pidfile = paths.pidfile("backendd")
-    pidfile.write_text(f"{os.getpid()}\n")
-    try:
+    with daemon_process(paths, "backendd", logging.DEBUG if ns.debug else logging.INFO):
         return asyncio.run(BackendDaemon(paths).run())
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            if pidfile.read_text().strip() == str(os.getpid()):
-                pidfile.unlink()
 
 
 __all__ = ["BackendDaemon", "DeviceBackend", "main"]

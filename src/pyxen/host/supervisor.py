@@ -21,7 +21,6 @@ with one JSON line: its pid and, per daemon, pid, restarts and state.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -34,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..daemon import arguments, daemon_process
 from ..paths import Paths
 from .services import Service, ServiceError, available_services, running_pid, start_service
 
@@ -217,30 +217,18 @@ def query(paths: Paths, timeout: float = 2.0) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pyxen.host.supervisor",
-                                 description="restart any of Dom0's daemons that dies")
-    ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
-    ns = ap.parse_args(argv)
+    ns = arguments("python -m pyxen.host.supervisor", "restart any of Dom0's daemons that dies").parse_args(argv)
     paths = Paths.from_env(ns.root)
-    paths.ensure()
-    logging.basicConfig(filename=paths.daemon_log("supervisor"), level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sup = Supervisor(paths, available_services())
+    with daemon_process(paths, "supervisor"):
+        sup = Supervisor(paths, available_services())
 
-    def stop(signum: int, _frame: object) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        sup.stopping = True
+        def stop(signum: int, _frame: object) -> None:
+            log.info("%s: stopping", signal.Signals(signum).name)
+            sup.stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    pidfile = paths.pidfile("supervisor")
-    pidfile.write_text(f"{os.getpid()}\n")
-    try:
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         return sup.run()
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            if pidfile.read_text().strip() == str(os.getpid()):
-                pidfile.unlink()
 
 
 if __name__ == "__main__":

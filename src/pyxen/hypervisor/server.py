@@ -8,9 +8,7 @@ clear error, and not a bare "permission denied" from the file system.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -19,6 +17,7 @@ import struct
 import sys
 from typing import Any, Callable
 
+from ..daemon import arguments, daemon_process
 from ..paths import Paths
 from . import accel as accelmod
 from . import dmop, evtchn, gnttab, memop, sched_credit, vcpu  # noqa: F401  (they register their hypercalls)
@@ -157,18 +156,7 @@ async def serve(hv: Hypervisor, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyxen-hypervisor", description="pyxen hypervisor daemon")
-    ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
-    ns = ap.parse_args(argv)
+    ns = arguments("pyxen-hypervisor", "pyxen hypervisor daemon").parse_args(argv)
     paths = Paths.from_env(ns.root)
-    paths.ensure()
-    logging.basicConfig(filename=paths.daemon_log("hypervisor"), level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pidfile = paths.pidfile("hypervisor")
-    pidfile.write_text(f"{os.getpid()}\n")
-    try:
+    with daemon_process(paths, "hypervisor"):
         return asyncio.run(run(paths))
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            if pidfile.read_text().strip() == str(os.getpid()):
-                pidfile.unlink()

@@ -25,7 +25,6 @@ note says, only if no domain has that name yet.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -41,6 +40,7 @@ from typing import Any
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.domain import ShutdownReason
 from ..hypervisor.errors import HypercallError
+from ..daemon import arguments, daemon_process
 from ..paths import Paths
 from ..xenstore.client import AsyncXenstoreClient, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
@@ -259,15 +259,8 @@ async def serve(paths: Paths, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyxen-monitor", description="pyxen toolstack monitor (xl's)")
-    ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
-    ns = ap.parse_args(argv)
+    ns = arguments("pyxen-monitor", "pyxen toolstack monitor (xl's)").parse_args(argv)
     paths = Paths.from_env(ns.root)
-    paths.ensure()
-    logging.basicConfig(filename=paths.daemon_log("monitor"), level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pidfile = paths.pidfile("monitor")
-    pidfile.write_text(f"{os.getpid()}\n")
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -276,13 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(paths, stop)
 
-    try:
+    with daemon_process(paths, "monitor"):
         asyncio.run(run())
-        return 0
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            if pidfile.read_text().strip() == str(os.getpid()):
-                pidfile.unlink()
+    return 0
 
 
 if __name__ == "__main__":
