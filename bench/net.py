@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from pyxen.images.demo import build
+from pyxen.testing.bench import run_facts
 from pyxen.testing.bridge import link_local_bridge
 from pyxen.testing.host import Host, started_host
 
@@ -122,6 +123,7 @@ def main() -> int:
     if any(name.startswith("vif") for name in os.listdir("/sys/class/net")):
         print("vif* interfaces exist (another pyxen host with guests?): TAP names would collide", file=sys.stderr)
         return 1
+    facts = run_facts(Path(__file__).resolve().parents[1])
     image = build()
     tmp = Path(tempfile.mkdtemp(prefix="pxnet-", dir="/tmp"))
     results: dict[str, list[float]] = {"pyxen": [], "qemu_socket": []}
@@ -146,7 +148,7 @@ def main() -> int:
           f"  goal >= 0.5: {'met' if r['median'] >= 0.5 else 'NOT met'}")
     out = Path(__file__).parent / "results" / "net.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"size_mb": SIZE_MB, "rounds": rounds, "accel": "tcg", "memory_mib": MEMORY,
+    out.write_text(json.dumps({**facts, "size_mb": SIZE_MB, "rounds": rounds, "accel": "tcg", "memory_mib": MEMORY,
                                "load": "busybox nc, dd if=/dev/zero bs=64k, client-side ns timing",
                                "reference": "-netdev stream (socket) over a Unix socket, virtio-net-pci vectors=0",
                                "summary": summary, "runs": results, "goal": 0.5}, indent=2) + "\n")
