@@ -285,9 +285,15 @@ class DeviceModel:
         await self.execute("system_reset")
 
     async def dump_core(self, path: Path) -> None:
-        """The guest's memory as an ELF core (xl dump-core, on_crash=coredump-*)."""
+        """The guest's memory as an ELF core (xl dump-core, on_crash=coredump-*). QEMU stops a
+        running guest for the copy and runs it again after; a paused one stays paused. QEMU
+        creates the file 0400; Xen's xc_domain_dumpcore makes it 0600, so that is what it gets."""
         await self.execute("dump-guest-memory", {"paging": False, "protocol": f"file:{path}"},
                            timeout=DUMP_TIMEOUT)
+        try:
+            os.chmod(path, 0o600)
+        except OSError:
+            pass
 
     async def pause(self) -> None:
         await self.execute("stop")
