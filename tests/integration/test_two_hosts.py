@@ -51,6 +51,11 @@ def test_two_hosts_ssh_and_guests_ping_across_the_link(host, demo_image) -> None
         assert remote.returncode == 0, remote.stderr
         assert names(remote.stdout) == ["Domain-0"], remote.stdout
         assert names(host.xl("list").stdout) == ["Domain-0", "twa"]
+        assert h2.ssh("xl", "info", "host", check=True).stdout.strip() == ns
+        # The pipe xl migrate will use carries bytes unchanged.
+        blob = os.urandom(1 << 20)
+        echoed = subprocess.run(h2.ssh_argv("cat"), input=blob, capture_output=True, timeout=60)
+        assert echoed.returncode == 0 and echoed.stdout == blob, echoed.stderr
 
         # A guest on the second host, on its xenbr0 (the default bridge).
         h2.create("twb", script=guest_script("12", "11", "1"),

@@ -18,7 +18,8 @@
 
 Processes enter the namespace through :func:`netns_argv`, which is ``ip netns exec`` except
 that the cgroup hierarchy stays mounted (``ip netns exec`` mounts a fresh /sys without it, which
-would leave the second host without the cpu controller its credit scheduler uses).
+would leave the second host without the cpu controller its credit scheduler uses), and with a
+hostname of its own (``xl info host`` says ``pxh<tag>``).
 
 Everything is removed on exit, also on failure: sshd, the daemons, their QEMUs, any other
 process left in the namespace, the veth pair, the address on ``bridge``, the namespace (and with
@@ -56,16 +57,18 @@ READY_TIMEOUT = 30.0
 #: Run by ``sh -c`` in a fresh mount namespace already inside the network namespace: a sysfs
 #: of that namespace (so /sys/class/net lists its interfaces) with the cgroup mounts bound back
 #: in, moved over /sys; then the command.
-_ENTER = ('set -e; t=$1; shift; mount -t sysfs sysfs "$t"; '
+_ENTER = ('set -e; t=$1; n=$2; shift 2; mount -t sysfs sysfs "$t"; '
           'mount --rbind /sys/fs/cgroup "$t/fs/cgroup" 2>/dev/null || true; '
-          'mount --move "$t" /sys; exec "$@"')
+          'mount --move "$t" /sys; hostname "$n"; exec "$@"')
 
 
-def netns_argv(ns: str, sysdir: Path) -> list[str]:
+def netns_argv(ns: str, sysdir: Path, hostname: str | None = None) -> list[str]:
     """The argv prefix that runs a command inside network namespace ``ns``, as ``ip netns
-    exec`` does, keeping /sys/fs/cgroup. ``sysdir`` is an empty directory it mounts through."""
-    return ["unshare", "--mount", "--propagation", "slave", "--",
-            "nsenter", f"--net=/run/netns/{ns}", "--", "sh", "-c", _ENTER, "sh", str(sysdir)]
+    exec`` does, keeping /sys/fs/cgroup, in a UTS namespace of its own named ``hostname``
+    (default ``ns``). ``sysdir`` is an empty directory it mounts through."""
+    return ["unshare", "--mount", "--uts", "--propagation", "slave", "--",
+            "nsenter", f"--net=/run/netns/{ns}", "--", "sh", "-c", _ENTER, "sh", str(sysdir),
+            hostname or ns]
 
 
 @dataclass
