@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Iterator, NoReturn
 
 from ..hypervisor.client import XenCtrl
@@ -21,8 +23,8 @@ from ..libxlu.cfg import ConfigSyntaxError
 from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..toolstack import domain as libxl
-from ..toolstack import hotplug, userdata
-from ..toolstack.config import ConfigError, load
+from ..toolstack import hotplug, savefile, userdata
+from ..toolstack.config import ConfigError, DomainConfig, load
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
 from . import render
@@ -173,7 +175,6 @@ def cmd_create(argv: list[str]) -> int:
     for w in cfg.warnings:
         print(w, file=sys.stderr)
     if ns.dryrun:
-        import json
         print(json.dumps(cfg.to_json(), indent=4))
         return 0
     paths = Paths.from_env()
@@ -417,6 +418,95 @@ def cmd_dump_core(argv: list[str]) -> int:
     return 0
 
 
+def cmd_save(argv: list[str]) -> int:
+    """xl save [-c] [-p] [-D] <Domain> <CheckpointFile> [<ConfigFile>] (xl_saverestore.c): xl's
+    header with the config, then the domain's state; the domain is destroyed unless -c (keep it
+    running) or -p (keep it paused)."""
+    p = _parser("save", "Save a domain state to restore later")
+    p.add_argument("-c", dest="keep", action="store_true", help="Leave domain running after creating the snapshot")
+    p.add_argument("-p", dest="paused", action="store_true", help="Leave domain paused after creating the snapshot")
+    p.add_argument("-D", dest="same_domid", action="store_true", help="Store the domain id in the configuration")
+    p.add_argument("domain", metavar="Domain")
+    p.add_argument("file", metavar="CheckpointFile")
+    p.add_argument("config", metavar="ConfigFile", nargs="?")
+    ns = p.parse_args(argv)
+    override = None
+    if ns.config:
+        try:
+            override = load(ns.config)
+        except (ConfigError, ConfigSyntaxError):
+            print("unable to read overridden config file", file=sys.stderr)
+            return 1
+    path = Path(os.path.abspath(ns.file))
+    with _ctrl() as xc:
+        ref = libxl.resolve(xc, ns.domain)
+        try:
+            info = libxl.save(xc, Paths.from_env(), ref.domid, path, keep=ns.keep or ns.paused,
+                              paused=ns.paused, config=override)
+        except libxl.DomainBuildError as err:
+            print(str(err), file=sys.stderr)
+            return 1
+    print(f"Saving to {path} new xl format (info {info})", file=sys.stderr)
+    return 0
+
+
+def cmd_restore(argv: list[str]) -> int:
+    """xl restore [-p] [-e] [-d] [-V] [<ConfigFile>] <CheckpointFile>: check xl's header in
+    xl's order and words, then build the domain from the saved (or given) config, paused, load
+    its state and let it run on where it stopped (unless -p)."""
+    p = _parser("restore", "Restore a domain from a saved state")
+    p.add_argument("-p", dest="paused", action="store_true", help="Do not unpause domain after restoring it")
+    p.add_argument("-e", dest="no_monitor", action="store_true", help="Do not wait in the background for the death of the domain")
+    p.add_argument("-d", dest="debug", action="store_true", help="Enable debug messages")
+    p.add_argument("-V", "--vncviewer", action="count", default=0, help="Connect to the VNC display after the domain is created")
+    p.add_argument("files", nargs="+", metavar="[ConfigFile] CheckpointFile")
+    ns = p.parse_args(argv)
+    if len(ns.files) > 2:
+        raise Usage(p.format_help(), 1)
+    config_file, save_file = (ns.files[0], ns.files[1]) if len(ns.files) == 2 else (None, ns.files[0])
+    path = Path(os.path.abspath(save_file))
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        print(f"Can't open restore file: {err.strerror}", file=sys.stderr)
+        return 1
+    with f:
+        try:
+            header = savefile.decode(f, str(path))
+        except savefile.SaveFileError as err:
+            print(str(err), file=sys.stderr)
+            return 1
+    print(f"Loading new save file {path} (new xl fmt info {header.info()})", file=sys.stderr)
+    if header.config is not None:
+        print(" Savefile contains xl domain config in JSON format", file=sys.stderr)
+    try:
+        if config_file is not None:
+            print(f"Parsing config from {config_file}", file=sys.stderr)
+            cfg = load(config_file)
+        elif header.config is not None:
+            print("Parsing config from <saved>", file=sys.stderr)
+            cfg = DomainConfig.from_json(header.config)
+        else:
+            print("Config file not specified and none in save file", file=sys.stderr)
+            return 1
+    except (ConfigError, ConfigSyntaxError, TypeError) as err:
+        print(f"unable to parse the domain config: {err}", file=sys.stderr)
+        return 1
+    if ns.debug:
+        print(json.dumps(cfg.to_json(), indent=4), file=sys.stderr)
+    with _ctrl() as xc:
+        try:
+            libxl.create(xc, Paths.from_env(), cfg, paused=ns.paused,
+                         restore_from=(path, header.stream_offset))
+        except libxl.DomainBuildError as err:
+            print(str(err), file=sys.stderr)
+            return 1
+        except HypercallError as err:
+            print(f"libxl: error: cannot restore domain '{cfg.name}': {err}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_domid(argv: list[str]) -> int:
     p = _parser("domid", "Convert a domain name to domain id")
     p.add_argument("name")
@@ -518,6 +608,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "reboot": (_shutdown_cmd("reboot", True), "Issue a reboot signal to a domain"),
     "console": (cmd_console, "Attach to domain's console"),
     "dump-core": (cmd_dump_core, "Core dump a domain"),
+    "save": (cmd_save, "Save a domain state to restore later"),
+    "restore": (cmd_restore, "Restore a domain from a saved state"),
     "vcpu-list": (cmd_vcpu_list, "List the VCPUs for all/some domains"),
     "mem-set": (_mem_cmd("mem-set", libxl.set_memory_target, "dynamic max"),
                 "Set the current memory usage for a domain"),

@@ -304,7 +304,8 @@ class Hypervisor:
             name=req.name, uuid=req.uuid, type=req.type, memory_mib=req.memory_kb >> 10,
             maxmem_mib=req.max_memkb >> 10, vcpus=req.vcpus, max_vcpus=req.max_vcpus,
             kernel=req.kernel, ramdisk=req.ramdisk, cmdline=req.cmdline, accel=self.accel.accel,
-            vnc=req.vnc, vncdisplay=req.vncdisplay, vnclisten=req.vnclisten, boot=req.boot)
+            vnc=req.vnc, vncdisplay=req.vncdisplay, vnclisten=req.vnclisten, boot=req.boot,
+            incoming=req.incoming)
         try:
             async with self.lock(domid):
                 if dom.dying:
@@ -312,7 +313,7 @@ class Hypervisor:
                 dom.pid = await model.start(self.cfg.qemu, info, self.paths.log / f"qemu-dm-{req.name}.log")
                 dom.save(self.paths.domains_dir)
                 self.vcpu_tids[domid] = await model.vcpu_threads()
-                if req.memory_kb < req.max_memkb:
+                if req.memory_kb < req.max_memkb and not req.incoming:  # (a restore brings its own)
                     await model.balloon(req.memory_kb >> 10)
                 # Every DomU gets its group, default weight included: a domain left outside
                 # would compete with the whole set of groups as if it were one of them.

@@ -78,3 +78,25 @@ async def _dump_core(hv: Hypervisor, args: dict[str, Any]) -> None:
     """The guest's memory as an ELF core file (xl dump-core; on_crash = "coredump-*")."""
     op = "dm_op.dump_core"
     await hv.model(args, op).dump_core(_path_arg(args, "path", op))
+
+
+@hypercall("dm_op.save")
+async def _save(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """Append the domain's state to a file (xl save writes its header first); the domain is
+    left stopped (paused) for the caller to destroy or resume."""
+    op = "dm_op.save"
+    dom = hv.domu(args, op)
+    await hv.model(args, op).save(_path_arg(args, "path", op))
+    dom.paused = True
+    dom.save(hv.paths.domains_dir)
+
+
+@hypercall("dm_op.restore")
+async def _restore(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """Load a saved state into a domain built with ``incoming`` (still being built)."""
+    op = "dm_op.restore"
+    dom = hv.domu(args, op)
+    if not dom.build.get("incoming"):
+        raise InvalidArgument(f"domain {dom.domid} was not built to receive a saved state", op)
+    offset = int_arg(args, "offset", op)
+    await hv.model(args, op).restore(_path_arg(args, "path", op), offset)

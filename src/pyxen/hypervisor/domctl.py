@@ -70,6 +70,8 @@ class CreateDomain:
     boot: str = "cd"
     cpu_weight: int = 256
     cap: int = 0
+    #: Restore: the device model waits for a saved state (``dm_op.restore``) instead of booting.
+    incoming: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,9 +125,12 @@ class CreateDomain:
         boot = _str(data, "boot", optional=True) or "cd"
         if not BOOT_RE.fullmatch(boot):
             raise InvalidArgument(f"createdomain: boot '{boot}' is not a boot order (a, c, d, n)", OP)
+        incoming = data.get("incoming", False)
+        if not isinstance(incoming, bool):
+            raise InvalidArgument("createdomain: 'incoming' must be true or false", OP)
         weight = _int(data, "cpu_weight", 1, 65535) if "cpu_weight" in data else 256
         cap = _int(data, "cap", 0, 100 * max_vcpus) if "cap" in data else 0
         return cls(name=name, uuid=uid, type=dtype, memory_kb=memory_kb, max_memkb=max_memkb,
                    vcpus=vcpus, max_vcpus=max_vcpus, kernel=paths["kernel"], ramdisk=paths["ramdisk"],
                    cmdline=cmdline, vnc=vnc, vncdisplay=vncdisplay, vnclisten=vnclisten, boot=boot,
-                   cpu_weight=weight, cap=cap)
+                   cpu_weight=weight, cap=cap, incoming=incoming)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ QDISK_DRIVERS = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "
 QMP_TIMEOUT = 10.0
 #: device_add of a vhost-user device waits for the back-end's answers.
 DEVICE_ADD_TIMEOUT = 30.0
+#: Saving a guest's state (its RAM) to a file.
+SAVE_TIMEOUT = 600.0
 #: Writing a core file of a large guest takes a while.
 DUMP_TIMEOUT = 300.0
 #: Queries behind ``xl list``: a stuck QEMU is shown with what is known instead.
@@ -64,6 +67,8 @@ class BuildInfo:
     vncdisplay: int | None = None
     vnclisten: str = "127.0.0.1"
     boot: str = "cd"
+    #: Wait for a saved state (migrate-incoming) instead of booting.
+    incoming: bool = False
     extra_args: tuple[str, ...] = ()
 
 
@@ -103,6 +108,8 @@ def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
         args += ["-kernel", info.kernel, "-append", cmdline]
         if info.ramdisk:
             args += ["-initrd", info.ramdisk]
+    if info.incoming:
+        args += ["-incoming", "defer"]
     return args + list(info.extra_args)
 
 
@@ -283,6 +290,43 @@ class DeviceModel:
     async def reset(self) -> None:
         """A hardware reset request (xl reboot -F, xl trigger reset)."""
         await self.execute("system_reset")
+
+    async def save(self, path: Path) -> None:
+        """The guest's memory, vCPU and device state, appended to ``path`` (after xl's header)
+        as QEMU's migration stream. The guest is stopped first and stays stopped."""
+        await self.execute("stop")
+        await self.execute("migrate", {"uri": f"exec:cat >> {shlex.quote(str(path))}"})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SAVE_TIMEOUT
+        while True:
+            st = await self.execute("query-migrate")
+            if st.get("status") == "completed":
+                return
+            if st.get("status") in ("failed", "cancelled"):
+                raise DeviceModelError(f"domain {self.domid}: saving failed: {st.get('error-desc', st['status'])}")
+            if loop.time() > deadline:
+                await self.execute("migrate_cancel")
+                raise DeviceModelError(f"domain {self.domid}: saving took more than {SAVE_TIMEOUT:g} s")
+            await asyncio.sleep(0.05)
+
+    async def restore(self, path: Path, offset: int) -> None:
+        """Load the state ``save`` wrote, from byte ``offset`` of ``path`` (after xl's header),
+        into a device model started with ``incoming`` and given the same devices. The guest is
+        left paused."""
+        await self.execute("migrate-incoming",
+                           {"uri": f"exec:tail -c +{offset + 1} {shlex.quote(str(path))}"})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SAVE_TIMEOUT
+        while True:
+            st = await self.execute("query-migrate")
+            if st.get("status") == "completed":
+                return
+            if st.get("status") in ("failed", "cancelled"):
+                raise DeviceModelError(f"domain {self.domid}: restoring failed: "
+                                       f"{st.get('error-desc', st['status'])}")
+            if loop.time() > deadline:
+                raise DeviceModelError(f"domain {self.domid}: restoring took more than {SAVE_TIMEOUT:g} s")
+            await asyncio.sleep(0.05)
 
     async def dump_core(self, path: Path) -> None:
         """The guest's memory as an ELF core (xl dump-core, on_crash=coredump-*). QEMU stops a

@@ -6,9 +6,11 @@ fails at any step destroys what it made, so no half-built domain is left behind.
 
 from __future__ import annotations
 
+import io
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Iterable
 
 from ..hypervisor.client import XenCtrl
@@ -19,7 +21,7 @@ from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
-from . import devices, hotplug, userdata, xsdomain
+from . import devices, hotplug, savefile, userdata, xsdomain
 from .config import DomainConfig
 
 
@@ -55,14 +57,16 @@ def build_request(cfg: DomainConfig) -> CreateDomain:
         vnclisten=cfg.vnclisten, boot=cfg.boot, cpu_weight=cfg.cpu_weight, cap=cfg.cap)
 
 
-def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False) -> int:
+def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
+           restore_from: tuple[Path, int] | None = None) -> int:
     """Build and (unless ``paused``) start a domain; return its domid.
 
     Order as libxl: the hypervisor makes the domain (paused, device model started), then its
     xenstore records are written and it is introduced to xenstored, then its disks and vifs are
     added (grants, event channels, backend nodes; once each backend is in InitWait the device is
     plugged into the paused device model, since QEMU's vhost-user set-up waits for the backend),
-    then the build is declared finished and the domain unpaused.
+    then the build is declared finished and the domain unpaused. With ``restore_from`` (a save
+    file and where its stream starts) the device model loads the saved state instead of booting.
 
     Until ``domctl.finish_build`` the domain belongs to this caller's hypervisor connection: if
     the caller dies (xl killed), the hypervisor destroys it, and the monitor removes its records.
@@ -73,7 +77,10 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False)
         disks, nics = devices.parse_all(cfg.disks, cfg.vifs)
     except devices.DeviceSpecError as err:
         raise DomainBuildError(f"{cfg.source}: {err}") from err
-    domid: int = ctrl.call("domctl.createdomain", request=build_request(cfg).to_wire())
+    request = build_request(cfg)
+    if restore_from is not None:
+        request = replace(request, incoming=True)
+    domid: int = ctrl.call("domctl.createdomain", request=request.to_wire())
     try:
         userdata.store(paths, domid, cfg)
         try:
@@ -89,6 +96,8 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False)
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
         if cfg.cpus is not None:
             pin_vcpus(ctrl, domid, cfg.cpus, range(cfg.vcpus))
+        if restore_from is not None:
+            ctrl.call("dm_op.restore", domid=domid, path=str(restore_from[0]), offset=restore_from[1])
         ctrl.call("domctl.finish_build", domid=domid)
         if not paused:
             ctrl.call("domctl.unpausedomain", domid=domid)
@@ -110,6 +119,35 @@ def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
         hotplug.remove_all(paths, domid)
         xsdomain.release_quietly(paths.xenstored_socket, domid)
         userdata.remove(paths, domid)
+
+
+def save(ctrl: XenCtrl, paths: Paths, domid: int, path: Path, keep: bool = False, paused: bool = False,
+         config: DomainConfig | None = None) -> str:
+    """xl save: xl's header with the domain's config, then its state; the domain is destroyed,
+    or kept (running, or paused with ``paused``). Returns the header's info for xl's message.
+
+    :raise DomainBuildError: with xl's message; the domain is then running again.
+    """
+    cfg = config or userdata.retrieve(paths, domid)
+    if cfg is None:
+        raise DomainBuildError("unable to retrieve domain configuration")
+    header = savefile.encode(cfg.to_json())
+    try:
+        with open(path, "wb") as f:
+            f.write(header)
+    except OSError:
+        raise DomainBuildError(f"Failed to open temp file {path} for writing") from None
+    info = savefile.decode(io.BytesIO(header), str(path)).info()
+    try:
+        ctrl.call("dm_op.save", domid=domid, path=str(path))
+    except HypercallError as err:
+        ctrl.call("domctl.unpausedomain", domid=domid)
+        raise DomainBuildError(f"Failed to save domain, resuming domain ({err})") from err
+    if not keep:
+        destroy(ctrl, paths, domid)
+    elif not paused:
+        ctrl.call("domctl.unpausedomain", domid=domid)
+    return info
 
 
 def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> list[int]:
