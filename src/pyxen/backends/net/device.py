@@ -20,8 +20,12 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 #: Linux's IFNAMSIZ, with its NUL.
 IFNAMSIZ = 16
-TRANSPORT_FEATURES = Feature.VERSION_1 | Feature.PROTOCOL_FEATURES | Feature.RING_INDIRECT_DESC
-PROTOCOL_FEATURES = ProtocolFeature.REPLY_ACK
+#: LOG_ALL and LOG_SHMFD: QEMU refuses to migrate (or save) a guest whose vhost-user back-end
+#: cannot log the pages it dirties ("Migration disabled: vhost-user backend lacks
+#: VHOST_USER_PROTOCOL_F_LOG_SHMFD feature."); the session logs RX buffers and used rings.
+TRANSPORT_FEATURES = (Feature.VERSION_1 | Feature.PROTOCOL_FEATURES | Feature.RING_INDIRECT_DESC
+                      | Feature.LOG_ALL)
+PROTOCOL_FEATURES = ProtocolFeature.REPLY_ACK | ProtocolFeature.LOG_SHMFD
 #: How long one ``ip`` command may take (it talks to the kernel over netlink; seconds).
 IP_TIMEOUT = 10.0
 
