@@ -222,3 +222,18 @@ def test_dirty_log_mark_sets_bits_across_bytes_and_ignores_pages_past_its_end() 
     assert raw[1] == 0xFF and raw[0] == 0b11111001
     log.close()
     os.close(fd)
+
+
+def test_send_rarp_announces_the_guest_mac_on_the_bridge(vif: tuple[Path, socket.socket]) -> None:
+    path, bridge = vif
+    fe = VhostUserFrontend(path)
+    assert fe.get_protocol_features() & ProtocolFeature.RARP
+    fe.connect_sequence()
+    mac = bytes.fromhex("00163e007902")
+    fe.request(Request.SEND_RARP, mac + b"\0\0")
+    bridge.settimeout(5)
+    frame = bridge.recv(2048)
+    assert len(frame) == 60 and frame[:6] == b"\xff" * 6 and frame[6:12] == mac
+    assert frame[12:14] == b"\x80\x35" and frame[20:22] == b"\x00\x03"  # RARP, reverse request
+    assert frame[22:28] == mac and frame[32:38] == mac
+    fe.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,57 @@ def test_stopped_guest_with_blkback_and_netback_migrates_to_a_file(host) -> None
                 qmp.execute("cont")
             finally:
                 qmp.close()
+        print("stopped migration:", {k: info.get(k) for k in ("status", "total-time", "downtime")},
+              "stream bytes", stream.stat().st_size)
         assert info.get("status") == "completed", (blockers, info)
         data = stream.read_bytes()
         assert data[:4] == b"QEVM", data[:16]
         assert b"vhost-user-blk" in data and b"virtio-net" in data
         host.xl("destroy", "mig")
+
+
+def test_running_guest_migrates_with_dirty_logging_under_disk_and_network_io(host) -> None:  # type: ignore[no-untyped-def]
+    """Live (pre-copy) migration of a guest that reads its disk (page cache dropped each pass)
+    and receives pings while QEMU copies its memory: the back-ends log the pages they write,
+    and the migration completes."""
+    root = host.paths.root
+    disk = root / "disk.img"
+    disk.write_bytes(os.urandom(4 << 20))
+    script = ("ip link set eth0 up\nip addr add 169.254.79.2/16 dev eth0\n"
+              "(while :; do echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda of=/dev/null bs=64k 2>/dev/null;"
+              " done) &\n")
+    with link_local_bridge(dom0_ip="169.254.79.100") as (br, ns):
+        assert ns is not None
+        extra = (f"disk = ['file:{disk},xvda,w']\n"
+                 f"vif = ['mac=00:16:3e:00:79:02,bridge={br}']\n")
+        domid = host.create("live", memory=128, script=script, extra_lines=extra)
+        host.wait_console("live")
+        pinger = subprocess.Popen(["ip", "netns", "exec", ns, "/bin/busybox", "ping", "-i", "0.05", "-s", "1000",
+                                   "169.254.79.2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stream = root / "live.bin"
+        try:
+            with host.supervisor_held():
+                assert stop_service(host.paths, SERVICES[0])
+                qmp = Qmp(host.paths.qmp_socket(domid))
+                try:
+                    qmp.execute("migrate-set-parameters", {"downtime-limit": 2000, "max-bandwidth": 1 << 30})
+                    qmp.execute("migrate", {"uri": f"exec:cat > {stream}"})
+                    deadline = time.monotonic() + 240
+                    while True:
+                        info = dict(qmp.execute("query-migrate"))
+                        if info.get("status") in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
+                            break
+                        time.sleep(0.2)
+                    qmp.execute("cont")
+                finally:
+                    qmp.close()
+        finally:
+            pinger.terminate()
+            pinger.wait(10)
+        print("live migration:", {k: info.get(k) for k in ("status", "total-time", "downtime", "setup-time")},
+              {k: info["ram"].get(k) for k in ("transferred", "dirty-sync-count", "normal", "duplicate")})
+        assert info.get("status") == "completed", info
+        assert info["ram"]["dirty-sync-count"] >= 2, info["ram"]  # at least one pass after the first
+        backend_log = host.paths.daemon_log("backendd").read_text()
+        assert "dirty log:" in backend_log and "dirty-page logging on" in backend_log, backend_log[-3000:]
+        host.xl("destroy", "live")

@@ -149,7 +149,7 @@ class VhostUserSession:
             Request.SET_CONFIG: self._set_config,
             Request.SET_LOG_BASE: self._set_log_base,
             Request.SET_LOG_FD: self._set_log_fd,
-            Request.SEND_RARP: lambda m: None,
+            Request.SEND_RARP: self._send_rarp,
             Request.NET_SET_MTU: lambda m: None,
             Request.GET_MAX_MEM_SLOTS: lambda m: encode_u64_reply(m.request, MAX_FDS),
         }
@@ -513,6 +513,15 @@ class VhostUserSession:
         for ring in self.rings:
             self._apply_log(ring)
         return encode_u64_reply(m.request, 0)
+
+    def _send_rarp(self, m: Message) -> None:
+        """After a migration (RARP protocol feature): the guest's MAC in the payload's first
+        6 bytes; a device that can announce it (netback) does."""
+        if len(m.payload) < 6:
+            raise VhostUserError("short SEND_RARP")
+        send = getattr(self.device, "send_rarp", None)
+        if send is not None:
+            send(bytes(m.payload[:6]))
 
     def _set_log_fd(self, m: Message) -> None:
         """The log eventfd of vhost-user.rst (never sent by QEMU 7.2's vhost-user): kept."""
