@@ -105,6 +105,44 @@ class GuestRam:
         os.close(self.fd)
 
 
+class LogBitmap:
+    """QEMU's dirty log for a migration (hw/virtio/vhost.c vhost_log_alloc with a memfd): one
+    bit per 4 KiB page of guest-physical memory, shared with the back-end by SET_LOG_BASE."""
+
+    PAGE = 4096
+
+    def __init__(self, ram_size: int) -> None:
+        import mmap
+        pages = (ram_size + self.PAGE - 1) // self.PAGE
+        self.size = max(8, (pages + 63) // 64 * 8)  # QEMU sizes it in u64 chunks
+        self.fd = os.memfd_create("pyxen-fake-vhost-log", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, self.size)
+        self.mm = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def pages(self) -> set[int]:
+        """The dirty page numbers (guest-physical address // 4096)."""
+        out = set()
+        for i, byte in enumerate(self.mm[:]):
+            for bit in range(8):
+                if byte >> bit & 1:
+                    out.add(i * 8 + bit)
+        return out
+
+    def sync(self) -> set[int]:
+        """Read and clear, as QEMU's vhost_log_sync does at each migration pass."""
+        got = self.pages()
+        self.mm[:] = bytes(self.size)
+        return got
+
+    @classmethod
+    def pages_of(cls, addr: int, length: int) -> set[int]:
+        return set(range(addr // cls.PAGE, (addr + length - 1) // cls.PAGE + 1)) if length > 0 else set()
+
+    def close(self) -> None:
+        self.mm.close()
+        os.close(self.fd)
+
+
 @dataclass
 class Segment:
     """One buffer of a chain: guest-physical address, length, device-writable or not."""
@@ -403,9 +441,32 @@ class VhostUserFrontend:
     def set_vring_base(self, index: int, base: int) -> None:
         self.request(Request.SET_VRING_BASE, VringState(index, base).pack())
 
-    def set_vring_addr(self, index: int, ring: DriverRing) -> None:
+    def set_vring_addr(self, index: int, ring: DriverRing, log: bool = False) -> None:
+        """With ``log``, VHOST_VRING_F_LOG and the used ring's guest-physical address, as
+        QEMU's vhost_virtqueue_set_addr(enable_log) sends them while it migrates."""
         desc, used, avail = ring.addresses()
-        self.request(Request.SET_VRING_ADDR, struct.pack("<IIQQQQ", index, 0, desc, used, avail, 0))
+        self.request(Request.SET_VRING_ADDR, struct.pack("<IIQQQQ", index, int(log), desc, used, avail,
+                                                         ring.used if log else 0))
+
+    def set_log_base(self, log: LogBitmap, offset: int = 0) -> None:
+        """SET_LOG_BASE with the log's memfd (LOG_SHMFD); QEMU waits for the back-end's reply."""
+        body = self.request(Request.SET_LOG_BASE, struct.pack("<QQ", log.size, offset), [log.fd])
+        if body is None or len(body) != 8:
+            raise FrontendError(f"SET_LOG_BASE reply {body!r}")
+
+    def log_start(self, log: LogBitmap, rings: dict[int, DriverRing]) -> None:
+        """QEMU's migration start on running rings (vhost_migration_log(true)): the log, then
+        SET_FEATURES with LOG_ALL, then each ring's addresses with VHOST_VRING_F_LOG."""
+        self.set_log_base(log)
+        self.set_features(self.features | Feature.LOG_ALL)
+        for index, ring in sorted(rings.items()):
+            self.set_vring_addr(index, ring, log=True)
+
+    def log_stop(self, rings: dict[int, DriverRing]) -> None:
+        """Migration end or cancel: LOG_ALL off, ring addresses without the log flag."""
+        self.set_features(self.features & ~Feature.LOG_ALL)
+        for index, ring in sorted(rings.items()):
+            self.set_vring_addr(index, ring, log=False)
 
     def set_vring_kick(self, index: int, fd: int) -> None:
         self._u64(Request.SET_VRING_KICK, index, [fd])
@@ -488,5 +549,5 @@ def serve_in_thread(device: VirtioDevice, path: Path) -> Iterator[VhostUserServe
         loop.close()
 
 
-__all__ = ["device_queue", "DriverRing", "FrontendError", "GuestRam", "Posted", "Refused", "RingViolation", "Segment",
+__all__ = ["device_queue", "DriverRing", "FrontendError", "GuestRam", "LogBitmap", "Posted", "Refused", "RingViolation", "Segment",
            "Used", "VhostUserFrontend", "serve_in_thread"]

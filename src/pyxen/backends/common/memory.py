@@ -112,3 +112,60 @@ class GuestMemory:
             addr += n
             length -= n
         return out
+
+
+#: The dirty log's granule: one bit per 4 KiB page of guest-physical memory (vhost-user.rst,
+#: "Dirty pages logging"; VHOST_LOG_PAGE in QEMU's hw/virtio/vhost.c).
+LOG_PAGE_SHIFT = 12
+
+
+class DirtyLog:
+    """The shared dirty-page bitmap of SET_LOG_BASE: bit ``p % 8`` of byte ``p // 8`` is set
+    for every guest page ``p`` (guest-physical address >> 12) the back-end writes while the
+    front-end migrates (VHOST_F_LOG_ALL). QEMU reads and clears it with atomic exchanges when
+    it syncs; a bit set here is never lost by that (at worst a page is sent twice). The one
+    back-end daemon serves all of a guest's devices from one thread, so its read-modify-write
+    of a byte never races another writer of the same log."""
+
+    def __init__(self, fd: int, size: int, offset: int) -> None:
+        """Map ``size`` bytes of ``fd`` at ``offset`` (fd closed here).
+
+        :raise OSError: mmap failed (the fd is closed anyway).
+        """
+        try:
+            aligned = offset - offset % mmap.ALLOCATIONGRANULARITY
+            self.mm = mmap.mmap(fd, size + offset - aligned, mmap.MAP_SHARED,
+                                mmap.PROT_READ | mmap.PROT_WRITE, offset=aligned)
+        finally:
+            os.close(fd)
+        self.base = offset - aligned
+        self.size = size
+
+    def mark(self, gpa: int, length: int) -> None:
+        """Log a write of ``length`` bytes at guest-physical ``gpa`` (pages past the log's end,
+        which covers all of guest RAM, are ignored)."""
+        if length <= 0:
+            return
+        mm, base, size = self.mm, self.base, self.size
+        page = gpa >> LOG_PAGE_SHIFT
+        last = (gpa + length - 1) >> LOG_PAGE_SHIFT
+        while page <= last:
+            byte = page >> 3
+            if byte >= size:
+                return
+            if not page & 7 and page + 7 <= last:
+                mm[base + byte] = 0xFF
+                page += 8
+            else:
+                mm[base + byte] |= 1 << (page & 7)
+                page += 1
+
+    def is_dirty(self, gpa: int) -> bool:
+        page = gpa >> LOG_PAGE_SHIFT
+        return page >> 3 < self.size and bool(self.mm[self.base + (page >> 3)] >> (page & 7) & 1)
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except BufferError:
+            pass

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Protocol
 
-from .memory import GuestMemory, GuestMemoryError
-from .vhost_user import (MAX_FDS, REPLY_REQUESTS, ConfigRequest, Feature, Message, MessageReader,
-                         Request, VhostUserError, VringAddr, VringState, encode_reply,
-                         encode_u64_reply, unpack_mem_table, vring_file)
+from .memory import DirtyLog, GuestMemory, GuestMemoryError
+from .vhost_user import (MAX_FDS, REPLY_REQUESTS, VHOST_VRING_F_LOG, ConfigRequest, Feature, LogArea,
+                         Message, MessageReader, ProtocolFeature, Request, VhostUserError, VringAddr,
+                         VringState, encode_reply, encode_u64_reply, unpack_mem_table, vring_file)
 from .virtqueue import MAX_QUEUE_SIZE, Virtqueue, VirtqueueError
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,11 @@ class VhostUserSession:
         self.reader = MessageReader()
         self.rings = [Vring(i) for i in range(device.num_queues)]
         self.mem: GuestMemory | None = None
+        #: SET_LOG_BASE's dirty bitmap (kept until replaced or the session ends; it is used
+        #: only while LOG_ALL is acked) and SET_LOG_FD's fd (kept, never used: QEMU's
+        #: vhost-user does not send it).
+        self.dirty_log: DirtyLog | None = None
+        self.log_fd: int | None = None
         self.acked_features = 0
         self.acked_protocol = 0
         self.owned = False
@@ -143,8 +148,8 @@ class VhostUserSession:
             Request.GET_CONFIG: self._get_config,
             Request.SET_CONFIG: self._set_config,
             Request.SET_LOG_BASE: self._set_log_base,
-            Request.SET_LOG_FD: lambda m: None,
-            Request.SEND_RARP: lambda m: None,
+            Request.SET_LOG_FD: self._set_log_fd,
+            Request.SEND_RARP: self._send_rarp,
             Request.NET_SET_MTU: lambda m: None,
             Request.GET_MAX_MEM_SLOTS: lambda m: encode_u64_reply(m.request, MAX_FDS),
         }
@@ -229,6 +234,11 @@ class VhostUserSession:
         if self.mem is not None:
             self.mem.close()
             self.mem = None
+        if self.dirty_log is not None:
+            self.dirty_log.close()
+            self.dirty_log = None
+        _close(self.log_fd)
+        self.log_fd = None
         for fd in self.reader.pending_fds():
             _close(fd)
         try:
@@ -257,6 +267,7 @@ class VhostUserSession:
                              ring.index, vq.last_avail, vq.used_idx)
             vq.last_avail = vq.used_idx
         ring.vq = vq
+        self._apply_log(ring)
         self.loop.add_reader(ring.kick, self._kicked, ring)
         self.device.ring_started(self, ring.index)
         if not self.live:
@@ -279,6 +290,23 @@ class VhostUserSession:
                            ring.index, vq.in_flight)
         ring.base = (vq.last_avail - vq.in_flight) & 0xFFFF
         vq.close()
+
+    @property
+    def logging(self) -> bool:
+        """Whether guest writes are being logged: LOG_ALL acked and a log given."""
+        return bool(self.acked_features & Feature.LOG_ALL) and self.dirty_log is not None
+
+    def _apply_log(self, ring: Vring) -> None:
+        """Point a running ring at the dirty log, or at none (the fast path)."""
+        vq = ring.vq
+        if vq is None:
+            return
+        if self.logging and ring.addr is not None:
+            vq.dirty = self.dirty_log
+            vq.log_used = ring.addr.log if ring.addr.flags & VHOST_VRING_F_LOG else None
+        else:
+            vq.dirty = None
+            vq.log_used = None
 
     def _kicked(self, ring: Vring) -> None:
         if ring.kick is not None:
@@ -330,7 +358,12 @@ class VhostUserSession:
         value = m.u64()
         if value & ~self.device.features:
             raise VhostUserError(f"SET_FEATURES {value:#x} acks bits {value & ~self.device.features:#x} not offered")
+        was = self.logging
         self.acked_features = value
+        if self.logging != was:
+            self.log.info("dirty-page logging %s", "on" if self.logging else "off")
+        for ring in self.rings:
+            self._apply_log(ring)
 
     def _get_protocol_features(self, m: Message) -> bytes:
         return encode_u64_reply(m.request, self.device.protocol_features)
@@ -382,7 +415,13 @@ class VhostUserSession:
             raise VhostUserError(f"vq {addr.index}: misaligned ring addresses")
         for qva in (addr.desc, addr.avail, addr.used):
             self.mem.qva(qva)  # GuestMemoryError: refused before anything changes
-        ring.addr = addr
+        old, ring.addr = ring.addr, addr
+        if ring.vq is not None and old is not None and \
+                (old.desc, old.avail, old.used) == (addr.desc, addr.avail, addr.used):
+            # Only the logging flag or address changed (QEMU's vhost_dev_set_log at migration
+            # start and end): the running ring goes on, logging or not.
+            self._apply_log(ring)
+            return
         if ring.vq is not None:  # moved under a running ring
             self._stop_ring(ring)
         self._maybe_start(ring)
@@ -454,11 +493,42 @@ class VhostUserSession:
         self.device.set_config(req.offset, req.data)
 
     def _set_log_base(self, m: Message) -> bytes:
-        # Advertised (LOG_SHMFD) so QEMU does not block save/migrate; the toolstack always stops
-        # the guest first, so rings are stopped and no page is ever dirtied while logging.
-        for fd in m.fds:
+        """The dirty bitmap QEMU syncs while it migrates (LOG_SHMFD): map it and log into it
+        from now on while LOG_ALL is acked. A new one (QEMU resizes the log when memory
+        changes) replaces the old. Reply u64 0 once mapped (vhost-user.rst; QEMU waits for it)."""
+        for fd in m.fds[1:]:
             _close(fd)
+        if not self.acked_protocol & ProtocolFeature.LOG_SHMFD:
+            for fd in m.fds[:1]:
+                _close(fd)
+            raise VhostUserError("SET_LOG_BASE without LOG_SHMFD negotiated")
+        if not m.fds:
+            raise VhostUserError("SET_LOG_BASE without a log fd")
+        area = LogArea.unpack(m.payload)
+        new = DirtyLog(m.fds[0], area.size, area.offset)
+        if self.dirty_log is not None:
+            self.dirty_log.close()
+        self.dirty_log = new
+        self.log.info("dirty log: %d bytes (%d MiB of guest memory)", area.size, area.size * 8 * 4096 >> 20)
+        for ring in self.rings:
+            self._apply_log(ring)
         return encode_u64_reply(m.request, 0)
+
+    def _send_rarp(self, m: Message) -> None:
+        """After a migration (RARP protocol feature): the guest's MAC in the payload's first
+        6 bytes; a device that can announce it (netback) does."""
+        if len(m.payload) < 6:
+            raise VhostUserError("short SEND_RARP")
+        send = getattr(self.device, "send_rarp", None)
+        if send is not None:
+            send(bytes(m.payload[:6]))
+
+    def _set_log_fd(self, m: Message) -> None:
+        """The log eventfd of vhost-user.rst (never sent by QEMU 7.2's vhost-user): kept."""
+        for fd in m.fds[1:]:
+            _close(fd)
+        old, self.log_fd = self.log_fd, (m.fds[0] if m.fds else None)
+        _close(old)
 
 
 Authorizer = Callable[[int], Awaitable[bool]]

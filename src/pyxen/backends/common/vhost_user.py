@@ -114,6 +114,9 @@ REPLY_REQUESTS = frozenset({
     Request.GET_INFLIGHT_FD, Request.GET_STATUS,
 })
 
+#: ``struct vhost_vring_addr`` flags bit 0: log the used ring's writes at log_guest_addr.
+VHOST_VRING_F_LOG = 1 << 0
+
 #: Bit 8 of a vring-file u64 payload: no fd follows, poll instead (vhost-user.rst, "vring file").
 VRING_NOFD_MASK = 1 << 8
 VRING_IDX_MASK = 0xFF
@@ -180,6 +183,27 @@ class VringAddr:
         if len(data) < cls.FMT.size:
             raise VhostUserError("short vring address")
         return cls(*cls.FMT.unpack_from(data))
+
+
+@dataclass(frozen=True)
+class LogArea:
+    """SET_LOG_BASE payload ``VhostUserLog``: ``u64 mmap_size, mmap_offset`` of the log fd."""
+
+    size: int
+    offset: int
+    FMT = struct.Struct("<QQ")
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "LogArea":
+        if len(data) < cls.FMT.size:
+            raise VhostUserError("short log area")
+        size, offset = cls.FMT.unpack_from(data)
+        if not 0 < size <= 1 << 40 or offset > 1 << 48:
+            raise VhostUserError(f"log area of {size} bytes at {offset}")
+        return cls(size, offset)
+
+    def pack(self) -> bytes:
+        return self.FMT.pack(self.size, self.offset)
 
 
 @dataclass(frozen=True)

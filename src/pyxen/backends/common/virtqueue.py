@@ -37,7 +37,7 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
-from .memory import GuestMemory, GuestMemoryError
+from .memory import DirtyLog, GuestMemory, GuestMemoryError
 
 DESC = struct.Struct("<QIHH")
 VRING_DESC_F_NEXT = 1
@@ -142,6 +142,14 @@ class Virtqueue:
         #: inflight[head] is 1 from pop to push (or unpop): the chains the device holds.
         self.inflight = bytearray(size)
         self.in_flight = 0
+        #: Dirty-page logging while the front-end migrates (VHOST_F_LOG_ALL and SET_LOG_BASE;
+        #: the session sets it): every device-writable buffer of a chain is logged when the
+        #: chain is used or given back, and with ``log_used`` (the used ring's guest-physical
+        #: address, SET_VRING_ADDR's log_guest_addr under VHOST_VRING_F_LOG) the used-ring
+        #: writes too. None: no logging, and the data path does nothing more.
+        self.dirty: DirtyLog | None = None
+        self.log_used: int | None = None
+        self._dirty_ranges: dict[int, list[tuple[int, int]]] = {}
 
     def avail_idx(self) -> int:
         return int(self._avail[1])
@@ -175,10 +183,40 @@ class Virtqueue:
         except BaseException:
             chain.release()
             raise
+        if self.dirty is not None:
+            self._dirty_ranges[head] = self._writable_ranges(head)
         self.last_avail = (self.last_avail + 1) & 0xFFFF
         self.inflight[head] = 1
         self.in_flight += 1
         return chain
+
+    def _writable_ranges(self, head: int) -> list[tuple[int, int]]:
+        """The guest-physical (address, length) of every device-writable descriptor of the
+        chain at ``head`` (only while logging; ``_walk`` has checked the chain's shape)."""
+        out: list[tuple[int, int]] = []
+        tables = [(self.desc_mm, self.desc_off, self.size, head, True)]
+        while tables:
+            mm, base, table_size, index, top = tables.pop()
+            for _ in range(MAX_CHAIN):
+                addr, length, flags, nxt = DESC.unpack_from(mm, base + 16 * index)
+                if flags & VRING_DESC_F_INDIRECT:
+                    if top and length % 16 == 0 and 0 < length <= 16 * MAX_CHAIN:
+                        imm, ioff, left = self.mem.gpa(addr)
+                        if left >= length:
+                            tables.append((imm, ioff, length // 16, 0, False))
+                elif flags & VRING_DESC_F_WRITE:
+                    out.append((addr, length))
+                if not flags & VRING_DESC_F_NEXT or nxt >= table_size:
+                    break
+                index = nxt
+        return out
+
+    def _log_chain(self, head: int) -> None:
+        dirty = self.dirty
+        ranges = self._dirty_ranges.pop(head, None)
+        if dirty is not None and ranges:
+            for addr, length in ranges:
+                dirty.mark(addr, length)
 
     def unpop(self, chain: Chain) -> None:
         """Give back the chain ``pop`` just returned, unused: the driver keeps it available and
@@ -192,6 +230,8 @@ class Virtqueue:
         if head != chain.head or not self.inflight[head]:
             raise VirtqueueError(f"unpop of head {chain.head}, but the last chain popped is {head}")
         chain.release()
+        if self.dirty is not None:  # the device may have written into it (netback's header)
+            self._log_chain(head)
         self.inflight[head] = 0
         self.in_flight -= 1
         self.last_avail = (self.last_avail - 1) & 0xFFFF
@@ -302,6 +342,13 @@ class Virtqueue:
         self._used_ring[2 * slot + 1] = written
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         self._used_hdr[1] = self.used_idx  # one 16-bit store, after the element
+        if self.dirty is not None:
+            # The data reached guest memory before push; logged after the write, so a sync
+            # that clears the bits in between cannot lose it (vhost-user.rst).
+            self._log_chain(head)
+            if self.log_used is not None:
+                self.dirty.mark(self.log_used + 4 + 8 * slot, 8)
+                self.dirty.mark(self.log_used + 2, 2)
 
     def needs_interrupt(self) -> bool:
         """Whether the driver wants an interrupt for what was just pushed (no EVENT_IDX: the

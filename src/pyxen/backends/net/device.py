@@ -20,8 +20,15 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 #: Linux's IFNAMSIZ, with its NUL.
 IFNAMSIZ = 16
-TRANSPORT_FEATURES = Feature.VERSION_1 | Feature.PROTOCOL_FEATURES | Feature.RING_INDIRECT_DESC
-PROTOCOL_FEATURES = ProtocolFeature.REPLY_ACK
+#: LOG_ALL and LOG_SHMFD: QEMU refuses to migrate (or save) a guest whose vhost-user back-end
+#: cannot log the pages it dirties ("Migration disabled: vhost-user backend lacks
+#: VHOST_USER_PROTOCOL_F_LOG_SHMFD feature."); the session logs RX buffers and used rings.
+TRANSPORT_FEATURES = (Feature.VERSION_1 | Feature.PROTOCOL_FEATURES | Feature.RING_INDIRECT_DESC
+                      | Feature.LOG_ALL)
+#: RARP: after a migration QEMU asks the back-end to announce the guest's MAC on the bridge
+#: (SEND_RARP) when the guest driver has no GUEST_ANNOUNCE, so the bridge learns its new port.
+PROTOCOL_FEATURES = ProtocolFeature.REPLY_ACK | ProtocolFeature.LOG_SHMFD | ProtocolFeature.RARP
+ETH_P_RARP = 0x8035
 #: How long one ``ip`` command may take (it talks to the kernel over netlink; seconds).
 IP_TIMEOUT = 10.0
 
@@ -165,6 +172,17 @@ class NetDevice:
     def ring_stopped(self, session: VhostUserSession, index: int) -> None:
         if index == RX_QUEUE:
             self.handler.detach()
+
+    def send_rarp(self, mac: bytes) -> None:
+        """SEND_RARP: broadcast the RARP request QEMU's announce_self_create builds (net/
+        announce.c: reverse request, sender and target hardware address = the guest's MAC,
+        padded to 60 bytes), from the guest's port of the bridge."""
+        frame = (b"\xff" * 6 + mac + struct.pack(">HHHBBH", ETH_P_RARP, 1, 0x0800, 6, 4, 3)
+                 + mac + bytes(4) + mac + bytes(4)).ljust(60, b"\0")
+        try:
+            os.write(self.handler.tap, frame)
+        except OSError:  # TAP down: the guest's own traffic will teach the bridge
+            pass
 
     def close(self) -> None:
         """The daemon stops: let go of the TAP, which stays (persistent) for its successor."""
