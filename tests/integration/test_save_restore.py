@@ -94,3 +94,37 @@ def test_restore_of_a_bad_file_is_one_line_and_creates_nothing(host: Host, tmp_p
     done = host.xl("restore", str(tmp_path / "missing.save"), check=False)
     assert done.returncode == 1 and done.stderr == "Can't open restore file: No such file or directory\n"
     assert list(host.domains()) == ["Domain-0"] and qemu_pids_under(host.paths.root) == []
+
+
+def test_save_and_restore_with_a_disk_and_a_vif(host: Host, tmp_path: Path) -> None:
+    """Devices come back through the backends: the guest's file on its blkback disk is intact
+    and still writable after the restore, and its vif is plugged again."""
+    from pyxen.testing.bridge import link_local_bridge
+    img = tmp_path / "d.img"
+    img.write_bytes(bytes(8 << 20))
+    script = (COUNTER + " dd if=/dev/urandom of=/dev/vda bs=64k count=16 conv=fsync 2>/dev/null; "
+              "echo \"sum-before $(dd if=/dev/vda bs=64k count=16 2>/dev/null | md5sum)\"; "
+              "while true; do echo 3 > /proc/sys/vm/drop_caches; "
+              "echo \"sum-now $(dd if=/dev/vda bs=64k count=16 2>/dev/null | md5sum)\"; sleep 1; done &")
+    with link_local_bridge() as (bridge, _):
+        host.create("dv", memory=128, script=script,
+                    extra_lines=f"disk = ['file:{img},xvda,w']\nvif = ['bridge={bridge}']\n")
+        host.wait_console("dv", "sum-before")
+        before = max(ticks(host, "dv"))
+        save = tmp_path / "dv.save"
+        host.xl("save", "dv", str(save))
+        host.xl("restore", str(save))
+        wait_ticks(host, "dv", before + 5)
+        sums = re.findall(r"^sum-(before|now) (\w+)", host.console_text("dv"), re.M)
+        restored_at = host.console_text("dv").rfind(f"tick {before}")
+        later = re.findall(r"^sum-now (\w+)", host.console_text("dv")[restored_at:], re.M)
+        deadline = time.monotonic() + 30
+        while len(later) < 2:  # read back from the disk after the restore, caches dropped
+            assert time.monotonic() < deadline, host.console_text("dv")[-800:]
+            time.sleep(0.5)
+            later = re.findall(r"^sum-now (\w+)", host.console_text("dv")[restored_at:], re.M)
+        assert set(later) == {sums[0][1]}, (sums[0], later)
+        assert len(host.xl("block-list", "dv").stdout.splitlines()) == 2
+        assert len(host.xl("network-list", "dv").stdout.splitlines()) == 2
+        host.xl("destroy", "dv")
+    assert ticks(host, "dv").count(0) == 1
