@@ -296,18 +296,7 @@ class DeviceModel:
         as QEMU's migration stream. The guest is stopped first and stays stopped."""
         await self.execute("stop")
         await self.execute("migrate", {"uri": f"exec:cat >> {shlex.quote(str(path))}"})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SAVE_TIMEOUT
-        while True:
-            st = await self.execute("query-migrate")
-            if st.get("status") == "completed":
-                return
-            if st.get("status") in ("failed", "cancelled"):
-                raise DeviceModelError(f"domain {self.domid}: saving failed: {st.get('error-desc', st['status'])}")
-            if loop.time() > deadline:
-                await self.execute("migrate_cancel")
-                raise DeviceModelError(f"domain {self.domid}: saving took more than {SAVE_TIMEOUT:g} s")
-            await asyncio.sleep(0.05)
+        await self._migration_done("saving", cancel=True)
 
     async def restore(self, path: Path, offset: int) -> None:
         """Load the state ``save`` wrote, from byte ``offset`` of ``path`` (after xl's header),
@@ -315,6 +304,11 @@ class DeviceModel:
         left paused."""
         await self.execute("migrate-incoming",
                            {"uri": f"exec:tail -c +{offset + 1} {shlex.quote(str(path))}"})
+        await self._migration_done("restoring", cancel=False)
+
+    async def _migration_done(self, what: str, cancel: bool) -> None:
+        """Until QEMU's migration (outgoing or incoming) completes, bounded by SAVE_TIMEOUT;
+        an outgoing one that runs over is cancelled."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SAVE_TIMEOUT
         while True:
@@ -322,10 +316,12 @@ class DeviceModel:
             if st.get("status") == "completed":
                 return
             if st.get("status") in ("failed", "cancelled"):
-                raise DeviceModelError(f"domain {self.domid}: restoring failed: "
+                raise DeviceModelError(f"domain {self.domid}: {what} failed: "
                                        f"{st.get('error-desc', st['status'])}")
             if loop.time() > deadline:
-                raise DeviceModelError(f"domain {self.domid}: restoring took more than {SAVE_TIMEOUT:g} s")
+                if cancel:
+                    await self.execute("migrate_cancel")
+                raise DeviceModelError(f"domain {self.domid}: {what} took more than {SAVE_TIMEOUT:g} s")
             await asyncio.sleep(0.05)
 
     async def dump_core(self, path: Path) -> None:
