@@ -105,7 +105,10 @@ class NetHandler:
         session = self.session
         vq = session.ring_ready(RX_QUEUE) if session is not None else None
         if session is None or vq is None:
-            self._drain_drop()
+            # The ring is started but not yet enabled (SET_VRING_ENABLE follows the kick) or
+            # was disabled: leave the frames in the TAP's queue, as vhost-net does; enabling
+            # the ring kicks it and reading resumes. The kernel drops what overflows the queue.
+            self._stop_reading()
             return
         done = 0
         try:
@@ -141,11 +144,3 @@ class NetHandler:
         finally:
             if done:
                 session.signal(RX_QUEUE)
-
-    def _drain_drop(self) -> None:
-        """No live RX ring: drop what the bridge sends, as a vif whose frontend is down."""
-        for _ in range(RX_BATCH):
-            try:
-                os.read(self.tap, 65536)
-            except OSError:
-                return
