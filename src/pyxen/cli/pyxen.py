@@ -4,7 +4,9 @@
 ``host start`` brings Dom0's services up in Xen's order and leaves the supervisor that restarts
 any of them that dies (host/supervisor.py); run again, it starts only what is down. ``host stop``
 stops the supervisor first (so nothing restarts what is being stopped), then does xendomains'
-stop (every guest is shut down: destroyed, for now) and stops the services in reverse order.
+stop (each guest migrated, saved or shut down as host.cfg's xendomains_* keys say, whatever is
+left destroyed) and stops the services in reverse order; its status is xendomains' (1 if a
+guest could not be saved or shut down), the services are stopped either way.
 """
 
 from __future__ import annotations
@@ -39,12 +41,11 @@ def host_stop(paths: Paths) -> int:
     if stop_service(paths, SUPERVISOR):  # first: it would restart what is stopped below
         print(f"{SUPERVISOR.name:<12} stopped")
     hypervisor = available_services()[0]
-    if running_pid(paths, hypervisor):
-        destroy_all(paths)
+    status = xendomains.stop(paths) if running_pid(paths, hypervisor) else 0
     for svc in reversed(available_services()):
         if stop_service(paths, svc):
             print(f"{svc.name:<12} stopped")
-    return 0
+    return status
 
 
 def host_status(paths: Paths) -> int:

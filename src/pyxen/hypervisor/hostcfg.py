@@ -1,15 +1,18 @@
-"""The host config, ``$PYXEN_ROOT/host.cfg``: what GRUB's Xen entry and xl.conf say on a real host.
+"""The host config, ``$PYXEN_ROOT/host.cfg``: what GRUB's Xen entry, xl.conf and
+/etc/sysconfig/xendomains say on a real host.
 
 One frozen object, read once at start and passed down. Written with defaults when missing so a
-user has a file to edit. Same syntax as xl.cfg.
+user has a file to edit. Same syntax as xl.cfg, whose keys are lower case: Xen's XENDOMAINS_SAVE
+is ``xendomains_save`` here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Mapping
 
-from ..libxlu.cfg import ConfigSyntaxError, decode, parse
+from ..libxlu.cfg import ConfigSyntaxError, decode, parse, parse_number
 from .bootline import BootLine, BootLineError
 
 DEFAULT_COMMANDLINE = "dom0_mem=1024M loglvl=all sched=credit"
@@ -23,11 +26,79 @@ xen_commandline = "{DEFAULT_COMMANDLINE}"
 accel = "auto"
 # The QEMU binary that runs each DomU (and is the device model of HVM guests).
 qemu = "qemu-system-x86_64"
+
+# xendomains (Xen's /etc/sysconfig/xendomains, read again at each host start and stop).
+# Relative paths are taken from PYXEN_ROOT.
+# Where running domains are saved at host stop, one file per domain named after it; ""
+# disables saving (domains are then shut down).
+xendomains_save = "save"
+# Restore the domains saved there at host start ("true" or "false").
+xendomains_restore = "true"
+# Arguments after "xl migrate <domid>" (the target host first) to migrate domains away at host
+# stop instead of saving them; "" for no migration.
+xendomains_migrate = ""
+# Domain configs created at host start (Xen's /etc/xen/auto).
+xendomains_auto = "auto"
+# "true": host stop migrates, saves or shuts down only the domains of those configs; the
+# others are shut down by xendomains_shutdown_all.
+xendomains_auto_only = "true"
+# "xl shutdown" arguments for a domain neither migrated nor saved ("" to leave it running),
+# then for whatever still runs after that ("" to skip).
+xendomains_shutdown = "--wait"
+xendomains_shutdown_all = "--all --wait"
+# Microseconds to wait between two domains created from xendomains_auto.
+xendomains_create_usleep = 5000000
+# Seconds each xl migrate, save or shutdown may take at host stop before it is killed
+# (0: no limit).
+xendomains_stop_maxwait = 300
 '''
 
 
 class HostConfigError(ValueError):
     """host.cfg is unreadable or holds a bad value; str() names the file and the key."""
+
+
+@dataclass(frozen=True)
+class XendomainsConfig:
+    """xendomains' settings: Xen's sysconfig.xendomains with its defaults, the two folders moved
+    from /var/lib/xen/save and /etc/xen/auto into PYXEN_ROOT.
+
+    Folders are kept as written: relative ones are relative to PYXEN_ROOT (``save_dir`` and
+    ``auto_dir`` resolve them). None is Xen's empty string: that step is off.
+    """
+
+    #: XENDOMAINS_SAVE: where host stop saves each domain (``<save>/<name>``); None: no saving.
+    save: Path | None = Path("save")
+    #: XENDOMAINS_RESTORE: host start restores the save files found in ``save``.
+    restore: bool = True
+    #: XENDOMAINS_MIGRATE: the words after ``xl migrate <domid>`` (the target host first).
+    migrate: tuple[str, ...] = ()
+    #: XENDOMAINS_AUTO: the folder of configs created at host start; None: none.
+    auto: Path | None = Path("auto")
+    #: XENDOMAINS_AUTO_ONLY: host stop migrates/saves/shuts down only domains named by ``auto``.
+    auto_only: bool = True
+    #: XENDOMAINS_SHUTDOWN: ``xl shutdown`` options for one domain; None: no shutdown.
+    shutdown: tuple[str, ...] | None = ("--wait",)
+    #: XENDOMAINS_SHUTDOWN_ALL: ``xl shutdown`` options for what is left; None: skipped.
+    shutdown_all: tuple[str, ...] | None = ("--all", "--wait")
+    #: XENDOMAINS_CREATE_USLEEP: microseconds between two auto creates.
+    create_usleep: int = 5_000_000
+    #: XENDOMAINS_STOP_MAXWAIT: seconds before a stuck xl migrate/save/shutdown is killed; 0: never.
+    stop_maxwait: int = 300
+
+    def save_dir(self, root: Path) -> Path | None:
+        return None if self.save is None else root / self.save
+
+    def auto_dir(self, root: Path) -> Path | None:
+        return None if self.auto is None else root / self.auto
+
+
+#: The xendomains keys of host.cfg (Xen's XENDOMAINS_* variables, lower case); another key
+#: starting with ``xendomains_`` is a typo, refused rather than silently ignored.
+XENDOMAINS_KEYS = ("xendomains_save", "xendomains_restore", "xendomains_migrate", "xendomains_auto",
+                   "xendomains_auto_only", "xendomains_shutdown", "xendomains_shutdown_all",
+                   "xendomains_sysrq", "xendomains_usleep", "xendomains_create_usleep",
+                   "xendomains_stop_maxwait")
 
 
 @dataclass(frozen=True)
@@ -37,6 +108,7 @@ class HostConfig:
     bootline: BootLine
     accel: str = "auto"
     qemu: str = "qemu-system-x86_64"
+    xendomains: XendomainsConfig = field(default_factory=XendomainsConfig)
 
     @classmethod
     def load(cls, path: Path) -> "HostConfig":
@@ -64,4 +136,55 @@ class HostConfig:
         accel = text("accel", "auto")
         if accel not in ACCELS:
             raise HostConfigError(f"{path}: accel must be one of {', '.join(ACCELS)}, not '{accel}'")
-        return cls(bootline, accel, text("qemu", "qemu-system-x86_64"))
+        return cls(bootline, accel, text("qemu", "qemu-system-x86_64"), xendomains(path, settings, text))
+
+
+def xendomains(path: Path, settings: Mapping[str, object], text: Callable[[str, str], str]) -> XendomainsConfig:
+    """The xendomains_* keys of host.cfg (``text`` reads one key as a string, with a default).
+
+    :raise HostConfigError: a value Xen's script would misread (a boolean other than
+        true/false, a number that is not one), or a setting pyxen cannot honour.
+    """
+    d = XendomainsConfig()
+    unknown = sorted(k for k in settings if k.startswith("xendomains_") and k not in XENDOMAINS_KEYS)
+    if unknown:
+        raise HostConfigError(f"{path}: unknown setting {unknown[0]} (xendomains' are "
+                              f"{', '.join(XENDOMAINS_KEYS)})")
+
+    def folder(key: str, default: Path | None) -> Path | None:
+        value = text(key, "" if default is None else str(default))
+        return Path(value) if value else None
+
+    def boolean(key: str, default: bool) -> bool:
+        value = text(key, "true" if default else "false")
+        if value not in ("true", "false"):
+            raise HostConfigError(f"{path}: {key} must be \"true\" or \"false\", not '{value}'")
+        return value == "true"
+
+    def words(key: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        # Xen expands the variable unquoted: split on blanks, no quote removal.
+        value = text(key, " ".join(default or ()))
+        return tuple(value.split()) or None
+
+    def number(key: str, default: int) -> int:
+        value = text(key, str(default))
+        try:
+            n = parse_number(value)
+        except ValueError:
+            raise HostConfigError(f"{path}: {key} must be a number, not '{value}'") from None
+        return n
+
+    if text("xendomains_sysrq", ""):
+        raise HostConfigError(f"{path}: xendomains_sysrq is not supported: pyxen guests have no "
+                              "sysrq handler (xl sysrq is not built); leave it empty")
+    number("xendomains_usleep", 100_000)  # (the pause after each sysrq: checked, nothing to time)
+    return XendomainsConfig(
+        save=folder("xendomains_save", d.save),
+        restore=boolean("xendomains_restore", d.restore),
+        migrate=words("xendomains_migrate", d.migrate) or (),
+        auto=folder("xendomains_auto", d.auto),
+        auto_only=boolean("xendomains_auto_only", d.auto_only),
+        shutdown=words("xendomains_shutdown", d.shutdown),
+        shutdown_all=words("xendomains_shutdown_all", d.shutdown_all),
+        create_usleep=number("xendomains_create_usleep", d.create_usleep),
+        stop_maxwait=number("xendomains_stop_maxwait", d.stop_maxwait))

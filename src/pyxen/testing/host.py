@@ -122,7 +122,9 @@ class Host:
 
 @contextmanager
 def started_host(image: DemoImage, prefix: str = "pyxen-") -> Iterator[Host]:
-    """``pyxen host start`` in a fresh root; stopped, with every QEMU under it, on exit."""
+    """``pyxen host start`` in a fresh root; stopped, with every QEMU under it, on exit. The
+    guests a test leaves are destroyed first: ``host stop`` would save or shut them down
+    (xendomains), which is slow and is the business of the tests that check it."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     env = dict(os.environ, PYXEN_ROOT=str(root), PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     env.pop("XENSTORED_PATH", None)  # (set by libxenstore.py's binding for another daemon)
@@ -131,6 +133,7 @@ def started_host(image: DemoImage, prefix: str = "pyxen-") -> Iterator[Host]:
         h.run("pyxen", "host", "start", check=True)
         yield h
     finally:
+        h.run("pyxen", "host", "destroy-all")
         h.run("pyxen", "host", "stop")
         for pid in qemu_pids_under(root):
             os.kill(pid, signal.SIGKILL)

@@ -254,6 +254,7 @@ def second_host(image: DemoImage, bridge: str, *, tag: str | None = None,
             _quietly(lambda: _stop(sshd))
         if made_ns:
             if root.joinpath("run").exists():
+                _quietly(lambda: h.run("pyxen", "host", "destroy-all", timeout=60))  # (not saved)
                 _quietly(lambda: h.run("pyxen", "host", "stop", timeout=120))
             _quietly(lambda: _kill_all(qemu_pids_under(root)))
             # Anything else still inside: ssh sessions, a daemon that did not stop.
