@@ -6,11 +6,15 @@ guests, driven with the ``pyxen`` and ``xl`` commands. No vif: none is needed.""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
 import pytest
+
+from pyxen.host.services import SERVICES, SUPERVISOR, running_pid, stop_service
 
 from ..conftest import Host, qemu_pids_under
 from .test_save_restore import COUNTER, ticks, wait_ticks
@@ -148,3 +152,32 @@ def test_host_stop_is_bounded_by_stop_maxwait(host: Host) -> None:
     assert re.search(r"^destroyed stuck \(\d+\)$", out, re.M), out
     assert qemu_pids_under(host.paths.root) == []
     assert took < 60, took
+
+
+@pytest.mark.parametrize("dead", ["hypervisor", "xenstored"])
+def test_a_daemon_dead_at_host_stop_is_started_again_and_the_guest_saved(host: Host, dead: str) -> None:
+    """Every daemon is expendable: one killed after the supervisor stopped (nobody restarts it)
+    is started again by host stop, so the guest is still saved (the hypervisor re-adopts the
+    QEMU that outlived it) and restored at the next start."""
+    set_host_cfg(host, 'xendomains_auto_only = "false"\n')
+    host.create("kd", memory=128, script=COUNTER)
+    host.wait_console("kd")
+    wait_ticks(host, "kd", 3)
+    stop_service(host.paths, SUPERVISOR)
+    svc = next(s for s in SERVICES if s.name == dead)
+    pid = running_pid(host.paths, svc)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while running_pid(host.paths, svc) is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    stop = host.run("pyxen", "host", "stop", check=True, timeout=300)
+    assert re.search(rf"^{dead} +started \(pid \d+\) for xendomains' stop$", stop.stdout, re.M), stop.stdout
+    assert f"xendomains   kd: saved to {host.paths.root / 'save' / 'kd'}" in stop.stdout, stop.stdout
+    assert qemu_pids_under(host.paths.root) == []
+    before = max(ticks(host, "kd"))
+    start = host.run("pyxen", "host", "start", check=True, timeout=300)
+    assert "xendomains   kd: restored kd" in start.stdout, start.stdout
+    wait_ticks(host, "kd", before + 5)
+    assert ticks(host, "kd").count(0) == 1

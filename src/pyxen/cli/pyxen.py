@@ -40,8 +40,19 @@ def host_start(paths: Paths) -> int:
 def host_stop(paths: Paths) -> int:
     if stop_service(paths, SUPERVISOR):  # first: it would restart what is stopped below
         print(f"{SUPERVISOR.name:<12} stopped")
-    hypervisor = available_services()[0]
-    status = xendomains.stop(paths) if running_pid(paths, hypervisor) else 0
+    services = available_services()
+    if any(running_pid(paths, s) for s in services):
+        # A daemon that died just before the supervisor stopped is started again, as the
+        # supervisor would have done: xendomains needs them all to save the guests (the guests'
+        # QEMUs outlive a dead hypervisor daemon, which re-adopts them).
+        for svc in services:
+            if running_pid(paths, svc) is None:
+                try:
+                    pid, _ = start_service(paths, svc)
+                    print(f"{svc.name:<12} started (pid {pid}) for xendomains' stop")
+                except ServiceError as err:
+                    print(f"pyxen: {err}", file=sys.stderr)
+    status = xendomains.stop(paths) if running_pid(paths, services[0]) else 0
     for svc in reversed(available_services()):
         if stop_service(paths, svc):
             print(f"{svc.name:<12} stopped")
