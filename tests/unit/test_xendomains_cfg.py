@@ -86,3 +86,55 @@ def test_saved_images_are_the_files_that_start_like_xls(tmp_path: Path) -> None:
     (save / "dir" / "c").write_bytes(MAGIC)
     (save / "link").symlink_to(save / "b")  # a regular file through a link, as test -f says
     assert saved_images(save) == [save / "a", save / "b", save / "link"]
+
+
+#: Xen's xendomains.in (HEAD c447b73): the grep and parseln that read ``xl list -l``, verbatim.
+XEN_LIST_PARSER = r'''
+LIST_GREP='(domain\|(domid\|(name\|^    {$\|"name":\|^        "domid":'
+parseln()
+{
+    if [[ "$1" =~ '(domain' ]] || [[ "$1" = "{" ]]; then
+        name=;id=
+    elif [[ "$1" =~ '(name' ]]; then
+        name=$(echo $1 | sed -e 's/^.*(name \(.*\))$/\1/')
+    elif [[ "$1" =~ '(domid' ]]; then
+        id=$(echo $1 | sed -e 's/^.*(domid \(.*\))$/\1/')
+    elif [[ "$1" =~ '"name":' ]]; then
+        name=$(echo $1 | sed -e 's/^.*"name": "\(.*\)",$/\1/')
+    elif [[ "$1" =~ '"domid":' ]]; then
+        id=$(echo $1 | sed -e 's/^.*"domid": \(.*\),$/\1/')
+    fi
+
+    [ -n "$name" -a -n "$id" ] && return 0 || return 1
+}
+name=;id=
+while read LN; do
+    parseln "$LN" || continue
+    echo "$id $name"
+done < <(grep "$LIST_GREP" "$1")
+'''
+
+
+def test_xl_list_long_keeps_the_layout_xens_script_parses(tmp_path: Path) -> None:
+    """Xen's own xendomains, run against pyxen's ``xl list -l``, finds each domain's id and
+    name: the indentation and trailing commas are an interface."""
+    import shutil
+    import subprocess
+
+    from pyxen.cli.render import xl_list_long
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+
+    def info(domid: int, name: str) -> dict[str, object]:
+        return {"domid": domid, "type": "pv", "name": name, "uuid": f"{domid:08d}-0000-0000-0000-000000000000",
+                "max_vcpus": 1, "online_vcpus": 1, "max_memkb": 131072, "memory_kb": 131072,
+                "cpu_weight": 256, "cap": 0}
+
+    listing = tmp_path / "list.json"
+    listing.write_text(xl_list_long([info(0, "Domain-0"), info(7, "web-1")],
+                                    {7: {"kernel": "/k", "disks": ["file:/d.img,xvda,w"], "vifs": ["bridge=xenbr0"]}}))
+    script = tmp_path / "parse.sh"
+    script.write_text(XEN_LIST_PARSER)
+    done = subprocess.run(["bash", str(script), str(listing)], capture_output=True, text=True, timeout=30)
+    assert done.stdout.splitlines() == ["0 Domain-0", "7 web-1"], (done.stdout, done.stderr)

@@ -40,6 +40,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
@@ -151,8 +152,11 @@ def restore_saved(paths: Paths, save_dir: Path) -> int:
             failed += 1
             continue
         image.unlink(missing_ok=True)
-        with XenCtrl(paths.hypervisor_socket) as xc:
-            found = libxl.find(xc, "name", name)
+        try:
+            with XenCtrl(paths.hypervisor_socket) as xc:
+                found = libxl.find(xc, "name", name)
+        except (HypercallError, OSError):
+            found = None  # (only for the message)
         where = f" (domid {found['domid']})" if found else ""
         print(f"xendomains   {image.name}: restored {name}{where}")
     return failed
@@ -227,7 +231,8 @@ def auto_names(auto_dir: Path | None) -> set[str]:
     return names
 
 
-def _domus(paths: Paths) -> list[dict[str, object]]:
+def _domus(paths: Paths) -> list[dict[str, Any]]:
+    """The DomUs (sysctl.getdomaininfolist rows), as Xen's script reads them from xl list -l."""
     with XenCtrl(paths.hypervisor_socket) as xc:
         return [d for d in libxl.list_domains(xc) if d["domid"] != 0]
 
@@ -279,7 +284,7 @@ def stop(paths: Paths) -> int:
         destroy_all(paths)
         return 1
     for d in domus:
-        domid, name = int(str(d["domid"])), str(d["name"])
+        domid, name = int(d["domid"]), str(d["name"])
         if d.get("dying"):
             outcome = "dying (skip)"
         elif only is not None and name not in only:
