@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pyxen.host.services import SERVICES, SUPERVISOR, running_pid, stop_service
+from pyxen.toolstack import savefile
 
 from ..conftest import Host, qemu_pids_under
 from .test_save_restore import COUNTER, ticks, wait_ticks
@@ -103,8 +104,9 @@ def test_with_saving_off_host_stop_shuts_the_guest_down(host: Host) -> None:
 
 def test_a_corrupt_save_file_is_kept_and_reported_and_the_others_restore(host: Host) -> None:
     """A save file whose stream is cut short fails to restore: Xen's message with xl's words,
-    the file kept, the next file restored, every daemon up, ``host start`` exits 1. A file that
-    is not a save file is left alone."""
+    the file kept, the next file restored, every daemon up, ``host start`` exits 1; the auto
+    config of the domain whose file was kept is not created (it needs the admin's attention).
+    A file that is not a save file is left alone."""
     set_host_cfg(host, 'xendomains_auto_only = "false"\n')
     host.create("good", memory=128, script=COUNTER)
     host.wait_console("good")
@@ -112,7 +114,14 @@ def test_a_corrupt_save_file_is_kept_and_reported_and_the_others_restore(host: H
     host.run("pyxen", "host", "stop", check=True, timeout=300)
     save_dir = host.paths.root / "save"
     good = (save_dir / "good").read_bytes()
-    (save_dir / "bad").write_bytes(good[:len(good) // 2])  # same header, half the stream
+    with open(save_dir / "good", "rb") as f:
+        header = savefile.decode(f, "good")
+    assert header.config is not None
+    stream = good[header.stream_offset:]
+    # Another domain's save file, its stream cut in half.
+    (save_dir / "bad").write_bytes(savefile.encode(dict(header.config, name="other"))
+                                   + stream[:len(stream) // 2])
+    host.write_cfg("other", memory=96).rename(host.paths.auto_dir / "other.cfg")
     (save_dir / "notes.txt").write_text("not a save file\n")
     before = max(ticks(host, "good"))
 
@@ -122,6 +131,7 @@ def test_a_corrupt_save_file_is_kept_and_reported_and_the_others_restore(host: H
     at = lines.index("An error occurred while restoring domain bad:")
     assert lines[at + 1].startswith("  "), start.stdout  # xl's own words follow
     assert re.search(r"^xendomains   good: restored good \(domid \d+\)$", start.stdout, re.M), start.stdout
+    assert "xendomains   other.cfg: other skipped: its save file was not restored" in start.stdout
     assert (save_dir / "bad").exists() and (save_dir / "notes.txt").exists()
     assert not (save_dir / "good").exists()
     assert all_daemons_up(host)
@@ -129,7 +139,8 @@ def test_a_corrupt_save_file_is_kept_and_reported_and_the_others_restore(host: H
     wait_ticks(host, "good", before + 5)
     assert ticks(host, "good").count(0) == 1
     status = host.run("python", "-m", "pyxen.host.xendomains", "status")
-    assert (status.returncode, status.stdout) == (1, "Checking for xendomains: MISS SAVED: bad notes.txt\n")
+    assert (status.returncode, status.stdout) == (
+        1, "Checking for xendomains: MISS AUTO: other MISS SAVED: bad notes.txt\n"), status
 
 
 def test_host_stop_is_bounded_by_stop_maxwait(host: Host) -> None:
