@@ -21,7 +21,7 @@ def load(tmp_path: Path, text: str) -> XendomainsConfig:
 def test_defaults_are_xens_with_the_folders_in_the_root(tmp_path: Path) -> None:
     x = load(tmp_path, "")
     assert x == XendomainsConfig(save=Path("save"), restore=True, migrate=(), auto=Path("auto"),
-                                 auto_only=True, shutdown=("--wait",), shutdown_all=("--all", "--wait"),
+                                 auto_only=False, shutdown=("--wait",), shutdown_all=("--all", "--wait"),
                                  create_usleep=5_000_000, stop_maxwait=300)
     assert x.save_dir(tmp_path) == tmp_path / "save" and x.auto_dir(tmp_path) == tmp_path / "auto"
 

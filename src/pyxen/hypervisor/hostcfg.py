@@ -40,8 +40,9 @@ xendomains_migrate = ""
 # Domain configs created at host start (Xen's /etc/xen/auto).
 xendomains_auto = "auto"
 # "true": host stop migrates, saves or shuts down only the domains of those configs; the
-# others are shut down by xendomains_shutdown_all.
-xendomains_auto_only = "true"
+# others are shut down by xendomains_shutdown_all. pyxen's default is "false" (Xen's is
+# "true"): every running domain is saved at host stop, the one `make run` made by hand too.
+xendomains_auto_only = "false"
 # "xl shutdown" arguments for a domain neither migrated nor saved ("" to leave it running),
 # then for whatever still runs after that ("" to skip).
 xendomains_shutdown = "--wait"
@@ -76,7 +77,7 @@ class XendomainsConfig:
     #: XENDOMAINS_AUTO: the folder of configs created at host start; None: none.
     auto: Path | None = Path("auto")
     #: XENDOMAINS_AUTO_ONLY: host stop migrates/saves/shuts down only domains named by ``auto``.
-    auto_only: bool = True
+    auto_only: bool = False
     #: XENDOMAINS_SHUTDOWN: ``xl shutdown`` options for one domain; None: no shutdown.
     shutdown: tuple[str, ...] | None = ("--wait",)
     #: XENDOMAINS_SHUTDOWN_ALL: ``xl shutdown`` options for what is left; None: skipped.
