@@ -23,8 +23,7 @@ Xen's order, the first step that succeeds ends it: ``xl migrate <domid> <xendoma
 ``xl save <domid> <save>/<name>``, ``xl shutdown <xendomains_shutdown> <domid>``; then
 ``xl shutdown <xendomains_shutdown_all>`` if DomUs remain. Each xl runs as its own process,
 killed (as Xen's watchdog does) after ``xendomains_stop_maxwait`` seconds, so a stuck save or a
-guest that ignores its shutdown cannot hold the host's stop for longer. ``pyxen host stop``
-Then whatever is left is destroyed (on a real host, the power goes; here its QEMU would outlive
+guest that ignores its shutdown cannot hold the host's stop for longer. Then whatever is left is destroyed (on a real host, the power goes; here its QEMU would outlive
 the daemons).
 
 Restore and save are ``xl restore``/``xl save`` themselves (one way to do them, and the same
