@@ -25,6 +25,7 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from ..paths import Paths
+from .client import SAVE_TIMEOUT
 from .errors import DeviceModelError
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ QDISK_DRIVERS = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "
 QMP_TIMEOUT = 10.0
 #: device_add of a vhost-user device waits for the back-end's answers.
 DEVICE_ADD_TIMEOUT = 30.0
-#: Saving a guest's state (its RAM) to a file.
-SAVE_TIMEOUT = 600.0
+#: Saving a guest's state (its RAM) to a file, or loading it: SAVE_TIMEOUT (client.py, the
+#: one place, since the toolstack's call must wait that long too).
 #: Writing a core file of a large guest takes a while.
 DUMP_TIMEOUT = 300.0
 #: Queries behind ``xl list``: a stuck QEMU is shown with what is known instead.
