@@ -13,7 +13,7 @@ import pytest
 
 from pyxen.toolstack.savefile import MAGIC
 
-from ..conftest import Host, qemu_pids_under
+from ..conftest import BIN, Host, qemu_pids_under
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +213,35 @@ def test_restore_with_a_config_file_that_replaces_the_saved_one(host: Host, tmp_
     assert "pyxen demo guest up" not in host.console_text("rc2")
     assert json.loads(host.xl("list", "-l", "rc2").stdout)[0]["config"]["c_info"]["uuid"] != uuid
     host.xl("destroy", "rc2")
+
+
+def test_restore_e_has_no_monitor_and_F_waits_for_the_end(host: Host, tmp_path: Path) -> None:
+    """The guest powers itself off a few seconds after it booted (guest time: after the
+    restore). Restored with -e, the host's monitor leaves it shut down (on_poweroff=destroy is
+    not applied); restored with -F, xl waits in the foreground until the monitor has destroyed
+    it, then exits 0."""
+    import subprocess
+    host.create("ef", memory=128, script=COUNTER + " (sleep 6; poweroff -f) &")
+    host.wait_console("ef")
+    save = tmp_path / "ef.save"
+    host.xl("save", "ef", str(save))
+
+    host.xl("restore", "-e", str(save))
+    deadline = time.monotonic() + 60
+    while host.domains()["ef"]["state"][3] != "s":
+        assert time.monotonic() < deadline, host.domains()
+        time.sleep(0.2)
+    time.sleep(3)  # the monitor has had its @releaseDomain
+    assert host.domains()["ef"]["state"][3] == "s"
+    host.xl("destroy", "ef")
+
+    waiter = subprocess.Popen([str(BIN / "xl"), "restore", "-F", str(save)], env=host.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = waiter.communicate(timeout=90)
+    finally:
+        waiter.kill()
+    domid = re.search(r"^Waiting for domain ef \(domid (\d+)\) to die \[pid \d+\]$", err, re.M)
+    assert waiter.returncode == 0 and domid, err
+    assert err.splitlines()[-1] == f"Domain {domid.group(1)} has been destroyed."
+    assert "ef" not in host.domains()
