@@ -124,6 +124,12 @@ class Paths:
         return self.run / "monitor.sock"
 
     @property
+    def domid_history(self) -> Path:
+        """The toolstack's recently destroyed domids (libxl's /var/run/xen/domid-history), so a
+        requested domid (``xl save -D``) is not reused too soon."""
+        return self.run / "domid-history"
+
+    @property
     def supervisor_socket(self) -> Path:
         """The supervisor's control socket (it restarts any daemon that dies)."""
         return self.run / "supervisor.sock"
@@ -154,6 +160,11 @@ class Paths:
         """The monitor's notes of restarts it began (so one interrupted by its death is
         finished, exactly once, when it comes back)."""
         return self.lib / "monitor"
+
+    def restart_note(self, name: str) -> Path:
+        """The monitor's note of a restart of the domain ``name`` it began and has not finished
+        (``xl restore -F`` waits while one is there: the domain is coming back)."""
+        return self.monitor_dir / f"restart-{name}.json"
 
     @property
     def dump_dir(self) -> Path:

@@ -3,6 +3,8 @@ messages. The guest prints a counter; after save and restore it goes on from whe
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from pyxen.toolstack.savefile import MAGIC
 
-from ..conftest import Host, qemu_pids_under
+from ..conftest import BIN, Host, qemu_pids_under
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +130,118 @@ def test_save_and_restore_with_a_disk_and_a_vif(host: Host, tmp_path: Path) -> N
         assert len(host.xl("network-list", "dv").stdout.splitlines()) == 2
         host.xl("destroy", "dv")
     assert ticks(host, "dv").count(0) == 1
+
+
+# Writes on the HVM guest's VGA text console (tty1, not its serial console), hides the cursor so
+# the screen holds still, then checks every second that the VGA memory still shows it.
+VGA = ("printf '\\033[2J\\033[H\\033[?25lpyxen HVM screen before the save\\n' > /dev/tty1; "
+       "(while sleep 1; do grep -q 'HVM screen before' /dev/vcs1 && echo vga-text-ok || echo vga-text-lost; "
+       "done) &")
+
+
+def test_hvm_guest_saved_with_D_and_restored_with_its_emulated_display(host: Host, tmp_path: Path) -> None:
+    """type = "hvm" (emulated PC with std VGA, VNC console): after save and restore the counter
+    goes on, the VGA text the guest wrote is still in the VGA memory it reads, and the VNC
+    display shows exactly the same frame. With -D the restore asks for the same domid, refused
+    while it is recently used (LIBXL_DOMID_REUSE_TIMEOUT), then given; -V starts $VNCVIEWER."""
+    from pyxen.testing import vnc
+    display = 40 + os.getpid() % 50
+    cfg = host.write_cfg("hv", memory=128, script=COUNTER + " " + VGA,
+                         extra_lines=f'type = "hvm"\nvnc = 1\nvncdisplay = {display}\n')
+    host.xl("create", str(cfg))
+    host.wait_console("hv", "vga-text-ok")
+    wait_ticks(host, "hv", 10)
+    screen = vnc.frame("127.0.0.1", 5900 + display)
+    assert screen.colours() > 1, "the VGA screen is blank"
+    assert vnc.frame("127.0.0.1", 5900 + display) == screen  # nothing else draws on it
+    domid = int(host.xl("domid", "hv").stdout)
+    save = tmp_path / "hv.save"
+    host.xl("save", "-D", "hv", str(save))
+    before = max(ticks(host, "hv"))
+    assert "hv" not in host.domains() and qemu_pids_under(host.paths.root) == []
+
+    done = host.xl("restore", str(save), check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1] == f"libxl: error: Domain {domid}:domain id recently used"
+    assert "hv" not in host.domains() and qemu_pids_under(host.paths.root) == []
+
+    viewer, seen = tmp_path / "viewer", tmp_path / "viewer.args"
+    viewer.write_text(f"#!/bin/sh\necho \"$@\" > {seen}\n")
+    viewer.chmod(0o755)
+    host.env.update(LIBXL_DOMID_REUSE_TIMEOUT="0", VNCVIEWER=str(viewer))
+    try:
+        host.xl("restore", "-V", str(save))
+    finally:
+        del host.env["LIBXL_DOMID_REUSE_TIMEOUT"], host.env["VNCVIEWER"]
+    assert host.domains()["hv"]["id"] == str(domid)
+    wait_ticks(host, "hv", before + 20)
+    after = ticks(host, "hv")
+    assert after.count(0) == 1 and host.console_text("hv").count("pyxen demo guest up") == 1
+    tail = [n for n in after if n >= before - 5]
+    assert tail == list(range(before - 5, max(after) + 1)), (before, tail)
+    restored = host.console_text("hv")[host.console_text("hv").rfind(f"tick {before + 1}\n"):]
+    assert "vga-text-ok" in restored and "vga-text-lost" not in host.console_text("hv")
+    assert vnc.frame("127.0.0.1", 5900 + display) == screen
+    assert seen.read_text() == f"127.0.0.1:{display}\n"
+    host.xl("destroy", "hv")
+
+
+def test_restore_with_a_config_file_that_replaces_the_saved_one(host: Host, tmp_path: Path) -> None:
+    """A ConfigFile replaces the saved config whole: a new name and uuid for the same guest,
+    which goes on where it stopped; one that does not fit the saved state (more memory) is
+    refused by the device model, with nothing left behind."""
+    host.create("rc", memory=128, script=COUNTER)
+    host.wait_console("rc")
+    wait_ticks(host, "rc", 5)
+    uuid = json.loads(host.xl("list", "-l", "rc").stdout)[0]["config"]["c_info"]["uuid"]
+    save = tmp_path / "rc.save"
+    host.xl("save", "rc", str(save))
+    before = max(ticks(host, "rc"))
+
+    big = host.write_cfg("rcbig", memory=256, script=COUNTER)
+    done = host.xl("restore", str(big), str(save), check=False)
+    last = done.stderr.splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("libxl: error: cannot restore domain 'rcbig': domain "), done.stderr
+    assert "restoring failed: the device model exited: " in last and "mismatch: mem" in last, last
+    assert list(host.domains()) == ["Domain-0"] and qemu_pids_under(host.paths.root) == []
+
+    other = host.write_cfg("rc2", memory=128, script=COUNTER)
+    done = host.xl("restore", "-d", str(other), str(save))
+    assert f"Parsing config from {other}\n" in done.stderr and '"name": "rc2"' in done.stderr
+    wait_ticks(host, "rc2", before + 5)
+    assert min(ticks(host, "rc2")) >= before - 5  # its console log starts at the restore: no boot
+    assert "pyxen demo guest up" not in host.console_text("rc2")
+    assert json.loads(host.xl("list", "-l", "rc2").stdout)[0]["config"]["c_info"]["uuid"] != uuid
+    host.xl("destroy", "rc2")
+
+
+def test_restore_e_has_no_monitor_and_F_waits_for_the_end(host: Host, tmp_path: Path) -> None:
+    """The guest powers itself off a few seconds after it booted (guest time: after the
+    restore). Restored with -e, the host's monitor leaves it shut down (on_poweroff=destroy is
+    not applied); restored with -F, xl waits in the foreground until the monitor has destroyed
+    it, then exits 0."""
+    import subprocess
+    host.create("ef", memory=128, script=COUNTER + " (sleep 6; poweroff -f) &")
+    host.wait_console("ef")
+    save = tmp_path / "ef.save"
+    host.xl("save", "ef", str(save))
+
+    host.xl("restore", "-e", str(save))
+    deadline = time.monotonic() + 60
+    while host.domains()["ef"]["state"][3] != "s":
+        assert time.monotonic() < deadline, host.domains()
+        time.sleep(0.2)
+    time.sleep(3)  # the monitor has had its @releaseDomain
+    assert host.domains()["ef"]["state"][3] == "s"
+    host.xl("destroy", "ef")
+
+    waiter = subprocess.Popen([str(BIN / "xl"), "restore", "-F", str(save)], env=host.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = waiter.communicate(timeout=90)
+    finally:
+        waiter.kill()
+    domid = re.search(r"^Waiting for domain ef \(domid (\d+)\) to die \[pid \d+\]$", err, re.M)
+    assert waiter.returncode == 0 and domid, err
+    assert err.splitlines()[-1] == f"Domain {domid.group(1)} has been destroyed."
+    assert "ef" not in host.domains()

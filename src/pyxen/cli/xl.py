@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -418,10 +419,23 @@ def cmd_dump_core(argv: list[str]) -> int:
     return 0
 
 
+def _positionals(p: XlParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; positional arguments beyond the parser's print the command's help and
+    exit 1, as xl's commands that count their arguments after def_getopt do."""
+    ns, extra = p.parse_known_args(argv)
+    for word in extra:
+        if word.startswith("-") and word != "-":
+            raise Usage(f"option `{word.lstrip('-')}' not supported.")
+    if extra:
+        raise Usage(p.format_help(), 1)
+    return ns
+
+
 def cmd_save(argv: list[str]) -> int:
     """xl save [-c] [-p] [-D] <Domain> <CheckpointFile> [<ConfigFile>] (xl_saverestore.c): xl's
     header with the config, then the domain's state; the domain is destroyed unless -c (keep it
-    running) or -p (keep it paused)."""
+    running) or -p (keep it paused). -D writes the domain's id into the saved config, so that
+    its restore asks for the same domid (ignored with a ConfigFile, as in xl)."""
     p = _parser("save", "Save a domain state to restore later")
     p.add_argument("-c", dest="keep", action="store_true", help="Leave domain running after creating the snapshot")
     p.add_argument("-p", dest="paused", action="store_true", help="Leave domain paused after creating the snapshot")
@@ -429,7 +443,7 @@ def cmd_save(argv: list[str]) -> int:
     p.add_argument("domain", metavar="Domain")
     p.add_argument("file", metavar="CheckpointFile")
     p.add_argument("config", metavar="ConfigFile", nargs="?")
-    ns = p.parse_args(argv)
+    ns = _positionals(p, argv)
     override = None
     if ns.config:
         try:
@@ -442,7 +456,7 @@ def cmd_save(argv: list[str]) -> int:
         ref = libxl.resolve(xc, ns.domain)
         try:
             info = libxl.save(xc, Paths.from_env(), ref.domid, path, keep=ns.keep or ns.paused,
-                              paused=ns.paused, config=override)
+                              paused=ns.paused, config=override, same_domid=ns.same_domid)
         except libxl.DomainBuildError as err:
             print(str(err), file=sys.stderr)
             return 1
@@ -451,15 +465,27 @@ def cmd_save(argv: list[str]) -> int:
 
 
 def cmd_restore(argv: list[str]) -> int:
-    """xl restore [-p] [-e] [-d] [-V] [<ConfigFile>] <CheckpointFile>: check xl's header in
-    xl's order and words, then build the domain from the saved (or given) config, paused, load
-    its state and let it run on where it stopped (unless -p)."""
+    """xl restore [-p] [-e] [-d] [-F] [-c] [-V] [-A] [<ConfigFile>] <CheckpointFile>
+    (xl_saverestore.c main_restore, xl_vmcontrol.c create_domain): check xl's header in xl's
+    order and words, then build the domain from the saved config, or from ConfigFile (xl.cfg
+    text that replaces it whole; /dev/null is an empty one), load its state and let it run on
+    where it stopped (unless -p).
+
+    -e: no monitor (the host's monitor leaves the domain alone: its on_* actions are not
+    applied). -F: wait in the foreground until the domain is gone (following its restarts).
+    -d: the resulting config to stderr. -c: attach its console. -V/-A: start a VNC viewer on
+    its display."""
     p = _parser("restore", "Restore a domain from a saved state")
     p.add_argument("-p", dest="paused", action="store_true", help="Do not unpause domain after restoring it")
     p.add_argument("-e", dest="no_monitor", action="store_true", help="Do not wait in the background for the death of the domain")
     p.add_argument("-d", dest="debug", action="store_true", help="Enable debug messages")
-    p.add_argument("-V", "--vncviewer", action="count", default=0, help="Connect to the VNC display after the domain is created")
+    p.add_argument("-F", dest="foreground", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-c", dest="console", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-V", "--vncviewer", dest="vnc", action="store_true", help="Connect to the VNC display after the domain is created")
+    p.add_argument("-A", "--vncviewer-autopass", dest="vncautopass", action="store_true",
+                   help="Pass VNC password to viewer via stdin")
     p.add_argument("files", nargs="+", metavar="[ConfigFile] CheckpointFile")
+    p.usage = "xl restore [options] [<ConfigFile>] <CheckpointFile>"
     ns = p.parse_args(argv)
     if len(ns.files) > 2:
         raise Usage(p.format_help(), 1)
@@ -479,32 +505,81 @@ def cmd_restore(argv: list[str]) -> int:
     print(f"Loading new save file {path} (new xl fmt info {header.info()})", file=sys.stderr)
     if header.config is not None:
         print(" Savefile contains xl domain config in JSON format", file=sys.stderr)
-    try:
-        if config_file is not None:
-            print(f"Parsing config from {config_file}", file=sys.stderr)
+    if config_file is not None:
+        print(f"Parsing config from {config_file}", file=sys.stderr)
+        try:
             cfg = load(config_file)
-        elif header.config is not None:
-            print("Parsing config from <saved>", file=sys.stderr)
-            cfg = DomainConfig.from_json(header.config)
-        else:
-            print("Config file not specified and none in save file", file=sys.stderr)
+        except (ConfigError, ConfigSyntaxError) as err:
+            print(str(err), file=sys.stderr)
             return 1
-    except (ConfigError, ConfigSyntaxError, TypeError) as err:
-        print(f"unable to parse the domain config: {err}", file=sys.stderr)
+    elif header.config is not None:
+        print("Parsing config from <saved>", file=sys.stderr)
+        try:
+            cfg = DomainConfig.from_json(header.config)
+        except TypeError as err:
+            print(f"unable to parse the saved domain config: {err}", file=sys.stderr)
+            return 1
+    else:
+        print("Config file not specified and none in save file", file=sys.stderr)
         return 1
+    for w in cfg.warnings:
+        print(w, file=sys.stderr)
     if ns.debug:
         print(json.dumps(cfg.to_json(), indent=4), file=sys.stderr)
+    paths = Paths.from_env()
     with _ctrl() as xc:
         try:
-            libxl.create(xc, Paths.from_env(), cfg, paused=ns.paused,
-                         restore_from=(path, header.stream_offset))
+            with interrupts_on_termination():
+                domid = libxl.create(xc, paths, cfg, paused=ns.paused,
+                                     restore_from=(path, header.stream_offset), monitored=not ns.no_monitor)
         except libxl.DomainBuildError as err:
             print(str(err), file=sys.stderr)
             return 1
         except HypercallError as err:
             print(f"libxl: error: cannot restore domain '{cfg.name}': {err}", file=sys.stderr)
             return 1
-    return 0
+    if ns.vnc or ns.vncautopass:
+        start_vncviewer(cfg, domid)
+    rc = attach(paths, domid) if ns.console else 0
+    if ns.foreground and not ns.no_monitor:
+        return wait_for_death(paths, cfg.name, cfg.uuid, domid)
+    return rc
+
+
+def start_vncviewer(cfg: DomainConfig, domid: int) -> None:
+    """xl's -V/-A (autoconnect_vncviewer, libxl_vncviewer_exec): $VNCVIEWER (else
+    ``vncviewer``) on ``<vnclisten>:<display>``, started in the background; xl does not wait
+    for it, and its failing does not change xl's exit status. pyxen sets no VNC password
+    (``vncpasswd`` is not read), so -A has none to hand over and acts as -V."""
+    viewer = os.environ.get("VNCVIEWER") or "vncviewer"
+    if not cfg.vnc:
+        print(f"libxl: error: Domain {domid}:Cannot get vnc-port: the domain has no VNC display "
+              "(its config has no vnc=1)\nUnable to exec vncviewer", file=sys.stderr)
+        return
+    try:
+        subprocess.Popen([viewer, f"{cfg.vnclisten}:{cfg.vncdisplay or 0}"], stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    except OSError as err:
+        print(f"Unable to exec vncviewer: {viewer}: {err.strerror} (set VNCVIEWER to a VNC viewer)",
+              file=sys.stderr)
+
+
+def wait_for_death(paths: Paths, name: str, uuid: str, domid: int, poll: float = 0.5) -> int:
+    """xl's foreground monitor (-F), as far as xl itself goes in pyxen: the host's monitor
+    applies the domain's on_* actions; this waits until the domain is gone for good. A restart
+    keeps the uuid (and the monitor notes it before it destroys the old domain), so the wait
+    follows it to its new domid."""
+    print(f"Waiting for domain {name} (domid {domid}) to die [pid {os.getpid()}]", file=sys.stderr)
+    while True:
+        with _ctrl() as xc:
+            found = next((d for d in libxl.list_domains(xc) if d["uuid"] == uuid), None)
+        if found is None and not paths.restart_note(name).exists():
+            print(f"Domain {domid} has been destroyed.", file=sys.stderr)
+            return 0
+        if found is not None and found["domid"] != domid:
+            domid = int(found["domid"])
+            print(f"Waiting for domain {name} (domid {domid}) to die [pid {os.getpid()}]", file=sys.stderr)
+        time.sleep(poll)
 
 
 def cmd_domid(argv: list[str]) -> int:

@@ -15,8 +15,26 @@ from .errors import HypercallError, from_wire
 from .wire import MAX_LINE, Request, WireError, decode_reply, encode_request
 
 
-#: Bound on one hypercall. createdomain starts QEMU and waits for it, which is the slowest.
+#: Bound on one hypercall. createdomain starts QEMU and waits for it, which is the slowest of
+#: the ordinary calls.
 CALL_TIMEOUT = 60.0
+#: Bound on the copy of a guest's state by its device model (QEMU's migration of all its RAM
+#: to or from a file): the hypervisor's device model gives up after this long (qemu.py
+#: imports it from here, so the two ends cannot disagree).
+SAVE_TIMEOUT = 600.0
+#: What the device model may spend around that copy (stop, migrate, query-migrate,
+#: migrate_cancel: one QMP bound each), so the daemon's own error arrives before the client's.
+SAVE_MARGIN = 60.0
+#: Hypercalls that copy a guest's state: they are bounded by SAVE_TIMEOUT, not CALL_TIMEOUT.
+SAVE_OPS = frozenset({"dm_op.save", "dm_op.restore"})
+
+
+def call_timeout(op: str, default: float) -> float:
+    """How long a client waits for ``op``: ``default``, or for a state copy the device model's
+    own bound plus its margin (whichever is longer)."""
+    if op in SAVE_OPS:
+        return max(default, SAVE_TIMEOUT + SAVE_MARGIN)
+    return default
 
 
 class HypervisorUnavailable(HypercallError):
@@ -42,7 +60,8 @@ class XenCtrl:
         except OSError as err:
             self.sock.close()
             raise _unavailable(path, err) from err
-        self._file = self.sock.makefile("rb")
+        #: Bytes received after the last line returned (a reply may arrive in pieces).
+        self._buf = b""
 
     def __enter__(self) -> "XenCtrl":
         return self
@@ -51,34 +70,56 @@ class XenCtrl:
         self.close()
 
     def close(self) -> None:
-        self._file.close()
         self.sock.close()
 
     def call(self, op: str, **args: Any) -> Any:
-        """Make hypercall ``op``; raise the HypercallError subclass the daemon raised."""
+        """Make hypercall ``op``; raise the HypercallError subclass the daemon raised.
+
+        Waits ``call_timeout(op, timeout)``. A reply that comes after its call timed out is
+        skipped by the next call (replies are matched by id), so the connection stays usable."""
         req = Request(next(self._ids), op, args)
+        default = self.sock.gettimeout()
+        limit = call_timeout(op, CALL_TIMEOUT if default is None else default)
+        self.sock.settimeout(limit)
         try:
             self.sock.sendall(encode_request(req))
             while True:
-                line = self._file.readline(MAX_LINE)
+                line = self._readline()
                 if not line:
                     raise HypercallError(f"the hypervisor closed the connection during {op}", op)
                 try:
                     reply = decode_reply(line)
                 except WireError as err:
                     raise HypercallError(f"bad reply to {op}: {err}", op) from err
-                if "virq" not in reply:
+                if "virq" not in reply and reply.get("id") == req.id:
                     break
         except socket.timeout:
-            raise HypercallError(f"the hypervisor did not answer {op} within "
-                                 f"{self.sock.gettimeout():g} s", op) from None
+            what = "a guest's state copy" if op in SAVE_OPS else "a hypercall"
+            raise HypercallError(f"the hypervisor did not answer {op} within {limit:g} s "
+                                 f"(the bound on {what})", op) from None
         except OSError as err:
             if isinstance(err, HypercallError):
                 raise
             raise HypercallError(f"lost the hypervisor during {op}: {err}", op) from err
+        finally:
+            self.sock.settimeout(default)
         if "error" in reply:
             raise from_wire(reply["error"])
         return reply["result"]
+
+    def _readline(self) -> bytes:
+        """The next line from the socket (b"" at its end), at most MAX_LINE bytes. Read with
+        recv, not a socket file: a file is unusable after one timeout, and a call that timed
+        out must leave the connection usable for the next (its late reply is skipped)."""
+        while b"\n" not in self._buf and len(self._buf) < MAX_LINE:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                line, self._buf = self._buf, b""
+                return line
+            self._buf += chunk
+        cut = self._buf.find(b"\n") + 1 or MAX_LINE
+        line, self._buf = self._buf[:cut], self._buf[cut:]
+        return line
 
 
 class AsyncXenCtrl:
@@ -153,10 +194,10 @@ class AsyncXenCtrl:
         self._pending[req.id] = fut
         try:
             self._writer.write(encode_request(req))
-            reply = await asyncio.wait_for(fut, timeout or self.timeout)
+            limit = timeout or call_timeout(op, self.timeout)
+            reply = await asyncio.wait_for(fut, limit)
         except asyncio.TimeoutError:
-            raise HypercallError(f"the hypervisor did not answer {op} within "
-                                 f"{timeout or self.timeout:g} s", op) from None
+            raise HypercallError(f"the hypervisor did not answer {op} within {limit:g} s", op) from None
         finally:
             self._pending.pop(req.id, None)
         if "error" in reply:
@@ -176,4 +217,4 @@ class AsyncXenCtrl:
             raise HypervisorUnavailable(f"the hypervisor at {self.path} closed the connection")
 
 
-__all__ = ["AsyncXenCtrl", "HypervisorUnavailable", "XenCtrl"]
+__all__ = ["AsyncXenCtrl", "HypervisorUnavailable", "SAVE_TIMEOUT", "XenCtrl", "call_timeout"]

@@ -285,12 +285,14 @@ class Hypervisor:
         ``builder``'s connection) until finish_build. All of it or none: a failure at any step
         undoes the steps before it."""
         op = "domctl.createdomain"
+        if req.domid is not None and req.domid in self.domains:
+            raise DomainExists(f"domain creation fail: domain {req.domid} already exists", op)
         for d in self.domains.values():
             if d.name == req.name:
                 raise DomainExists(f'Domain with name "{req.name}" already exists.', op)
             if d.uuid == req.uuid:
                 raise DomainExists(f"a domain with uuid {req.uuid} already exists", op)
-        domid = self._alloc_domid()
+        domid = self._alloc_domid() if req.domid is None else req.domid
         self.pool.claim(domid, req.memory_kb, req.name)
         dom = Domain(domid, req.name, req.uuid, req.type, req.max_vcpus, req.vcpus, req.memory_kb,
                      req.max_memkb, time.time(), accel=self.accel.accel, build=req.to_wire(),

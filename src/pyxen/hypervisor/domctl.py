@@ -17,6 +17,7 @@ import uuid as uuidlib
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .domain import DOMID_FIRST_RESERVED
 from .errors import InvalidArgument
 
 OP = "domctl.createdomain"
@@ -72,6 +73,9 @@ class CreateDomain:
     cap: int = 0
     #: Restore: the device model waits for a saved state (``dm_op.restore``) instead of booting.
     incoming: bool = False
+    #: The domid asked for (Xen's createdomain with a domid: ``xl save -D`` then restore), or
+    #: None for the hypervisor's next free one. Taken: EEXIST.
+    domid: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,9 +132,10 @@ class CreateDomain:
         incoming = data.get("incoming", False)
         if not isinstance(incoming, bool):
             raise InvalidArgument("createdomain: 'incoming' must be true or false", OP)
+        domid = None if data.get("domid") is None else _int(data, "domid", 1, DOMID_FIRST_RESERVED - 1)
         weight = _int(data, "cpu_weight", 1, 65535) if "cpu_weight" in data else 256
         cap = _int(data, "cap", 0, 100 * max_vcpus) if "cap" in data else 0
         return cls(name=name, uuid=uid, type=dtype, memory_kb=memory_kb, max_memkb=max_memkb,
                    vcpus=vcpus, max_vcpus=max_vcpus, kernel=paths["kernel"], ramdisk=paths["ramdisk"],
                    cmdline=cmdline, vnc=vnc, vncdisplay=vncdisplay, vnclisten=vnclisten, boot=boot,
-                   cpu_weight=weight, cap=cap, incoming=incoming)
+                   cpu_weight=weight, cap=cap, incoming=incoming, domid=domid)

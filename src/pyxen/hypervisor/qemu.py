@@ -25,6 +25,7 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from ..paths import Paths
+from .client import SAVE_TIMEOUT
 from .errors import DeviceModelError
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ QDISK_DRIVERS = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "
 QMP_TIMEOUT = 10.0
 #: device_add of a vhost-user device waits for the back-end's answers.
 DEVICE_ADD_TIMEOUT = 30.0
-#: Saving a guest's state (its RAM) to a file.
-SAVE_TIMEOUT = 600.0
+#: Saving a guest's state (its RAM) to a file, or loading it: SAVE_TIMEOUT (client.py, the
+#: one place, since the toolstack's call must wait that long too).
 #: Writing a core file of a large guest takes a while.
 DUMP_TIMEOUT = 300.0
 #: Queries behind ``xl list``: a stuck QEMU is shown with what is known instead.
@@ -147,6 +148,8 @@ class DeviceModel:
         self.qmp: QMPClient | None = None
         self._on_event = on_event
         self._event_task: asyncio.Task[None] | None = None
+        #: Where QEMU's own messages go (None for one adopted from an earlier daemon).
+        self.log_path: Path | None = None
 
     async def start(self, qemu: str, info: BuildInfo, log_path: Path) -> int:
         """Exec QEMU paused and connect QMP; on any failure kill it and raise DeviceModelError."""
@@ -156,6 +159,7 @@ class DeviceModel:
         for fifo in self.paths.console_fifos(self.domid):  # QEMU's pipe chardev needs them at exec
             os.mkfifo(fifo, 0o600)
         cmd = argv(qemu, info, self.paths, self.domid)
+        self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as logf:
             logf.write(("domain %d: %s\n" % (self.domid, " ".join(cmd))).encode())
@@ -304,7 +308,18 @@ class DeviceModel:
         left paused."""
         await self.execute("migrate-incoming",
                            {"uri": f"exec:tail -c +{offset + 1} {shlex.quote(str(path))}"})
-        await self._migration_done("restoring", cancel=False)
+        try:
+            await self._migration_done("restoring", cancel=False)
+        except DeviceModelError as err:
+            # QEMU exits when it cannot load a stream (a config that does not fit it, a
+            # damaged file): its own last words say why, the lost QMP session does not.
+            for _ in range(50):
+                if self.pid is not None and not pid_alive(self.pid):
+                    why = _tail(self.log_path) if self.log_path is not None else "(no log)"
+                    raise DeviceModelError(f"domain {self.domid}: restoring failed: the device "
+                                           f"model exited: {why}") from err
+                await asyncio.sleep(0.02)
+            raise
 
     async def _migration_done(self, what: str, cancel: bool) -> None:
         """Until QEMU's migration (outgoing or incoming) completes, bounded by SAVE_TIMEOUT;

@@ -73,6 +73,8 @@ class FakeDeviceModel(DeviceModel):
             return {"status": self.status_name}
         elif cmd == "query-cpus-fast":
             return [{"thread-id": self.pid}]
+        elif cmd == "query-migrate":  # a save or restore (migrate, migrate-incoming) is done at once
+            return {"status": "completed"}
         elif cmd == "stop":
             self.status_name = "paused"
         elif cmd == "cont":

@@ -69,11 +69,16 @@ class DomainConfig:
     boot: str = "cd"
     source: str = "<config>"
     warnings: tuple[str, ...] = ()
+    #: The domid to build the domain with (libxl's c_info.domid): only a save file written with
+    #: ``xl save -D`` carries one; xl.cfg has no such key, and the record kept with a live
+    #: domain never has one (a restart takes a new domid).
+    domid: int | None = None
 
     def to_json(self) -> dict[str, object]:
         """The record stored with the domain (and shown by ``xl list -l``)."""
         return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in self.__dict__.items() if k not in ("warnings",)}
+                for k, v in self.__dict__.items()
+                if k != "warnings" and not (k == "domid" and v is None)}
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> "DomainConfig":

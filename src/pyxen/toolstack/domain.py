@@ -21,7 +21,7 @@ from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
-from . import devices, hotplug, savefile, userdata, xsdomain
+from . import devices, domid_history, hotplug, savefile, userdata, xsdomain
 from .config import DomainConfig
 
 
@@ -54,11 +54,12 @@ def build_request(cfg: DomainConfig) -> CreateDomain:
         name=cfg.name, uuid=cfg.uuid, type=cfg.type, memory_kb=cfg.memory * 1024,
         max_memkb=cfg.maxmem * 1024, vcpus=cfg.vcpus, max_vcpus=cfg.maxvcpus, kernel=cfg.kernel,
         ramdisk=cfg.ramdisk, cmdline=cfg.cmdline, vnc=cfg.vnc, vncdisplay=cfg.vncdisplay,
-        vnclisten=cfg.vnclisten, boot=cfg.boot, cpu_weight=cfg.cpu_weight, cap=cfg.cap)
+        vnclisten=cfg.vnclisten, boot=cfg.boot, cpu_weight=cfg.cpu_weight, cap=cfg.cap,
+        domid=cfg.domid)
 
 
 def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
-           restore_from: tuple[Path, int] | None = None) -> int:
+           restore_from: tuple[Path, int] | None = None, monitored: bool = True) -> int:
     """Build and (unless ``paused``) start a domain; return its domid.
 
     Order as libxl: the hypervisor makes the domain (paused, device model started), then its
@@ -67,12 +68,23 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
     plugged into the paused device model, since QEMU's vhost-user set-up waits for the backend),
     then the build is declared finished and the domain unpaused. With ``restore_from`` (a save
     file and where its stream starts) the device model loads the saved state instead of booting.
+    ``monitored=False`` (xl's -e) marks the domain for the monitor to leave alone, before it can
+    run.
 
     Until ``domctl.finish_build`` the domain belongs to this caller's hypervisor connection: if
     the caller dies (xl killed), the hypervisor destroys it, and the monitor removes its records.
     An exception here (Ctrl-C included) destroys what was made before it is raised.
+
+    A config with a ``domid`` (a save file of ``xl save -D``) asks for that domid: refused as
+    libxl does if it was destroyed less than LIBXL_DOMID_REUSE_TIMEOUT seconds ago, and by the
+    hypervisor (EEXIST) if a domain has it.
     """
     check_files(cfg)
+    if cfg.domid is not None:
+        if not isinstance(cfg.domid, int) or isinstance(cfg.domid, bool) or cfg.domid < 1:
+            raise DomainBuildError(f"{cfg.source}: domid {cfg.domid!r} is not a domain id")
+        if domid_history.is_recent(paths, cfg.domid):
+            raise DomainBuildError(f"libxl: error: Domain {cfg.domid}:domain id recently used")
     try:
         disks, nics = devices.parse_all(cfg.disks, cfg.vifs)
     except devices.DeviceSpecError as err:
@@ -82,7 +94,9 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         request = replace(request, incoming=True)
     domid: int = ctrl.call("domctl.createdomain", request=request.to_wire())
     try:
-        userdata.store(paths, domid, cfg)
+        userdata.store(paths, domid, replace(cfg, domid=None))
+        if not monitored:
+            userdata.mark_unmonitored(paths, domid)
         try:
             xsdomain.introduce(paths.xenstored_socket, domid, cfg.name, cfg.uuid, cfg.type,
                                cfg.memory * 1024, cfg.maxmem * 1024, cfg.vcpus, cfg.maxvcpus,
@@ -112,25 +126,31 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
 
 def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
     """Destroy the domain, then remove its xenstore records (fires @releaseDomain) and its
-    userdata. The records go even if the hypervisor already lost the domain."""
+    userdata, and mark its domid recently used. The records go even if the hypervisor already
+    lost the domain."""
     try:
         ctrl.call("domctl.destroydomain", domid=domid)
     finally:
         hotplug.remove_all(paths, domid)
         xsdomain.release_quietly(paths.xenstored_socket, domid)
         userdata.remove(paths, domid)
+        domid_history.mark_recent(paths, domid)
 
 
 def save(ctrl: XenCtrl, paths: Paths, domid: int, path: Path, keep: bool = False, paused: bool = False,
-         config: DomainConfig | None = None) -> str:
+         config: DomainConfig | None = None, same_domid: bool = False) -> str:
     """xl save: xl's header with the domain's config, then its state; the domain is destroyed,
     or kept (running, or paused with ``paused``). Returns the header's info for xl's message.
+    ``same_domid`` (xl save -D) writes the domid into the saved config, so that its restore asks
+    for it; as in xl it is ignored when ``config`` replaces the domain's own.
 
     :raise DomainBuildError: with xl's message; the domain is then running again.
     """
     cfg = config or userdata.retrieve(paths, domid)
     if cfg is None:
         raise DomainBuildError("unable to retrieve domain configuration")
+    if same_domid and config is None:
+        cfg = replace(cfg, domid=domid)
     header = savefile.encode(cfg.to_json())
     try:
         with open(path, "wb") as f:

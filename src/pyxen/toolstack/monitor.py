@@ -44,7 +44,7 @@ from ..daemon import arguments, daemon_process
 from ..paths import Paths
 from ..xenstore.client import AsyncXenstoreClient, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
-from . import hotplug, userdata, xsdomain
+from . import domid_history, hotplug, userdata, xsdomain
 from .config import DomainConfig
 from .domain import DomainBuildError, create, destroy
 
@@ -78,7 +78,7 @@ class Monitor:
 
     # ---- restart notes ---------------------------------------------------------------------
     def _note_path(self, name: str) -> Path:
-        return self.paths.monitor_dir / f"restart-{name}.json"
+        return self.paths.restart_note(name)
 
     def _note(self, cfg: DomainConfig, attempts: int = 0) -> None:
         self.paths.monitor_dir.mkdir(parents=True, exist_ok=True)
@@ -151,12 +151,20 @@ class Monitor:
             hotplug.remove_all(self.paths, domid)
             xsdomain.release_quietly(self.paths.xenstored_socket, domid)
             userdata.remove(self.paths, domid)
+            domid_history.mark_recent(self.paths, domid)
 
     def _handle(self, xc: XenCtrl, info: dict[str, Any]) -> None:
         domid, reason = int(info["domid"]), int(info["shutdown_reason"] or 0)
         cfg = userdata.retrieve(self.paths, domid)
         key = ACTION_KEYS.get(ShutdownReason(reason)) if reason in ShutdownReason._value2member_map_ else None
         if key is None:  # suspended (save, migration): not the monitor's business
+            return
+        if userdata.unmonitored(self.paths, domid):  # started with -e: no monitor, as in xl
+            mark = (domid, str(info["uuid"]), reason)
+            if mark not in self._seen:
+                self._seen.add(mark)
+                log.info("Domain %d has shut down, reason code %d 0x%x; it has no monitor (-e): "
+                         "left as it is", domid, reason, reason)
             return
         # No record: nothing to restart from. No on_soft_reset key: Xen's default, soft-reset.
         action = "destroy" if cfg is None else str(getattr(cfg, key, "soft-reset"))

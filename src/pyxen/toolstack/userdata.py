@@ -19,6 +19,10 @@ def _path(paths: Paths, domid: int) -> Path:
     return paths.userdata_dir / f"d{domid}.libxl-json"
 
 
+def _no_monitor_path(paths: Paths, domid: int) -> Path:
+    return paths.userdata_dir / f"d{domid}.xl-no-monitor"
+
+
 def store(paths: Paths, domid: int, cfg: DomainConfig) -> None:
     """Keep ``cfg`` as domain ``domid``'s config (atomically: old or new, never half)."""
     paths.userdata_dir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +51,21 @@ def retrieve(paths: Paths, domid: int) -> DomainConfig | None:
 
 def remove(paths: Paths, domid: int) -> None:
     _path(paths, domid).unlink(missing_ok=True)
+    _no_monitor_path(paths, domid).unlink(missing_ok=True)
+
+
+def mark_unmonitored(paths: Paths, domid: int) -> None:
+    """The domain was started with ``-e`` (xl create/restore: no monitor for it). In Xen no xl
+    process then waits for its death; pyxen's one monitor leaves it alone instead: when it shuts
+    down, its on_poweroff/on_reboot/on_crash are not applied and it stays shut down until
+    someone destroys it. Goes with the domain's other records."""
+    paths.userdata_dir.mkdir(parents=True, exist_ok=True)
+    _no_monitor_path(paths, domid).touch()
+
+
+def unmonitored(paths: Paths, domid: int) -> bool:
+    """Whether the domain was started without a monitor (``mark_unmonitored``)."""
+    return _no_monitor_path(paths, domid).exists()
 
 
 def domids(paths: Paths) -> set[int]:
