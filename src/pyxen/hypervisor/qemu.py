@@ -78,8 +78,8 @@ class BuildInfo:
 #: through a TLB entry made before a sync are not logged and a live migration loses them (fixed
 #: upstream in QEMU 9.0, 03bfc2188f "physmem: Fix migration dirty bitmap coherency with TCG memory
 #: access"; not in Debian's 7.2). The slow path, taken for any other length, resets the TLB for
-#: every page it clears. docs/save-restore.md section 7 has the measurements. 8 KiB: QEMU rounds
-#: RAM sizes to 8 KiB.
+#: every page it clears. 8 KiB: QEMU rounds RAM sizes to 8 KiB. Measurements: docs/save-restore.md,
+#: "Live migration under TCG".
 TCG_RAM_PAD_KIB = 8
 
 
