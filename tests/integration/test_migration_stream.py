@@ -160,11 +160,33 @@ def test_running_guest_migrates_with_dirty_logging_under_disk_and_network_io(hos
         host.xl("destroy", "live")
 
 
-def sender_argv(host) -> list[str]:  # type: ignore[no-untyped-def]
-    """The command line of the host's one QEMU."""
+def sender_pid(host) -> int:  # type: ignore[no-untyped-def]
+    """The pid of the host's one QEMU."""
     from pyxen.testing.host import qemu_pids_under
     (pid,) = qemu_pids_under(host.paths.root)
-    return [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+    return pid
+
+
+def sender_argv(host) -> list[str]:  # type: ignore[no-untyped-def]
+    """The command line of the host's one QEMU."""
+    return [a.decode() for a in Path(f"/proc/{sender_pid(host)}/cmdline").read_bytes().split(b"\0")[:-1]]
+
+
+def guest_ram(pid: int) -> bytes:
+    """All of a QEMU's guest RAM (its memory-backend-memfd mapping, read through
+    /proc/<pid>/map_files), to compare a sender with its receiver page by page."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if line.endswith("/memfd:memory-backend-memfd (deleted)"):
+            with open(f"/proc/{pid}/map_files/{line.split()[0]}", "rb") as f:
+                return f.read()
+    raise AssertionError(f"QEMU {pid} has no memory-backend-memfd mapping")
+
+
+def pages_that_differ(a: bytes, b: bytes) -> list[int]:
+    """The 4 KiB page numbers (guest-physical address >> 12) where two RAM images differ."""
+    assert len(a) == len(b), (len(a), len(b))
+    va, vb = memoryview(a), memoryview(b)
+    return [p for p in range(len(a) >> 12) if va[p << 12:(p + 1) << 12] != vb[p << 12:(p + 1) << 12]]
 
 
 def restore_by_hand(argv: list[str], stream: Path, work: Path, mac: str,
@@ -211,20 +233,23 @@ def restore_by_hand(argv: list[str], stream: Path, work: Path, mac: str,
     return qmp, proc, console
 
 
-@pytest.mark.skip(reason="known bug, found by this test: 1 run in 3 the live-migrated guest's kernel "
-                  "panics after the restore (list poison in __run_timers): some page written "
-                  "during the live phase is missing from the stream, so the dirty log (or QEMU's "
-                  "tracking with it) is incomplete; xl migrate is not built on it yet (issue 9)")
 def test_live_migrated_guest_restored_by_hand_has_the_pages_the_backends_wrote(host, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """End to end for the dirty log: the guest reads its disk into a dropped page cache (so
+    """End to end for live migration: the guest reads its disk into a dropped page cache (so
     blkback writes those pages while QEMU copies memory), waits a second, and hashes it again
-    from the page cache; it is pinged meanwhile. Migrated live to a file (8 MiB/s: a live phase
-    of ~11 s) and restored into a second QEMU, every hash it prints afterwards is the disk's,
-    the counter goes on, and the restored guest answers pings. Not a check of the bits (the
-    unit tests in tests/backends/test_vhost_log.py are): it also passed with the data buffers
-    left out of the log, as the guest kernel zeroes each page it allocates (a CPU write QEMU
-    tracks) just before blkback fills it, and a request whose used entry was lost is served
-    again on the receiver (transport.py resumes after the used index in guest memory)."""
+    from the page cache; it is pinged every 10 ms meanwhile (netback writes RX buffers, and the
+    guest's kernel runs interrupts from idle). Migrated live to a file (8 MiB/s: a live phase of
+    ~11 s) and restored into a second QEMU:
+
+    - the receiver's RAM after ``migrate-incoming`` equals the sender's at completion, page for
+      page (any page written in the live phase and missing from the stream shows here, whoever
+      wrote it; measured: 7 of 18 migrations of this guest lost CPU stores under QEMU 7.2's TCG
+      before qemu.TCG_RAM_PAD_KIB, docs/save-restore.md "Live migration under TCG");
+    - every hash the guest prints afterwards is the disk's, the counter goes on, and the restored
+      guest answers pings.
+
+    The back-ends' bits themselves are checked by tests/backends/test_vhost_log.py: a data
+    buffer left out of the log is not seen here, as the guest kernel zeroes each page it
+    allocates (a CPU write QEMU tracks) just before blkback fills it."""
     import hashlib
     import re
 
@@ -247,7 +272,7 @@ def test_live_migrated_guest_restored_by_hand_has_the_pages_the_backends_wrote(h
         domid = host.create("hand", memory=128, script=script,
                             extra_lines=f"disk = ['file:{disk},xvda,w']\nvif = ['mac={mac},bridge={br}']\n")
         host.wait_console("hand", "sum 3 ")
-        pinger = subprocess.Popen(["ip", "netns", "exec", ns, "/bin/busybox", "ping", "-i", "0.05", "-s", "1000",
+        pinger = subprocess.Popen(["ip", "netns", "exec", ns, "/bin/busybox", "ping", "-i", "0.01", "-s", "1000",
                                    "169.254.81.2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stream = root / "hand.bin"
         try:
@@ -264,6 +289,8 @@ def test_live_migrated_guest_restored_by_hand_has_the_pages_the_backends_wrote(h
                     while (info := dict(qmp.execute("query-migrate"))).get("status") not in ("completed", "failed"):
                         assert time.monotonic() < deadline, info
                         time.sleep(0.2)
+                    # postmigrate: vCPUs and rings stopped, so this is what the stream must hold
+                    sender_ram = guest_ram(sender_pid(host))
                 finally:
                     qmp.close()
         finally:
@@ -280,6 +307,10 @@ def test_live_migrated_guest_restored_by_hand_has_the_pages_the_backends_wrote(h
             with serve_in_thread(blk, tmp_path / "vbd.sock"), serve_in_thread(net, tmp_path / "vif.sock"):
                 qmp, proc, console = restore_by_hand(argv, stream, tmp_path, mac, slots)
                 try:
+                    lost = pages_that_differ(sender_ram, guest_ram(proc.pid))
+                    del sender_ram
+                    assert not lost, f"{len(lost)} page(s) differ between the sender's RAM at completion and " \
+                        f"the receiver's after migrate-incoming: {[hex(p << 12) for p in lost[:20]]}"
                     qmp.execute("cont")
                     deadline = time.monotonic() + 120
                     while not re.search(r"sum (\d+) .*\n(.*\n){3,}", console.read_text(errors="replace")):
