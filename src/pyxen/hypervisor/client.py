@@ -9,14 +9,17 @@ import asyncio
 import itertools
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import HypercallError, from_wire
-from .wire import MAX_LINE, Request, WireError, decode_reply, encode_request
+from .wire import MAX_LINE, SAVE_TIMEOUT, SCM_RIGHTS_ARG, Request, WireError, decode_reply, encode_request
 
 
 #: Bound on one hypercall. createdomain starts QEMU and waits for it, which is the slowest.
 CALL_TIMEOUT = 60.0
+#: Bound on a hypercall that carries a domain's state (dm_op.save, dm_op.migrate_send and
+#: _receive): the daemon's own bound on the stream, plus a normal call's for the rest.
+SAVE_CALL_TIMEOUT = SAVE_TIMEOUT + CALL_TIMEOUT
 
 
 class HypervisorUnavailable(HypercallError):
@@ -54,9 +57,19 @@ class XenCtrl:
         self._file.close()
         self.sock.close()
 
-    def call(self, op: str, **args: Any) -> Any:
-        """Make hypercall ``op``; raise the HypercallError subclass the daemon raised."""
+    def call(self, op: str, *, timeout: float | None = None, fds: Sequence[int] = (), **args: Any) -> Any:
+        """Make hypercall ``op``; raise the HypercallError subclass the daemon raised.
+
+        :param timeout: this call's bound instead of the connection's (SAVE_CALL_TIMEOUT for a
+            hypercall that carries a domain's state).
+        :param fds: descriptors to hand the daemon (SCM_RIGHTS), which it sees as ``fds``.
+        """
+        if fds:
+            args = {**args, SCM_RIGHTS_ARG: len(fds)}
         req = Request(next(self._ids), op, args)
+        bound = self.sock.gettimeout()
+        if timeout is not None:
+            self.sock.settimeout(timeout)
         try:
             self.sock.sendall(encode_request(req))
             while True:
@@ -67,7 +80,9 @@ class XenCtrl:
                     reply = decode_reply(line)
                 except WireError as err:
                     raise HypercallError(f"bad reply to {op}: {err}", op) from err
-                if "virq" not in reply:
+                if "send_fds" in reply and "result" not in reply and "error" not in reply:
+                    socket.send_fds(self.sock, [b"\0"], list(fds))
+                elif "virq" not in reply:
                     break
         except socket.timeout:
             raise HypercallError(f"the hypervisor did not answer {op} within "
@@ -76,6 +91,8 @@ class XenCtrl:
             if isinstance(err, HypercallError):
                 raise
             raise HypercallError(f"lost the hypervisor during {op}: {err}", op) from err
+        finally:
+            self.sock.settimeout(bound)
         if "error" in reply:
             raise from_wire(reply["error"])
         return reply["result"]
