@@ -201,3 +201,49 @@ def test_receiver_dies_mid_stream_or_bad_banner_guest_stays_on_the_sender(host: 
             "file/stream truncated reading banner from migration receiver stream"], done.stderr
         still_running()
         host.xl("destroy", "kd")
+
+
+def test_tcp_connection_from_dom0_survives_the_migration(host: Host, demo_image) -> None:  # type: ignore[no-untyped-def]
+    """The guest holds a TCP connection to a server in the first host's Dom0 and sends a
+    numbered line on it every 0.2 s; its vif is on a bridge of the same name on both hosts.
+    After the migration the lines keep coming on the same connection, in order."""
+    import socket
+    import threading
+    with link_local_bridge() as (br, _), second_host(demo_image, br) as h2:
+        # The second host gets a bridge named as the first host's, joined to its xenbr0.
+        veth = f"pxq{h2.ns[3:]}"
+        for cmd in (["ip", "link", "add", br, "type", "bridge"],
+                    ["ip", "link", "add", veth + "a", "type", "veth", "peer", "name", veth + "b"],
+                    ["ip", "link", "set", veth + "a", "master", br],
+                    ["ip", "link", "set", veth + "b", "master", "xenbr0"],
+                    ["ip", "link", "set", veth + "a", "up"], ["ip", "link", "set", veth + "b", "up"],
+                    ["ip", "link", "set", br, "up"]):
+            h2.sh(*cmd, check=True)
+        server = socket.create_server((h2.local_addr, 0))
+        server.settimeout(120)
+        port = server.getsockname()[1]
+        got: list[int] = []
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn, conn.makefile("r") as f:
+                for line in f:
+                    if line.startswith("c "):
+                        got.append(int(line.split()[1]))
+
+        reader = threading.Thread(target=serve, daemon=True)
+        reader.start()
+        script = (COUNTER + f" ip link set eth0 up; ip addr add {h2.local_addr.rsplit('.', 1)[0]}.31/24 dev eth0; "
+                  "(i=0; while :; do echo \"c $i\"; i=$((i+1)); sleep 0.2; done) | "
+                  f"nc {h2.local_addr} {port} >/dev/null &")
+        host.create("tc", memory=128, script=script,
+                    extra_lines=f"vif = ['mac=00:16:3e:00:78:31,bridge={br}']\n")
+        host.wait_console("tc")
+        wait_for(lambda: len(got) > 5, f"no TCP lines from the guest:\n{host.console_text('tc')[-1500:]}")
+        before = len(got)
+        hop(host, h2, "tc", h2.ssh_command, h2.addr)
+        wait_for(lambda: len(got) > before + 15, f"the connection stalled after the migration at {got[-3:]}")
+        assert got == list(range(len(got))), got  # one connection, nothing lost or repeated
+        assert len(h2.xl("network-list", "tc").stdout.splitlines()) == 2
+        h2.xl("destroy", "tc")
+        server.close()
