@@ -351,7 +351,14 @@ class DeviceModel:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SAVE_TIMEOUT
         while True:
-            st = await self.execute("query-migrate")
+            try:
+                st = await self.execute("query-migrate")
+            except DeviceModelError:
+                if self.pid is not None and not pid_alive(self.pid):
+                    # (QEMU exits when an incoming stream breaks off.)
+                    raise DeviceModelError(f"domain {self.domid}: {what} failed: the device model "
+                                           f"exited (see its log)") from None
+                raise
             if st.get("status") == "completed":
                 return
             if st.get("status") in ("failed", "cancelled"):
