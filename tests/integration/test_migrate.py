@@ -70,8 +70,10 @@ def back_rune(host: Host) -> str:
             f"{BIN}/xl migrate-receive")
 
 
-def hop(src: Host, dst: Host, name: str, ssh_command: str, addr: str) -> tuple[float, int]:
-    """One migration; checks the counter goes on at ``dst`` where it stopped at ``src``.
+def hop(src: Host, dst: Host, name: str, ssh_command: str, addr: str,
+        paused: bool = False) -> tuple[float, int]:
+    """One migration; checks the counter goes on at ``dst`` where it stopped at ``src``
+    (``paused``: the receiver was told -p; the guest waits there until unpaused).
     Returns the time it took and the last tick seen."""
     mark = len(logs(dst, name))
     before = max(ticks(logs(src, name)))
@@ -82,6 +84,11 @@ def hop(src: Host, dst: Host, name: str, ssh_command: str, addr: str) -> tuple[f
     lines = done.stderr.splitlines()
     assert in_order(lines, SENDER_OK) and in_order(lines, RECEIVER_OK), done.stderr
     assert name not in src.domains() and f"{name}{'--migratedaway'}" not in src.domains()
+    if paused:
+        assert dst.domains()[name]["state"][2] == "p"
+        time.sleep(1.0)
+        assert ticks(logs(dst, name)[mark:]) == []
+        dst.xl("unpause", name)
     assert dst.domains()[name]["state"][2] == "-"  # running, under its own name
     wait_for(lambda: len(ticks(logs(dst, name)[mark:])) >= 5, f"no ticks at the receiver:\n"
              f"{logs(dst, name)[-1500:]}")
@@ -120,9 +127,8 @@ def test_migrate_over_ssh_counter_goes_on_disk_intact_and_back(host: Host, demo_
         wait_for(lambda: "migrate-receive" not in h2.sh("ps", "ax", "-o", "args").stdout,
                  "migrate-receive still running at the receiver", timeout=10)
 
-        # And back (not over ssh: see back_rune).
-        back = back_rune(host)
-        took, last = hop(h2, host, "mg", "", back)
+        # And back (not over ssh: see back_rune), the receiver told to leave it paused.
+        took, last = hop(h2, host, "mg", "", back_rune(host) + " -p", paused=True)
         print(f"migration back: {took:.1f} s")
         host.xl("destroy", "mg")
 
