@@ -206,6 +206,27 @@ def test_receiver_dies_mid_stream_or_bad_banner_guest_stays_on_the_sender(host: 
         assert done.stderr.splitlines() == [
             "file/stream truncated reading banner from migration receiver stream"], done.stderr
         still_running()
+
+        # A failure at the target after GO: a domain already has the name there, so its
+        # rename fails; it destroys its copy and gives the guest back, which resumes here.
+        h2.xl("create", "-p", str(h2.write_cfg("kd", memory=64)))  # (a decoy, never started)
+        done = migrate(host, h2, "kd", ssh_command=h2.ssh_command, addr=h2.addr)
+        assert done.returncode == 1, done.stderr
+        # (The two sides' lines interleave as they come: each side's are checked in order.)
+        assert in_order(done.stderr.splitlines(), [
+            "migration target: Got permission, starting domain.",
+            'libxl: error: cannot rename domain', "migration target: Failure, destroying our copy.",
+            "migration target: Cleanup OK, granting sender permission to resume."]), done.stderr
+        assert in_order(done.stderr.splitlines(), [
+            "migration sender: Target has acknowledged transfer.",
+            "migration sender: Giving target permission to start.",
+            "migration sender: Target reports startup failure (status code 3).",
+            "migration sender: Trying to resume at our end.",
+            "migration sender: Resumed OK.",
+            "Migration failed due to problems at target."]), done.stderr
+        assert sorted(h2.domains()) == ["Domain-0", "kd"] and h2.domains()["kd"]["state"][2] == "p"
+        h2.xl("destroy", "kd")
+        still_running()
         host.xl("destroy", "kd")
 
 
