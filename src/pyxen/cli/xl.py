@@ -524,6 +524,13 @@ def cmd_restore(argv: list[str]) -> int:
     return 0
 
 
+def _say(text: str) -> None:
+    """One line to stderr in one write (as C's unbuffered stderr does with each fprintf): the
+    sender and the receiver share the terminal, so a line must not be split by the other's."""
+    sys.stderr.flush()
+    os.write(2, (text + "\n").encode(errors="replace"))
+
+
 def cmd_migrate(argv: list[str]) -> int:
     """xl migrate [-s <sshcommand>] [-e] [-C <config>] [-p] [-D] [--debug] <Domain> <host>
     (xl_migrate.c:main_migrate): live migration to the xl migrate-receive that ``ssh <host>``
@@ -569,8 +576,7 @@ def cmd_migrate(argv: list[str]) -> int:
 def _migrate_domain(xc: XenCtrl, paths: Paths, ref: libxl.DomainRef, cfg: DomainConfig, rune: str) -> int:
     """xl_migrate.c:migrate_domain: the sender's side of the protocol (toolstack/migration.py),
     with xl's messages, and who resumes or destroys the domain on each path."""
-    def say(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+    say = _say
 
     # stderr is inherited: the receiver's messages appear here, as with xl.
     child = subprocess.Popen(["sh", "-c", rune], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -703,8 +709,7 @@ def _migrate_receive(xc: XenCtrl, paths: Paths, paused: bool, debug: bool) -> in
     """xl_migrate.c:migrate_receive, on fds 0 (from the sender) and 1 (to it). pyxen's monitor
     is the host's daemon, so nothing is forked here (-e and -F change nothing) and nothing
     keeps the sender's pipes open once this process exits."""
-    def say(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+    say = _say
 
     recv_fd, send_fd = 0, 1
     say("migration target: Ready to receive domain.")
