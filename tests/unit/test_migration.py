@@ -162,3 +162,21 @@ def test_stream_io_reports_a_gone_peer() -> None:
         migration.write_exactly(w, migration.GO, migration.SENDER_STREAM, "GO message")
     os.close(w)
     assert read_exactly(pipe_with(b"abc")[0], 3, "s", "w") == b"abc"
+
+
+@pytest.mark.parametrize("argv, code, first", [
+    (["migrate", "d"], 2, "'xl migrate' requires at least 2 arguments."),
+    (["migrate", "-D", "d", "hostB"], 1, "xl migrate: -D (keep the domain id) is not supported by pyxen"),
+    (["migrate-receive", "-r"], 1, "migration target: Remus (-r) and COLO (--colo) checkpointed "
+                                   "streams are not supported by pyxen"),
+    (["migrate-receive", "--colo"], 1, "migration target: Remus (-r) and COLO (--colo) checkpointed "
+                                       "streams are not supported by pyxen"),
+    (["migrate-receive", "extra"], 1, "usage: xl migrate-receive"),
+])
+def test_xl_migrate_bad_usage_changes_nothing(argv: list[str], code: int, first: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before any daemon is asked (no host runs here): Xen's exit codes."""
+    from pyxen.cli import xl
+    assert xl.main(argv) == code
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.splitlines()[0].startswith(first), out.err
