@@ -195,7 +195,8 @@ def test_load_resolves_against_the_process_cwd(tmp_path: Path, monkeypatch: pyte
 XL_COMMANDS = [["list"], ["info"], ["destroy", "1"], ["pause", "d"], ["mem-set", "1", "64m"],
                ["vcpu-list"], ["block-list", "1"], ["network-list", "1"], ["domid", "d"],
                ["domname", "1"], ["uptime"], ["dmesg"], ["debug-keys", "e"], ["sched-credit"],
-               ["shutdown", "1"], ["create", "/dev/null", 'name="d"', f'kernel="{__file__}"']]
+               ["shutdown", "1"], ["create", "/dev/null", 'name="d"', f'kernel="{__file__}"'],
+               ["migrate", "d", "hostB"], ["migrate-receive"]]
 
 
 def xl_run(argv: list[str], root: Path, monkeypatch: pytest.MonkeyPatch,

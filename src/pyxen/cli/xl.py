@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, NoReturn
 
@@ -24,7 +25,7 @@ from ..libxlu.cfg import ConfigSyntaxError
 from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..toolstack import domain as libxl
-from ..toolstack import hotplug, savefile, userdata
+from ..toolstack import hotplug, migration, savefile, userdata
 from ..toolstack.config import ConfigError, DomainConfig, load
 from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
@@ -69,6 +70,21 @@ def interrupts_on_termination() -> Iterator[None]:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+@dataclass
+class GlobalOptions:
+    """xl's options before the subcommand (``xl -v -t migrate ...``): xl migrate passes them on
+    to the receiver's xl."""
+
+    verbose: int = 0
+    #: -t: progress with carriage returns (xl passes it on when stderr is a terminal too).
+    tty: bool = False
+    #: -T: timestamps on messages.
+    timestamps: bool = False
+
+
+GLOBALS = GlobalOptions()
 
 
 class XenstoreUnavailable(OSError):
@@ -582,6 +598,269 @@ def wait_for_death(paths: Paths, name: str, uuid: str, domid: int, poll: float =
         time.sleep(poll)
 
 
+def _say(text: str) -> None:
+    """One line to stderr in one write (as C's unbuffered stderr does with each fprintf): the
+    sender and the receiver share the terminal, so a line must not be split by the other's."""
+    sys.stderr.flush()
+    os.write(2, (text + "\n").encode(errors="replace"))
+
+
+def cmd_migrate(argv: list[str]) -> int:
+    """xl migrate [-s <sshcommand>] [-e] [-C <config>] [-p] [-D] [--debug] <Domain> <host>
+    (xl_migrate.c:main_migrate): live migration to the xl migrate-receive that ``ssh <host>``
+    (or the -s command; with -s "", <host> as a shell command) runs, over its stdin/stdout."""
+    p = _parser("migrate", "Migrate a domain to another host")
+    p.add_argument("-C", dest="config", help="Send <config> instead of config file from creation")
+    p.add_argument("-s", dest="ssh_command", default="ssh", help="Use <sshcommand> instead of ssh")
+    p.add_argument("-e", dest="no_monitor", action="store_true", help="Do not wait in the background (on <host>) for the death of the domain")
+    p.add_argument("-F", dest="foreground", action="store_true")
+    p.add_argument("-p", dest="paused", action="store_true", help="Do not unpause domain after migrating it")
+    p.add_argument("-D", dest="same_domid", action="store_true", help="Preserve the domain id")
+    p.add_argument("--debug", action="store_true", help="Print huge (!) amount of debug during the migration process")
+    p.add_argument("--live", action="store_true", help="ignored (xm compatibility)")
+    p.add_argument("domain", metavar="Domain")
+    p.add_argument("host")
+    p.add_argument("ignored", nargs="*", help=argparse.SUPPRESS)  # xl ignores extra arguments
+    ns = p.parse_args(argv)
+    if ns.same_domid:
+        print("xl migrate: -D (keep the domain id) is not supported by pyxen", file=sys.stderr)
+        return 1
+    paths = Paths.from_env()
+    with _ctrl() as xc:
+        ref = libxl.resolve(xc, ns.domain)
+        if ns.config:
+            try:
+                cfg: DomainConfig | None = load(ns.config)
+            except (ConfigError, ConfigSyntaxError):
+                print("unable to read overridden config file", file=sys.stderr)
+                return 1
+        else:
+            cfg = userdata.retrieve(paths, ref.domid)
+        if cfg is None or not ref.name:
+            print("No config file stored for running domain and none supplied - cannot migrate.",
+                  file=sys.stderr)
+            return 1
+        rune = migration.rune(ns.ssh_command, ns.host, tty=GLOBALS.tty or sys.stderr.isatty(),
+                              timestamps=GLOBALS.timestamps, verbose=GLOBALS.verbose,
+                              no_monitor=ns.no_monitor or ns.foreground, debug=ns.debug,
+                              paused=ns.paused)
+        return _migrate_domain(xc, paths, ref, cfg, rune)
+
+
+def _migrate_domain(xc: XenCtrl, paths: Paths, ref: libxl.DomainRef, cfg: DomainConfig, rune: str) -> int:
+    """xl_migrate.c:migrate_domain: the sender's side of the protocol (toolstack/migration.py),
+    with xl's messages, and who resumes or destroys the domain on each path."""
+    say = _say
+
+    # stderr is inherited: the receiver's messages appear here, as with xl.
+    child = subprocess.Popen(["sh", "-c", rune], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    send_fd, recv_fd = child.stdin.fileno(), child.stdout.fileno()
+
+    def child_report() -> None:
+        """Close our end, then wait a little for the transport (migration_child_report)."""
+        child.stdin.close()  # type: ignore[union-attr]
+        try:
+            status = child.wait(migration.CHILD_WAIT)
+        except subprocess.TimeoutExpired:
+            say(f"migration child [{child.pid}] not exiting, no longer waiting "
+                "(exit status will be unreported)")
+            return
+        if status > 0:
+            say(f"migration transport process [{child.pid}] exited with error status {status}")
+        elif status < 0:
+            say(f"migration transport process [{child.pid}] died due to fatal signal {-status}")
+
+    def failed_resume() -> int:
+        child_report()
+        say("Migration failed, resuming at sender.")
+        try:
+            xc.call("domctl.unpausedomain", domid=ref.domid)
+        except HypercallError as err:
+            say(f"libxl: error: {_one_line(str(err))}")
+        return 1
+
+    def failed_badly() -> int:
+        say("** Migration failed during final handshake **\n"
+            "Domain state is now undefined !\n"
+            "Please CHECK AT BOTH ENDS for running instances, before renaming and\n"
+            " resuming at most one instance.  Two simultaneous instances of the domain\n"
+            " would probably result in SEVERE DATA LOSS and it is now your\n"
+            " responsibility to avoid that.  Sorry.")
+        child_report()
+        return 1
+
+    try:
+        migration.read_fixed(recv_fd, migration.BANNER, "banner", migration.RECEIVER_STREAM, rune)
+        header = savefile.encode(cfg.to_json())
+        migration.write_exactly(send_fd, header, migration.SENDER_STREAM, "header")
+    except migration.StreamError as err:
+        say(str(err))
+        child_report()
+        return 1
+    say(f"Saving to migration stream new xl format (info {savefile.info_of(header)})")
+    try:
+        xc.call("dm_op.migrate_send", domid=ref.domid, live=True, fds=[send_fd])
+    except HypercallError as err:
+        say(f"libxl: error: {_one_line(str(err))}")
+        say(f"migration sender: libxl_domain_suspend failed (rc={migration.ERROR_FAIL})")
+        return failed_resume()
+    try:
+        migration.read_fixed(recv_fd, migration.READY, "ready message", migration.RECEIVER_STREAM, rune)
+    except migration.StreamError as err:
+        say(str(err))
+        return failed_resume()
+    say("migration sender: Target has acknowledged transfer.")
+    away = ref.name + migration.AWAY_SUFFIX
+    try:
+        libxl.rename(xc, paths, ref.domid, ref.name, away)
+    except libxl.DomainBuildError as err:
+        say(f"libxl: error: {err}")
+        return failed_resume()
+    # The point of no return: once GO may have reached the receiver, two copies could run.
+    say("migration sender: Giving target permission to start.")
+    try:
+        migration.write_exactly(send_fd, migration.GO, migration.SENDER_STREAM, "GO message")
+        migration.read_fixed(recv_fd, migration.REPORT, "success/failure report message",
+                             migration.RECEIVER_STREAM, rune)
+        status = migration.read_exactly(recv_fd, 1, migration.ACK_STREAM, "success/failure status")[0]
+    except migration.StreamError as err:
+        say(str(err))
+        return failed_badly()
+    if status:
+        say(f"migration sender: Target reports startup failure (status code {migration.status_code(status)}).")
+        try:
+            migration.read_fixed(recv_fd, migration.GO, "permission for sender to resume",
+                                 migration.RECEIVER_STREAM, rune)
+        except migration.StreamError as err:
+            say(str(err))
+            return failed_badly()
+        say("migration sender: Trying to resume at our end.")
+        try:
+            libxl.rename(xc, paths, ref.domid, away, ref.name)
+        except libxl.DomainBuildError as err:
+            say(f"libxl: error: {err}")
+        try:
+            xc.call("domctl.unpausedomain", domid=ref.domid)
+            say("migration sender: Resumed OK.")
+        except HypercallError as err:
+            say(f"libxl: error: {_one_line(str(err))}")
+        say("Migration failed due to problems at target.")
+        return 1
+    say("migration sender: Target reports successful startup.")
+    libxl.destroy(xc, paths, ref.domid)
+    say("Migration successful.")
+    return 0
+
+
+def cmd_migrate_receive(argv: list[str]) -> int:
+    """xl migrate-receive [-F] [-e] [-d] [-p] (xl_migrate.c:main_migrate_receive): the target of
+    xl migrate, run by its rune; the protocol on stdin (stream in) and stdout (acks out),
+    messages on stderr. The domain is built paused as ``<name>--incoming``, renamed and unpaused
+    when the sender says go."""
+    p = _parser("migrate-receive", "Restore a domain from a saved state")
+    p.add_argument("-F", dest="foreground", action="store_true")
+    p.add_argument("-e", dest="no_monitor", action="store_true")
+    p.add_argument("-d", dest="debug", action="store_true")
+    p.add_argument("-r", dest="remus", action="store_true")
+    p.add_argument("-p", dest="paused", action="store_true")
+    p.add_argument("--colo", action="store_true")
+    p.add_argument("--coloft-script")
+    p.add_argument("--userspace-colo-proxy", action="store_true")
+    p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    ns = p.parse_args(argv)
+    if ns.args:
+        raise Usage(p.format_help(), 1)
+    if ns.remus or ns.colo:
+        print("migration target: Remus (-r) and COLO (--colo) checkpointed streams are not "
+              "supported by pyxen", file=sys.stderr)
+        return 1
+    with _ctrl() as xc:
+        return _migrate_receive(xc, Paths.from_env(), ns.paused, ns.debug)
+
+
+def _migrate_receive(xc: XenCtrl, paths: Paths, paused: bool, debug: bool) -> int:
+    """xl_migrate.c:migrate_receive, on fds 0 (from the sender) and 1 (to it). pyxen's monitor
+    is the host's daemon, so nothing is forked here (-e and -F change nothing) and nothing
+    keeps the sender's pipes open once this process exits."""
+    say = _say
+
+    recv_fd, send_fd = 0, 1
+    say("migration target: Ready to receive domain.")
+    try:
+        migration.write_exactly(send_fd, migration.BANNER, migration.ACK_STREAM, "banner")
+    except migration.StreamError as err:
+        say(str(err))
+        return 1
+    source = "<incoming migration stream>"
+    try:
+        header = savefile.decode(migration.TimedReader(recv_fd, migration.SENDER_STREAM), source)
+        say(f"Loading new save file {source} (new xl fmt info {header.info()})")
+        if header.config is None:
+            raise savefile.SaveFileError("Config file not specified and none in save file")
+        say(" Savefile contains xl domain config in JSON format")
+        say("Parsing config from <saved>")
+        cfg = DomainConfig.from_json(header.config)
+    except (savefile.SaveFileError, migration.StreamError, ConfigError, TypeError) as err:
+        say(str(err))
+        say(f"migration target: Domain creation failed (code {migration.ERROR_INVAL}).")
+        return 1
+    if debug:
+        say(json.dumps(cfg.to_json(), indent=4))
+    incoming = replace(cfg, name=cfg.name + migration.INCOMING_SUFFIX)
+    try:
+        domid = libxl.create(xc, paths, incoming, paused=True, migrate_fd=recv_fd)
+    except (libxl.DomainBuildError, HypercallError) as err:
+        say(f"libxl: error: {_one_line(str(err))}")
+        say(f"migration target: Domain creation failed (code {migration.ERROR_FAIL}).")
+        return 1
+    finally:
+        os.set_blocking(recv_fd, True)  # (QEMU set the shared description non-blocking)
+    say("migration target: Transfer complete, requesting permission to start domain.")
+    try:
+        migration.write_exactly(send_fd, migration.READY, migration.ACK_STREAM, "ready message")
+    except migration.StreamError as err:
+        say(str(err))
+        return 1
+    rc = 0
+    try:
+        migration.read_fixed(recv_fd, migration.GO, "GO message", migration.SENDER_STREAM)
+    except migration.StreamError as err:
+        say(str(err))
+        rc = 1  # (migrate_read_fixedmessage's failure, as xl sends it)
+    if rc == 0:
+        say("migration target: Got permission, starting domain.")
+        try:
+            libxl.rename(xc, paths, domid, incoming.name, cfg.name)
+            if not paused:
+                xc.call("domctl.unpausedomain", domid=domid)
+            say("migration target: Domain started successsfully.")
+        except (libxl.DomainBuildError, HypercallError) as err:
+            say(f"libxl: error: {_one_line(str(err))}")
+            rc = migration.ERROR_FAIL
+    try:
+        migration.write_exactly(send_fd, migration.REPORT, migration.ACK_STREAM, "success/failure report")
+        migration.write_exactly(send_fd, migration.status_byte(rc), migration.ACK_STREAM, "success/failure code")
+    except migration.StreamError as err:
+        say(str(err))
+        return 1
+    if rc:
+        say("migration target: Failure, destroying our copy.")
+        try:
+            libxl.destroy(xc, paths, domid)
+        except HypercallError:
+            say(f"migration target: Failed to destroy our copy (code {migration.ERROR_FAIL}).")
+            return 1
+        say("migration target: Cleanup OK, granting sender permission to resume.")
+        try:
+            migration.write_exactly(send_fd, migration.GO, migration.ACK_STREAM,
+                                    "permission to sender to have domain back")
+        except migration.StreamError as err:
+            say(str(err))
+            return 1
+    return 0
+
+
 def cmd_domid(argv: list[str]) -> int:
     p = _parser("domid", "Convert a domain name to domain id")
     p.add_argument("name")
@@ -685,6 +964,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "dump-core": (cmd_dump_core, "Core dump a domain"),
     "save": (cmd_save, "Save a domain state to restore later"),
     "restore": (cmd_restore, "Restore a domain from a saved state"),
+    "migrate": (cmd_migrate, "Migrate a domain to another host"),
+    "migrate-receive": (cmd_migrate_receive, "Restore a domain from a saved state"),
     "vcpu-list": (cmd_vcpu_list, "List the VCPUs for all/some domains"),
     "mem-set": (_mem_cmd("mem-set", libxl.set_memory_target, "dynamic max"),
                 "Set the current memory usage for a domain"),
@@ -726,6 +1007,9 @@ def main(argv: list[str] | None = None) -> int:
         if opt.strip("-vfNtT"):
             print("unknown global option", file=sys.stderr)
             return 1
+        GLOBALS.verbose += opt.count("v")
+        GLOBALS.tty = GLOBALS.tty or "t" in opt
+        GLOBALS.timestamps = GLOBALS.timestamps or "T" in opt
     if not args or args[0] in ("-h", "--help"):
         sys.stdout.write(usage())
         return 0 if args else 1

@@ -9,24 +9,23 @@ import asyncio
 import itertools
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import HypercallError, from_wire
-from .wire import MAX_LINE, Request, WireError, decode_reply, encode_request
+from .wire import MAX_LINE, SAVE_TIMEOUT, SCM_RIGHTS_ARG, Request, WireError, decode_reply, encode_request
 
 
 #: Bound on one hypercall. createdomain starts QEMU and waits for it, which is the slowest of
 #: the ordinary calls.
 CALL_TIMEOUT = 60.0
 #: Bound on the copy of a guest's state by its device model (QEMU's migration of all its RAM
-#: to or from a file): the hypervisor's device model gives up after this long (qemu.py
-#: imports it from here, so the two ends cannot disagree).
-SAVE_TIMEOUT = 600.0
+#: to or from a file or a migration pipe): wire.SAVE_TIMEOUT, which the hypervisor's device
+#: model also uses (so the two ends cannot disagree).
 #: What the device model may spend around that copy (stop, migrate, query-migrate,
 #: migrate_cancel: one QMP bound each), so the daemon's own error arrives before the client's.
 SAVE_MARGIN = 60.0
 #: Hypercalls that copy a guest's state: they are bounded by SAVE_TIMEOUT, not CALL_TIMEOUT.
-SAVE_OPS = frozenset({"dm_op.save", "dm_op.restore"})
+SAVE_OPS = frozenset({"dm_op.save", "dm_op.restore", "dm_op.migrate_send", "dm_op.migrate_receive"})
 
 
 def call_timeout(op: str, default: float) -> float:
@@ -72,14 +71,20 @@ class XenCtrl:
     def close(self) -> None:
         self.sock.close()
 
-    def call(self, op: str, **args: Any) -> Any:
+    def call(self, op: str, *, timeout: float | None = None, fds: Sequence[int] = (), **args: Any) -> Any:
         """Make hypercall ``op``; raise the HypercallError subclass the daemon raised.
 
-        Waits ``call_timeout(op, timeout)``. A reply that comes after its call timed out is
-        skipped by the next call (replies are matched by id), so the connection stays usable."""
+        Waits ``timeout``, or ``call_timeout(op, <the connection's bound>)``. A reply that comes
+        after its call timed out is skipped by the next call (replies are matched by id), so the
+        connection stays usable.
+
+        :param fds: descriptors to hand the daemon (SCM_RIGHTS), which it sees as ``fds``.
+        """
+        if fds:
+            args = {**args, SCM_RIGHTS_ARG: len(fds)}
         req = Request(next(self._ids), op, args)
         default = self.sock.gettimeout()
-        limit = call_timeout(op, CALL_TIMEOUT if default is None else default)
+        limit = timeout if timeout is not None else call_timeout(op, CALL_TIMEOUT if default is None else default)
         self.sock.settimeout(limit)
         try:
             self.sock.sendall(encode_request(req))
@@ -91,7 +96,11 @@ class XenCtrl:
                     reply = decode_reply(line)
                 except WireError as err:
                     raise HypercallError(f"bad reply to {op}: {err}", op) from err
-                if "virq" not in reply and reply.get("id") == req.id:
+                if reply.get("id") != req.id:
+                    continue  # a reply to an earlier call that timed out, or a VIRQ line
+                if "send_fds" in reply and "result" not in reply and "error" not in reply:
+                    socket.send_fds(self.sock, [b"\0"], list(fds))
+                elif "virq" not in reply:
                     break
         except socket.timeout:
             what = "a guest's state copy" if op in SAVE_OPS else "a hypercall"

@@ -100,3 +100,35 @@ async def _restore(hv: Hypervisor, args: dict[str, Any]) -> None:
         raise InvalidArgument(f"domain {dom.domid} was not built to receive a saved state", op)
     offset = int_arg(args, "offset", op)
     await hv.model(args, op).restore(_path_arg(args, "path", op), offset)
+
+
+def _fd_arg(args: dict[str, Any], op: str) -> int:
+    """The one descriptor the caller passed with the request (server.py: SCM_RIGHTS)."""
+    fds = args.get("fds")
+    if not isinstance(fds, list) or len(fds) != 1 or not isinstance(fds[0], int):
+        raise InvalidArgument("the stream's descriptor must be passed with the request (SCM_RIGHTS)", op)
+    return fds[0]
+
+
+@hypercall("dm_op.migrate_send")
+async def _migrate_send(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """Write the domain's state to the passed descriptor (xl migrate's pipe), live (pre-copy
+    while it runs) unless ``live`` is false; returns once the stream is complete, the domain
+    then stopped (paused) for the caller to destroy or resume. On failure a live migration
+    leaves it running."""
+    op = "dm_op.migrate_send"
+    dom = hv.domu(args, op)
+    await hv.model(args, op).migrate_send(_fd_arg(args, op), live=args.get("live", True) is not False)
+    dom.paused = True
+    dom.save(hv.paths.domains_dir)
+
+
+@hypercall("dm_op.migrate_receive")
+async def _migrate_receive(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """Load a migration stream from the passed descriptor (xl migrate-receive's stdin) into a
+    domain built with ``incoming`` (still being built); left paused."""
+    op = "dm_op.migrate_receive"
+    dom = hv.domu(args, op)
+    if not dom.build.get("incoming"):
+        raise InvalidArgument(f"domain {dom.domid} was not built to receive a saved state", op)
+    await hv.model(args, op).migrate_receive(_fd_arg(args, op))

@@ -26,8 +26,8 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from ..paths import Paths
-from .client import SAVE_TIMEOUT
 from .errors import DeviceModelError
+from .wire import SAVE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,13 @@ QDISK_DRIVERS = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "
 QMP_TIMEOUT = 10.0
 #: device_add of a vhost-user device waits for the back-end's answers.
 DEVICE_ADD_TIMEOUT = 30.0
-#: Saving a guest's state (its RAM) to a file, or loading it: SAVE_TIMEOUT (client.py, the
-#: one place, since the toolstack's call must wait that long too).
+#: Saving a guest's state (its RAM) to a file, loading it, or migrating it: SAVE_TIMEOUT
+#: (wire.py, the one place, since the toolstack's call must wait that long too).
+#: The name QEMU's monitor keeps a migration stream's descriptor under (QMP getfd).
+MIGRATION_FD = "migration"
+#: A live migration's bandwidth cap (QEMU's default, 32 MiB/s, would make a 128 MiB guest take
+#: seconds over a pipe that carries more): the pipe's own pace is the limit.
+MIGRATE_MAX_BANDWIDTH = 1 << 30
 #: Writing a core file of a large guest takes a while.
 DUMP_TIMEOUT = 300.0
 #: Queries behind ``xl list``: a stuck QEMU is shown with what is known instead.
@@ -338,13 +343,54 @@ class DeviceModel:
                 await asyncio.sleep(0.02)
             raise
 
+    async def _getfd(self, fd: int) -> None:
+        """Hand QEMU a descriptor (SCM_RIGHTS on the QMP socket) and name it MIGRATION_FD
+        (getfd); a descriptor left under that name by an earlier attempt is replaced."""
+        if self.qmp is None:
+            raise DeviceModelError(f"no QMP session with domain {self.domid}")
+        try:
+            self.qmp.send_fd_scm(fd)
+        except (OSError, QMPError) as err:
+            raise DeviceModelError(f"domain {self.domid}: cannot pass QEMU the stream: {err}") from err
+        await self.execute("getfd", {"fdname": MIGRATION_FD})
+
+    async def migrate_send(self, fd: int, live: bool) -> None:
+        """The guest's state as QEMU's migration stream, written to ``fd`` (xl migrate's pipe to
+        the receiver). ``live``: pre-copy while the guest runs; QEMU stops it for the last pass
+        when the rest fits its downtime limit. Otherwise the guest is stopped first. Either way
+        it is left stopped (postmigrate) on success; a live migration that fails leaves it
+        running (QEMU starts it again), a stopped one stopped. ``cont`` resumes it after."""
+        if not live:
+            await self.execute("stop")
+        else:
+            await self.execute("migrate-set-parameters", {"max-bandwidth": MIGRATE_MAX_BANDWIDTH})
+        await self._getfd(fd)
+        await self.execute("migrate", {"uri": f"fd:{MIGRATION_FD}"})
+        await self._migration_done("migrating", cancel=True)
+
+    async def migrate_receive(self, fd: int) -> None:
+        """Load a migration stream read from ``fd`` (xl migrate-receive's stdin) into a device
+        model started with ``incoming`` and given the sender's devices; left paused. QEMU reads
+        no further than the stream's end (nothing else arrives on ``fd`` until the receiver has
+        answered it)."""
+        await self._getfd(fd)
+        await self.execute("migrate-incoming", {"uri": f"fd:{MIGRATION_FD}"})
+        await self._migration_done("receiving", cancel=False)
+
     async def _migration_done(self, what: str, cancel: bool) -> None:
         """Until QEMU's migration (outgoing or incoming) completes, bounded by SAVE_TIMEOUT;
         an outgoing one that runs over is cancelled."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SAVE_TIMEOUT
         while True:
-            st = await self.execute("query-migrate")
+            try:
+                st = await self.execute("query-migrate")
+            except DeviceModelError:
+                if self.pid is not None and not pid_alive(self.pid):
+                    # (QEMU exits when an incoming stream breaks off.)
+                    raise DeviceModelError(f"domain {self.domid}: {what} failed: the device model "
+                                           f"exited (see its log)") from None
+                raise
             if st.get("status") == "completed":
                 # QEMU's own account (ms), which bench/migrate.py reads back from this log.
                 log.info("domain %d: %s completed: qemu %s", self.domid, what, json.dumps(

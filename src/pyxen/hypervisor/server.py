@@ -24,9 +24,12 @@ from . import dmop, evtchn, gnttab, memop, sched_credit, vcpu  # noqa: F401  (th
 from .core import CALLER, HYPERCALLS, ConRing, Hypervisor
 from .errors import HypercallError, InvalidArgument, PermissionDenied
 from .hostcfg import HostConfig, HostConfigError
-from .wire import MAX_LINE, VIRQ_DOM_EXC_LINE, WireError, decode_request, encode
+from .wire import MAX_FDS, MAX_LINE, SCM_RIGHTS_ARG, VIRQ_DOM_EXC_LINE, WireError, decode_request, encode
 
 log = logging.getLogger(__name__)
+
+#: How long a client that announced descriptors may take to send them.
+FD_TIMEOUT = 10.0
 
 
 def peer_uid(writer: asyncio.StreamWriter) -> int:
@@ -83,7 +86,20 @@ async def serve_client(hv: Hypervisor, reader: asyncio.StreamReader, writer: asy
                 if "result" in reply and notify is None:
                     notify = reply.pop("notify")
             else:
-                reply = await dispatch(hv, req.op, req.args)
+                # Descriptors only ever come through SCM_RIGHTS: an "fds" on the wire is dropped.
+                req.args.pop("fds", None)
+                wanted = req.args.pop(SCM_RIGHTS_ARG, 0)
+                if wanted:
+                    try:
+                        req.args["fds"] = await receive_fds(writer, req.id, wanted)
+                    except HypercallError as err:
+                        writer.write(encode({"id": req.id, "error": err.to_wire()}))
+                        return  # the byte stream may be out of step: hang up
+                try:
+                    reply = await dispatch(hv, req.op, req.args)
+                finally:
+                    for fd in req.args.get("fds", ()):
+                        os.close(fd)
             reply["id"] = req.id
             writer.write(encode(reply))
             await writer.drain()
@@ -94,6 +110,64 @@ async def serve_client(hv: Hypervisor, reader: asyncio.StreamReader, writer: asy
             hv.dom_exc_subscribers.discard(notify)
         hv.builder_gone(token)
         writer.close()
+
+
+async def receive_fds(writer: asyncio.StreamWriter, req_id: int, wanted: object) -> list[int]:
+    """The descriptors a request announced (``scm_rights``: how many): ask for them with a
+    ``send_fds`` line, then read one byte with its SCM_RIGHTS straight from the socket.
+
+    The stream reader is paused first, so it cannot swallow that byte (and, with it, close the
+    descriptors unseen); the client sends nothing after its request until it reads the
+    ``send_fds`` line, so nothing else is in between.
+
+    :raise HypercallError: a bad count, or no descriptors within FD_TIMEOUT.
+    """
+    op = "privcmd"
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or not 0 < wanted <= MAX_FDS:
+        raise InvalidArgument(f"'{SCM_RIGHTS_ARG}' must be 1 to {MAX_FDS}", op)
+    transport = writer.transport
+    assert isinstance(transport, asyncio.ReadTransport)
+    transport.pause_reading()
+    loop = asyncio.get_running_loop()
+    raw = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+    got: asyncio.Future[list[int]] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(raw, 1, wanted)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            if not got.done():
+                got.set_exception(err)
+            return
+        if not got.done() and data:
+            got.set_result(fds)
+        elif not got.done():
+            got.set_exception(ConnectionError("the client closed the connection"))
+        else:
+            for fd in fds:
+                os.close(fd)
+
+    try:
+        writer.write(encode({"id": req_id, "send_fds": wanted}))
+        await writer.drain()
+        loop.add_reader(raw.fileno(), readable)
+        try:
+            fds = await asyncio.wait_for(got, FD_TIMEOUT)
+        except (asyncio.TimeoutError, OSError) as err:
+            raise HypercallError(f"the descriptors announced were not received: {err or 'timeout'}",
+                                 op) from None
+        finally:
+            loop.remove_reader(raw.fileno())
+        if len(fds) != wanted:
+            for fd in fds:
+                os.close(fd)
+            raise InvalidArgument(f"{wanted} descriptor(s) announced, {len(fds)} received", op)
+        return fds
+    finally:
+        raw.close()
+        transport.resume_reading()
 
 
 def bind_virq(hv: Hypervisor, args: dict[str, Any], writer: asyncio.StreamWriter) -> dict[str, Any]:

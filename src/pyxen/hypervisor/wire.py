@@ -15,6 +15,16 @@ from typing import Any
 MAX_LINE = 1 << 20  # a domain config is a few KiB; anything near this is a broken peer
 #: The notification a VIRQ_DOM_EXC subscriber receives (a line without an id).
 VIRQ_DOM_EXC_LINE = b'{"virq":"dom_exc"}\n'
+#: Bound on a domain's save or migration stream (QEMU's migration, either way), seconds. Shared
+#: by the daemon, which cancels a stream that runs over, and by its clients, which must wait
+#: that long (plus a normal call's bound) before they give up on such a hypercall.
+SAVE_TIMEOUT = 600.0
+#: A request that passes file descriptors (the migration pipe) names how many in this arg; the
+#: daemon answers with a line ``{"id": N, "send_fds": n}`` and reads them (SCM_RIGHTS, with one
+#: byte of data) before it runs the call, which then finds them as the list ``args["fds"]``.
+SCM_RIGHTS_ARG = "scm_rights"
+#: At most this many descriptors per request.
+MAX_FDS = 4
 
 
 class WireError(ValueError):
@@ -60,6 +70,6 @@ def decode_request(line: bytes) -> Request:
 
 def decode_reply(line: bytes) -> dict[str, Any]:
     obj = _loads(line)
-    if not isinstance(obj, dict) or ("result" not in obj and "error" not in obj and "virq" not in obj):
+    if not isinstance(obj, dict) or not ({"result", "error", "virq", "send_fds"} & obj.keys()):
         raise WireError("a reply needs 'result' or 'error'")
     return obj

@@ -13,6 +13,7 @@ rollback, the monitor's actions, a killed ``xl create``) in milliseconds instead
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -37,13 +38,22 @@ class FakeDeviceModel(DeviceModel):
 
     fail_on: ClassVar[dict[str, str]] = {}
     instances: ClassVar[list["FakeDeviceModel"]] = []
+    #: What a migration writes to the stream's descriptor, in place of QEMU's stream.
+    STREAM: ClassVar[bytes] = b"QEVM pyxen fake migration stream\n"
 
     def __init__(self, domid: int, paths: Paths, on_event: Callable[[int, str, dict[str, Any]], None]):
         super().__init__(domid, paths, on_event)
         self.commands: list[tuple[str, dict[str, Any]]] = []
         self.status_name = "prelaunch"
         self.balloon_kb = 0
+        #: The descriptor handed over by getfd (as QEMU keeps it), and what migrate-incoming read.
+        self.migration_fd: int | None = None
+        self.received = b""
         FakeDeviceModel.instances.append(self)
+
+    async def _getfd(self, fd: int) -> None:
+        self.commands.append(("getfd", {}))
+        self.migration_fd = os.dup(fd)
 
     async def start(self, qemu: str, info: BuildInfo, log_path: Path) -> int:
         if "start" in self.fail_on:
@@ -79,6 +89,16 @@ class FakeDeviceModel(DeviceModel):
             self.status_name = "paused"
         elif cmd == "cont":
             self.status_name = "running"
+        elif cmd in ("migrate", "migrate-incoming") and self.migration_fd is not None:
+            if cmd == "migrate":
+                os.write(self.migration_fd, self.STREAM)
+                self.status_name = "postmigrate"
+            else:
+                self.received = os.read(self.migration_fd, 4096)
+            os.close(self.migration_fd)
+            self.migration_fd = None
+        elif cmd == "query-migrate":
+            return {"status": "completed"}
         return {}
 
     def guest_shutdown(self, reason: str = "guest-shutdown") -> None:

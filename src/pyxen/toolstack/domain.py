@@ -59,7 +59,8 @@ def build_request(cfg: DomainConfig) -> CreateDomain:
 
 
 def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
-           restore_from: tuple[Path, int] | None = None, monitored: bool = True) -> int:
+           restore_from: tuple[Path, int] | None = None, migrate_fd: int | None = None,
+           monitored: bool = True) -> int:
     """Build and (unless ``paused``) start a domain; return its domid.
 
     Order as libxl: the hypervisor makes the domain (paused, device model started), then its
@@ -67,9 +68,10 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
     added (grants, event channels, backend nodes; once each backend is in InitWait the device is
     plugged into the paused device model, since QEMU's vhost-user set-up waits for the backend),
     then the build is declared finished and the domain unpaused. With ``restore_from`` (a save
-    file and where its stream starts) the device model loads the saved state instead of booting.
-    ``monitored=False`` (xl's -e) marks the domain for the monitor to leave alone, before it can
-    run.
+    file and where its stream starts) the device model loads the saved state instead of booting;
+    with ``migrate_fd`` it loads a migration stream read from that descriptor (xl
+    migrate-receive's stdin), which is handed to QEMU itself. ``monitored=False`` (xl's -e)
+    marks the domain for the monitor to leave alone, before it can run.
 
     Until ``domctl.finish_build`` the domain belongs to this caller's hypervisor connection: if
     the caller dies (xl killed), the hypervisor destroys it, and the monitor removes its records.
@@ -90,7 +92,7 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
     except devices.DeviceSpecError as err:
         raise DomainBuildError(f"{cfg.source}: {err}") from err
     request = build_request(cfg)
-    if restore_from is not None:
+    if restore_from is not None or migrate_fd is not None:
         request = replace(request, incoming=True)
     domid: int = ctrl.call("domctl.createdomain", request=request.to_wire())
     try:
@@ -112,6 +114,8 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
             pin_vcpus(ctrl, domid, cfg.cpus, range(cfg.vcpus))
         if restore_from is not None:
             ctrl.call("dm_op.restore", domid=domid, path=str(restore_from[0]), offset=restore_from[1])
+        elif migrate_fd is not None:
+            ctrl.call("dm_op.migrate_receive", domid=domid, fds=[migrate_fd])
         ctrl.call("domctl.finish_build", domid=domid)
         if not paused:
             ctrl.call("domctl.unpausedomain", domid=domid)
@@ -168,6 +172,29 @@ def save(ctrl: XenCtrl, paths: Paths, domid: int, path: Path, keep: bool = False
     elif not paused:
         ctrl.call("domctl.unpausedomain", domid=domid)
     return info
+
+
+def rename(ctrl: XenCtrl, paths: Paths, domid: int, old: str, new: str) -> None:
+    """libxl_domain_rename: the hypervisor's name, xenstore's ``name`` nodes and the kept
+    config's, if the domain is still called ``old`` (xl migrate's ``--incoming`` and
+    ``--migratedaway``). The kept config takes the new name, so an on_reboot restart comes back
+    under it.
+
+    :raise DomainBuildError: the domain is not called ``old``, or a step failed.
+    """
+    info = find(ctrl, "domid", domid)
+    if info is None or info["name"] != old:
+        raise DomainBuildError(f"domain {domid} is not called '{old}'")
+    try:
+        ctrl.call("domctl.setdomainname", domid=domid, name=new)
+        with XenstoreClient(paths.xenstored_socket) as xs:
+            xs.write(f"{xsdomain.dom_path(domid)}/name", new)
+            xs.write(f"{xsdomain.vm_path(str(info['uuid']))}/name", new)
+    except (HypercallError, OSError, XenstoreError) as err:
+        raise DomainBuildError(f"cannot rename domain {domid} from {old} to {new}: {err}") from err
+    cfg = userdata.retrieve(paths, domid)
+    if cfg is not None:
+        userdata.store(paths, domid, replace(cfg, name=new))
 
 
 def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> list[int]:

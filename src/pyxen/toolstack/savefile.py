@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 MAGIC = b"Xen saved domain, xl format\n \0 \r"
 BYTEORDER = 0x01020304
@@ -29,6 +29,12 @@ FLAG_STREAMV2 = 0x2
 KNOWN_MANDATORY = FLAG_JSON | FLAG_STREAMV2
 HEADER = struct.Struct("=32sIIII")  # native order, as xl writes it
 assert HEADER.size == 48 and len(MAGIC) == 32
+
+
+class Readable(Protocol):
+    """Where a header is read from: a file, or xl migrate-receive's stdin (migration.py)."""
+
+    def read(self, n: int, /) -> bytes: ...
 
 
 class SaveFileError(ValueError):
@@ -56,7 +62,13 @@ def encode(config: dict[str, Any]) -> bytes:
     return HEADER.pack(MAGIC, BYTEORDER, FLAG_JSON | FLAG_STREAMV2, 0, len(optdata)) + optdata
 
 
-def read_exactly(f: BinaryIO, n: int, what: str, source: str) -> bytes:
+def info_of(header: bytes) -> str:
+    """xl's ``(info 0x%x/0x%x/%u)`` of a header ``encode`` made."""
+    _magic, _order, mandatory, optional, optlen = HEADER.unpack_from(header)
+    return f"0x{mandatory:x}/0x{optional:x}/{optlen}"
+
+
+def read_exactly(f: Readable, n: int, what: str, source: str) -> bytes:
     data = b""
     while len(data) < n:
         chunk = f.read(n - len(data))
@@ -66,7 +78,7 @@ def read_exactly(f: BinaryIO, n: int, what: str, source: str) -> bytes:
     return data
 
 
-def decode(f: BinaryIO, source: str) -> SaveHeader:
+def decode(f: Readable, source: str) -> SaveHeader:
     """Read and check the header from ``f`` (positioned at its start), in xl's order: length,
     magic, byte order, mandatory flags, optional data, embedded config.
 

@@ -1,0 +1,151 @@
+"""xl's migration protocol (tools/xl/xl.h, xl_migrate.c): the fixed messages the sender and
+the receiver exchange around the domain stream, the command the sender runs to reach the
+receiver (the "rune"), and exact reads and writes on the pipes, each with a timeout.
+
+The wire, in order (S: ``xl migrate``, R: ``xl migrate-receive`` at the other end of the rune):
+
+1. R -> S  BANNER (54 bytes, no NUL)
+2. S -> R  xl's save-file header with the domain config (savefile.encode)
+3. S -> R  the domain stream (QEMU's migration stream, live)
+4. R -> S  READY (34 bytes with its NUL): the domain is built, paused, as ``<name>--incoming``
+5. S -> R  GO (44 with NUL): the sender renamed its copy ``<name>--migratedaway``; point of no return
+6. R -> S  REPORT (39 with NUL) and one status byte: 0, or minus libxl's error code
+7. (status not 0) R -> S  GO again: the receiver destroyed its copy, the sender may resume
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+BANNER = b"xl migration receiver ready, send binary domain data.\n"
+READY = b"domain received, ready to unpause\0"
+GO = b"domain is yours, you are cleared to unpause\0"
+REPORT = b"my copy unpause results are as follows\0"
+assert (len(BANNER), len(READY), len(GO), len(REPORT)) == (54, 34, 44, 39)
+
+#: Stream names in xl's messages: the sender reads the receiver's, the receiver reads the
+#: sender's and writes its acks.
+RECEIVER_STREAM = "migration receiver stream"
+SENDER_STREAM = "migration stream"
+ACK_STREAM = "migration ack stream"
+#: The source and target names while the domain is in flight (xl_migrate.c).
+AWAY_SUFFIX = "--migratedaway"
+INCOMING_SUFFIX = "--incoming"
+#: libxl's ERROR_FAIL and ERROR_INVAL, as the receiver's status byte and messages carry them.
+ERROR_FAIL = -3
+ERROR_INVAL = -6
+#: How long one side waits for the other's next message (ssh's connect and the far xl's start
+#: for the banner; the far side's hypercalls for the acks). The stream itself is bounded by the
+#: hypervisor (wire.SAVE_TIMEOUT).
+MESSAGE_TIMEOUT = 120.0
+#: xl waits this long for its transport child (ssh) after a failure (migration_child_report).
+CHILD_WAIT = 2.0
+
+
+class StreamError(Exception):
+    """A message could not be read or written; str() is xl's (libxl's) one-line message."""
+
+
+def rune(ssh_command: str, host: str, *, tty: bool = False, timestamps: bool = False,
+         verbose: int = 0, no_monitor: bool = False, debug: bool = False, paused: bool = False) -> str:
+    """The shell command ``xl migrate`` runs to reach the receiver (main_migrate): ``exec
+    <ssh> <host> xl[ -t][ -T][ -v...] migrate-receive[ -e][ -d][ -p]``; with an empty
+    ``ssh_command``, ``host`` is the whole command, verbatim."""
+    if not ssh_command:
+        return host
+    return (f"exec {ssh_command} {host} xl{' -t' if tty else ''}{' -T' if timestamps else ''}"
+            f"{' -' + 'v' * min(verbose, 4) if verbose else ''} migrate-receive"
+            f"{' -e' if no_monitor else ''}{' -d' if debug else ''}{' -p' if paused else ''}")
+
+
+def read_exactly(fd: int, n: int, stream: str, what: str, timeout: float = MESSAGE_TIMEOUT) -> bytes:
+    """``n`` bytes from ``fd`` (libxl_read_exactly), within ``timeout`` seconds in all.
+
+    :raise StreamError: end of file, an error, or the time ran out, with libxl's words.
+    """
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < n:
+        left = deadline - time.monotonic()
+        try:
+            ready, _, _ = select.select([fd], [], [], max(left, 0))
+            if not ready:
+                raise StreamError(f"timed out after {timeout:g} s reading {what} from {stream}")
+            chunk = os.read(fd, n - len(data))
+        except BlockingIOError:
+            continue
+        except OSError as err:
+            raise StreamError(f"failed to read {what} from {stream}: {err.strerror}") from err
+        if not chunk:
+            raise StreamError(f"file/stream truncated reading {what} from {stream}")
+        data += chunk
+    return data
+
+
+def write_exactly(fd: int, data: bytes, stream: str, what: str, timeout: float = MESSAGE_TIMEOUT) -> None:
+    """All of ``data`` to ``fd`` (libxl_write_exactly), within ``timeout`` seconds.
+
+    :raise StreamError: the other end is gone (EPIPE: SIGPIPE is ignored) or never read.
+    """
+    view = memoryview(data)
+    deadline = time.monotonic() + timeout
+    while view:
+        try:
+            _, ready, _ = select.select([], [fd], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                raise StreamError(f"timed out after {timeout:g} s writing {what} to {stream}")
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
+        except OSError as err:
+            raise StreamError(f"failed to write {what} to {stream}: {err.strerror}") from err
+
+
+def read_fixed(fd: int, expected: bytes, what: str, stream: str, rune_text: str | None = None,
+               timeout: float = MESSAGE_TIMEOUT) -> None:
+    """One of the fixed messages (migrate_read_fixedmessage).
+
+    :raise StreamError: it could not be read, or differs: ``<stream> contained unexpected data
+        instead of <what>``, and (sender) ``(command run was: <rune> )`` on a second line.
+    """
+    got = read_exactly(fd, len(expected), stream, what, timeout)
+    if got != expected:
+        text = f"{stream} contained unexpected data instead of {what}"
+        if rune_text is not None:
+            text += f"\n(command run was: {rune_text} )"
+        raise StreamError(text)
+
+
+class TimedReader:
+    """A descriptor as savefile.decode reads it (the header at the start of the stream), with
+    MESSAGE_TIMEOUT on each read. Unbuffered: it never takes a byte past what is asked, so the
+    stream after the header stays in the descriptor for QEMU."""
+
+    def __init__(self, fd: int, stream: str, timeout: float = MESSAGE_TIMEOUT) -> None:
+        self.fd, self.stream, self.timeout = fd, stream, timeout
+
+    def read(self, n: int, /) -> bytes:
+        """Up to ``n`` bytes; b"" at the end of the stream.
+        :raise StreamError: nothing came within the timeout, or a read error."""
+        while True:
+            try:
+                ready, _, _ = select.select([self.fd], [], [], self.timeout)
+                if not ready:
+                    raise StreamError(f"timed out after {self.timeout:g} s reading header from {self.stream}")
+                return os.read(self.fd, n)
+            except BlockingIOError:
+                continue
+            except OSError as err:
+                raise StreamError(f"failed to read header from {self.stream}: {err.strerror}") from err
+
+
+def status_byte(rc: int) -> bytes:
+    """The receiver's status byte: ``-rc`` as a C char (0: started)."""
+    return bytes([(-rc) & 0xFF])
+
+
+def status_code(byte: int) -> int:
+    """The status byte as the sender prints it (``%d`` of a signed char)."""
+    return byte - 256 if byte > 127 else byte
