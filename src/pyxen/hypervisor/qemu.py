@@ -47,6 +47,10 @@ MIGRATION_FD = "migration"
 #: A live migration's bandwidth cap (QEMU's default, 32 MiB/s, would make a 128 MiB guest take
 #: seconds over a pipe that carries more): the pipe's own pace is the limit.
 MIGRATE_MAX_BANDWIDTH = 1 << 30
+#: How often a running save, restore or migration is asked for its status: the end of a live
+#: migration's stop-and-copy is seen this much late at most, on each side, and that delay is
+#: part of the guest's downtime (the receiver acks only once its QEMU has the whole stream).
+MIGRATION_POLL = 0.01
 #: Writing a core file of a large guest takes a while.
 DUMP_TIMEOUT = 300.0
 #: Queries behind ``xl list``: a stuck QEMU is shown with what is known instead.
@@ -403,7 +407,7 @@ class DeviceModel:
                 if cancel:
                     await self.execute("migrate_cancel")
                 raise DeviceModelError(f"domain {self.domid}: {what} took more than {SAVE_TIMEOUT:g} s")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(MIGRATION_POLL)
 
     async def dump_core(self, path: Path) -> None:
         """The guest's memory as an ELF core (xl dump-core, on_crash=coredump-*). QEMU stops a
