@@ -4,6 +4,7 @@ hypervisor daemon on its socket, the declared FakeDeviceModel writing or reading
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -180,3 +181,16 @@ def test_xl_migrate_bad_usage_changes_nothing(argv: list[str], code: int, first:
     assert xl.main(argv) == code
     out = capsys.readouterr()
     assert out.out == "" and out.err.splitlines()[0].startswith(first), out.err
+
+
+def test_the_stream_pipe_is_widened_and_other_fds_are_left_alone() -> None:
+    r, w = os.pipe()
+    try:
+        migration.widen_pipe(w)
+        assert fcntl.fcntl(r, 1032) == migration.PIPE_SIZE  # F_GETPIPE_SZ: one pipe, both ends
+    finally:
+        os.close(r)
+        os.close(w)
+    a, b = socket.socketpair()
+    with a, b:
+        migration.widen_pipe(a.fileno())  # not a pipe: EBADF from fcntl, ignored

@@ -656,6 +656,7 @@ def _migrate_domain(xc: XenCtrl, paths: Paths, ref: libxl.DomainRef, cfg: Domain
     child = subprocess.Popen(["sh", "-c", rune], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert child.stdin is not None and child.stdout is not None
     send_fd, recv_fd = child.stdin.fileno(), child.stdout.fileno()
+    migration.widen_pipe(send_fd)
 
     def child_report() -> None:
         """Close our end, then wait a little for the transport (migration_child_report)."""
@@ -786,6 +787,7 @@ def _migrate_receive(xc: XenCtrl, paths: Paths, paused: bool, debug: bool) -> in
     say = _say
 
     recv_fd, send_fd = 0, 1
+    migration.widen_pipe(recv_fd)
     say("migration target: Ready to receive domain.")
     try:
         migration.write_exactly(send_fd, migration.BANNER, migration.ACK_STREAM, "banner")
