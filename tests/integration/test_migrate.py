@@ -230,6 +230,37 @@ def test_receiver_dies_mid_stream_or_bad_banner_guest_stays_on_the_sender(host: 
         host.xl("destroy", "kd")
 
 
+def test_a_disk_the_receiver_cannot_open_keeps_the_guest_on_the_sender(host: Host, demo_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Shared storage as in Xen: the receiver opens the same disk path. Here the path is gone
+    (renamed after the sender's back-end opened it), so the receiver's domain cannot be built:
+    the migration fails before the guest is ever paused, and it runs on at the sender with its
+    disk, nothing left at the receiver."""
+    img = tmp_path / "d.img"
+    img.write_bytes(bytes(4 << 20))
+    script = (COUNTER + " while true; do echo 3 > /proc/sys/vm/drop_caches; "
+              "dd if=/dev/vda bs=64k count=4 of=/dev/null 2>/dev/null && echo \"rd-ok\"; sleep 1; done &")
+    with link_local_bridge() as (br, _), second_host(demo_image, br) as h2:
+        host.create("nd", memory=128, script=script, extra_lines=f"disk = ['file:{img},xvda,w']\n")
+        host.wait_console("nd", "rd-ok")
+        moved = img.with_name("d.moved")
+        img.rename(moved)
+        try:
+            done = migrate(host, h2, "nd", ssh_command=h2.ssh_command, addr=h2.addr)
+        finally:
+            moved.rename(img)
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.splitlines()
+        assert "migration target: Domain creation failed (code -3)." in lines, done.stderr
+        assert str(img) in done.stderr, done.stderr  # the error names the disk it could not open
+        assert in_order(lines, ["migration sender: libxl_domain_suspend failed (rc=-3)",
+                                "Migration failed, resuming at sender."]), done.stderr
+        assert host.domains()["nd"]["state"][2] == "-", host.domains()
+        mark = len(host.console_text("nd"))
+        wait_for(lambda: host.console_text("nd")[mark:].count("rd-ok") >= 2, "the guest's disk stopped")
+        wait_for(lambda: list(h2.domains()) == ["Domain-0"], f"left at the receiver: {h2.domains()}")
+        host.xl("destroy", "nd")
+
+
 def test_tcp_connection_from_dom0_survives_the_migration(host: Host, demo_image) -> None:  # type: ignore[no-untyped-def]
     """The guest holds a TCP connection to a server in the first host's Dom0 and sends a
     numbered line on it every 0.2 s; its vif is on a bridge of the same name on both hosts.
