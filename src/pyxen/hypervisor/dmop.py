@@ -95,11 +95,16 @@ async def _save(hv: Hypervisor, args: dict[str, Any]) -> None:
 async def _restore(hv: Hypervisor, args: dict[str, Any]) -> None:
     """Load a saved state into a domain built with ``incoming`` (still being built)."""
     op = "dm_op.restore"
+    _check_incoming(hv, args, op)
+    offset = int_arg(args, "offset", op)
+    await hv.model(args, op).restore(_path_arg(args, "path", op), offset)
+
+
+def _check_incoming(hv: Hypervisor, args: dict[str, Any], op: str) -> None:
+    """The domain must have been built with ``incoming`` (QEMU waiting for a stream)."""
     dom = hv.domu(args, op)
     if not dom.build.get("incoming"):
         raise InvalidArgument(f"domain {dom.domid} was not built to receive a saved state", op)
-    offset = int_arg(args, "offset", op)
-    await hv.model(args, op).restore(_path_arg(args, "path", op), offset)
 
 
 def _fd_arg(args: dict[str, Any], op: str) -> int:
@@ -128,7 +133,5 @@ async def _migrate_receive(hv: Hypervisor, args: dict[str, Any]) -> None:
     """Load a migration stream from the passed descriptor (xl migrate-receive's stdin) into a
     domain built with ``incoming`` (still being built); left paused."""
     op = "dm_op.migrate_receive"
-    dom = hv.domu(args, op)
-    if not dom.build.get("incoming"):
-        raise InvalidArgument(f"domain {dom.domid} was not built to receive a saved state", op)
+    _check_incoming(hv, args, op)
     await hv.model(args, op).migrate_receive(_fd_arg(args, op))

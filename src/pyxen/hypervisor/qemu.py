@@ -334,18 +334,7 @@ class DeviceModel:
         left paused."""
         await self.execute("migrate-incoming",
                            {"uri": f"exec:tail -c +{offset + 1} {shlex.quote(str(path))}"})
-        try:
-            await self._migration_done("restoring", cancel=False)
-        except DeviceModelError as err:
-            # QEMU exits when it cannot load a stream (a config that does not fit it, a
-            # damaged file): its own last words say why, the lost QMP session does not.
-            for _ in range(50):
-                if self.pid is not None and not pid_alive(self.pid):
-                    why = _tail(self.log_path) if self.log_path is not None else "(no log)"
-                    raise DeviceModelError(f"domain {self.domid}: restoring failed: the device "
-                                           f"model exited: {why}") from err
-                await asyncio.sleep(0.02)
-            raise
+        await self._migration_done("restoring", cancel=False)
 
     async def _getfd(self, fd: int) -> None:
         """Hand QEMU a descriptor (SCM_RIGHTS on the QMP socket) and name it MIGRATION_FD
@@ -383,18 +372,29 @@ class DeviceModel:
 
     async def _migration_done(self, what: str, cancel: bool) -> None:
         """Until QEMU's migration (outgoing or incoming) completes, bounded by SAVE_TIMEOUT;
-        an outgoing one that runs over is cancelled."""
+        an outgoing one that runs over is cancelled (``cancel``).
+
+        QEMU exits when it cannot load an incoming stream (a config that does not fit it, a
+        damaged file, a sender gone): then the error is its own last log lines, which say why,
+        where the lost QMP session does not. An incoming QEMU is given a second to exit."""
+        try:
+            await self._poll_migration(what, cancel)
+        except DeviceModelError as err:
+            for _ in range(1 if cancel else 50):
+                if self.pid is not None and not pid_alive(self.pid):
+                    why = _tail(self.log_path) if self.log_path is not None else "(no log)"
+                    raise DeviceModelError(f"domain {self.domid}: {what} failed: the device "
+                                           f"model exited: {why}") from err
+                if not cancel:
+                    await asyncio.sleep(0.02)
+            raise
+
+    async def _poll_migration(self, what: str, cancel: bool) -> None:
+        """_migration_done's loop: query-migrate every MIGRATION_POLL s."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SAVE_TIMEOUT
         while True:
-            try:
-                st = await self.execute("query-migrate")
-            except DeviceModelError:
-                if self.pid is not None and not pid_alive(self.pid):
-                    # (QEMU exits when an incoming stream breaks off.)
-                    raise DeviceModelError(f"domain {self.domid}: {what} failed: the device model "
-                                           f"exited (see its log)") from None
-                raise
+            st = await self.execute("query-migrate")
             if st.get("status") == "completed":
                 # QEMU's own account (ms), which bench/migrate.py reads back from this log.
                 log.info("domain %d: %s completed: qemu %s", self.domid, what, json.dumps(
