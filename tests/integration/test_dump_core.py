@@ -28,7 +28,7 @@ ET_CORE = 4
 
 
 def ticks(host: Host, name: str) -> int:
-    found = re.findall(r"tick (\d+)", host.console_text(name))
+    found = re.findall(r"tick (\d+)(?=\r?\n)", host.console_text(name))
     return int(found[-1]) if found else 0
 
 

@@ -76,7 +76,7 @@ KILLED: list[str] = []
 
 
 def numbers(text: str, tag: str) -> list[int]:
-    return [int(n) for n in re.findall(rf"(?<![a-z]){tag} (\d+)\b", text)]
+    return [int(n) for n in re.findall(rf"(?<![a-z]){tag} (\d+)(?=\r?\n)", text)]
 
 
 @dataclass

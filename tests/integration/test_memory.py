@@ -17,7 +17,7 @@ REPORT = 'for i in $(seq 300); do echo "memtotal $(awk \'/MemTotal/ {print $2}\'
 
 
 def guest_memtotal(host: Host, name: str) -> int:
-    return int(re.findall(r"memtotal (\d+)", host.console_text(name))[-1])
+    return int(re.findall(r"memtotal (\d+)(?=\r?\n)", host.console_text(name))[-1])
 
 
 def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]

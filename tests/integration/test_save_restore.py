@@ -122,14 +122,14 @@ def test_save_and_restore_with_a_disk_and_a_vif(host: Host, tmp_path: Path) -> N
         host.xl("save", "dv", str(save))
         host.xl("restore", str(save))
         wait_ticks(host, "dv", before + 5)
-        sums = re.findall(r"^sum-(before|now) (\w+)", host.console_text("dv"), re.M)
+        sums = re.findall(r"^sum-(before|now) ([0-9a-f]{32})  -", host.console_text("dv"), re.M)
         restored_at = host.console_text("dv").rfind(f"tick {before}")
-        later = re.findall(r"^sum-now (\w+)", host.console_text("dv")[restored_at:], re.M)
+        later = re.findall(r"^sum-now ([0-9a-f]{32})  -", host.console_text("dv")[restored_at:], re.M)
         deadline = time.monotonic() + 30
         while len(later) < 2:  # read back from the disk after the restore, caches dropped
             assert time.monotonic() < deadline, host.console_text("dv")[-800:]
             time.sleep(0.5)
-            later = re.findall(r"^sum-now (\w+)", host.console_text("dv")[restored_at:], re.M)
+            later = re.findall(r"^sum-now ([0-9a-f]{32})  -", host.console_text("dv")[restored_at:], re.M)
         assert set(later) == {sums[0][1]}, (sums[0], later)
         assert len(host.xl("block-list", "dv").stdout.splitlines()) == 2
         assert len(host.xl("network-list", "dv").stdout.splitlines()) == 2

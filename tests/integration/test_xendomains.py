@@ -75,10 +75,10 @@ def test_host_stop_saves_an_auto_guest_and_host_start_restores_it(host: Host, tm
     tail = [n for n in ticks(host, "xd") if n >= before - 5]
     assert tail == list(range(before - 5, max(tail) + 1)), (before, tail)
     # The disk, read back after the restore with the page cache dropped, holds what was written.
-    written = re.findall(r"^sum-before (\w+)", text, re.M)
+    written = re.findall(r"^sum-before ([0-9a-f]{32})  -", text, re.M)
     restored_at = text.rfind(f"tick {before}")
     deadline = time.monotonic() + 30
-    while len(later := re.findall(r"^sum-now (\w+)", host.console_text("xd")[restored_at:], re.M)) < 2:
+    while len(later := re.findall(r"^sum-now ([0-9a-f]{32})  -", host.console_text("xd")[restored_at:], re.M)) < 2:
         assert time.monotonic() < deadline, host.console_text("xd")[-800:]
         time.sleep(0.5)
     assert len(written) == 1 and set(later) == set(written), (written, later)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from pyxen.cli import xl
+from pyxen.cli.xl import saverestore
 from pyxen.hypervisor import client, qemu
 from pyxen.hypervisor.client import XenCtrl
 from pyxen.hypervisor.domctl import CreateDomain
@@ -168,7 +169,7 @@ def test_restore_F_waits_until_the_domain_is_gone_following_a_restart(
     with XenCtrl(fake.paths.hypervisor_socket) as xc:
         domid = libxl.create(xc, fake.paths, c)
     result: list[int] = []
-    waiter = threading.Thread(target=lambda: result.append(xl.wait_for_death(fake.paths, "g", c.uuid, domid, 0.05)))
+    waiter = threading.Thread(target=lambda: result.append(saverestore.wait_for_death(fake.paths, "g", c.uuid, domid, 0.05)))
     waiter.start()
     model = fake.call(lambda: fake.hv.models[domid])  # type: ignore[union-attr]
     fake.loop.call_soon_threadsafe(model.guest_shutdown, "guest-shutdown")
@@ -238,14 +239,14 @@ def test_vncviewer_is_started_on_the_domains_display(tmp_path: Path, monkeypatch
     viewer.write_text(f"#!/bin/sh\necho \"$@\" > {out}\n")
     viewer.chmod(viewer.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("VNCVIEWER", str(viewer))
-    xl.start_vncviewer(cfg(tmp_path, type="hvm", vnc=True, vncdisplay=7, vnclisten="127.0.0.2"), 3)
+    saverestore.start_vncviewer(cfg(tmp_path, type="hvm", vnc=True, vncdisplay=7, vnclisten="127.0.0.2"), 3)
     until(lambda: out.exists() and out.read_text() != "")
     assert out.read_text() == "127.0.0.2:7\n" and capsys.readouterr().err == ""
-    xl.start_vncviewer(cfg(tmp_path, type="hvm"), 3)
+    saverestore.start_vncviewer(cfg(tmp_path, type="hvm"), 3)
     assert capsys.readouterr().err == ("libxl: error: Domain 3:Cannot get vnc-port: the domain has no VNC "
                                        "display (its config has no vnc=1)\nUnable to exec vncviewer\n")
     monkeypatch.setenv("VNCVIEWER", str(tmp_path / "absent"))
-    xl.start_vncviewer(cfg(tmp_path, type="hvm", vnc=True), 3)
+    saverestore.start_vncviewer(cfg(tmp_path, type="hvm", vnc=True), 3)
     assert capsys.readouterr().err == (f"Unable to exec vncviewer: {tmp_path / 'absent'}: No such file or "
                                        "directory (set VNCVIEWER to a VNC viewer)\n")
 

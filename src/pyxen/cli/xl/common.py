@@ -1,0 +1,134 @@
+"""What every ``xl`` command shares: xl's usage errors and option parser, the global options,
+the xl context (``ctrl``), and the one-line rendering of a daemon's message.
+
+Command modules (domains, saverestore, and one per area of xl's command table) import from
+here; ``pyxen.cli.xl`` (``__init__``) assembles their ``COMMANDS`` tables in xl's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from typing import Iterator, NoReturn
+
+from ...hypervisor.client import XenCtrl
+from ...libxlu.domid import parse_uint
+from ...paths import Paths
+from ...xenstore.client import XenstoreClient
+
+
+class Usage(Exception):
+    """Bad command-line usage: message for stderr, and xl's exit code for it."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class XlParser(argparse.ArgumentParser):
+    """argparse with xl's messages: ``option `-x' not supported.`` and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        if "unrecognized arguments" in message:
+            opt = message.split(":", 1)[1].split()[0]
+            raise Usage(f"option `{opt.lstrip('-')}' not supported.")
+        if "required" in message:
+            # xl's def_getopt: the command's fixed number of arguments, whichever are missing.
+            n = sum(1 for a in self._actions if not a.option_strings and a.nargs in (None, "+"))
+            raise Usage(f"'xl {self.prog.split()[-1]}' requires at least {n} argument{'s' if n > 1 else ''}."
+                        "\n\n" + self.format_help())
+        raise Usage(message)
+
+
+@contextlib.contextmanager
+def interrupts_on_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP act as Ctrl-C while the block runs, so an ``xl create`` told to stop
+    unwinds (destroying what it built) instead of dying half-way. (SIGKILL cannot be caught;
+    then the hypervisor destroys the unfinished domain when xl's connection closes.)"""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class GlobalOptions:
+    """xl's options before the subcommand (``xl -v -t migrate ...``): xl migrate passes them on
+    to the receiver's xl."""
+
+    verbose: int = 0
+    #: -t: progress with carriage returns (xl passes it on when stderr is a terminal too).
+    tty: bool = False
+    #: -T: timestamps on messages.
+    timestamps: bool = False
+
+
+GLOBALS = GlobalOptions()
+
+
+class XenstoreUnavailable(OSError):
+    """xenstored does not answer on its socket: no xl context (libxl_ctx_alloc's xs_open)."""
+
+
+def new_parser(cmd: str, desc: str) -> XlParser:
+    return XlParser(prog=f"xl {cmd}", description=desc, add_help=True)
+
+
+def integer(text: str) -> int:
+    """An option's number as xl's strtol reads it: ASCII digits with an optional '-' only
+    (argparse's ``int`` would also take other scripts' digits, spaces and underscores)."""
+    value = parse_uint(text[1:] if text.startswith("-") else text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"invalid integer value: '{text}'")
+    return -value if text.startswith("-") else value
+
+
+def ctrl() -> XenCtrl:
+    """The xl context (libxl_ctx_alloc): a handle on the hypervisor, once xenstored is known to
+    listen too. libxl opens both before any command runs, so with either daemon down every
+    command stops here, with one line and before it has applied anything (mem-set does not move
+    a reservation whose memory/target it then could not write).
+
+    :raise HypervisorUnavailable: the hypervisor's socket does not answer.
+    :raise XenstoreUnavailable: xenstored's socket does not answer.
+    """
+    paths = Paths.from_env()
+    xc = XenCtrl(paths.hypervisor_socket)
+    try:
+        XenstoreClient(paths.xenstored_socket).connect().close()
+    except OSError as err:
+        xc.close()
+        raise XenstoreUnavailable(
+            err.errno or 0, f"cannot connect to xenstore at {paths.xenstored_socket} "
+            f"({os.strerror(err.errno) if err.errno else err}); is the host started? "
+            "(pyxen host start)") from err
+    return xc
+
+
+
+
+def positionals(p: XlParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; positional arguments beyond the parser's print the command's help and
+    exit 1, as xl's commands that count their arguments after def_getopt do."""
+    ns, extra = p.parse_known_args(argv)
+    for word in extra:
+        if word.startswith("-") and word != "-":
+            raise Usage(f"option `{word.lstrip('-')}' not supported.")
+    if extra:
+        raise Usage(p.format_help(), 1)
+    return ns
+
+
+
+def one_line(text: str) -> str:
+    """A daemon's message as one line of stderr."""
+    return "; ".join(line for line in text.splitlines() if line.strip()) or text
+
