@@ -50,6 +50,11 @@ class Paths:
         """xendomains' folder of domain configs started with the host (/etc/xen/auto)."""
         return self.root / "auto"
 
+    @property
+    def xl_conf(self) -> Path:
+        """xl's global configuration (Xen's /etc/xen/xl.conf; cli/xl/xlconf.py reads it)."""
+        return self.root / "xl.conf"
+
     # --- runtime (sockets and pid files) ------------------------------------------------------
     @property
     def run(self) -> Path:
@@ -57,6 +62,12 @@ class Paths:
 
     def pidfile(self, daemon: str) -> Path:
         return self.run / f"{daemon}.pid"
+
+    @property
+    def xl_lock(self) -> Path:
+        """The lock ``xl create`` holds while it builds a domain (Xen's /var/lock/xl), unless
+        xl.conf names another ``lockfile``."""
+        return self.run / "xl.lock"
 
     @property
     def hypervisor_socket(self) -> Path:

@@ -141,11 +141,13 @@ def xl_block_list(recs: Iterable[dict[str, str]]) -> str:
 
 
 def xl_network_list(recs: Iterable[dict[str, str]]) -> str:
-    """``xl network-list``: Idx BE Mac Addr. handle state evt-ch tx-/rx-ring-ref BE-path."""
+    """``xl network-list``: Idx BE Mac Addr. handle state evt-ch tx-/rx-ring-ref BE-path
+    (the header's "%-17s" column is not the rows': a row's MAC runs into its "%6d" handle)."""
     lines = ["%-3s %-2s %-17s %-6s %-5s %-6s %5s/%-5s %-30s" % (
         "Idx", "BE", "Mac Addr.", "handle", "state", "evt-ch", "tx-", "rx-ring-ref", "BE-path")]
     for r in recs:
-        lines.append("%-3d %-2d %-17s %6d %5d %6d %5d/%-11d %-30s" % (
+        # xl_nic.c: "%-3d %-2d " then LIBXL_MAC_FMT, then "%6d ..." with no space between
+        lines.append("%-3d %-2d %s%6d %5d %6d %5d/%-11d %-30s" % (
             _num(r, "devid"), _num(r, "backend-id"), r.get("mac", "-"), _num(r, "handle", "devid"),
             _num(r, "state"), _num(r, "event-channel", "event-channel-tx"), _num(r, "tx-ring-ref"),
             _num(r, "rx-ring-ref"), r.get("backend", "")))

@@ -1,14 +1,18 @@
 """``xl`` (and ``xm``): Xen's toolstack command line, with xl's names, options, output and exit codes.
 
-One module per area of xl's command table (domains, saverestore, ...), each with a ``COMMANDS``
-table; this one assembles them and dispatches. Each command parses its arguments, calls the
-toolstack, and renders with render.py (parse -> compute -> render). Subcommands
-may be abbreviated to any unambiguous prefix, as in xl. Diagnostics go to stderr as plain
-sentences; a bad option exits 2, a failed operation 1.
+One module per area of xl's command table (domains, saverestore, hardware, flask, ...), each
+with a ``COMMANDS`` table; this one assembles them and dispatches as xl.c's main does. Xen's
+command table itself (names, order, help text, flags) is cmdtable.py: lookup is xl's
+unambiguous truncation among ALL of Xen's commands, and a command of Xen's table that no module
+implements yet answers with one line saying so (exit 1). Each command parses its arguments,
+calls the toolstack, and renders with render.py (parse -> compute -> render). Diagnostics go to
+stderr as plain sentences; a bad option exits 2, a failed operation 1.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from typing import Callable
 
@@ -16,59 +20,81 @@ from ...hypervisor.errors import HypercallError
 from ...toolstack import domain as libxl
 from ...toolstack.config import ConfigError
 from ...xenstore.errors import XenstoreError
-from . import domains, saverestore
+from ...paths import Paths
+from . import cmdtable, domains, flask, hardware, saverestore, xlconf
 from .common import GLOBALS, Usage, XenstoreUnavailable, one_line
 
-#: Every command pyxen's xl has, from the command modules, in the order of xl's usage listing.
-_IMPLEMENTED = {**domains.COMMANDS, **saverestore.COMMANDS}
-ORDER = """create list destroy pause unpause shutdown reboot console dump-core save restore migrate
-migrate-receive vcpu-list mem-set mem-max sched-credit vcpu-pin info domid domname uptime dmesg
-debug-keys block-list network-list""".split()
-COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {name: _IMPLEMENTED[name] for name in ORDER}
+#: Every command pyxen's xl has, from the command modules.
+_IMPLEMENTED = {**domains.COMMANDS, **saverestore.COMMANDS, **hardware.COMMANDS, **flask.COMMANDS}
+#: The commands of Xen's table that pyxen runs, in the table's order.
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    spec.name: _IMPLEMENTED[spec.name] for spec in cmdtable.TABLE if spec.name in _IMPLEMENTED}
+#: Xen's commands no module implements yet: listed and found like the others, refused when run.
+NOT_IMPLEMENTED = frozenset(spec.name for spec in cmdtable.TABLE) - _IMPLEMENTED.keys()
+#: xl.c main's getopt string "+vftTN": the global options, up to the subcommand.
+_GLOBAL_OPTS = "vftTN"
 
 
-def usage() -> str:
-    lines = ["Usage xl [-vfNtT] <subcommand> [args]", "", "xl full list of subcommands:", ""]
-    lines += [f" {name:<20}{desc}" for name, (_, desc) in COMMANDS.items()]
-    return "\n".join(lines) + "\n"
+def not_implemented(name: str) -> Callable[[list[str]], int]:
+    """A command of Xen's table pyxen does not have yet: ``-h`` prints xl's help; otherwise one
+    line naming the command, exit 1, nothing done."""
+    return hardware.refusal(name, "pyxen does not implement this command yet")
 
 
-def lookup(word: str) -> Callable[[list[str]], int] | None:
-    """Exact name, else the only command the word is a prefix of."""
-    if word in COMMANDS:
-        return COMMANDS[word][0]
-    hits = [c for c in COMMANDS if c.startswith(word)]
-    return COMMANDS[hits[0]][0] if len(hits) == 1 else None
+def _global_options(args: list[str]) -> int | None:
+    """Consume xl's global options from ``args`` as glibc getopt("+vftTN") does (bundled
+    letters, ``--`` ends them, the first non-option is the subcommand); set GLOBALS.
+
+    :return: None, or xl's exit status after getopt's and xl's messages for a bad option.
+    """
+    while args and args[0].startswith("-") and args[0] != "-":
+        word = args.pop(0)
+        if word == "--":
+            break
+        for letter in word[1:]:
+            if letter not in _GLOBAL_OPTS:
+                print(f"xl: invalid option -- '{letter}'", file=sys.stderr)
+                print("unknown global option", file=sys.stderr)
+                return 1
+            GLOBALS.verbose += letter == "v"
+            GLOBALS.dryrun = GLOBALS.dryrun or letter == "N"
+            GLOBALS.force = GLOBALS.force or letter == "f"
+            GLOBALS.tty = GLOBALS.tty or letter == "t"
+            GLOBALS.timestamps = GLOBALS.timestamps or letter == "T"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    while args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
-        opt = args.pop(0)
-        if opt.strip("-vfNtT"):
-            print("unknown global option", file=sys.stderr)
-            return 1
-        GLOBALS.verbose += opt.count("v")
-        GLOBALS.tty = GLOBALS.tty or "t" in opt
-        GLOBALS.timestamps = GLOBALS.timestamps or "T" in opt
-    if not args or args[0] in ("-h", "--help"):
-        sys.stdout.write(usage())
-        return 0 if args else 1
-    if args[0] == "help":
-        if len(args) > 1 and lookup(args[1]) is not None:
-            return _help(args[1])
-        sys.stdout.write(usage())
-        return 0
-    fn = lookup(args[0])
-    if fn is None:
-        print("command not implemented", file=sys.stderr)
+    failed = _global_options(args)
+    if failed is not None:
+        return failed
+    if not args:  # xl.c: help(NULL); exit(EXIT_FAILURE)
+        sys.stdout.write(cmdtable.full_help())
         return 1
     try:
+        xlconf.load_global(Paths.from_env())
+    except xlconf.XlConfError as err:  # parse_global_config: the parser's line, then exit(1)
+        print(err, file=sys.stderr)
+        print(f"Failed to parse config file: {os.strerror(errno.EINVAL)}", file=sys.stderr)
+        return 1
+    spec = cmdtable.lookup(args[0])
+    if spec is None:
+        if args[0] == "help":  # not in the table: a prefix of it is no command
+            sys.stdout.write(cmdtable.help_text(args[1] if len(args) > 1 else None))
+            return 0
+        print("command not implemented", file=sys.stderr)
+        return 1
+    if GLOBALS.dryrun and not spec.can_dryrun:
+        print("command does not implement -N (dryrun) option", file=sys.stderr)
+        return 1
+    fn = COMMANDS[spec.name][0] if spec.name in COMMANDS else not_implemented(spec.name)
+    try:
         return fn(args[1:])
-    except SystemExit as ex:  # argparse's --help
+    except SystemExit as ex:  # argparse's -h
         return int(ex.code or 0)
     except Usage as err:
-        print(str(err).rstrip("\n"), file=sys.stderr)
+        _usage_error(spec, str(err))
         return err.code
     except HypercallError as err:
         print(one_line(str(err)), file=sys.stderr)
@@ -87,12 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-
-def _help(word: str) -> int:
-    fn = lookup(word)
-    assert fn is not None
-    try:
-        fn(["--help"])
-    except SystemExit:
-        pass
-    return 0
+def _usage_error(spec: cmdtable.CmdSpec, message: str) -> None:
+    """A Usage message on xl's streams: the command's help block, where the message carries it
+    (XlParser.format_help), on stdout as xl's help() prints it; the rest on stderr as it is
+    ("'xl X' requires at least N argument.\\n\\n" keeps its blank line), a newline added
+    when it has none."""
+    block = cmdtable.command_help(spec)
+    text, has_help, rest = message.partition(block)
+    text += rest
+    if text:
+        sys.stderr.write(text if text.endswith("\n") else text + "\n")
+    if has_help:
+        sys.stdout.write(block)

@@ -11,13 +11,15 @@ import argparse
 import contextlib
 import os
 import signal
+import sys
 from dataclasses import dataclass
-from typing import Iterator, NoReturn
+from typing import Any, Iterator, NoReturn
 
 from ...hypervisor.client import XenCtrl
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
 from ...xenstore.client import XenstoreClient
+from . import cmdtable
 
 
 class Usage(Exception):
@@ -29,18 +31,39 @@ class Usage(Exception):
 
 
 class XlParser(argparse.ArgumentParser):
-    """argparse with xl's messages: ``option `-x' not supported.`` and exit 2."""
+    """argparse with xl's messages: ``option `-x' not supported.`` and exit 2; ``-h`` and
+    ``format_help`` give the command's block of xl's help() from Xen's command table."""
+
+    @property
+    def command(self) -> str:
+        """The command's name in xl's table (``prog`` is ``xl <name>``)."""
+        return self.prog.split()[-1]
+
+    def format_help(self) -> str:
+        """xl's help(<command>) block (cmdtable.command_help); main prints it on stdout even
+        inside a Usage message, as xl's help() does."""
+        spec = cmdtable.lookup(self.command)
+        return cmdtable.command_help(spec) if spec is not None else super().format_help()
+
+    def print_help(self, file: Any = None) -> None:
+        """``-h``: the help block on stdout (def_getopt: help(); exit(0))."""
+        sys.stdout.write(self.format_help())
 
     def error(self, message: str) -> NoReturn:
         if "unrecognized arguments" in message:
             opt = message.split(":", 1)[1].split()[0]
             raise Usage(f"option `{opt.lstrip('-')}' not supported.")
         if "required" in message:
-            # xl's def_getopt: the command's fixed number of arguments, whichever are missing.
-            n = sum(1 for a in self._actions if not a.option_strings and a.nargs in (None, "+"))
-            raise Usage(f"'xl {self.prog.split()[-1]}' requires at least {n} argument{'s' if n > 1 else ''}."
-                        "\n\n" + self.format_help())
+            # xl's def_getopt: the command's reqargs (Xen's number, else the positionals').
+            n = cmdtable.REQARGS.get(self.command, sum(
+                1 for a in self._actions if not a.option_strings and a.nargs in (None, "+")))
+            raise Usage(required_message(self.command, n) + self.format_help())
         raise Usage(message)
+
+
+def required_message(command: str, reqargs: int) -> str:
+    """def_getopt's ``"'xl %s' requires at least %d argument%s.\\n\\n"`` (stderr)."""
+    return f"'xl {command}' requires at least {reqargs} argument{'s' if reqargs > 1 else ''}.\n\n"
 
 
 @contextlib.contextmanager
@@ -69,6 +92,12 @@ class GlobalOptions:
     tty: bool = False
     #: -T: timestamps on messages.
     timestamps: bool = False
+    #: -N (xl.c dryrun_only): only commands whose table entry has can_dryrun run with it
+    #: (main refuses the others); ``create`` reads it as its own ``-n``: parse, print, build
+    #: nothing.
+    dryrun: bool = False
+    #: -f (xl.c force_execution).
+    force: bool = False
 
 
 GLOBALS = GlobalOptions()

@@ -5,11 +5,15 @@ uptime, dmesg, debug-keys, block-list, network-list.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
 import sys
 import time
-from typing import Callable
+from dataclasses import replace
+from typing import Callable, Iterator
 
 from ...hypervisor.client import XenCtrl
 from ...hypervisor.errors import HypercallError, NoSuchDomain
@@ -22,7 +26,18 @@ from ...toolstack.config import ConfigError, load
 from .. import render
 from ..console import attach
 
-from .common import (Usage, interrupts_on_termination, new_parser, integer, ctrl)
+from . import xlconf
+from .common import (GLOBALS, Usage, interrupts_on_termination, new_parser, integer, ctrl)
+
+
+def _sxp_refused() -> int | None:
+    """xl.conf's output_format = "sxp": xl prints ``list -l`` and ``create -n`` as SXP, which
+    pyxen does not write; one line and exit 1 instead of JSON the caller did not ask for."""
+    if xlconf.current().output_format != "sxp":
+        return None
+    print("xl: output_format \"sxp\" (xl.conf) is not implemented by pyxen; "
+          "set output_format=\"json\"", file=sys.stderr)
+    return 1
 
 
 # ---- commands --------------------------------------------------------------------------
@@ -55,6 +70,9 @@ def cmd_list(argv: list[str]) -> int:
                 print(f"Error: Domain '{ns.domain[0]}' does not exist.", file=sys.stderr)
                 return 1
     if ns.long:
+        refused = _sxp_refused()
+        if refused is not None:
+            return refused
         paths = Paths.from_env()
         configs = {d["domid"]: c.to_json() for d in infos
                    if (c := userdata.retrieve(paths, d["domid"])) is not None}
@@ -90,14 +108,20 @@ def cmd_create(argv: list[str]) -> int:
         return 1
     for w in cfg.warnings:
         print(w, file=sys.stderr)
-    if ns.dryrun:
+    conf = xlconf.current()
+    cfg = replace(cfg, vifs=tuple(conf.vif_defaults(v) for v in cfg.vifs))
+    # xl's -n and the global -N (GLOBALS.dryrun) are one switch: print the config, build nothing.
+    if ns.dryrun or GLOBALS.dryrun:
+        refused = _sxp_refused()
+        if refused is not None:
+            return refused
         print(json.dumps(cfg.to_json(), indent=4))
         return 0
     paths = Paths.from_env()
     try:
         libxl.check_files(cfg)
         with ctrl() as xc:
-            with interrupts_on_termination():
+            with interrupts_on_termination(), _create_lock(conf.lock_path(paths)):
                 domid = libxl.create(xc, paths, cfg, paused=ns.paused)
     except libxl.DomainBuildError as err:
         print(str(err), file=sys.stderr)
@@ -108,6 +132,19 @@ def cmd_create(argv: list[str]) -> int:
     if ns.console:
         return attach(paths, domid)
     return 0
+
+
+@contextlib.contextmanager
+def _create_lock(path: str) -> Iterator[None]:
+    """xl create's acquire_lock: one xl at a time builds a domain on the host (xl.conf's
+    lockfile, an fcntl lock on the file, released when the domain is built)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(lock, fcntl.LOCK_UN)
 
 
 def _domain_cmd(name: str, desc: str, op: Callable[[XenCtrl, Paths, int], None],
@@ -129,10 +166,10 @@ def _domain_cmd(name: str, desc: str, op: Callable[[XenCtrl, Paths, int], None],
                 op(xc, Paths.from_env(), ref.domid)
             except NoSuchDomain as err:
                 print(f"libxl: error: {err}" + (f"\n{failure} (rc=-21)" if failure else ""), file=sys.stderr)
-                return 1
+                return 1 if failure else 0  # xl's pause_domain/unpause_domain ignore libxl's rc
             except HypercallError as err:
                 print(f"libxl: error: {err}" + (f"\n{failure} (rc=-3)" if failure else ""), file=sys.stderr)
-                return 1
+                return 1 if failure else 0
         return 0
     run.__doc__ = desc
     return run
@@ -353,17 +390,32 @@ def cmd_domname(argv: list[str]) -> int:
     p = new_parser("domname", "Convert a domain id to domain name")
     p.add_argument("domid")
     ns = p.parse_args(argv)
-    domid = parse_uint(ns.domid)
+    domid = strtol_domid(ns.domid)
     if domid is None:
-        print("Invalid domain id.", file=sys.stderr)
+        print("Invalid domain id.\n", file=sys.stderr)
         return 1
     with ctrl() as xc:
         found = libxl.find(xc, "domid", domid)
     if found is not None:
         print(found["name"])
         return 0
-    print(f"Can't get domain name of domain id '{ns.domid}', maybe this domain does not exist.", file=sys.stderr)
+    print(f"Can't get domain name of domain id '{domid}', maybe this domain does not exist.", file=sys.stderr)
     return 1
+
+
+def strtol_domid(text: str) -> int | None:
+    """main_domname's ``domid = strtol(arg, &endptr, 10)`` into a uint32_t: leading white space
+    and a sign, then as many decimal digits as there are ("12x" is 12; out of range clamps to
+    LONG_MIN/LONG_MAX, then wraps to 32 bits). None when no digit was read at all (xl's
+    "Invalid domain id.")."""
+    m = re.match(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)", text)
+    if m is None:
+        return None
+    value = int(m.group(2), 10)
+    if m.group(1) == "-":
+        value = -value
+    value = max(-(1 << 63), min((1 << 63) - 1, value))
+    return value & 0xFFFFFFFF
 
 
 def cmd_uptime(argv: list[str]) -> int:
@@ -416,11 +468,22 @@ def _device_list(name: str, kinds: tuple[str, ...],
         p.add_argument("domain", nargs="+")
         ns = p.parse_args(argv)
         paths = Paths.from_env()
-        recs: list[dict[str, str]] = []
-        with ctrl() as xc:
+        # The header first, then each domain's rows as xl prints them: block-list skips a bad
+        # domain with a line and goes on (exit 0); network-list's find_domain stops (exit 1).
+        header, _, _ = render_fn([]).partition("\n")
+        with ctrl() as xc:  # the xl context first: with a daemon down, no header either
+            print(header, flush=True)
             for arg in ns.domain:
-                recs += hotplug.list_devices(paths, libxl.resolve(xc, arg).domid, kinds)
-        sys.stdout.write(render_fn(recs))
+                try:
+                    domid = libxl.resolve(xc, arg).domid
+                except NoSuchDomain:
+                    if name != "block-list":
+                        raise
+                    print(f"{arg} is an invalid domain identifier", file=sys.stderr)
+                    continue
+                rows = render_fn(hotplug.list_devices(paths, domid, kinds)).split("\n", 1)[1]
+                sys.stdout.write(rows)
+                sys.stdout.flush()
         return 0
     return run
 
