@@ -22,7 +22,7 @@ from ...toolstack.config import ConfigError
 from ...xenstore.errors import XenstoreError
 from ...paths import Paths
 from . import cmdtable, domains, flask, hardware, saverestore, xlconf
-from .common import GLOBALS, Usage, XenstoreUnavailable, one_line
+from .common import DRYRUN_AWARE, GLOBALS, GlobalOptions, Usage, XenstoreUnavailable, one_line
 
 #: Every command pyxen's xl has, from the command modules.
 _IMPLEMENTED = {**domains.COMMANDS, **saverestore.COMMANDS, **hardware.COMMANDS, **flask.COMMANDS}
@@ -47,6 +47,7 @@ def _global_options(args: list[str]) -> int | None:
 
     :return: None, or xl's exit status after getopt's and xl's messages for a bad option.
     """
+    vars(GLOBALS).update(vars(GlobalOptions()))  # one xl run per process, but main() per test
     while args and args[0].startswith("-") and args[0] != "-":
         word = args.pop(0)
         if word == "--":
@@ -89,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         print("command does not implement -N (dryrun) option", file=sys.stderr)
         return 1
     fn = COMMANDS[spec.name][0] if spec.name in COMMANDS else not_implemented(spec.name)
+    if GLOBALS.dryrun and spec.name in COMMANDS and fn not in DRYRUN_AWARE:
+        print(f"xl {spec.name}: pyxen does not implement -N (dryrun) for this command yet",
+              file=sys.stderr)
+        return 1
     try:
         return fn(args[1:])
     except SystemExit as ex:  # argparse's -h

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 from ...hypervisor.client import XenCtrl
 from ...libxlu.domid import parse_uint
@@ -101,6 +101,19 @@ class GlobalOptions:
 
 
 GLOBALS = GlobalOptions()
+
+_Command = TypeVar("_Command", bound=Callable[[list[str]], int])
+#: The command functions that honour the global -N (read GLOBALS.dryrun and then change
+#: nothing). main refuses -N for a command Xen's table marks can_dryrun whose pyxen function is
+#: not here, so -N never acts by accident.
+DRYRUN_AWARE: set[Callable[[list[str]], int]] = set()
+
+
+def honours_dryrun(fn: _Command) -> _Command:
+    """Mark a command function as honouring ``xl -N`` (GLOBALS.dryrun): it must print what it
+    would do, as Xen's does, and change nothing."""
+    DRYRUN_AWARE.add(fn)
+    return fn
 
 
 class XenstoreUnavailable(OSError):

@@ -27,7 +27,7 @@ from .. import render
 from ..console import attach
 
 from . import xlconf
-from .common import (GLOBALS, Usage, interrupts_on_termination, new_parser, integer, ctrl)
+from .common import (GLOBALS, Usage, honours_dryrun, interrupts_on_termination, new_parser, integer, ctrl)
 
 
 def _sxp_refused() -> int | None:
@@ -82,6 +82,7 @@ def cmd_list(argv: list[str]) -> int:
     return 0
 
 
+@honours_dryrun
 def cmd_create(argv: list[str]) -> int:
     p = new_parser("create", "Create a domain from config file <filename>")
     p.add_argument("-c", dest="console", action="store_true", help="Connect to the console after the domain is created")

@@ -172,13 +172,14 @@ def parse_text(text: str, source: str, warn: TextIO) -> XlConf:
 _CURRENT: XlConf | None = None
 
 
-def load_global(paths: Paths, warn: TextIO = sys.stderr) -> XlConf:
+def load_global(paths: Paths, warn: TextIO | None = None) -> XlConf:
     """Read ``paths.xl_conf`` once for this xl run (xl.c main before the command runs) and keep
     it for ``current()``.
 
     :raise XlConfError: the file does not parse.
     """
     global _CURRENT
+    warn = warn or sys.stderr  # (at call time: tests capture stderr)
     path = paths.xl_conf
     try:
         data = path.read_bytes()

@@ -1,0 +1,322 @@
+"""xl's command table, lookup, help, global options and messages against Xen's own source.
+
+Each row of the tables below quotes the C format string Xen 4.17 prints for the case (tools/xl/
+xl.c, xl_utils.c, xl_info.c, xl_block.c, xl_nic.c, xl_flask.c) with its arguments; the expected
+text is that format applied with Python's ``%`` (the conversions used, %s %d %u %-19s, mean the
+same in both), and pyxen's output must equal it on the stream xl writes it to, with xl's exit
+status. Rows marked ``host`` run against a FakeHost (a real hypervisor and xenstored, no QEMU).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pyxen.cli import render
+from pyxen.cli import xl
+from pyxen.cli.xl import cmdtable, hardware, xlconf
+from pyxen.cli.xl.domains import strtol_domid
+from pyxen.testing.fakes import FakeHost
+
+LIST = cmdtable.lookup("list")
+assert LIST is not None
+
+#: xl.c help(NULL)
+FULL_HELP = ("Usage xl [-vfNtT] <subcommand> [args]\n\n" + "xl full list of subcommands:\n\n" + "".join(
+    " %-19s " % s.name + ("\n %-19s " % "" if len(s.name) > 19 else "") + "%s\n" % s.desc
+    for s in cmdtable.TABLE))
+#: xl.c help("list"): "Usage: xl [-vtT%s%s] %s %s\n\n%s.\n\n" then "Options:\n\n%s\n"
+LIST_HELP = ("Usage: xl [-vtT%s%s] %s %s\n\n%s.\n\n" % ("", "", "list", "[options] [Domain]\n",
+                                                      "List information about all/some domains")
+             + "Options:\n\n%s\n" % LIST.options)
+
+
+def block(name: str) -> str:
+    spec = cmdtable.lookup(name)
+    assert spec is not None
+    return cmdtable.command_help(spec)
+
+
+#: argv, exit status, stdout, stderr: cases that need no daemon (xl refuses before asking one).
+NO_HOST = [
+    pytest.param(["help"], 0, FULL_HELP, "", id="help"),
+    pytest.param(["help", "help"], 0, FULL_HELP, "", id="help-help"),
+    pytest.param([], 1, FULL_HELP, "", id="no-args: help(NULL); exit(EXIT_FAILURE)"),
+    pytest.param(["-h"], 1, "", "%s: invalid option -- '%c'\n" % ("xl", "h") + "unknown global option\n",
+                 id="-h: getopt's line, then 'unknown global option'"),
+    pytest.param(["-vx", "list"], 1, "", "%s: invalid option -- '%c'\n" % ("xl", "x") + "unknown global option\n",
+                 id="bundled bad global option"),
+    pytest.param(["help", "nosuch"], 0, 'command "%s" not implemented\n' % "nosuch", "", id="help nosuch"),
+    pytest.param(["help", "li"], 0, LIST_HELP, "", id="help li (a prefix)"),
+    pytest.param(["help", "r"], 0, 'command "%s" not implemented\n' % "r", "", id="help r (ambiguous)"),
+    pytest.param(["list", "-h"], 0, LIST_HELP, "", id="list -h"),
+    pytest.param(["li", "--help"], 0, LIST_HELP, "", id="li --help"),
+    pytest.param(["r"], 1, "", "command not implemented\n", id="r is ambiguous"),
+    pytest.param(["hel"], 1, "", "command not implemented\n", id="help is no table entry: no prefix"),
+    pytest.param(["frobnicate"], 1, "", "command not implemented\n", id="unknown"),
+    pytest.param(["suspend", "d"], 1, "", "command not implemented\n", id="suspend: not in x86 4.17"),
+    pytest.param(["-N", "destroy", "1"], 1, "", "command does not implement -N (dryrun) option\n",
+                 id="-N destroy"),
+    pytest.param(["-N", "pci-attach", "d", "0:1.0"], 1, "", "command does not implement -N (dryrun) option\n",
+                 id="-N pci-attach"),
+    pytest.param(["pause"], 2, block("pause"), "'xl %s' requires at least %d argument%s.\n\n" % ("pause", 1, ""),
+                 id="pause: reqargs 1"),
+    pytest.param(["mem-set", "d"], 2, block("mem-set"),
+                 "'xl %s' requires at least %d argument%s.\n\n" % ("mem-set", 2, "s"), id="mem-set: reqargs 2"),
+    pytest.param(["vcpu-pin", "d", "0"], 2, block("vcpu-pin"),
+                 "'xl %s' requires at least %d argument%s.\n\n" % ("vcpu-pin", 3, "s"), id="vcpu-pin: reqargs 3"),
+    pytest.param(["pci-attach", "d"], 2, block("pci-attach"),
+                 "'xl %s' requires at least %d argument%s.\n\n" % ("pci-attach", 2, "s"), id="pci-attach: reqargs 2"),
+    pytest.param(["list", "-z"], 2, "", "option `%c' not supported.\n" % "z", id="def_getopt: unknown option"),
+    pytest.param(["domname", "abc"], 1, "", "Invalid domain id.\n\n", id="domname: no digits"),
+    pytest.param(["domname", ""], 1, "", "Invalid domain id.\n\n", id="domname: empty"),
+    pytest.param(["setenforce"], 2, block("setenforce"), "", id="setenforce: no argument: help; return 2"),
+    pytest.param(["setenforce", "-h"], 2, block("setenforce"), "", id="setenforce parses no options"),
+    pytest.param(["loadpolicy"], 2, block("loadpolicy"), "", id="loadpolicy: no argument"),
+]
+
+
+@pytest.fixture
+def no_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A PYXEN_ROOT with no daemons: any command that asked one would fail."""
+    monkeypatch.setenv("PYXEN_ROOT", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, code, out, err", NO_HOST)
+def test_xl_as_xens_format_strings(argv: list[str], code: int, out: str, err: str, no_host: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert xl.main(argv) == code
+    got = capsys.readouterr()
+    assert (got.out, got.err) == (out, err)
+
+
+# ---- rows that need a host --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeHost]:
+    root = Path(os.path.realpath("/tmp")) / f"pyxen-fakecmd-{os.getpid()}-{time.monotonic_ns()}"
+    with FakeHost(root) as host:
+        yield host
+    shutil.rmtree(root, ignore_errors=True)
+
+
+BLOCK_HEADER = "%-5s %-3s %-6s %-5s %-6s %-8s %-30s\n" % (
+    "Vdev", "BE", "handle", "state", "evt-ch", "ring-ref", "BE-path")
+NET_HEADER = "%-3s %-2s %-17s %-6s %-5s %-6s %5s/%-5s %-30s\n" % (
+    "Idx", "BE", "Mac Addr.", "handle", "state", "evt-ch", "tx-", "rx-ring-ref", "BE-path")
+
+#: argv, exit status, stdout, stderr (None: not compared; pyxen's libxl log line differs).
+WITH_HOST = [
+    pytest.param(["domname", "0"], 0, "%s\n" % "Domain-0", "", id="domname 0"),
+    pytest.param(["domname", "0x"], 0, "%s\n" % "Domain-0", "", id="domname 0x: strtol reads 0"),
+    pytest.param(["domname", " +0"], 0, "%s\n" % "Domain-0", "", id="domname: space and sign"),
+    pytest.param(["domname", "12x"], 1, "",
+                 "Can't get domain name of domain id '%u', maybe this domain does not exist.\n" % 12,
+                 id="domname 12x is 12"),
+    pytest.param(["domname", "-1"], 1, "",
+                 "Can't get domain name of domain id '%u', maybe this domain does not exist.\n" % 4294967295,
+                 id="domname -1 wraps to uint32"),
+    pytest.param(["block-list", "nosuch", "0"], 0, BLOCK_HEADER, "%s is an invalid domain identifier\n" % "nosuch",
+                 id="block-list skips a bad name, exit 0"),
+    pytest.param(["network-list", "nosuch"], 1, NET_HEADER,
+                 "%s is an invalid domain identifier (rc=%d)\n" % ("nosuch", -6),
+                 id="network-list: header, then find_domain exits"),
+    pytest.param(["pause", "42"], 0, "", None, id="pause of a missing domid: exit 0"),
+    pytest.param(["unpause", "42"], 0, "", None, id="unpause of a missing domid: exit 0"),
+    pytest.param(["getenforce"], 255, "Flask XSM Disabled\n", "", id="getenforce"),
+    pytest.param(["getenforce", "-h"], 255, "Flask XSM Disabled\n", "", id="getenforce parses no options"),
+    pytest.param(["setenforce", "Enforcing"], 255, "", "Flask XSM disabled\n", id="setenforce"),
+    pytest.param(["loadpolicy", "/no/such/policy"], 255, "",
+                 "Error occurred opening policy file '%s': %s\n" % ("/no/such/policy", os.strerror(2)),
+                 id="loadpolicy of a missing file"),
+    pytest.param(["loadpolicy", "/dev/null"], 255, "", "Flask XSM disabled\n", id="loadpolicy"),
+]
+
+
+@pytest.mark.parametrize("argv, code, out, err", WITH_HOST)
+def test_xl_on_a_host_as_xens_format_strings(argv: list[str], code: int, out: str, err: str | None,
+                                             fake: FakeHost, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PYXEN_ROOT", str(fake.paths.root))
+    assert xl.main(argv) == code
+    got = capsys.readouterr()
+    assert got.out == out
+    if err is not None:
+        assert got.err == err
+
+
+def test_network_list_row_runs_the_mac_into_the_handle() -> None:
+    """xl_nic.c: ``"%-3d %-2d "``, LIBXL_MAC_FMT, then ``"%6d %5d %6d %5d/%-11d %-30s\\n"``."""
+    rec = {"devid": "1", "backend-id": "0", "mac": "00:16:3e:01:02:03", "handle": "1", "state": "4",
+           "event-channel": "9", "tx-ring-ref": "8", "rx-ring-ref": "10",
+           "backend": "/local/domain/0/backend/vif/3/1"}
+    row = render.xl_network_list([rec]).split("\n")[1] + "\n"
+    assert row == ("%-3d %-2d " % (1, 0) + "00:16:3e:01:02:03"
+                   + "%6d %5d %6d %5d/%-11d %-30s\n" % (1, 4, 9, 8, 10, rec["backend"]))
+
+
+# ---- the table and the lookup -----------------------------------------------------------------
+def test_the_table_is_xen_4_17_x86s() -> None:
+    names = [s.name for s in cmdtable.TABLE]
+    assert len(names) == 92 == len(set(names))
+    assert names[:6] == ["create", "config-update", "list", "destroy", "shutdown", "reboot"]
+    assert names[-1] == "qemu-monitor-command"
+    assert {s.name for s in cmdtable.TABLE if s.can_dryrun} == {
+        "create", "config-update", "cd-insert", "cd-eject", "vcpu-pin", "network-attach", "block-attach",
+        "vtpm-attach", "vkb-attach", "vdispl-attach", "vsnd-attach", "cpupool-create"}
+    assert not {"suspend", "resume", "dt-overlay", "xenstore-quota-get"} & set(names)
+
+
+@pytest.mark.parametrize("word, found", [
+    ("li", "list"), ("list", "list"), ("r", None), ("re", None), ("ren", "rename"), ("sh", None),
+    ("sched-credit", "sched-credit"), ("sched-credit2", "sched-credit2"), ("sched-c", None),
+    ("cd", None), ("cd-i", "cd-insert"), ("us", None), ("usb-", "usb-list"), ("", None), ("help", None),
+    ("q", "qemu-monitor-command"), ("getenforce", "getenforce"),
+])
+def test_lookup_is_cmdtable_lookup(word: str, found: str | None) -> None:
+    """Exact match first (even when it prefixes another), else an unambiguous prefix among all."""
+    spec = cmdtable.lookup(word)
+    assert (spec.name if spec else None) == found
+
+
+def test_every_command_module_entry_is_in_xens_table_and_the_rest_are_listed_as_missing() -> None:
+    table = {s.name for s in cmdtable.TABLE}
+    assert set(xl.COMMANDS) <= table
+    assert xl.NOT_IMPLEMENTED == table - set(xl.COMMANDS)
+    assert list(xl.COMMANDS) == [s.name for s in cmdtable.TABLE if s.name in xl.COMMANDS]
+    assert set(hardware.REASONS) <= set(xl.COMMANDS) and "getenforce" in xl.COMMANDS
+
+
+@pytest.mark.parametrize("name", sorted(xl.NOT_IMPLEMENTED))
+def test_a_command_pyxen_lacks_says_so_in_one_line(name: str, no_host: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["x"] * max(cmdtable.REQARGS.get(name, 0), 1)
+    assert xl.main([name, *args]) == 1
+    got = capsys.readouterr()
+    assert (got.out, got.err) == ("", f"xl {name}: pyxen does not implement this command yet\n")
+    assert xl.main([name, "-h"]) == 0
+    assert capsys.readouterr().out == block(name)
+
+
+@pytest.mark.parametrize("name", sorted(hardware.REASONS))
+def test_hardware_commands_refuse_naming_why(name: str, no_host: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["x"] * max(cmdtable.REQARGS.get(name, 0), 1)
+    assert xl.main([name, *args]) == 1
+    got = capsys.readouterr()
+    assert got.out == "" and got.err == f"xl {name}: {hardware.REASONS[name]}\n"
+    assert "pyxen" in got.err and got.err.count("\n") == 1
+
+
+def test_dryrun_is_refused_by_a_command_that_does_not_honour_it_yet(no_host: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """vcpu-pin is can_dryrun in Xen's table; pyxen's does not read GLOBALS.dryrun: refused, not run."""
+    assert xl.main(["-N", "vcpu-pin", "d", "0", "all"]) == 1
+    assert capsys.readouterr().err == "xl vcpu-pin: pyxen does not implement -N (dryrun) for this command yet\n"
+
+
+def test_dryrun_create_parses_and_builds_nothing(no_host: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No daemon runs at this root: a create that tried to build would fail."""
+    cfg = no_host / "g.cfg"
+    cfg.write_text(f'name = "g"\nkernel = "{__file__}"\nmemory = 64\nvif = ["mac=00:16:3e:00:00:01"]\n')
+    assert xl.main(["-N", "create", str(cfg)]) == 0
+    got = capsys.readouterr()
+    assert '"name": "g"' in got.out and got.err == f"Parsing config from {cfg}\n"
+    assert xl.main(["-N", "create", str(no_host / "missing.cfg")]) == 1
+
+
+def test_global_options_reach_globals_and_reset_per_run(no_host: Path) -> None:
+    from pyxen.cli.xl.common import GLOBALS
+    xl.main(["-vvfNtT", "help"])
+    assert (GLOBALS.verbose, GLOBALS.force, GLOBALS.dryrun, GLOBALS.tty, GLOBALS.timestamps) == (2, True, True, True, True)
+    xl.main(["--", "help"])
+    assert (GLOBALS.verbose, GLOBALS.dryrun) == (0, False)
+
+
+# ---- strtol ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, domid", [
+    ("12", 12), ("12x", 12), (" 7", 7), ("+3", 3), ("-1", 0xFFFFFFFF), ("0x10", 0), ("abc", None),
+    ("", None), ("x1", None), ("99999999999999999999", 0xFFFFFFFF),
+])
+def test_domname_reads_its_argument_as_strtol(text: str, domid: int | None) -> None:
+    assert strtol_domid(text) == domid
+
+
+# ---- xl.conf ----------------------------------------------------------------------------------
+def conf(text: str) -> tuple[xlconf.XlConf, str]:
+    warn = io.StringIO()
+    return xlconf.parse_text(text, "/etc/xen/xl.conf", warn), warn.getvalue()
+
+
+def test_xl_conf_defaults_are_xls() -> None:
+    c, warnings = conf("")
+    assert c == xlconf.XlConf() and warnings == ""
+    assert (c.autoballoon, c.output_format, c.claim_mode, c.run_hotplug_scripts) == ("auto", "json", 1, 1)
+    assert c.vif_defaults("mac=00:16:3e:00:00:01") == "mac=00:16:3e:00:00:01"
+
+
+def test_xl_conf_values() -> None:
+    c, warnings = conf('autoballoon="off"\nvif.default.bridge="br9"\nvif.default.script="vif-custom"\n'
+                       'output_format="sxp"\nlockfile="/run/xl.lock"\nblkdev_start="xvdb"\nclaim_mode=0\n'
+                       'run_hotplug_scripts=0x0\n')
+    assert warnings == ""
+    assert c == xlconf.XlConf(autoballoon="off", vif_default_bridge="br9", vif_default_script="vif-custom",
+                              output_format="sxp", lockfile="/run/xl.lock", blkdev_start="xvdb",
+                              claim_mode=0, run_hotplug_scripts=0)
+    assert c.vif_defaults("mac=00:16:3e:00:00:01") == "mac=00:16:3e:00:00:01,bridge=br9,script=vif-custom"
+    assert c.vif_defaults("bridge=br1, script=s") == "bridge=br1, script=s"
+    assert c.vif_defaults("") == "bridge=br9,script=vif-custom"
+
+
+@pytest.mark.parametrize("text, warning", [
+    ('autoballoon="maybe"', "invalid autoballoon option\n"),
+    ('output_format="xml"', 'invalid default output format "%s"\n' % "xml"),
+    ('claim_mode="yes"', "%s:%d: warning: parameter `%s' is not a valid number\n" % ("/etc/xen/xl.conf", 1, "claim_mode")),
+    ('lockfile=["a"]', "%s:%d: warning: parameter `%s' is a list but should be a single value\n"
+     % ("/etc/xen/xl.conf", 1, "lockfile")),
+    ('defaultbridge="br1"', "the global config option defaultbridge is deprecated, please switch to vif.default.bridge\n"),
+    ('vifscript="s"', "the global config option vifscript is deprecated, please switch to vif.default.script\n"),
+])
+def test_xl_conf_warnings_keep_the_default(text: str, warning: str) -> None:
+    c, warnings = conf(text)
+    assert warnings == warning
+    assert c.autoballoon == "auto" and c.output_format == "json" and c.claim_mode == 1 and c.lockfile is None
+
+
+def test_deprecated_keys_still_apply_and_new_ones_win() -> None:
+    assert conf('defaultbridge="br1"')[0].vif_default_bridge == "br1"
+    assert conf('defaultbridge="br1"\nvif.default.bridge="br2"')[0].vif_default_bridge == "br2"
+
+
+@pytest.mark.parametrize("autoballoon, cmdline, on", [
+    ("auto", "console=com1", True), ("auto", "dom0_mem=512M", False), ("auto", "x dom0_mem=max:1G,min:256M", False),
+    ("auto", "dom0_mem=10%", False), ("auto", "nodom0_mem=1G", True), ("on", "dom0_mem=512M", True),
+    ("off", "", False),
+])
+def test_autoballoon_auto_follows_dom0_mem(autoballoon: str, cmdline: str, on: bool) -> None:
+    assert xlconf.XlConf(autoballoon=autoballoon).autoballoon_enabled(cmdline) is on
+
+
+def test_a_bad_xl_conf_stops_every_command(no_host: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (no_host / "xl.conf").write_text("autoballoon = = 1\n")
+    assert xl.main(["list"]) == 1
+    got = capsys.readouterr()
+    lines = got.err.splitlines()
+    assert lines[0].startswith(f"{no_host}/xl.conf:1: config parsing error near")
+    assert lines[1:] == ["Failed to parse config file: %s" % os.strerror(22)] and got.out == ""
+
+
+def test_xl_conf_is_read_once_per_run_and_warns(no_host: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (no_host / "xl.conf").write_text('output_format = "sxp"\nautoballoon = "x"\n')
+    assert xl.main(["help", "li"]) == 0
+    assert capsys.readouterr().err == "invalid autoballoon option\n"
+    assert xlconf.current().output_format == "sxp"
+    cfg = no_host / "g.cfg"
+    cfg.write_text(f'name = "g"\nkernel = "{__file__}"\n')
+    assert xl.main(["create", "-n", "-q", str(cfg)]) == 1
+    assert 'output_format "sxp"' in capsys.readouterr().err
