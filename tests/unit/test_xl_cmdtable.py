@@ -213,6 +213,11 @@ def test_hardware_commands_refuse_naming_why(name: str, no_host: Path, capsys: p
     got = capsys.readouterr()
     assert got.out == "" and got.err == f"xl {name}: {hardware.REASONS[name]}\n"
     assert "pyxen" in got.err and got.err.count("\n") == 1
+    spec = cmdtable.lookup(name)
+    assert spec is not None
+    assert xl.main(["-N", name, *args]) == 1
+    assert capsys.readouterr().err == ("command does not implement -N (dryrun) option\n" if not spec.can_dryrun
+                                       else f"xl {name}: {hardware.REASONS[name]}\n")
 
 
 def test_dryrun_is_refused_by_a_command_that_does_not_honour_it_yet(no_host: Path,

@@ -13,7 +13,7 @@ import sys
 from typing import Callable
 
 from . import cmdtable
-from .common import required_message
+from .common import honours_dryrun, required_message
 
 _PCI = ("pyxen passes no PCI devices through to guests: there is no IOMMU or pciback, a guest "
         "sees only its emulated and paravirtual devices")
@@ -62,7 +62,7 @@ def refusal(name: str, reason: str) -> Callable[[list[str]], int]:
         print(f"xl {name}: {reason}", file=sys.stderr)
         return 1
 
-    return run
+    return honours_dryrun(run)  # it changes nothing, with or without -N
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
