@@ -75,6 +75,8 @@ NO_HOST = [
     pytest.param(["pci-attach", "d"], 2, block("pci-attach"),
                  "'xl %s' requires at least %d argument%s.\n\n" % ("pci-attach", 2, "s"), id="pci-attach: reqargs 2"),
     pytest.param(["list", "-z"], 2, "", "option `%c' not supported.\n" % "z", id="def_getopt: unknown option"),
+    pytest.param(["sched-credit", "-d"], 2, "", "option `%c' not supported.\n" % "d",
+                 id="def_getopt: an option without its argument"),
     pytest.param(["domname", "abc"], 1, "", "Invalid domain id.\n\n", id="domname: no digits"),
     pytest.param(["domname", ""], 1, "", "Invalid domain id.\n\n", id="domname: empty"),
     pytest.param(["setenforce"], 2, block("setenforce"), "", id="setenforce: no argument: help; return 2"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ class XlParser(argparse.ArgumentParser):
         if "unrecognized arguments" in message:
             opt = message.split(":", 1)[1].split()[0]
             raise Usage(f"option `{opt.lstrip('-')}' not supported.")
+        missing = re.match(r"argument -(\w)(?:/\S+)?: expected one argument", message)
+        if missing:  # getopt's '?' for an option without its argument: optopt is the option
+            raise Usage(f"option `{missing.group(1)}' not supported.")
         if "required" in message:
             # xl's def_getopt: the command's reqargs (Xen's number, else the positionals').
             n = cmdtable.REQARGS.get(self.command, sum(
