@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..libxlu.cfg import Setting, Value, decode, parse, parse_number
+from ..libxlu.cfg import Config, Setting, decode, parse
 from ..libxlu.domid import is_domid
 from .devices import FORMAT_PREFIXES, IGNORED_PREFIXES, SCRIPT_PREFIXES
 
@@ -98,36 +98,34 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         text = "" if source == "/dev/null" else decode(Path(path).read_bytes(), source)
     except OSError as err:
         raise ConfigError(f"Failed to read config file: {source}: {err.strerror}") from err
-    if overrides:
-        text += "\n" + "\n".join(overrides) + "\n"
+    if overrides:  # as xl_vmcontrol.c appends them: "\n", each one and "\n", then "\n"
+        text += "\n" + "".join(f"{o}\n" for o in overrides) + "\n"
     cfg = from_settings(parse(text, source), source, cwd)
     # Messages name the file as the user gave it; the record kept with the domain (xenstore's
     # /libxl/<domid>/config-source) names it absolutely, as every other path in it.
     return dataclasses.replace(cfg, source=_Cwd(cwd, source).absolute(source))
 
 
-def _pick(settings: dict[str, Setting], source: str) -> Callable[..., object]:
+def _pick(settings: dict[str, Setting], source: str, warnings: list[str]) -> Callable[..., object]:
+    """A getter over the settings that reads keys as xl_parse.c does with libxlu's getters:
+    a value of the wrong shape (a list for a single value, text that is not a number, ``+=``
+    on a number) gives libxlu's warning and the key's default, never an error."""
+    cfg = Config(settings, source)
+
     def err(key: str, reason: str) -> ConfigError:
         return ConfigError(f"{source}:{settings[key].line}: {key}: {reason}")
 
     def get(key: str, kind: str, default: object = None) -> object:
-        if key not in settings:
-            return default
-        v: Value = settings[key].value
         if kind == "list":
-            if isinstance(v, str):
-                return (v,)
-            if not all(isinstance(x, str) for x in v):
-                raise err(key, "expected a list of strings")
-            return tuple(v)
-        if isinstance(v, list):
-            raise err(key, "is a list but should be a single value")
-        if kind == "int":
-            try:
-                return parse_number(v)
-            except ValueError:
-                raise err(key, f"'{v}' is not a valid number") from None
-        return v
+            e, items = cfg.get_string_items(key)
+            value: object = tuple(items) if e is None else default
+        elif kind == "int":
+            e, value = cfg.get_long(key)
+        else:
+            e, value = cfg.get_string(key)
+        warnings.extend(cfg.warnings)
+        cfg.warnings.clear()
+        return default if e is not None else value
 
     get.err = err  # type: ignore[attr-defined]
     return get
@@ -198,6 +196,17 @@ def _absolute_disk(spec: str, cwd: _Cwd) -> str:
     return spec
 
 
+def _domain_type(text: object, names: tuple[str, ...]) -> str | None:
+    """xl_parse.c's type= test: the first name that ``text`` is a prefix of, in xl's order
+    (``strncmp(buf, "hvm", strlen(buf))``), so "p" is pv and "" is hvm."""
+    if text is None:
+        return None
+    for name in names:
+        if name.startswith(str(text)):
+            return name
+    raise ConfigError(f"Invalid domain type {text}.")
+
+
 def from_settings(settings: dict[str, Setting], source: str = "<config>",
                   cwd: str | None = None) -> DomainConfig:
     """Turn parsed settings into a DomainConfig, checking every value this module knows.
@@ -205,11 +214,11 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
     Relative kernel, ramdisk and disk target paths are made absolute against ``cwd`` (default:
     this process's working directory, which for ``xl create`` is where libxl would open them).
     """
-    get = _pick(settings, source)
-    here = _Cwd(cwd, source)
-    err = get.err  # type: ignore[attr-defined]
     warnings = [f"{source}:{s.line}: warning: ignoring unknown key '{k}'"
                 for k, s in settings.items() if k not in KNOWN_KEYS]
+    get = _pick(settings, source, warnings)
+    here = _Cwd(cwd, source)
+    err = get.err  # type: ignore[attr-defined]
 
     name = get("name", "str")
     if not name:
@@ -222,19 +231,15 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         # a domain could never be named on the command line; Xen accepts it, pyxen refuses it.
         raise err("name", f"'{name}' is all digits, which xl reads as a domain id")
 
-    dtype = get("type", "str")
+    dtype = _domain_type(get("type", "str"), ("hvm", "pv", "pvh"))
     builder = get("builder", "str")
-    if builder is not None and dtype is None:
-        dtype = {"generic": "pv", "hvm": "hvm"}.get(str(builder))
-        if dtype is None:
-            raise err("builder", f"unknown builder '{builder}'")
+    if builder is not None:
+        # Deprecated since Xen 4.10; it may only agree with type=.
+        btype = {"hvm": "hvm", "generic": "pv"}.get(_domain_type(builder, ("hvm", "generic")))
+        if dtype is not None and dtype != btype:
+            raise ConfigError('Contradicting "builder" and "type" options specified.')
+        dtype = btype
     dtype = dtype or "pv"
-    matches = [t for t in DOMAIN_TYPES if t.startswith(str(dtype))] if dtype else []
-    if str(dtype) in DOMAIN_TYPES:
-        matches = [str(dtype)]
-    if len(matches) != 1:
-        raise err("type", f"Invalid domain type {dtype}.")
-    dtype = matches[0]
 
     uid = get("uuid", "str")
     if uid is not None:
