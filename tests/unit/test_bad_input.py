@@ -171,7 +171,7 @@ def test_relative_kernel_and_ramdisk_are_made_absolute_against_cwd() -> None:
     ("file:disk.img,xvda,w", "file:/w/disk.img,xvda,w"),
     ("phy:sub/disk.img,xvda,w", "phy:/w/sub/disk.img,xvda,w"),
     ("qcow2:d.qcow2,xvda,w", "qcow2:/w/d.qcow2,xvda,w"),
-    ("vdev=xvda, access=rw, target=a,b.img", "vdev=xvda,access=rw,target=/w/a,b.img"),
+    ("vdev=xvda, access=rw, target=a,b.img", "vdev=xvda, access=rw, target=/w/a,b.img"),
     ("/abs.img,raw,xvda,rw", "/abs.img,raw,xvda,rw"),
     ("phy:/dev/sdz,xvdb,r", "phy:/dev/sdz,xvdb,r"),
     ("nbd:host:1234,xvda,w", "nbd:host:1234,xvda,w"),  # a block script's argument, not a path

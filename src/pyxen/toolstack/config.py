@@ -18,7 +18,8 @@ from typing import Callable
 
 from ..libxlu.cfg import Config, Setting, decode, parse
 from ..libxlu.domid import is_domid
-from .devices import FORMAT_PREFIXES, IGNORED_PREFIXES, SCRIPT_PREFIXES
+from ..libxlu import disk as libxlu_disk
+from ..libxlu import vif as libxlu_vif
 
 DOMAIN_TYPES = ("pv", "pvh", "hvm")
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve", "coredump-destroy",
@@ -131,10 +132,6 @@ def _pick(settings: dict[str, Setting], source: str, warnings: list[str]) -> Cal
     return get
 
 
-#: Disk spec flags (no value) that take no positional slot (xl-disk-configuration.5).
-_DISK_FLAGS = ("cdrom", "discard", "no-discard", "direct-io-safe", "trusted", "untrusted")
-
-
 class _Cwd:
     """xl's working directory, read once and only when a relative path needs it."""
 
@@ -161,39 +158,34 @@ def _absolute_disk(spec: str, cwd: _Cwd) -> str:
     hotplug script it runs turns a file into ``readlink -f`` of it, so a relative target names a
     file relative to where xl runs; resolving it here means no daemon ever sees it relative.
     Targets handed to a block script (``iscsi:``, ``nbd:``, ``script=``) are not paths and are
-    left alone. ``target=`` eats the rest of the spec, commas included, as in xl.
+    left alone. Where the target is written is libxlu's parse (``target=`` eats the rest of the
+    spec, commas included); a spec libxlu refuses is left for its error.
     """
-    items: list[str] = []
-    rest = spec
-    while rest:
-        rest = rest.lstrip(" \t")
-        if rest.startswith("target="):
-            items.append(rest)
-            break
-        item, sep, rest = rest.partition(",")
-        items.append(item)
-        if not sep:
-            break
-    if any(i.strip().startswith("script=") for i in items):
+    try:
+        disk = libxlu_disk.parse_disk(spec)
+    except libxlu_disk.DiskSyntaxError:
         return spec
-    for n, item in enumerate(items):
-        if item.startswith("target="):
-            target = item[len("target="):]
-            if target and not target.startswith("/"):
-                items[n] = "target=" + cwd.absolute(target)
-            return ",".join(items)
-        if "=" in item or item.strip() in _DISK_FLAGS:
-            continue
-        parts = item.strip().split(":")  # the first positional item is the target
-        prefixes = []
-        while len(parts) > 1 and parts[0] in IGNORED_PREFIXES + FORMAT_PREFIXES + SCRIPT_PREFIXES:
-            prefixes.append(parts.pop(0))
-        target = ":".join(parts)
-        if not target or target.startswith("/") or any(p in SCRIPT_PREFIXES for p in prefixes):
-            return spec
-        items[n] = ":".join(prefixes + [cwd.absolute(target)])
-        return ",".join(items)
-    return spec
+    span = libxlu_disk.target_span(spec)
+    if disk.script or span is None or not disk.pdev_path or disk.pdev_path.startswith("/"):
+        return spec
+    return spec[:span[0]] + cwd.absolute(disk.pdev_path) + spec[span[1]:]
+
+
+def _check_devices(disks: tuple[str, ...], vifs: tuple[str, ...], source: str,
+                   warnings: list[str]) -> None:
+    """Parse every disk and vif spec as xl's parse_config_data does, so a spec xl refuses
+    stops ``xl create`` before anything is built, with libxlu's lines; what xl only reports
+    about a vif (an unknown key, a bad MAC) joins the warnings."""
+    for spec in disks:
+        try:
+            libxlu_disk.parse_disk(spec, source)
+        except libxlu_disk.DiskSyntaxError as err:
+            raise ConfigError("\n".join(err.messages)) from None
+    for index, spec in enumerate(vifs):
+        try:
+            warnings.extend(libxlu_vif.parse_vif(spec, index, source).messages)
+        except libxlu_vif.VifSyntaxError as err:
+            raise ConfigError("\n".join(err.messages)) from None
 
 
 def _domain_type(text: object, names: tuple[str, ...]) -> str | None:
@@ -235,7 +227,8 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
     builder = get("builder", "str")
     if builder is not None:
         # Deprecated since Xen 4.10; it may only agree with type=.
-        btype = {"hvm": "hvm", "generic": "pv"}.get(_domain_type(builder, ("hvm", "generic")))
+        bname = _domain_type(builder, ("hvm", "generic"))
+        btype = "pv" if bname == "generic" else "hvm"
         if dtype is not None and dtype != btype:
             raise ConfigError('Contradicting "builder" and "type" options specified.')
         dtype = btype
@@ -297,6 +290,9 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
 
     vnc = get("vnc", "int", 0)
     vncdisplay = get("vncdisplay", "int")
+    disks = tuple(_absolute_disk(d, here) for d in get("disk", "list", ()))  # type: ignore[attr-defined]
+    vifs: tuple[str, ...] = get("vif", "list", ())  # type: ignore[assignment]
+    _check_devices(disks, vifs, source, warnings)
     return DomainConfig(
         name=name, type=dtype, uuid=str(uid) if uid else str(uuidlib.uuid4()),
         memory=memory, maxmem=maxmem, vcpus=vcpus, maxvcpus=maxvcpus,
@@ -304,8 +300,7 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         ramdisk=here.absolute(str(ramdisk)) if ramdisk else None,
         cmdline=str(cmdline), cpus=(str(get("cpus", "str")) if "cpus" in settings else None),
         cpu_weight=weight, cap=cap,
-        disks=tuple(_absolute_disk(str(d), here) for d in get("disk", "list", ())),  # type: ignore[attr-defined]
-        vifs=get("vif", "list", ()),  # type: ignore[arg-type]
+        disks=disks, vifs=vifs,
         vnc=bool(vnc), vncdisplay=vncdisplay,  # type: ignore[arg-type]
         vnclisten=str(get("vnclisten", "str", "127.0.0.1")),
         boot=str(get("boot", "str", "cd")), source=source, warnings=tuple(warnings),
