@@ -18,6 +18,7 @@ from pyxen.libxlu import disk as xlu_disk
 from pyxen.libxlu import vif as xlu_vif
 from pyxen.libxlu.cfg import (PARSE_FAILURE_EXIT, Config, ConfigSyntaxError, parse, quote,
                               strtol)
+from pyxen.libxlu.cpumap import CpuRangeError, parse_cpurange
 from pyxen.toolstack import devices
 from pyxen.toolstack.config import ConfigError, from_settings
 
@@ -231,3 +232,37 @@ def test_vif_reports_are_warnings_and_the_domain_is_still_built() -> None:
     assert nic.bridge == "br0" and nic.mac.startswith("00:16:3e:")  # all-zero MAC: libxl picks one
     with pytest.raises(ConfigError, match="^t.cfg: config parsing error in vif: rate overflow in `0Mb/s'$"):
         from_settings(parse('name = "d"\nkernel = "/k"\nvif = [ "rate=0Mb/s" ]\n', "t.cfg"), "t.cfg")
+
+
+# ---- cpus= (xl_parse.c parse_cpurange / update_cpumap_range / parse_range) ----------------------
+@pytest.mark.parametrize("text, cpus", [
+    ("all", {0, 1, 2, 3}), ("0-3,^1", {0, 2, 3}), ("all,^0", {1, 2, 3}), (",,1,", {1}),
+    (" 2", {2}), ("+1-2", {1, 2}), ("node:0", {0, 1, 2, 3}), ("nodes:0-1,^3", {0, 1, 2}),
+    ("node:all", {0, 1, 2, 3}), ("6", {6}), ("", set()),
+])
+def test_cpurange_as_xl(text: str, cpus: set[int]) -> None:
+    assert parse_cpurange(text, 4, lambda node: set(range(4)) if node == 0 else set()) == cpus
+
+
+@pytest.mark.parametrize("text, message", [
+    ("^all", 'Can\'t combine "^" and "all".'), ("^node:all", 'Can\'t combine "^" and "all".'),
+    ("node:^1", "Invalid pcpu range: ^1."), ("3-1", "Invalid pcpu range: 3-1."),
+    ("1-", "Invalid pcpu range: 1-."), ("-1", "Invalid pcpu range: -1."),
+    ("0,x", "Invalid pcpu range: x."), ("1 ", "Invalid pcpu range: 1 ."),
+])
+def test_cpurange_refusals_as_xl(text: str, message: str) -> None:
+    with pytest.raises(CpuRangeError) as exc:
+        parse_cpurange(text, 4)
+    assert str(exc.value) == message
+
+
+def test_cpus_key_string_or_per_vcpu_list() -> None:
+    def cpus(value: str) -> object:
+        return from_settings(parse(f'name = "d"\nkernel = "/k"\ncpus = {value}\n', "t.cfg"), "t.cfg").cpus
+    assert cpus('"0-1"') == "0-1"
+    assert cpus('[ "0", "1-2", "node:0" ]') == ("0", "1-2", "node:0")
+    assert cpus('[ "0", [ "1" ], "2" ]') == ("0",)  # xlu_cfg_get_listitem stops at a list
+    with pytest.raises(ConfigError, match=r'^Can\'t combine "\^" and "all".$'):
+        cpus('"^all"')
+    with pytest.raises(ConfigError, match=r"^Invalid pcpu range: 2-x.$"):
+        cpus('[ "0", "2-x" ]')

@@ -20,6 +20,7 @@ from ..libxlu.cfg import Config, Setting, decode, parse
 from ..libxlu.domid import is_domid
 from ..libxlu import disk as libxlu_disk
 from ..libxlu import vif as libxlu_vif
+from ..libxlu.cpumap import CpuRangeError, parse_cpurange
 
 DOMAIN_TYPES = ("pv", "pvh", "hvm")
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve", "coredump-destroy",
@@ -59,7 +60,8 @@ class DomainConfig:
     on_reboot: str = "restart"
     on_crash: str = "destroy"
     on_watchdog: str = "destroy"
-    cpus: str | None = None
+    #: cpus=: one CPU list for every vCPU (a string), or one per vCPU (a list), as xl takes it.
+    cpus: str | tuple[str, ...] | None = None
     cpu_weight: int = 256
     cap: int = 0
     disks: tuple[str, ...] = ()
@@ -188,6 +190,26 @@ def _check_devices(disks: tuple[str, ...], vifs: tuple[str, ...], source: str,
             raise ConfigError("\n".join(err.messages)) from None
 
 
+def _cpus(settings: dict[str, Setting], source: str,
+          warnings: list[str]) -> str | tuple[str, ...] | None:
+    """cpus= as xl_parse.c reads it: a list (one CPU list per vCPU, up to the first item that
+    is not a string) or a string (for every vCPU); each must parse (parse_cpurange), or xl
+    exits with its line. NUMA nodes and the host's CPUs are resolved when the domain is built."""
+    cfg = Config(settings, source)
+    e, items = cfg.get_string_items("cpus", dont_warn=True)
+    value: str | tuple[str, ...] | None = tuple(items) if e is None else None
+    if value is None:
+        e, text = cfg.get_string("cpus")
+        warnings.extend(cfg.warnings)
+        value = text
+    for item in ([value] if isinstance(value, str) else value or ()):
+        try:
+            parse_cpurange(item, 0)
+        except CpuRangeError as err:
+            raise ConfigError(str(err)) from None
+    return value
+
+
 def _domain_type(text: object, names: tuple[str, ...]) -> str | None:
     """xl_parse.c's type= test: the first name that ``text`` is a prefix of, in xl's order
     (``strncmp(buf, "hvm", strlen(buf))``), so "p" is pv and "" is hvm."""
@@ -298,7 +320,7 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         memory=memory, maxmem=maxmem, vcpus=vcpus, maxvcpus=maxvcpus,
         kernel=here.absolute(str(kernel)) if kernel else None,
         ramdisk=here.absolute(str(ramdisk)) if ramdisk else None,
-        cmdline=str(cmdline), cpus=(str(get("cpus", "str")) if "cpus" in settings else None),
+        cmdline=str(cmdline), cpus=_cpus(settings, source, warnings),
         cpu_weight=weight, cap=cap,
         disks=disks, vifs=vifs,
         vnc=bool(vnc), vncdisplay=vncdisplay,  # type: ignore[arg-type]
