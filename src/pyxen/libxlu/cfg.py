@@ -159,11 +159,16 @@ def strtol(text: str, base: int = 0) -> tuple[int | None, int, bool]:
 
 
 def parse_number(text: str) -> int:
-    """A whole config number as strtol(base 0) reads it: decimal, 0x hex, 0-prefixed octal."""
-    value, used, erange = strtol(text, 0)
-    if value is None or used != len(text) or erange:
-        raise ValueError(text)
-    return value
+    """A non-negative number token as xl.cfg writes them: decimal, 0x hex, 0-prefixed octal
+    (no blanks, no sign). For host.cfg's settings; domain keys go through ``Config.get_long``,
+    which is strtol's whole range."""
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+", text):
+        return int(text, 16)
+    if re.fullmatch(r"0[0-7]+", text):
+        return int(text, 8)
+    if re.fullmatch(r"[1-9][0-9]*|0", text):
+        return int(text, 10)
+    raise ValueError(text)
 
 
 # ---- the lexer (libxlu_cfg_l.l) ---------------------------------------------------------------
@@ -177,8 +182,8 @@ _NUMBER = re.compile(r"[0-9][0-9a-fx]*")
 _STRING = re.compile(r"""'(?:[^'\\\n]|\\[^\n])*'|"(?:[^"\\\n]|\\[^\n])*\"""")
 _COMMENT_NL = re.compile(r"#[^\n]*\n")
 _LEXERR_WORD = re.compile(r"[^ \t\n]*")
-#: ``[+-.():]`` in flex: the range + to . is + , - . (the comma matches its own rule first).
-_PYTHONISH = set("+,-.():")
+#: ``[+-.():]`` in flex: the range + to . is + , - . but the comma's own rule comes first.
+_PYTHONISH = set("+-.():")
 
 
 @dataclass
