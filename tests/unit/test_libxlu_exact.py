@@ -266,3 +266,29 @@ def test_cpus_key_string_or_per_vcpu_list() -> None:
         cpus('"^all"')
     with pytest.raises(ConfigError, match=r"^Invalid pcpu range: 2-x.$"):
         cpus('[ "0", "2-x" ]')
+
+
+@settings(deadline=None)
+@given(st.lists(st.sampled_from(["/img", "xvda", "hdc", ":cdrom", ",", " ", "w", "raw", "qcow2",
+                                "format=", "vdev=", "target=", "phy:", "tap:", "foo:", "foo=",
+                                "=", "cdrom", "discard", "colo-port=", "1", "\n", "\t", ":"]),
+                max_size=12).map("".join))
+def test_any_disk_spec_parses_or_reports(spec: str) -> None:
+    try:
+        d = xlu_disk.parse_disk(spec, "f.cfg")
+    except xlu_disk.DiskSyntaxError as err:
+        assert err.messages and all(m.startswith("f.cfg: config parsing error in disk specification: ")
+                                    for m in err.messages)
+    else:
+        assert d.vdev is not None and (d.pdev_path is not None or d.removable)
+
+
+@settings(deadline=None)
+@given(st.text(st.characters(exclude_characters="\0"), max_size=40))
+def test_any_vif_spec_parses_or_stops_xl(spec: str) -> None:
+    try:
+        got = xlu_vif.parse_vif(spec, 0, "f.cfg")
+    except xlu_vif.VifSyntaxError as err:
+        assert err.messages
+    else:
+        assert got.spec.mac is None or len(got.spec.mac) == 17
