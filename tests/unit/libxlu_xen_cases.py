@@ -5,8 +5,9 @@ tools/libs/util/ at xen-project/xen c447b7308b13 (libxlu_cfg.c with the flex/bis
 libxlu_cfg_l.c and libxlu_cfg_y.c that Xen ships, libxlu_disk.c with libxlu_disk_l.c,
 libxlu_vif.c) compiled with gcc against a stub libxl.h and driven by a small main that prints
 the report lines and the result (settings; libxl_device_disk's fields; the rate pair). Config
-source names are "f.cfg". parse_nic_config (xl_parse.c) needs all of xl, so the vif key cases
-in the test file are read from its source instead.
+source names are "f.cfg". The vif cases ran tools/xl/xl_parse.c's parse_nic_config, cut out of
+the file with the helpers it calls (match_option_size, replace_string, parse_ulong,
+parse_vif_rate) and parse_config_data's strtok loop around it.
 
 The pod examples are copied from docs/man/xl-disk-configuration.5.pod.in (lines 21-36) and
 docs/man/xl-network-configuration.5.pod.in (lines 21-27, 242-244) at the same commit.
@@ -190,3 +191,35 @@ POD_VIFS = [
 ]
 POD_VIF_CFG = "vif = [ 'mac=00:16:3E:74:34:32', 'mac=00:16:3e:5f:48:e4,bridge=xenbr1' ]\n"
 POD_RATES = {"10Mb/s": 10_000_000 // 8, "250KB/s": 250_000, "1MB/s@20ms": 1_000_000}
+
+# (vif spec, lines xl prints, libxl_device_nic fields set (devid 0 and empty ones left out), or None when xl exits)
+VIF_CASES: list[tuple[str, list[str], dict[str, object] | None]] = [
+    ('colour=blue,bridge=br1', ["unrecognized argument `colour=blue'"], {'bridge': 'br1'}),
+    ('trusted', [], {'trusted': True}),
+    ('untrusted,trusted=1', ["unrecognized argument `trusted=1'"], {'trusted': False}),
+    ('type=ioemu', [], {'nictype': 'vif_ioemu'}),
+    ('type=vif2', ["Invalid parameter `type'."], {}),
+    ('mac=00-16-3e-01-02-03', [], {'mac': '00:16:3e:01:02:03'}),
+    ('mac=0:1:2:3:4:5junk', [], {'mac': '00:01:02:03:04:05'}),
+    ('mac=00:16:zz', ["Invalid parameter `mac'."], {'mac': '00:16:00:00:00:00'}),
+    ('mac=001122334455', ["Invalid parameter `mac'."], {}),
+    ('mac=00:16:3e,bridge=eb', ["Invalid parameter `mac'."], {'mac': '00:16:3e:0b:00:00', 'bridge': 'eb'}),
+    ('mac=-1:0:0:0:0:0', ["Invalid parameter `mac'."], {}),
+    ('mac=0x10:1:2:3:4:5', [], {'mac': '10:01:02:03:04:05'}),
+    ('netdev=eth1', ['the netdev parameter is deprecated, please use gatewaydev instead'], {'gatewaydev': 'eth1'}),
+    ('accel=x', ['the accel parameter for vifs is currently not supported'], {}),
+    ('vifname=v1,ip=10.0.0.2 10.0.0.3,script=vif-route,model=e1000,backend=d1,gatewaydev=eth0,forwarddev=eth2,vlan=10p/20', [], {'backend_domname': 'd1', 'coloft_forwarddev': 'eth2', 'gatewaydev': 'eth0', 'ifname': 'v1', 'ip': '10.0.0.2 10.0.0.3', 'model': 'e1000', 'script': 'vif-route', 'vlan': '10p/20'}),
+    ('devid=7,mtu=9000x', [], {'devid': 7, 'mtu': 9000}),
+    ('devid=4294967295', [], {'devid': -1}),
+    ('mtu=4294967297', [], {'mtu': 1}),
+    ('  bridge=a,,, bridge=b', [], {'bridge': 'b'}),
+    ('colo_sock_mirror_id=1,colo_checkpoint_port=9', [], {'colo': (('colo_sock_mirror_id', '1'), ('colo_checkpoint_port', '9'))}),
+    ('rate=10Mb/s@20ms', [], {'rate_bytes_per_interval': 25000, 'rate_interval_usecs': 20000}),
+    ('mtu=', ['xl: failed to convert "" to number'], None),
+    ('devid=-1', ['xl: failed to convert "-1" to number'], None),
+    ('colour=x,rate=fast', ["unrecognized argument `colour=x'", "f.cfg: config parsing error in vif: invalid rate in `fast'"], None),
+    ('bridge', ["unrecognized argument `bridge'"], {}),
+    ('=x', ["unrecognized argument `=x'"], {}),
+    ('MAC=00:16:3e:00:00:01', ["unrecognized argument `MAC=00:16:3e:00:00:01'"], {}),
+    ('mac =00:16:3e:00:00:01', ["unrecognized argument `mac =00:16:3e:00:00:01'"], {}),
+]
