@@ -7,7 +7,8 @@ libxlu_vif.c) compiled with gcc against a stub libxl.h and driven by a small mai
 the report lines and the result (settings; libxl_device_disk's fields; the rate pair). Config
 source names are "f.cfg". The vif cases ran tools/xl/xl_parse.c's parse_nic_config, cut out of
 the file with the helpers it calls (match_option_size, replace_string, parse_ulong,
-parse_vif_rate) and parse_config_data's strtok loop around it.
+parse_vif_rate) and parse_config_data's strtok loop around it. tests/xen_oracle/build.sh builds
+both programs from a Xen checkout, to add cases or to check them against another Xen.
 
 The pod examples are copied from docs/man/xl-disk-configuration.5.pod.in (lines 21-36) and
 docs/man/xl-network-configuration.5.pod.in (lines 21-27, 242-244) at the same commit.
