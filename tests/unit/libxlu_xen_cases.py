@@ -224,3 +224,12 @@ VIF_CASES: list[tuple[str, list[str], dict[str, object] | None]] = [
     ('MAC=00:16:3e:00:00:01', ["unrecognized argument `MAC=00:16:3e:00:00:01'"], {}),
     ('mac =00:16:3e:00:00:01', ["unrecognized argument `mac =00:16:3e:00:00:01'"], {}),
 ]
+
+# xl-disk-configuration.5.pod.in lines 540-615: the deprecated prefixes and the empty cdrom.
+POD_FORMAT_PREFIXES = ["raw", "qcow2", "vhd"]
+POD_SCRIPT_PREFIXES = ["iscsi", "nbd", "enbd", "drbd"]
+POD_IGNORED_PREFIXES = ["tapdisk", "tap2", "aio", "ioemu", "file", "phy"]
+POD_SEVERAL_PREFIXES = "tap:aio:/some/path"
+POD_EMPTY_CDROM = ",hdc:cdrom,r"
+# xl-network-configuration.5.pod.in lines 296-298 (xl passes vlan= through to libxl).
+POD_VLANS = ["10", "10p/20", "10p/100+10x4"]

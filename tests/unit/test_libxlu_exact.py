@@ -23,8 +23,10 @@ from pyxen.toolstack import devices
 from pyxen.toolstack.config import ConfigError, from_settings
 
 from .libxlu_xen_cases import (CFG_CASES, DISK_CASES, GET_LONG_CASES, POD_CDROM_SAME,
-                               POD_DISK_CFG, POD_DISK_SAME, POD_RATES, POD_VIF_CFG, POD_VIFS,
-                               RATE_CASES, VIF_CASES)
+                               POD_DISK_CFG, POD_DISK_SAME, POD_EMPTY_CDROM, POD_FORMAT_PREFIXES,
+                               POD_IGNORED_PREFIXES, POD_RATES, POD_SCRIPT_PREFIXES,
+                               POD_SEVERAL_PREFIXES, POD_VIF_CFG, POD_VIFS, POD_VLANS, RATE_CASES,
+                               VIF_CASES)
 
 ERRNO = {None: 0, "EINVAL": 22, "ERANGE": 34, "ESRCH": 3}
 
@@ -129,6 +131,19 @@ def test_pod_disk_examples_are_each_the_same_disk() -> None:
         ("/root/image.iso", "hdc", True, "cdrom", "phy")}
 
 
+def test_pod_deprecated_prefixes() -> None:
+    for prefix in POD_FORMAT_PREFIXES:
+        assert xlu_disk.parse_disk(f"{prefix}:/i,xvda,w").format == prefix
+    for prefix in POD_SCRIPT_PREFIXES:
+        d = xlu_disk.parse_disk(f"{prefix}:target-of-{prefix},xvda,w")
+        assert (d.script, d.pdev_path) == (f"block-{prefix}", f"target-of-{prefix}")
+    for prefix in POD_IGNORED_PREFIXES:
+        assert xlu_disk.parse_disk(f"{prefix}:/i,xvda,w") == xlu_disk.DiskSpec(pdev_path="/i", vdev="xvda")
+    assert xlu_disk.parse_disk(POD_SEVERAL_PREFIXES + ",xvda").pdev_path == "/some/path"
+    assert xlu_disk.parse_disk(POD_EMPTY_CDROM) == xlu_disk.DiskSpec(
+        pdev_path="", vdev="hdc", format="empty", removable=True, readwrite=False, is_cdrom=True)
+
+
 def test_pod_disk_config_line() -> None:
     c = from_settings(parse('name = "d"\nkernel = "/k"\n' + POD_DISK_CFG, "t.cfg"), "t.cfg")
     assert c.disks == ("/dev/vg/guest-volume,,hda", "/root/image.iso,,hdc,cdrom")
@@ -165,6 +180,12 @@ def test_pod_rates_mean_what_the_page_says() -> None:
         per_interval, usecs = xlu_vif.parse_rate(rate, "f.cfg")
         assert per_interval * 1_000_000 // usecs == bytes_per_second
     assert xlu_vif.parse_rate("1MB/s@20ms", "f.cfg") == (20_000, 20_000)
+
+
+def test_pod_vlan_examples_pass_through() -> None:
+    for vlan in POD_VLANS:
+        got = xlu_vif.parse_vif(f"vlan={vlan}", 0)
+        assert (got.spec.vlan, got.messages) == (vlan, ())
 
 
 def test_pod_vif_examples() -> None:
