@@ -386,7 +386,7 @@ def _syntax_error(state: int, token: int) -> str:
 
 
 class _Store:
-    """The settings list (newest first in Xen; here: every setting in order, last one wins)."""
+    """The settings: Xen keeps every one, newest first, and reads the newest; this keeps that one."""
 
     def __init__(self, ctx: _Context) -> None:
         self.ctx = ctx
