@@ -86,7 +86,8 @@ def test_bad_disk_spec_is_one_line_and_leaves_nothing(host) -> None:  # type: ig
     cfg = host.write_cfg("bad", extra_lines="disk = ['/nonexistent,raw']\n")
     done = host.xl("create", str(cfg), check=False)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].endswith("no vdev specified in disk spec '/nonexistent,raw'")
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"{cfg}: config parsing error in disk specification: no vdev specified in `/nonexistent,raw'")
     assert "bad" not in host.domains()
 
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..libxlu.cfg import Setting, Value, decode, parse, parse_number
+from ..libxlu.cfg import Config, Setting, decode, parse
 from ..libxlu.domid import is_domid
-from .devices import FORMAT_PREFIXES, IGNORED_PREFIXES, SCRIPT_PREFIXES
+from ..libxlu import disk as libxlu_disk
+from ..libxlu import vif as libxlu_vif
+from ..libxlu.cpumap import CpuRangeError, parse_cpurange
 
 DOMAIN_TYPES = ("pv", "pvh", "hvm")
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve", "coredump-destroy",
@@ -58,7 +60,8 @@ class DomainConfig:
     on_reboot: str = "restart"
     on_crash: str = "destroy"
     on_watchdog: str = "destroy"
-    cpus: str | None = None
+    #: cpus=: one CPU list for every vCPU (a string), or one per vCPU (a list), as xl takes it.
+    cpus: str | tuple[str, ...] | None = None
     cpu_weight: int = 256
     cap: int = 0
     disks: tuple[str, ...] = ()
@@ -98,43 +101,37 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         text = "" if source == "/dev/null" else decode(Path(path).read_bytes(), source)
     except OSError as err:
         raise ConfigError(f"Failed to read config file: {source}: {err.strerror}") from err
-    if overrides:
-        text += "\n" + "\n".join(overrides) + "\n"
+    if overrides:  # as xl_vmcontrol.c appends them: "\n", each one and "\n", then "\n"
+        text += "\n" + "".join(f"{o}\n" for o in overrides) + "\n"
     cfg = from_settings(parse(text, source), source, cwd)
     # Messages name the file as the user gave it; the record kept with the domain (xenstore's
     # /libxl/<domid>/config-source) names it absolutely, as every other path in it.
     return dataclasses.replace(cfg, source=_Cwd(cwd, source).absolute(source))
 
 
-def _pick(settings: dict[str, Setting], source: str) -> Callable[..., object]:
+def _pick(settings: dict[str, Setting], source: str, warnings: list[str]) -> Callable[..., object]:
+    """A getter over the settings that reads keys as xl_parse.c does with libxlu's getters:
+    a value of the wrong shape (a list for a single value, text that is not a number, ``+=``
+    on a number) gives libxlu's warning and the key's default, never an error."""
+    cfg = Config(settings, source)
+
     def err(key: str, reason: str) -> ConfigError:
         return ConfigError(f"{source}:{settings[key].line}: {key}: {reason}")
 
     def get(key: str, kind: str, default: object = None) -> object:
-        if key not in settings:
-            return default
-        v: Value = settings[key].value
         if kind == "list":
-            if isinstance(v, str):
-                return (v,)
-            if not all(isinstance(x, str) for x in v):
-                raise err(key, "expected a list of strings")
-            return tuple(v)
-        if isinstance(v, list):
-            raise err(key, "is a list but should be a single value")
-        if kind == "int":
-            try:
-                return parse_number(v)
-            except ValueError:
-                raise err(key, f"'{v}' is not a valid number") from None
-        return v
+            e, items = cfg.get_string_items(key)
+            value: object = tuple(items) if e is None else default
+        elif kind == "int":
+            e, value = cfg.get_long(key)
+        else:
+            e, value = cfg.get_string(key)
+        warnings.extend(cfg.warnings)
+        cfg.warnings.clear()
+        return default if e is not None else value
 
     get.err = err  # type: ignore[attr-defined]
     return get
-
-
-#: Disk spec flags (no value) that take no positional slot (xl-disk-configuration.5).
-_DISK_FLAGS = ("cdrom", "discard", "no-discard", "direct-io-safe", "trusted", "untrusted")
 
 
 class _Cwd:
@@ -163,39 +160,65 @@ def _absolute_disk(spec: str, cwd: _Cwd) -> str:
     hotplug script it runs turns a file into ``readlink -f`` of it, so a relative target names a
     file relative to where xl runs; resolving it here means no daemon ever sees it relative.
     Targets handed to a block script (``iscsi:``, ``nbd:``, ``script=``) are not paths and are
-    left alone. ``target=`` eats the rest of the spec, commas included, as in xl.
+    left alone. Where the target is written is libxlu's parse (``target=`` eats the rest of the
+    spec, commas included); a spec libxlu refuses is left for its error.
     """
-    items: list[str] = []
-    rest = spec
-    while rest:
-        rest = rest.lstrip(" \t")
-        if rest.startswith("target="):
-            items.append(rest)
-            break
-        item, sep, rest = rest.partition(",")
-        items.append(item)
-        if not sep:
-            break
-    if any(i.strip().startswith("script=") for i in items):
+    try:
+        disk = libxlu_disk.parse_disk(spec)
+    except libxlu_disk.DiskSyntaxError:
         return spec
-    for n, item in enumerate(items):
-        if item.startswith("target="):
-            target = item[len("target="):]
-            if target and not target.startswith("/"):
-                items[n] = "target=" + cwd.absolute(target)
-            return ",".join(items)
-        if "=" in item or item.strip() in _DISK_FLAGS:
-            continue
-        parts = item.strip().split(":")  # the first positional item is the target
-        prefixes = []
-        while len(parts) > 1 and parts[0] in IGNORED_PREFIXES + FORMAT_PREFIXES + SCRIPT_PREFIXES:
-            prefixes.append(parts.pop(0))
-        target = ":".join(parts)
-        if not target or target.startswith("/") or any(p in SCRIPT_PREFIXES for p in prefixes):
-            return spec
-        items[n] = ":".join(prefixes + [cwd.absolute(target)])
-        return ",".join(items)
-    return spec
+    span = libxlu_disk.target_span(spec)
+    if disk.script or span is None or not disk.pdev_path or disk.pdev_path.startswith("/"):
+        return spec
+    return spec[:span[0]] + cwd.absolute(disk.pdev_path) + spec[span[1]:]
+
+
+def _check_devices(disks: tuple[str, ...], vifs: tuple[str, ...], source: str,
+                   warnings: list[str]) -> None:
+    """Parse every disk and vif spec as xl's parse_config_data does, so a spec xl refuses
+    stops ``xl create`` before anything is built, with libxlu's lines; what xl only reports
+    about a vif (an unknown key, a bad MAC) joins the warnings."""
+    for spec in disks:
+        try:
+            libxlu_disk.parse_disk(spec, source)
+        except libxlu_disk.DiskSyntaxError as err:
+            raise ConfigError("\n".join(err.messages)) from None
+    for index, spec in enumerate(vifs):
+        try:
+            warnings.extend(libxlu_vif.parse_vif(spec, index, source).messages)
+        except libxlu_vif.VifSyntaxError as err:
+            raise ConfigError("\n".join(err.messages)) from None
+
+
+def _cpus(settings: dict[str, Setting], source: str,
+          warnings: list[str]) -> str | tuple[str, ...] | None:
+    """cpus= as xl_parse.c reads it: a list (one CPU list per vCPU, up to the first item that
+    is not a string) or a string (for every vCPU); each must parse (parse_cpurange), or xl
+    exits with its line. NUMA nodes and the host's CPUs are resolved when the domain is built."""
+    cfg = Config(settings, source)
+    e, items = cfg.get_string_items("cpus", dont_warn=True)
+    value: str | tuple[str, ...] | None = tuple(items) if e is None else None
+    if value is None:
+        e, text = cfg.get_string("cpus")
+        warnings.extend(cfg.warnings)
+        value = text
+    for item in ([value] if isinstance(value, str) else value or ()):
+        try:
+            parse_cpurange(item, 0)
+        except CpuRangeError as err:
+            raise ConfigError(str(err)) from None
+    return value
+
+
+def _domain_type(text: object, names: tuple[str, ...]) -> str | None:
+    """xl_parse.c's type= test: the first name that ``text`` is a prefix of, in xl's order
+    (``strncmp(buf, "hvm", strlen(buf))``), so "p" is pv and "" is hvm."""
+    if text is None:
+        return None
+    for name in names:
+        if name.startswith(str(text)):
+            return name
+    raise ConfigError(f"Invalid domain type {text}.")
 
 
 def from_settings(settings: dict[str, Setting], source: str = "<config>",
@@ -205,11 +228,11 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
     Relative kernel, ramdisk and disk target paths are made absolute against ``cwd`` (default:
     this process's working directory, which for ``xl create`` is where libxl would open them).
     """
-    get = _pick(settings, source)
-    here = _Cwd(cwd, source)
-    err = get.err  # type: ignore[attr-defined]
     warnings = [f"{source}:{s.line}: warning: ignoring unknown key '{k}'"
                 for k, s in settings.items() if k not in KNOWN_KEYS]
+    get = _pick(settings, source, warnings)
+    here = _Cwd(cwd, source)
+    err = get.err  # type: ignore[attr-defined]
 
     name = get("name", "str")
     if not name:
@@ -222,19 +245,16 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         # a domain could never be named on the command line; Xen accepts it, pyxen refuses it.
         raise err("name", f"'{name}' is all digits, which xl reads as a domain id")
 
-    dtype = get("type", "str")
+    dtype = _domain_type(get("type", "str"), ("hvm", "pv", "pvh"))
     builder = get("builder", "str")
-    if builder is not None and dtype is None:
-        dtype = {"generic": "pv", "hvm": "hvm"}.get(str(builder))
-        if dtype is None:
-            raise err("builder", f"unknown builder '{builder}'")
+    if builder is not None:
+        # Deprecated since Xen 4.10; it may only agree with type=.
+        bname = _domain_type(builder, ("hvm", "generic"))
+        btype = "pv" if bname == "generic" else "hvm"
+        if dtype is not None and dtype != btype:
+            raise ConfigError('Contradicting "builder" and "type" options specified.')
+        dtype = btype
     dtype = dtype or "pv"
-    matches = [t for t in DOMAIN_TYPES if t.startswith(str(dtype))] if dtype else []
-    if str(dtype) in DOMAIN_TYPES:
-        matches = [str(dtype)]
-    if len(matches) != 1:
-        raise err("type", f"Invalid domain type {dtype}.")
-    dtype = matches[0]
 
     uid = get("uuid", "str")
     if uid is not None:
@@ -292,15 +312,17 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
 
     vnc = get("vnc", "int", 0)
     vncdisplay = get("vncdisplay", "int")
+    disks = tuple(_absolute_disk(d, here) for d in get("disk", "list", ()))  # type: ignore[attr-defined]
+    vifs: tuple[str, ...] = get("vif", "list", ())  # type: ignore[assignment]
+    _check_devices(disks, vifs, source, warnings)
     return DomainConfig(
         name=name, type=dtype, uuid=str(uid) if uid else str(uuidlib.uuid4()),
         memory=memory, maxmem=maxmem, vcpus=vcpus, maxvcpus=maxvcpus,
         kernel=here.absolute(str(kernel)) if kernel else None,
         ramdisk=here.absolute(str(ramdisk)) if ramdisk else None,
-        cmdline=str(cmdline), cpus=(str(get("cpus", "str")) if "cpus" in settings else None),
+        cmdline=str(cmdline), cpus=_cpus(settings, source, warnings),
         cpu_weight=weight, cap=cap,
-        disks=tuple(_absolute_disk(str(d), here) for d in get("disk", "list", ())),  # type: ignore[attr-defined]
-        vifs=get("vif", "list", ()),  # type: ignore[arg-type]
+        disks=disks, vifs=vifs,
         vnc=bool(vnc), vncdisplay=vncdisplay,  # type: ignore[arg-type]
         vnclisten=str(get("vnclisten", "str", "127.0.0.1")),
         boot=str(get("boot", "str", "cd")), source=source, warnings=tuple(warnings),

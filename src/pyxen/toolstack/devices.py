@@ -13,17 +13,12 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Any
 
-DISK_FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "empty")
-BACKEND_TYPES = ("phy", "qdisk", "tap", "standalone")
-IGNORED_PREFIXES = ("phy", "file", "tap", "tap2", "aio", "ioemu", "tapdisk")
-FORMAT_PREFIXES = ("raw", "qcow", "qcow2", "vhd")
-SCRIPT_PREFIXES = ("iscsi", "nbd", "enbd", "drbd")
+from ..libxlu import disk as libxlu_disk
+from ..libxlu import vif as libxlu_vif
+
 DEFAULT_BRIDGE = "xenbr0"
 XEN_OUI = (0x00, 0x16, 0x3E)
-VIF_KEYS = ("mac", "bridge", "ip", "script", "model", "type", "vifname", "rate", "backend",
-            "gatewaydev", "netdev", "mtu", "devid", "vlan", "trusted", "untrusted", "accel")
 
 #: XenbusState values written by the toolstack (the backend moves them on).
 STATE_INITIALISING = "1"
@@ -106,105 +101,37 @@ class DiskSpec:
         return self.backendtype == "phy"
 
 
-def _split_disk_items(spec: str) -> list[str]:
-    items: list[str] = []
-    rest = spec
-    while rest:
-        rest = rest.lstrip(" \t")
-        if rest.startswith("target="):
-            items.append(rest)  # target= eats the rest, commas included
-            break
-        item, sep, rest = rest.partition(",")
-        items.append(item.strip())
-        if not sep:
-            break
-    return items
+def parse_disk(spec: str, source: str = "command line") -> DiskSpec:
+    """One ``disk=[...]`` entry: libxlu's parse (libxlu/disk.py), then pyxen's choices.
 
-
-def parse_disk(spec: str) -> DiskSpec:
-    """One ``disk=[...]`` entry, in xl's grammar (positional target, format, vdev, access).
-
-    :raise DeviceSpecError: with xl's message (unknown parameter, no vdev, no target, ...).
-    """
-    values: dict[str, Any] = {}
-    positional = ["target", "format", "vdev", "access"]
-    legacy = False
-    pos = 0
-
-    def setv(key: str, value: Any) -> None:
-        if key in values:
-            raise DeviceSpecError(f"{key} specified twice in disk spec '{spec}'")
-        values[key] = value
-
-    for item in _split_disk_items(spec):
-        if "=" in item:
-            key, _, val = item.partition("=")
-            key = key.strip()
-            if key in ("target", "format", "vdev", "access", "backendtype", "devtype", "script",
-                       "backend", "specification", "grant_usage"):
-                setv(key, val.strip() if key != "target" else val)
-            else:
-                raise DeviceSpecError(f"unknown parameter '{key}' in disk spec '{spec}'")
-            continue
-        if item in ("cdrom", "discard", "no-discard", "direct-io-safe", "trusted", "untrusted"):
-            setv(item, True)
-            continue
-        if pos >= len(positional):
-            raise DeviceSpecError(f"too many positional parameters in disk spec '{spec}'")
-        name = positional[pos]
-        if name == "target" and item:
-            prefixes = item.split(":")
-            while len(prefixes) > 1 and prefixes[0] in IGNORED_PREFIXES + FORMAT_PREFIXES + SCRIPT_PREFIXES:
-                p = prefixes.pop(0)
-                legacy = True
-                if p in FORMAT_PREFIXES:
-                    setv("format", p)
-                elif p in SCRIPT_PREFIXES:
-                    setv("script", f"block-{p}")
-            item = ":".join(prefixes)
-        if legacy and name == "target":
-            positional = ["target", "vdev", "access"]
-        if name == "vdev" and item.endswith(":cdrom"):
-            item = item[: -len(":cdrom")]
-            setv("cdrom", True)
-        if item:
-            setv(name, item)
-        pos += 1
-
-    vdev = values.get("vdev")
-    if not vdev:
-        raise DeviceSpecError(f"no vdev specified in disk spec '{spec}'")
-    devid = vdev_to_devid(vdev)
+    The grammar, its defaults and its messages are Xen's; what is pyxen's: a target that is
+    not a path is a /dev name, the backend is phy for a raw image without a script and qdisk
+    otherwise (tap and standalone are served by QEMU as qdisk), and phy serves raw only.
+    :raise DeviceSpecError: libxlu's report lines, or pyxen's one line."""
+    try:
+        d = libxlu_disk.parse_disk(spec, source)
+    except libxlu_disk.DiskSyntaxError as err:
+        raise DeviceSpecError("\n".join(err.messages)) from None
+    assert d.vdev is not None  # libxlu refuses a spec without one
+    devid = vdev_to_devid(d.vdev)
     if devid < 0:
-        raise DeviceSpecError(f"Invalid virtual disk identifier {vdev}")
-    fmt = values.get("format", "raw") or "raw"
-    if fmt not in DISK_FORMATS:
-        raise DeviceSpecError(f"unknown format '{fmt}' in disk spec '{spec}'")
-    access = values.get("access", "rw")
-    if access not in ("r", "ro", "w", "rw"):
-        raise DeviceSpecError(f"invalid access '{access}' in disk spec '{spec}'")
-    cdrom = bool(values.get("cdrom")) or values.get("devtype") == "cdrom"
-    readonly = access in ("r", "ro") or cdrom
-    target = values.get("target")
+        raise DeviceSpecError(f"Invalid virtual disk identifier {d.vdev}")
+    fmt, target = d.format, d.pdev_path or None
     if target is not None and not target.startswith("/"):
         target = "/dev/" + target
-    if not target:
-        if not cdrom:
-            raise DeviceSpecError(f"no target specified (and device not removable) in disk spec '{spec}'")
-        fmt = "empty"
-    bt = values.get("backendtype")
-    if bt is not None and bt not in BACKEND_TYPES:
-        raise DeviceSpecError(f"unknown backendtype '{bt}' in disk spec '{spec}'")
+    if not target and not d.is_cdrom:
+        raise DeviceSpecError(f"no target specified (and device not removable) in disk spec '{spec}'")
+    bt = d.backend
     if bt is None:
-        bt = "phy" if fmt == "raw" and not values.get("script") else "qdisk"
+        bt = "phy" if fmt == "raw" and not d.script else "qdisk"
     if bt == "phy" and fmt != "raw":
         raise DeviceSpecError(f"backendtype=phy needs format raw, not {fmt}, in disk spec '{spec}'")
     if bt in ("tap", "standalone"):
         bt = "qdisk"  # no tapdisk in pyxen: QEMU's block layer serves it, as qdisk
-    return DiskSpec(target=target, vdev=vdev, devid=devid, format=fmt, readonly=readonly,
-                    devtype="cdrom" if cdrom else "disk", backendtype=bt,
-                    discard=not values.get("no-discard"), script=values.get("script"),
-                    direct_io_safe=bool(values.get("direct-io-safe")), spec=spec)
+    return DiskSpec(target=target, vdev=d.vdev, devid=devid, format=fmt, readonly=not d.readwrite,
+                    devtype="cdrom" if d.is_cdrom else "disk", backendtype=bt,
+                    discard=d.discard_enable is not False, script=d.script,
+                    direct_io_safe=d.direct_io_safe, spec=spec)
 
 
 # ---- vifs -----------------------------------------------------------------------------------
@@ -219,13 +146,11 @@ class NicSpec:
     vifname: str | None = None
     mtu: int = 1500
     script: str = "vif-bridge"
+    #: libxl's backend "rate" node: "<bytes per interval>,<interval usecs>" (libxl_nic.c).
     rate: str | None = None
     spec: str = ""
 
     kind = "vif"
-
-
-_MAC_RE = re.compile(r"[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}")
 
 
 def random_mac(rng: random.Random | None = None) -> str:
@@ -235,36 +160,22 @@ def random_mac(rng: random.Random | None = None) -> str:
     return ":".join(f"{b:02x}" for b in (*XEN_OUI, *tail))
 
 
-def parse_vif(spec: str, devid: int) -> NicSpec:
-    """One ``vif=[...]`` entry; ``devid`` is its index unless it says devid=.
+def parse_vif(spec: str, devid: int, source: str = "command line") -> NicSpec:
+    """One ``vif=[...]`` entry (libxlu/vif.py parses it as xl does); ``devid`` is its index
+    unless it says devid=. What xl only reports (unknown keys, a bad MAC) is not an error here
+    either: config.py shows those lines when the config is read.
 
-    :raise DeviceSpecError: ``unrecognized argument `k'`` or ``Invalid parameter `mac'.``
-    """
-    vals: dict[str, str] = {}
-    for item in spec.split(","):
-        item = item.lstrip(" ")
-        if not item:
-            continue
-        key, _, val = item.partition("=")
-        key = key.strip()
-        if key not in VIF_KEYS:
-            raise DeviceSpecError(f"unrecognized argument `{key}'")
-        vals[key] = val.strip()
-    mac = vals.get("mac")
-    if mac is not None:
-        if not _MAC_RE.fullmatch(mac):
-            raise DeviceSpecError("Invalid parameter `mac'.")
-        mac = ":".join(f"{int(b, 16):02x}" for b in mac.split(":"))
-    if vals.get("type") == "ioemu":
-        raise DeviceSpecError("vif type=ioemu is for HVM guests only")
+    :raise DeviceSpecError: where xl exits (rate=, devid=, mtu=), or type=ioemu (pyxen's)."""
     try:
-        mtu = int(vals.get("mtu", "1500"))
-        devid = int(vals.get("devid", devid))
-    except ValueError as err:
-        raise DeviceSpecError(f"Invalid parameter: {err}") from None
-    return NicSpec(devid=devid, mac=mac or random_mac(), bridge=vals.get("bridge") or DEFAULT_BRIDGE,
-                   ip=vals.get("ip"), vifname=vals.get("vifname"), mtu=mtu,
-                   script=vals.get("script") or "vif-bridge", rate=vals.get("rate"), spec=spec)
+        v = libxlu_vif.parse_vif(spec, devid, source).spec
+    except libxlu_vif.VifSyntaxError as err:
+        raise DeviceSpecError("\n".join(err.messages)) from None
+    if v.nictype == "vif_ioemu":
+        raise DeviceSpecError("vif type=ioemu is for HVM guests only")
+    rate = f"{v.rate_bytes_per_interval},{v.rate_interval_usecs}" if v.rate_interval_usecs else None
+    return NicSpec(devid=v.devid, mac=v.mac or random_mac(), bridge=v.bridge or DEFAULT_BRIDGE,
+                   ip=v.ip, vifname=v.ifname, mtu=v.mtu or 1500, script=v.script or "vif-bridge",
+                   rate=rate, spec=spec)
 
 
 def parse_all(disks: tuple[str, ...] | list[str], vifs: tuple[str, ...] | list[str]) \

@@ -110,8 +110,11 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
             hotplug.add_all(ctrl, paths, domid, disks, nics)
         except hotplug.DeviceError as err:
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
-        if cfg.cpus is not None:
+        if isinstance(cfg.cpus, str):
             pin_vcpus(ctrl, domid, cfg.cpus, range(cfg.vcpus))
+        elif cfg.cpus is not None:  # one list per vCPU; vCPUs past the list keep theirs
+            for vcpu, cpulist in enumerate(cfg.cpus[:cfg.vcpus]):
+                pin_vcpus(ctrl, domid, cpulist, [vcpu])
         if restore_from is not None:
             ctrl.call("dm_op.restore", domid=domid, path=str(restore_from[0]), offset=restore_from[1])
         elif migrate_fd is not None:
@@ -202,9 +205,15 @@ def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> 
 
     :raise DomainBuildError: the list is malformed or names CPUs the host lacks.
     """
-    nr_cpus = int(ctrl.call("sysctl.physinfo")["nr_cpus"])
+    phys = ctrl.call("sysctl.physinfo")
+    nr_cpus = int(phys["nr_cpus"])
+
+    def node_cpus(node: int) -> set[int]:
+        # pyxen knows no CPU-to-node map: on a one-node host node 0 has every CPU
+        return set(range(nr_cpus)) if node == 0 and int(phys.get("nr_nodes", 1)) == 1 else set()
+
     try:
-        cpus = sorted(parse_cpulist(cpulist, nr_cpus))
+        cpus = sorted(parse_cpulist(cpulist, nr_cpus, node_cpus))
     except ValueError as err:
         raise DomainBuildError(str(err)) from err
     if not cpus:

@@ -105,7 +105,7 @@ def cmd_create(argv: list[str]) -> int:
     try:
         cfg = load(files[0], overrides)
     except (ConfigError, ConfigSyntaxError) as err:
-        print(str(err), file=sys.stderr)
+        print(err.xl_report() if isinstance(err, ConfigSyntaxError) else str(err), file=sys.stderr)
         return 1
     for w in cfg.warnings:
         print(w, file=sys.stderr)

@@ -103,7 +103,7 @@ def cmd_restore(argv: list[str]) -> int:
         try:
             cfg = load(config_file)
         except (ConfigError, ConfigSyntaxError) as err:
-            print(str(err), file=sys.stderr)
+            print(err.xl_report() if isinstance(err, ConfigSyntaxError) else str(err), file=sys.stderr)
             return 1
     elif header.config is not None:
         print("Parsing config from <saved>", file=sys.stderr)
