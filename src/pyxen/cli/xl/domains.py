@@ -5,7 +5,6 @@ uptime, dmesg, debug-keys, block-list, network-list.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -17,12 +16,13 @@ from ...libxlu.cfg import ConfigSyntaxError
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
 from ...toolstack import domain as libxl
-from ...toolstack import hotplug, userdata
-from ...toolstack.config import ConfigError, load
+from ...toolstack import hotplug, libxl_json, userdata
+from ...toolstack.config import ConfigError, DomainConfig, load
+from ...toolstack.devices import DeviceSpecError
 from .. import render
 from ..console import attach
 
-from .common import (Usage, interrupts_on_termination, new_parser, integer, ctrl)
+from .common import (GLOBALS, Usage, interrupts_on_termination, new_parser, integer, ctrl)
 
 
 # ---- commands --------------------------------------------------------------------------
@@ -56,11 +56,32 @@ def cmd_list(argv: list[str]) -> int:
                 return 1
     if ns.long:
         paths = Paths.from_env()
-        configs = {d["domid"]: c.to_json() for d in infos
-                   if (c := userdata.retrieve(paths, d["domid"])) is not None}
-        sys.stdout.write(render.xl_list_long(infos, configs))
+        entries: list[tuple[int, dict[str, object]]] = []
+        for d in infos:
+            if d["domid"] == 0:  # xen-init-dom0's stub config, as libxl reads it back
+                entries.append((0, libxl_json.dom0_config(libxl_json.LiveState.from_info(d))))
+                continue
+            cfg = userdata.retrieve(paths, d["domid"])
+            if cfg is None:  # no stored config: xl skips the domain (list_domains_details)
+                continue
+            macs = [(int(r["devid"]), r["mac"]) for r in hotplug.list_devices(paths, d["domid"], ("vif",))
+                    if "mac" in r and r["devid"].isdigit()]
+            live = libxl_json.LiveState.from_info(d, macs)
+            entries.append((d["domid"], libxl_json.live_config(cfg, live)))
+        sys.stdout.write(render.xl_list_long(entries))
     else:
         sys.stdout.write(render.xl_list(render.DomainRow.from_info(d) for d in infos))
+    return 0
+
+
+def create_dryrun(cfg: DomainConfig) -> int:
+    """``xl create -n`` (and ``xl -N create``): print libxl's JSON of the parsed config to
+    stdout, create nothing (xl_vmcontrol.c create_domain, dryrun_only)."""
+    try:
+        sys.stdout.write(libxl_json.create_dryrun(cfg))
+    except DeviceSpecError as err:
+        print(str(err), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -90,9 +111,9 @@ def cmd_create(argv: list[str]) -> int:
         return 1
     for w in cfg.warnings:
         print(w, file=sys.stderr)
-    if ns.dryrun:
-        print(json.dumps(cfg.to_json(), indent=4))
-        return 0
+    # xl -N create is a dry run too; GLOBALS.dryrun is set by the global-options parser.
+    if ns.dryrun or getattr(GLOBALS, "dryrun", False):
+        return create_dryrun(cfg)
     paths = Paths.from_env()
     try:
         libxl.check_files(cfg)
