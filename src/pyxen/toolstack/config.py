@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..hypervisor.domctl import USB_DEVICES
 from ..libxlu.cfg import Setting, Value, decode, parse, parse_number
 from ..libxlu.domid import is_domid
 from .devices import FORMAT_PREFIXES, IGNORED_PREFIXES, SCRIPT_PREFIXES
@@ -244,8 +245,6 @@ def _absolute_disk(spec: str, cwd: _Cwd) -> str:
 #: QEMU's documentation"); stdio and mon: are refused: QEMU's stdin is not the user's here.
 SERIAL_WORDS = ("pty", "null", "none", "vc")
 SERIAL_PREFIXES = ("file:", "pipe:", "tcp:", "telnet:", "udp:", "unix:", "/dev/")
-#: usbdevice= values and the QEMU device each one adds (QEMU's legacy -usbdevice names).
-USB_DEVICES = {"tablet": "usb-tablet", "mouse": "usb-mouse", "keyboard": "usb-kbd"}
 
 
 def _frozen(value: Value) -> object:
@@ -368,6 +367,8 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
     if vnc and dtype != "hvm":
         warnings.append(f"{source}:{settings['vnc'].line}: warning: vnc is for HVM guests in "
                         "pyxen (no PV framebuffer): no VNC server for this guest")
+    if ":" in str(get("vnclisten", "str", "")) and vncdisplay:
+        raise ConfigError("ERROR: Display specified both in vnclisten and vncdisplay!")
     vncunused = get("vncunused", "int", 1)
     vncpasswd = get("vncpasswd", "str")
     dm_args = {key: _string_list(settings, key, source) for key in

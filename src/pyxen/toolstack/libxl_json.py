@@ -338,7 +338,9 @@ def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
     sched = {"weight": s.long("cpu_weight"), "cap": s.long("cap"), "period": s.long("period"),
              "slice": s.long("slice"), "latency": s.long("latency"),
              "extratime": s.long("extratime")}
-    kernel = s.string("kernel")
+    # Paths as pyxen opens them: made absolute against xl's working directory (config.load),
+    # where libxl keeps them as written and opens them from xl's working directory itself.
+    kernel = cfg.kernel
     if cfg.type == "hvm" and kernel is not None and os.path.basename(kernel) == "hvmloader":
         kernel = None  # xl_parse.c: "you seem to be using kernel directive to override..."
     videoram, shadow = s.long("videoram"), s.long("shadow_memory")
@@ -359,7 +361,7 @@ def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
         "extra_hvm": list(cfg.device_model_args_hvm) or None,
         "sched_params": sched, "claim_mode": _defbool(CLAIM_MODE),
         "event_channels": s.long("max_event_channels") or None,
-        "kernel": kernel, "cmdline": _cmdline(s), "ramdisk": s.string("ramdisk"),
+        "kernel": kernel, "cmdline": _cmdline(s), "ramdisk": cfg.ramdisk,
         "acpi": s.defbool("acpi"), "nested_hvm": s.defbool("nestedhvm"),
         "apic": s.defbool("apic") if cfg.type == "hvm" else None,
         "dm_restrict": s.defbool("dm_restrict"), "arch_arm": {},
