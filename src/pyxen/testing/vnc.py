@@ -82,3 +82,21 @@ def frame(host: str, port: int, timeout: float = 10.0) -> Frame:
                 for r in range(h):
                     rows[y + r][x * bpp:(x + w) * bpp] = data[r * w * bpp:(r + 1) * w * bpp]
             return Frame(width, height, bpp, b"".join(bytes(r) for r in rows))
+
+
+def security_types(host: str, port: int, timeout: float = 10.0) -> list[int]:
+    """The security types an RFB 3.8 server offers (RFC 6143 7.1.2: 1 None, 2 VNC
+    Authentication, the password challenge), read without choosing one.
+
+    :raise VncError, OSError:
+    """
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        version = _exactly(s, 12)
+        if not version.startswith(b"RFB 003."):
+            raise VncError(f"not an RFB server: {version!r}")
+        s.sendall(b"RFB 003.008\n")
+        (count,) = _exactly(s, 1)
+        if count == 0:
+            (length,) = struct.unpack(">I", _exactly(s, 4))
+            raise VncError(f"refused: {_exactly(s, length).decode(errors='replace')}")
+        return list(_exactly(s, count))
