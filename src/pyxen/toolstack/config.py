@@ -39,7 +39,7 @@ KNOWN_KEYS = frozenset({
 
 #: Keys read for libxl's JSON only (``xl create -n``, ``xl list -l``) that change nothing in the
 #: guest pyxen builds: named in a warning, so a user knows pyxen does not act on them.
-NOT_ACTED_ON = ("pool", "cpus_soft")
+NOT_ACTED_ON = ("pool", "cpus_soft", "on_soft_reset")
 
 #: The message a bootloader= config gets until pygrub exists (issue 12).
 BOOTLOADER_REFUSAL = "pygrub is not built yet (issue 12)"
