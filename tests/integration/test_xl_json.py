@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from pyxen.testing.vnc import security_types
+from pyxen.testing.vnc import authenticate, security_types
 
 from ..conftest import Host
 
@@ -114,6 +114,9 @@ def test_vncpasswd_makes_qemus_vnc_server_ask_for_it(host: Host) -> None:
     try:
         types = security_types("127.0.0.1", 5900 + display)
         assert types == [2]  # VNC Authentication only: no way in without the password
+        assert not authenticate("127.0.0.1", 5900 + display, "wrong")
+        time.sleep(1)  # QEMU delays a client after a failed authentication
+        assert authenticate("127.0.0.1", 5900 + display, "s3cret")
         uuid = json.loads(host.xl("list", "-l", "vpw").stdout)[0]["config"]["c_info"]["uuid"]
         argv = qemu_cmdline(uuid)
         assert argv[argv.index("-vnc") + 1] == f"127.0.0.1:{display},password=on"

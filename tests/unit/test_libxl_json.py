@@ -277,3 +277,14 @@ def test_serial_args_for_a_pv_guest_is_the_console() -> None:
 def test_example_configs_load_as_xl_reads_them() -> None:
     cfg = load(EXAMPLES / "xlexample.hvm")
     assert (cfg.type, cfg.memory, cfg.vcpus, cfg.setting("sdl")) == ("hvm", 128, 2, "1")
+
+
+def test_create_n_does_not_open_the_kernel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """xl_parse.c never opens kernel or disk files: a dry run with a kernel that does not
+    exist prints the JSON and succeeds; only a real create (libxl's build) fails on it."""
+    cfg = tmp_path / "k.cfg"
+    cfg.write_text('name = "k"\nkernel = "/nonexistent/vmlinuz"\ndisk = [ "/nonexistent.img,raw,xvda,w" ]\n')
+    assert xl.main(["create", "-n", str(cfg)]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert top["b_info"]["kernel"] == "/nonexistent/vmlinuz"
+    assert top["disks"][0]["pdev_path"] == "/nonexistent.img"
