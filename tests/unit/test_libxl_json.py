@@ -288,3 +288,22 @@ def test_create_n_does_not_open_the_kernel(tmp_path: Path, capsys: pytest.Captur
     top = json.loads(capsys.readouterr().out)
     assert top["b_info"]["kernel"] == "/nonexistent/vmlinuz"
     assert top["disks"][0]["pdev_path"] == "/nonexistent.img"
+
+
+def test_libxl_json_is_pure() -> None:
+    """The encoder loads no daemon module and no QEMU client (like config and render)."""
+    from .test_pure_modules import DAEMON, loaded_by
+
+    loaded = loaded_by("pyxen.toolstack.libxl_json")
+    assert not loaded & set(DAEMON), sorted(loaded & set(DAEMON))
+
+
+def test_bootloader_is_refused_before_anything_runs(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "b.cfg"
+    cfg.write_text('name = "b"\nbootloader = "pygrub"\n')
+    for args in (["create", str(cfg)], ["create", "-n", str(cfg)]):
+        assert xl.main(args) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err == f"Parsing config from {cfg}\n{cfg}:2: bootloader: {BOOTLOADER_REFUSAL}\n"
