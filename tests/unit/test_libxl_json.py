@@ -173,7 +173,7 @@ def test_live_config_of_a_pv_domain() -> None:
                                 nic_macs=((0, "00:16:3e:0a:0b:0c"),))
     top = libxl_json.live_config(cfg, live)
     c, b = top["c_info"], top["b_info"]
-    assert c == {"type": "pv", "name": "w", "uuid": cfg.uuid, "run_hotplug_scripts": "True",
+    assert c == {"type": "pv", "ssidref": 12, "name": "w", "uuid": cfg.uuid, "run_hotplug_scripts": "True",
                  "driver_domain": "False", "passthrough": "disabled",
                  "xend_suspend_evtchn_compat": "False"}
     assert (b["max_vcpus"], b["avail_vcpus"]) == (2, [0])  # vcpu 1 offline: not in the map

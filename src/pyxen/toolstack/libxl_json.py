@@ -36,6 +36,7 @@ ACTION_DEFAULT = "destroy"
 XEN_SCRIPT_DIR = "/etc/xen/scripts"
 #: xl.c's run_hotplug_scripts and claim_mode defaults (xl.conf may change them).
 RUN_HOTPLUG_SCRIPTS = True
+SECINITSID_DOMU = 12
 CLAIM_MODE = True
 
 # Field orders: libxl_types.idl, Xen 4.17.
@@ -412,6 +413,9 @@ def retrieved(cfg: DomainConfig, live: LiveState, nics: Iterable[Any] = ()) -> d
     if cfg.type != "pv":
         _set(c, "hap", "True")
         _set(c, "oos", "True")
+    # libxl__domain_create_info_setdefault: SECINITSID_DOMU, the 12th of FLASK's initial SIDs
+    # (xen/xsm/flask/policy/initial_sids, numbered from 1 by mkflask.sh).
+    _set(c, "ssidref", SECINITSID_DOMU)
     _set(c, "driver_domain", "False")
     _set(c, "passthrough", "disabled")
     _set(c, "xend_suspend_evtchn_compat", "False")
