@@ -17,7 +17,7 @@ else (integers, strings, enums without init_val) when non-zero / non-NULL.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ..libxlu.cfg import parse_number
