@@ -307,3 +307,18 @@ def test_bootloader_is_refused_before_anything_runs(tmp_path: Path,
         out, err = capsys.readouterr()
         assert out == ""
         assert err == f"Parsing config from {cfg}\n{cfg}:2: bootloader: {BOOTLOADER_REFUSAL}\n"
+
+
+def test_a_config_without_the_files_settings_still_shows_its_values() -> None:
+    """A DomainConfig built in code, or kept by an older pyxen, has no settings: its typed
+    fields stand for the keys (and a saved domid is c_info.domid, as xl save -D keeps it)."""
+    from pyxen.toolstack.config import DomainConfig
+
+    cfg = DomainConfig(name="o", kernel="/k", memory=64, maxmem=96, vcpus=2, maxvcpus=2,
+                       cpu_weight=512, disks=("/d.img,raw,xvda,w",), vifs=("bridge=br0",), domid=4)
+    top = json.loads(libxl_json.create_dryrun(cfg))
+    assert top["c_info"]["domid"] == 4
+    b = top["b_info"]
+    assert (b["target_memkb"], b["max_memkb"], b["avail_vcpus"]) == (65536, 98304, [0, 1])
+    assert b["sched_params"] == {"weight": 512}
+    assert top["disks"][0]["pdev_path"] == "/d.img" and top["nics"] == [{"devid": 0, "bridge": "br0"}]

@@ -167,11 +167,34 @@ def _defbool(value: bool | None) -> str | None:
     return None if value is None else ("True" if value else "False")
 
 
+def _settings_of_fields(cfg: DomainConfig) -> dict[str, object]:
+    """The keys a DomainConfig without the file's settings stands for (one built in code, or
+    a record kept by an older pyxen): what xl.cfg would have said to give these values."""
+    raw: dict[str, object] = {"memory": str(cfg.memory), "maxmem": str(cfg.maxmem),
+                              "vcpus": str(cfg.vcpus), "maxvcpus": str(cfg.maxvcpus),
+                              "disk": cfg.disks, "vif": cfg.vifs}
+    if cfg.cmdline:
+        raw["cmdline"] = cfg.cmdline
+    if cfg.cpus is not None:
+        raw["cpus"] = cfg.cpus
+    if cfg.cpu_weight != 256:
+        raw["cpu_weight"] = str(cfg.cpu_weight)
+    if cfg.cap:
+        raw["cap"] = str(cfg.cap)
+    if cfg.vnc:
+        raw.update(vnc="1", vnclisten=cfg.vnclisten, vncunused=str(int(cfg.vncunused)))
+        if cfg.vncdisplay is not None:
+            raw["vncdisplay"] = str(cfg.vncdisplay)
+        if cfg.vncpasswd:
+            raw["vncpasswd"] = cfg.vncpasswd
+    return raw
+
+
 class _Settings:
     """xl.cfg as read (DomainConfig.settings), with xlu_cfg_get_*'s conversions."""
 
     def __init__(self, cfg: DomainConfig) -> None:
-        self.raw = dict(cfg.settings)
+        self.raw = dict(cfg.settings) or _settings_of_fields(cfg)
 
     def __contains__(self, key: str) -> bool:
         return key in self.raw
@@ -320,7 +343,8 @@ def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
     """
     s = _Settings(cfg)
     c_info = {"type": cfg.type, "hap": s.defbool("hap"), "oos": s.defbool("oos"),
-              "name": cfg.name, "uuid": cfg.uuid, "pool_name": s.string("pool"),
+              "name": cfg.name, "domid": cfg.domid or None, "uuid": cfg.uuid,
+              "pool_name": s.string("pool"),
               "run_hotplug_scripts": _defbool(RUN_HOTPLUG_SCRIPTS),
               "driver_domain": s.defbool("driver_domain"),
               "passthrough": s.string("passthrough"),
