@@ -125,5 +125,6 @@ def test_relative_kernel_ramdisk_and_disk_are_xls_cwd(host: Host) -> None:
     text = host.wait_console("rel", "rel-sum")
     assert f"rel-sum {hashlib.sha256(data).hexdigest()}" in text
     cfg = json.loads(host.xl("list", "-l", "rel").stdout)[0]["config"]
-    assert cfg["b_info"]["type.pv"]["kernel"] == f"{here}/vmlinuz"
-    assert cfg["disks"] == [{"spec": f"{here}/disk.img,raw,xvdb,w"}]
+    assert cfg["b_info"]["kernel"] == f"{here}/vmlinuz"
+    assert cfg["b_info"]["ramdisk"] == f"{here}/initrd"
+    assert [(d["pdev_path"], d["vdev"]) for d in cfg["disks"]] == [(f"{here}/disk.img", "xvdb")]

@@ -79,7 +79,7 @@ def test_defaults_follow_libxl() -> None:
     ('name = "d"\nkernel = "/k"\nvcpus = 2\nmaxvcpus = 1\n', "maxvcpus < vcpus"),
     ('name = "d"\nkernel = "/k"\non_crash = "explode"\n', "invalid action 'explode'"),
     ('name = "d"\nkernel = "/k"\ncap = 300\n', "cap 300 is out of range 0..100"),
-    ('name = "d"\n', "a pv guest needs kernel="),
+    ('name = "d"\n', "Neither kernel nor bootloader specified"),
     ('name = "a b"\nkernel = "/k"\n', "is not a valid domain name"),
 ])
 def test_bad_values_are_one_line_errors(text: str, message: str) -> None:

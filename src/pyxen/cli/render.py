@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..libxlu.cpumap import format_cpumap
+from ..toolstack.libxl_json import list_long
 
 LIST_HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
 
@@ -38,31 +38,10 @@ def xl_list(rows: Iterable[DomainRow]) -> str:
     return "\n".join([LIST_HEADER, *(r.render() for r in rows)]) + "\n"
 
 
-def xl_list_long(infos: Iterable[dict[str, Any]], configs: dict[int, dict[str, Any]]) -> str:
-    """``xl list -l``: a JSON array of {domid, config} in libxl_domain_config's shape; the
-    config parts come from the toolstack's userdata (``configs``, by domid)."""
-    out = []
-    for d in infos:
-        cfg = configs.get(d["domid"]) or {}
-        out.append({
-            "domid": d["domid"],
-            "config": {
-                "c_info": {"type": d["type"], "name": d["name"], "uuid": d["uuid"]},
-                "b_info": {
-                    "max_vcpus": d["max_vcpus"], "avail_vcpus": list(range(d["online_vcpus"])),
-                    "max_memkb": d["max_memkb"], "target_memkb": d["memory_kb"],
-                    "sched_params": {"weight": d["cpu_weight"], "cap": d["cap"]},
-                    "type." + d["type"]: {k: cfg[k] for k in ("kernel", "ramdisk", "cmdline") if cfg.get(k)},
-                },
-                "disks": [{"spec": s} for s in cfg.get("disks", [])],
-                "nics": [{"spec": s} for s in cfg.get("vifs", [])],
-                "on_poweroff": cfg.get("on_poweroff", "destroy"),
-                "on_reboot": cfg.get("on_reboot", "restart"),
-                "on_watchdog": cfg.get("on_watchdog", "destroy"),
-                "on_crash": cfg.get("on_crash", "destroy"),
-            },
-        })
-    return json.dumps(out, indent=4) + "\n"
+def xl_list_long(entries: Iterable[tuple[int, dict[str, Any]]]) -> str:
+    """``xl list -l``: a JSON array of {"domid": N, "config": libxl_domain_config}, in libxl's
+    yajl layout (the configs come from pyxen.toolstack.libxl_json.live_config)."""
+    return list_long(entries)
 
 
 def info_fields(phys: dict[str, Any], ver: dict[str, Any]) -> list[tuple[str, str]]:

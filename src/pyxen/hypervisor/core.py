@@ -307,7 +307,8 @@ class Hypervisor:
             maxmem_mib=req.max_memkb >> 10, vcpus=req.vcpus, max_vcpus=req.max_vcpus,
             kernel=req.kernel, ramdisk=req.ramdisk, cmdline=req.cmdline, accel=self.accel.accel,
             vnc=req.vnc, vncdisplay=req.vncdisplay, vnclisten=req.vnclisten, boot=req.boot,
-            incoming=req.incoming)
+            vncpasswd=req.vncpasswd, vncunused=req.vncunused, serial=req.serial, usb=req.usb,
+            usbdevice=req.usbdevice, incoming=req.incoming, extra_args=req.dm_args)
         try:
             async with self.lock(domid):
                 if dom.dying:

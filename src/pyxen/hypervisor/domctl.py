@@ -29,6 +29,8 @@ MAX_VCPUS = 128
 MIN_MEMORY_KB = 1024
 MAX_CMDLINE = 2048
 BOOT_RE = re.compile(r"[acdn]{1,4}")
+#: xl.cfg usbdevice= values (QEMU's legacy -usbdevice names) and the QEMU device each adds.
+USB_DEVICES = {"tablet": "usb-tablet", "mouse": "usb-mouse", "keyboard": "usb-kbd"}
 
 
 def _int(data: dict[str, Any], key: str, lo: int, hi: int) -> int:
@@ -71,6 +73,17 @@ class CreateDomain:
     boot: str = "cd"
     cpu_weight: int = 256
     cap: int = 0
+    #: VNC authentication: QEMU's VNC server asks for this password (libxl's vnc.passwd).
+    vncpasswd: str | None = None
+    #: libxl's vnc.findunused: QEMU tries the displays from vncdisplay up to 99 more.
+    vncunused: bool = False
+    #: HVM serial ports (QEMU -serial values; the first "pty" is the console).
+    serial: tuple[str, ...] = ("pty",)
+    #: HVM USB controller, and the devices on it ("tablet", "mouse", "keyboard").
+    usb: bool = False
+    usbdevice: tuple[str, ...] = ()
+    #: Appended to QEMU's command line (xl.cfg device_model_args*).
+    dm_args: tuple[str, ...] = ()
     #: Restore: the device model waits for a saved state (``dm_op.restore``) instead of booting.
     incoming: bool = False
     #: The domid asked for (Xen's createdomain with a domid: ``xl save -D`` then restore), or
@@ -135,7 +148,24 @@ class CreateDomain:
         domid = None if data.get("domid") is None else _int(data, "domid", 1, DOMID_FIRST_RESERVED - 1)
         weight = _int(data, "cpu_weight", 1, 65535) if "cpu_weight" in data else 256
         cap = _int(data, "cap", 0, 100 * max_vcpus) if "cap" in data else 0
+        # Handed to QEMU over QMP (change-vnc-password), never on its command line.
+        vncpasswd = _str(data, "vncpasswd", optional=True)
+        flags = {}
+        for key in ("vncunused", "usb"):
+            flags[key] = data.get(key, False)
+            if not isinstance(flags[key], bool):
+                raise InvalidArgument(f"createdomain: '{key}' must be true or false", OP)
+        lists = {}
+        for key, default in (("serial", ["pty"]), ("usbdevice", []), ("dm_args", [])):
+            value = data.get(key, default)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+                raise InvalidArgument(f"createdomain: '{key}' must be a list of strings", OP)
+            lists[key] = tuple(value)
+        if any(dev not in USB_DEVICES for dev in lists["usbdevice"]):
+            raise InvalidArgument(f"createdomain: usbdevice must be among {', '.join(USB_DEVICES)}", OP)
         return cls(name=name, uuid=uid, type=dtype, memory_kb=memory_kb, max_memkb=max_memkb,
+                   vncpasswd=vncpasswd, vncunused=flags["vncunused"], usb=flags["usb"],
+                   serial=lists["serial"], usbdevice=lists["usbdevice"], dm_args=lists["dm_args"],
                    vcpus=vcpus, max_vcpus=max_vcpus, kernel=paths["kernel"], ramdisk=paths["ramdisk"],
                    cmdline=cmdline, vnc=vnc, vncdisplay=vncdisplay, vnclisten=vnclisten, boot=boot,
                    cpu_weight=weight, cap=cap, incoming=incoming, domid=domid)

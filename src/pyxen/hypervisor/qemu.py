@@ -26,6 +26,7 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from ..paths import Paths
+from .domctl import USB_DEVICES
 from .errors import DeviceModelError
 from .wire import SAVE_TIMEOUT
 
@@ -78,6 +79,16 @@ class BuildInfo:
     vncdisplay: int | None = None
     vnclisten: str = "127.0.0.1"
     boot: str = "cd"
+    #: VNC authentication (libxl_dm.c: ``password=on``, then QMP change-vnc-password).
+    vncpasswd: str | None = None
+    #: libxl_dm.c's ``to=99``: QEMU takes the first free display from vncdisplay on.
+    vncunused: bool = False
+    #: HVM serial ports: the first "pty" is the console FIFO xenconsoled reads; the others are
+    #: QEMU -serial values as given (libxl_dm.c: one -serial per entry).
+    serial: tuple[str, ...] = ("pty",)
+    #: HVM USB (libxl_dm.c: ``-usb``, and a device per usbdevice entry).
+    usb: bool = False
+    usbdevice: tuple[str, ...] = ()
     #: Wait for a saved state (migrate-incoming) instead of booting.
     incoming: bool = False
     extra_args: tuple[str, ...] = ()
@@ -99,6 +110,36 @@ def ram_kib(info: BuildInfo) -> int:
     return max(info.maxmem_mib, info.memory_mib) * 1024 + (TCG_RAM_PAD_KIB if info.accel != "kvm" else 0)
 
 
+def serial_args(info: BuildInfo) -> list[str]:
+    """QEMU's serial ports: for PV and PVH the console alone (pyxen's hvc0); for HVM one per
+    serial= entry, the first "pty" being the console, which xenconsoled serves (Xen: the pty
+    xl console attaches to)."""
+    ports = list(info.serial) if info.type == "hvm" else ["pty"]
+    args: list[str] = []
+    console_given = False
+    for port in ports:
+        if port == "pty" and not console_given:
+            args += ["-serial", "chardev:console0"]
+            console_given = True
+        else:
+            args += ["-serial", port]
+    return args
+
+
+def vnc_arg(info: BuildInfo) -> str:
+    """libxl_dm.c's -vnc value: listen:display (a listen address with a ':' is taken whole),
+    ``password=on`` when a password is set, and ``to=99`` last for vncunused."""
+    if ":" in info.vnclisten:
+        arg = info.vnclisten
+    else:
+        arg = f"{info.vnclisten}:{info.vncdisplay or 0}"
+    if info.vncpasswd:
+        arg += ",password=on"
+    if info.vncunused:
+        arg += ",to=99"
+    return arg
+
+
 def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
     """The QEMU command line for a domain (pure: no I/O)."""
     # RAM is sized to static-max; a domain started with memory < maxmem is pre-ballooned down
@@ -116,7 +157,7 @@ def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
         # xenconsoled is down, and a full pipe makes the serial port retry on G_IO_OUT rather
         # than drop bytes: Xen's console ring, as a FIFO.
         "-chardev", f"pipe,id=console0,path={paths.console_pipe(domid)}",
-        "-serial", "chardev:console0",
+        *serial_args(info),
         "-qmp", f"unix:{paths.qmp_socket(domid)},server=on,wait=off",
         # The bus for the guest's own xenstore connection (a port named org.xenproject.xenstore,
         # plugged by the toolstack once xenstored has made the domain's socket).
@@ -126,7 +167,11 @@ def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
     ]
     if info.type == "hvm":
         args += ["-vga", "std", "-boot", f"order={info.boot}"]
-        args += ["-vnc", f"{info.vnclisten}:{info.vncdisplay or 0}"] if info.vnc else ["-display", "none"]
+        args += ["-vnc", vnc_arg(info)] if info.vnc else ["-display", "none"]
+        if info.usb or info.usbdevice:
+            args += ["-usb"]
+            for dev in info.usbdevice:
+                args += ["-device", USB_DEVICES[dev]]
     else:
         # PV/PVH: no emulated devices at all; the console is the serial port (pyxen's hvc0).
         args += ["-display", "none", "-vga", "none"]
@@ -205,13 +250,30 @@ class DeviceModel:
             if self.paths.qmp_socket(self.domid).exists():
                 try:
                     await self.connect()
-                    return self.pid
                 except (OSError, QMPError):
                     pass
+                else:
+                    if info.vnc and info.vncpasswd:
+                        await self.set_vnc_password(info.vncpasswd)
+                    return self.pid
             if loop.time() > deadline:
                 self.kill()
                 raise DeviceModelError("device model did not open its QMP socket", "domctl.createdomain")
             await asyncio.sleep(0.02)
+
+    async def set_vnc_password(self, password: str) -> None:
+        """libxl_dm.c: the VNC password goes to QEMU over QMP (change-vnc-password), so it is
+        never on a command line. On failure QEMU is killed: a VNC server that should ask for a
+        password must not run without one.
+
+        :raise DeviceModelError: QEMU refused the password.
+        """
+        try:
+            await self.execute("change-vnc-password", {"password": password})
+        except (DeviceModelError, QMPError) as err:
+            self.kill()
+            raise DeviceModelError(f"domain {self.domid}: QEMU refused the VNC password: {err}",
+                                   "domctl.createdomain") from err
 
     async def adopt(self, pid: int) -> None:
         """Take over a QEMU started by an earlier daemon (not our child: no Popen)."""

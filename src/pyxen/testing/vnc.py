@@ -3,13 +3,15 @@
 Enough of RFC 6143 to read one whole frame from QEMU's VNC server without a password: the
 version and security handshake (type 1, None), ClientInit/ServerInit, SetEncodings (Raw only)
 and one non-incremental FramebufferUpdateRequest. Tests compare frames (an HVM guest's screen
-before ``xl save`` and after ``xl restore``); nothing here is used by pyxen itself.
+before ``xl save`` and after ``xl restore``). Also: the security types a server offers, and VNC
+Authentication (type 2) with a password (xl.cfg's vncpasswd). Nothing here is used by pyxen.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import subprocess
 from dataclasses import dataclass
 
 
@@ -82,3 +84,52 @@ def frame(host: str, port: int, timeout: float = 10.0) -> Frame:
                 for r in range(h):
                     rows[y + r][x * bpp:(x + w) * bpp] = data[r * w * bpp:(r + 1) * w * bpp]
             return Frame(width, height, bpp, b"".join(bytes(r) for r in rows))
+
+
+def security_types(host: str, port: int, timeout: float = 10.0) -> list[int]:
+    """The security types an RFB 3.8 server offers (RFC 6143 7.1.2: 1 None, 2 VNC
+    Authentication, the password challenge), read without choosing one.
+
+    :raise VncError, OSError:
+    """
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        version = _exactly(s, 12)
+        if not version.startswith(b"RFB 003."):
+            raise VncError(f"not an RFB server: {version!r}")
+        s.sendall(b"RFB 003.008\n")
+        (count,) = _exactly(s, 1)
+        if count == 0:
+            (length,) = struct.unpack(">I", _exactly(s, 4))
+            raise VncError(f"refused: {_exactly(s, length).decode(errors='replace')}")
+        return list(_exactly(s, count))
+
+
+def _des_response(password: str, challenge: bytes) -> bytes:
+    """RFC 6143 7.2.2: the 16-byte challenge DES-encrypted with the password (8 bytes, zero
+    padded) as key, each key byte's bits reversed, as VNC's d3des does. DES through the
+    openssl command (its legacy provider): the standard library has no DES."""
+    key = password.encode()[:8].ljust(8, b"\0")
+    key = bytes(int(f"{b:08b}"[::-1], 2) for b in key)
+    done = subprocess.run(["openssl", "enc", "-des-ecb", "-nopad", "-K", key.hex(),
+                           "-provider", "legacy", "-provider", "default"],
+                          input=challenge, capture_output=True, timeout=10, check=True)
+    return done.stdout
+
+
+def authenticate(host: str, port: int, password: str, timeout: float = 10.0) -> bool:
+    """VNC Authentication (security type 2) with ``password``: True when the server accepts it.
+
+    :raise VncError, OSError: the server offers no VNC Authentication, or the handshake breaks.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        version = _exactly(s, 12)
+        if not version.startswith(b"RFB 003."):
+            raise VncError(f"not an RFB server: {version!r}")
+        s.sendall(b"RFB 003.008\n")
+        (count,) = _exactly(s, 1)
+        if count == 0 or 2 not in _exactly(s, count):
+            raise VncError("the server offers no VNC Authentication")
+        s.sendall(b"\x02")
+        s.sendall(_des_response(password, _exactly(s, 16)))
+        (result,) = struct.unpack(">I", _exactly(s, 4))
+        return result == 0

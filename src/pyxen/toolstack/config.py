@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..libxlu.cfg import Config, Setting, decode, parse
+from ..hypervisor.domctl import USB_DEVICES
+from ..libxlu.cfg import Config, Setting, Value, decode, parse
 from ..libxlu.domid import is_domid
 from ..libxlu import disk as libxlu_disk
 from ..libxlu import vif as libxlu_vif
@@ -34,8 +35,16 @@ KNOWN_KEYS = frozenset({
     "on_watchdog", "on_soft_reset", "cpus", "cpus_soft", "cpu_weight", "cap", "disk", "vif",
     "vnc", "vnclisten", "vncdisplay", "vncunused", "vncpasswd", "serial", "boot", "sdl",
     "nographic", "vga", "videoram", "localtime", "pool", "acpi", "apic", "pae", "hap",
-    "device_model_version", "bootloader", "bootloader_args", "vfb",
+    "device_model_version", "bootloader", "bootloader_args", "vfb", "usb", "usbdevice",
+    "device_model_args", "device_model_args_pv", "device_model_args_hvm",
 })
+
+#: Keys read for libxl's JSON only (``xl create -n``, ``xl list -l``) that change nothing in the
+#: guest pyxen builds: named in a warning, so a user knows pyxen does not act on them.
+NOT_ACTED_ON = ("pool", "cpus_soft", "on_soft_reset")
+
+#: The message a bootloader= config gets until pygrub exists (issue 12).
+BOOTLOADER_REFUSAL = "pygrub is not built yet (issue 12)"
 
 
 class ConfigError(ValueError):
@@ -60,6 +69,7 @@ class DomainConfig:
     on_reboot: str = "restart"
     on_crash: str = "destroy"
     on_watchdog: str = "destroy"
+    on_soft_reset: str = "soft-reset"
     #: cpus=: one CPU list for every vCPU (a string), or one per vCPU (a list), as xl takes it.
     cpus: str | tuple[str, ...] | None = None
     cpu_weight: int = 256
@@ -69,7 +79,23 @@ class DomainConfig:
     vnc: bool = False
     vncdisplay: int | None = None
     vnclisten: str = "127.0.0.1"
+    #: libxl's vnc.passwd: QEMU's VNC server then asks for it (VNC authentication).
+    vncpasswd: str | None = None
+    #: libxl's vnc.findunused (default true): QEMU tries display .. display+99 (``to=99``).
+    vncunused: bool = True
     boot: str = "cd"
+    #: HVM serial ports, each a QEMU -serial value; "pty" is the console xenconsoled serves.
+    serial: tuple[str, ...] = ("pty",)
+    #: HVM USB: ``usb=1`` gives a USB controller; each usbdevice entry a device on it.
+    usb: bool = False
+    usbdevice: tuple[str, ...] = ()
+    #: device_model_args, then device_model_args_pv or _hvm for this type: appended to QEMU's argv.
+    device_model_args: tuple[str, ...] = ()
+    device_model_args_pv: tuple[str, ...] = ()
+    device_model_args_hvm: tuple[str, ...] = ()
+    #: Every key of the file as it was read (after overrides), for libxl's JSON, which reports
+    #: what xl_parse.c put in libxl_domain_config, including keys pyxen does not act on.
+    settings: tuple[tuple[str, object], ...] = ()
     source: str = "<config>"
     warnings: tuple[str, ...] = ()
     #: The domid to build the domain with (libxl's c_info.domid): only a save file written with
@@ -87,7 +113,24 @@ class DomainConfig:
     def from_json(cls, data: dict[str, object]) -> "DomainConfig":
         known = {k: (tuple(v) if isinstance(v, list) else v)
                  for k, v in data.items() if k in cls.__dataclass_fields__}
+        stored = data.get("settings")
+        if isinstance(stored, list):
+            known["settings"] = tuple((str(k), _frozen(v)) for k, v in stored)
         return cls(**known)  # type: ignore[arg-type]
+
+    def setting(self, key: str) -> object:
+        """The value the file gave ``key`` (a str, or a tuple for a list), or None."""
+        for k, v in self.settings:
+            if k == key:
+                return v
+        return None
+
+    @property
+    def dm_args(self) -> tuple[str, ...]:
+        """The extra QEMU arguments for this type, in libxl's order (libxl_dm.c: extra, then
+        extra_pv or extra_hvm)."""
+        own = self.device_model_args_hvm if self.type == "hvm" else self.device_model_args_pv
+        return self.device_model_args + own
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -221,6 +264,31 @@ def _domain_type(text: object, names: tuple[str, ...]) -> str | None:
     raise ConfigError(f"Invalid domain type {text}.")
 
 
+#: QEMU -serial values an HVM guest's serial= may name (xl.cfg(5): "serial=DEVICE ... see
+#: QEMU's documentation"); stdio and mon: are refused: QEMU's stdin is not the user's here.
+SERIAL_WORDS = ("pty", "null", "none", "vc")
+SERIAL_PREFIXES = ("file:", "pipe:", "tcp:", "telnet:", "udp:", "unix:", "/dev/")
+
+
+def _frozen(value: Value) -> object:
+    """A setting's value as stored in DomainConfig: a str, or a tuple for a list."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+def _string_list(settings: dict[str, Setting], key: str, source: str,
+                 single: bool = False) -> tuple[str, ...]:
+    """A key xl reads with xlu_cfg_get_list_as_string_list: a list of strings; with ``single``
+    (serial, usbdevice) a single string too, as xl_parse.c falls back to the atom."""
+    if key not in settings:
+        return ()
+    v = settings[key].value
+    if isinstance(v, str) and single:
+        return (v,)
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return tuple(str(x) for x in v)
+    raise ConfigError(f"xl: Unable to parse {key}.")
+
+
 def from_settings(settings: dict[str, Setting], source: str = "<config>",
                   cwd: str | None = None) -> DomainConfig:
     """Turn parsed settings into a DomainConfig, checking every value this module knows.
@@ -306,15 +374,47 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
     if not 0 <= cap <= 100 * maxvcpus:
         raise err("cap", f"cap {cap} is out of range 0..{100 * maxvcpus}")
 
+    if "bootloader" in settings:
+        raise err("bootloader", BOOTLOADER_REFUSAL)
     kernel, ramdisk = get("kernel", "str"), get("ramdisk", "str")
-    if dtype in ("pv", "pvh") and not kernel and not get("bootloader", "str"):
-        raise ConfigError(f"{source}: a {dtype} guest needs kernel= (or bootloader=)")
+    if dtype in ("pv", "pvh") and not kernel:
+        raise ConfigError("Neither kernel nor bootloader specified")
+    warnings += [f"{source}:{settings[k].line}: warning: '{k}' is not acted on by pyxen yet "
+                 "(it is reported in libxl's JSON only)" for k in NOT_ACTED_ON if k in settings]
 
     vnc = get("vnc", "int", 0)
     vncdisplay = get("vncdisplay", "int")
     disks = tuple(_absolute_disk(d, here) for d in get("disk", "list", ()))  # type: ignore[attr-defined]
     vifs: tuple[str, ...] = get("vif", "list", ())  # type: ignore[assignment]
     _check_devices(disks, vifs, source, warnings)
+    if vnc and dtype != "hvm":
+        warnings.append(f"{source}:{settings['vnc'].line}: warning: vnc is for HVM guests in "
+                        "pyxen (no PV framebuffer): no VNC server for this guest")
+    if ":" in str(get("vnclisten", "str", "")) and vncdisplay:
+        raise ConfigError("ERROR: Display specified both in vnclisten and vncdisplay!")
+    vncunused = get("vncunused", "int", 1)
+    vncpasswd = get("vncpasswd", "str")
+    dm_args = {key: _string_list(settings, key, source) for key in
+               ("device_model_args", "device_model_args_pv", "device_model_args_hvm")}
+    serial: tuple[str, ...] = ("pty",)
+    usb, usbdevice = False, tuple[str, ...]()
+    if dtype == "hvm":  # xl_parse.c reads these for HVM guests only
+        serial = _string_list(settings, "serial", source, single=True) if "serial" in settings \
+            else ("pty",)
+        for port in serial:
+            if not (port in SERIAL_WORDS or port.startswith(SERIAL_PREFIXES)):
+                raise err("serial", f"'{port}' is not a serial device pyxen can give QEMU "
+                                    f"({', '.join(SERIAL_WORDS)}, or {', '.join(SERIAL_PREFIXES)}...)")
+        usb = bool(get("usb", "int", 0))
+        usbdevice = _string_list(settings, "usbdevice", source, single=True)
+        for dev in usbdevice:
+            if dev not in USB_DEVICES:
+                raise err("usbdevice", f"'{dev}' is not one of {', '.join(USB_DEVICES)}")
+    if "on_soft_reset" in settings:
+        v = get("on_soft_reset", "str")
+        if v not in ACTIONS:
+            raise err("on_soft_reset", f"invalid action '{v}'")
+        actions["on_soft_reset"] = v
     return DomainConfig(
         name=name, type=dtype, uuid=str(uid) if uid else str(uuidlib.uuid4()),
         memory=memory, maxmem=maxmem, vcpus=vcpus, maxvcpus=maxvcpus,
@@ -325,6 +425,12 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         disks=disks, vifs=vifs,
         vnc=bool(vnc), vncdisplay=vncdisplay,  # type: ignore[arg-type]
         vnclisten=str(get("vnclisten", "str", "127.0.0.1")),
+        vncpasswd=str(vncpasswd) if vncpasswd else None, vncunused=bool(vncunused),
+        serial=serial, usb=usb, usbdevice=usbdevice,
+        device_model_args=dm_args["device_model_args"],
+        device_model_args_pv=dm_args["device_model_args_pv"],
+        device_model_args_hvm=dm_args["device_model_args_hvm"],
+        settings=tuple((k, _frozen(st.value)) for k, st in settings.items()),
         boot=str(get("boot", "str", "cd")), source=source, warnings=tuple(warnings),
         **actions,  # type: ignore[arg-type]
     )

@@ -55,7 +55,8 @@ def build_request(cfg: DomainConfig) -> CreateDomain:
         max_memkb=cfg.maxmem * 1024, vcpus=cfg.vcpus, max_vcpus=cfg.maxvcpus, kernel=cfg.kernel,
         ramdisk=cfg.ramdisk, cmdline=cfg.cmdline, vnc=cfg.vnc, vncdisplay=cfg.vncdisplay,
         vnclisten=cfg.vnclisten, boot=cfg.boot, cpu_weight=cfg.cpu_weight, cap=cfg.cap,
-        domid=cfg.domid)
+        vncpasswd=cfg.vncpasswd, vncunused=cfg.vncunused, serial=cfg.serial, usb=cfg.usb,
+        usbdevice=cfg.usbdevice, dm_args=cfg.dm_args, domid=cfg.domid)
 
 
 def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import sys
@@ -21,8 +20,9 @@ from ...libxlu.cfg import ConfigSyntaxError
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
 from ...toolstack import domain as libxl
-from ...toolstack import hotplug, userdata
-from ...toolstack.config import ConfigError, load
+from ...toolstack import hotplug, libxl_json, userdata
+from ...toolstack.config import ConfigError, DomainConfig, load
+from ...toolstack.devices import DeviceSpecError
 from .. import render
 from ..console import attach
 
@@ -74,12 +74,34 @@ def cmd_list(argv: list[str]) -> int:
         if refused is not None:
             return refused
         paths = Paths.from_env()
-        configs = {d["domid"]: c.to_json() for d in infos
-                   if (c := userdata.retrieve(paths, d["domid"])) is not None}
-        sys.stdout.write(render.xl_list_long(infos, configs))
+        entries: list[tuple[int, dict[str, object]]] = []
+        for d in infos:
+            if d["domid"] == 0:  # xen-init-dom0's stub config, as libxl reads it back
+                entries.append((0, libxl_json.dom0_config(libxl_json.LiveState.from_info(d))))
+                continue
+            cfg = userdata.retrieve(paths, d["domid"])
+            if cfg is None:  # no stored config: xl skips the domain (list_domains_details)
+                continue
+            macs = [(int(r["devid"]), r["mac"]) for r in hotplug.list_devices(paths, d["domid"], ("vif",))
+                    if "mac" in r and r["devid"].isdigit()]
+            live = libxl_json.LiveState.from_info(d, macs)
+            entries.append((d["domid"], libxl_json.live_config(cfg, live)))
+        sys.stdout.write(render.xl_list_long(entries))
     else:
         sys.stdout.write(render.xl_list(render.DomainRow.from_info(d) for d in infos))
     return 0
+
+
+def create_dryrun(cfg: DomainConfig) -> int:
+    """``xl create -n`` (and ``xl -N create``): print libxl's JSON of the parsed config to
+    stdout, create nothing (xl_vmcontrol.c create_domain, dryrun_only)."""
+    try:
+        sys.stdout.write(libxl_json.create_dryrun(cfg))
+    except DeviceSpecError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    return 0
+
 
 
 @honours_dryrun
@@ -116,8 +138,7 @@ def cmd_create(argv: list[str]) -> int:
         refused = _sxp_refused()
         if refused is not None:
             return refused
-        print(json.dumps(cfg.to_json(), indent=4))
-        return 0
+        return create_dryrun(cfg)
     paths = Paths.from_env()
     try:
         libxl.check_files(cfg)

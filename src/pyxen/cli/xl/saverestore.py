@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -17,8 +16,9 @@ from ...hypervisor.errors import HypercallError
 from ...libxlu.cfg import ConfigSyntaxError
 from ...paths import Paths
 from ...toolstack import domain as libxl
-from ...toolstack import migration, savefile, userdata
+from ...toolstack import libxl_json, migration, savefile, userdata
 from ...toolstack.config import ConfigError, DomainConfig, load
+from ...toolstack.devices import DeviceSpecError
 from ..console import attach
 
 from .common import (Usage, interrupts_on_termination, GLOBALS, new_parser, ctrl, positionals, one_line)
@@ -117,8 +117,12 @@ def cmd_restore(argv: list[str]) -> int:
         return 1
     for w in cfg.warnings:
         print(w, file=sys.stderr)
-    if ns.debug:
-        print(json.dumps(cfg.to_json(), indent=4), file=sys.stderr)
+    if ns.debug:  # xl_vmcontrol.c: with -d, the libxl JSON create -n would print, to stderr
+        try:
+            sys.stderr.write(libxl_json.create_dryrun(cfg))
+        except DeviceSpecError as err:
+            print(str(err), file=sys.stderr)
+            return 1
     paths = Paths.from_env()
     with ctrl() as xc:
         try:
@@ -384,9 +388,12 @@ def _migrate_receive(xc: XenCtrl, paths: Paths, paused: bool, debug: bool) -> in
         say(str(err))
         say(f"migration target: Domain creation failed (code {migration.ERROR_INVAL}).")
         return 1
-    if debug:
-        say(json.dumps(cfg.to_json(), indent=4))
     incoming = replace(cfg, name=cfg.name + migration.INCOMING_SUFFIX)
+    if debug:  # xl_vmcontrol.c prints the config once it has the --incoming name
+        try:
+            say(libxl_json.create_dryrun(incoming).rstrip("\n"))
+        except DeviceSpecError as err:
+            say(str(err))
     try:
         domid = libxl.create(xc, paths, incoming, paused=True, migrate_fd=recv_fd)
     except (libxl.DomainBuildError, HypercallError) as err:
