@@ -74,7 +74,7 @@ def test_create_n_keeps_a_given_uuid_and_refuses_a_bad_disk(tmp_path: Path,
     cfg.write_text('name = "a"\nkernel = "/k"\ndisk = [ "/d.img,raw,,w" ]\n')
     assert xl.main(["create", "-q", "-n", str(cfg)]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and "no vdev specified" in err
+    assert out == "" and "Invalid virtual disk identifier" in err  # libxlu_disk_l.l refuses the empty vdev
 
 
 # ---- yajl's layout ----------------------------------------------------------------------------
