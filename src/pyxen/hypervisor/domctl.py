@@ -76,6 +76,8 @@ class CreateDomain:
     #: The domid asked for (Xen's createdomain with a domid: ``xl save -D`` then restore), or
     #: None for the hypervisor's next free one. Taken: EEXIST.
     domid: int | None = None
+    #: The CPU pool to build it in (xl.cfg's pool=, resolved to an id by the toolstack).
+    cpupool: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +137,8 @@ class CreateDomain:
         domid = None if data.get("domid") is None else _int(data, "domid", 1, DOMID_FIRST_RESERVED - 1)
         weight = _int(data, "cpu_weight", 1, 65535) if "cpu_weight" in data else 256
         cap = _int(data, "cap", 0, 100 * max_vcpus) if "cap" in data else 0
+        cpupool = _int(data, "cpupool", 0, 0xFFFF) if "cpupool" in data else 0
         return cls(name=name, uuid=uid, type=dtype, memory_kb=memory_kb, max_memkb=max_memkb,
                    vcpus=vcpus, max_vcpus=max_vcpus, kernel=paths["kernel"], ramdisk=paths["ramdisk"],
                    cmdline=cmdline, vnc=vnc, vncdisplay=vncdisplay, vnclisten=vnclisten, boot=boot,
-                   cpu_weight=weight, cap=cap, incoming=incoming, domid=domid)
+                   cpu_weight=weight, cap=cap, incoming=incoming, domid=domid, cpupool=cpupool)

@@ -59,6 +59,10 @@ class DomainConfig:
     on_crash: str = "destroy"
     on_watchdog: str = "destroy"
     cpus: str | None = None
+    #: Soft affinity of every vCPU (xl's cpu list), recorded and preferred: docs/scheduling.md.
+    cpus_soft: str | None = None
+    #: The CPU pool to build the domain in, by name or number (libxl's c_info.pool_name).
+    pool: str | None = None
     cpu_weight: int = 256
     cap: int = 0
     disks: tuple[str, ...] = ()
@@ -298,6 +302,8 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         kernel=here.absolute(str(kernel)) if kernel else None,
         ramdisk=here.absolute(str(ramdisk)) if ramdisk else None,
         cmdline=str(cmdline), cpus=(str(get("cpus", "str")) if "cpus" in settings else None),
+        cpus_soft=(str(get("cpus_soft", "str")) if "cpus_soft" in settings else None),
+        pool=(str(get("pool", "str")) if "pool" in settings else None),
         cpu_weight=weight, cap=cap,
         disks=tuple(_absolute_disk(str(d), here) for d in get("disk", "list", ())),  # type: ignore[attr-defined]
         vifs=get("vif", "list", ()),  # type: ignore[arg-type]

@@ -47,15 +47,15 @@ def check_files(cfg: DomainConfig) -> None:
             raise DomainBuildError(f"{cfg.source}: {key} '{path}' is not readable")
 
 
-def build_request(cfg: DomainConfig) -> CreateDomain:
+def build_request(cfg: DomainConfig, cpupool: int = 0) -> CreateDomain:
     """What the hypervisor is asked to build for ``cfg`` (libxl's domain_create_info and
-    build_info, the parts the hypervisor and device model need)."""
+    build_info, the parts the hypervisor and device model need), in pool ``cpupool``."""
     return CreateDomain(
         name=cfg.name, uuid=cfg.uuid, type=cfg.type, memory_kb=cfg.memory * 1024,
         max_memkb=cfg.maxmem * 1024, vcpus=cfg.vcpus, max_vcpus=cfg.maxvcpus, kernel=cfg.kernel,
         ramdisk=cfg.ramdisk, cmdline=cfg.cmdline, vnc=cfg.vnc, vncdisplay=cfg.vncdisplay,
         vnclisten=cfg.vnclisten, boot=cfg.boot, cpu_weight=cfg.cpu_weight, cap=cfg.cap,
-        domid=cfg.domid)
+        domid=cfg.domid, cpupool=cpupool)
 
 
 def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
@@ -91,7 +91,14 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         disks, nics = devices.parse_all(cfg.disks, cfg.vifs)
     except devices.DeviceSpecError as err:
         raise DomainBuildError(f"{cfg.source}: {err}") from err
-    request = build_request(cfg)
+    cpupool = 0
+    if cfg.pool is not None:
+        found = next((p for p in ctrl.call("sysctl.cpupool_op.info")
+                      if p["name"] == cfg.pool or str(p["poolid"]) == cfg.pool), None)
+        if found is None:
+            raise DomainBuildError(f"libxl: error: Illegal pool specified: {cfg.pool}")
+        cpupool = int(found["poolid"])
+    request = build_request(cfg, cpupool)
     if restore_from is not None or migrate_fd is not None:
         request = replace(request, incoming=True)
     domid: int = ctrl.call("domctl.createdomain", request=request.to_wire())
@@ -111,7 +118,9 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         except hotplug.DeviceError as err:
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
         if cfg.cpus is not None:
-            pin_vcpus(ctrl, domid, cfg.cpus, range(cfg.vcpus))
+            pin_vcpus(ctrl, domid, cfg.cpus, range(cfg.maxvcpus))
+        if cfg.cpus_soft is not None:
+            pin_vcpus(ctrl, domid, cfg.cpus_soft, range(cfg.maxvcpus), kind="soft")
         if restore_from is not None:
             ctrl.call("dm_op.restore", domid=domid, path=str(restore_from[0]), offset=restore_from[1])
         elif migrate_fd is not None:
@@ -197,8 +206,9 @@ def rename(ctrl: XenCtrl, paths: Paths, domid: int, old: str, new: str) -> None:
         userdata.store(paths, domid, replace(cfg, name=new))
 
 
-def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> list[int]:
-    """Hard-pin ``vcpus`` to ``cpulist`` (xl's syntax: ``all``, ``0-3,^1``); the map in force.
+def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int], kind: str = "hard") -> list[int]:
+    """Pin ``vcpus`` (``kind``: their hard or soft affinity) to ``cpulist`` (xl's syntax:
+    ``all``, ``0-3,^1``); the map in force.
 
     :raise DomainBuildError: the list is malformed or names CPUs the host lacks.
     """
@@ -211,7 +221,8 @@ def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> 
         raise DomainBuildError(f"cpu list '{cpulist}' selects no CPU")
     now: list[int] = []
     for n in vcpus:
-        now = ctrl.call("domctl.setvcpuaffinity", domid=domid, vcpu=n, hard=cpus)
+        which: dict[str, Any] = {kind: cpus}
+        now = ctrl.call("domctl.setvcpuaffinity", domid=domid, vcpu=n, **which)[kind]
     return now
 
 
