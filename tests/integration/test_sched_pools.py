@@ -174,3 +174,43 @@ def test_vcpu_set_hotplugs_a_cpu_the_guest_uses(host: Host) -> None:
     rows = host.xl("vcpu-list", "hot").stdout.splitlines()[1:]
     assert rows[1].split()[3:5] == ["-", "--p"]
     assert len(vcpu_tasks(qemu_pid(host, "hot"))) == 1
+
+
+def test_vcpu_set_offlines_a_boot_cpu_through_xenstore(host: Host) -> None:
+    """A CPU of QEMU's command line cannot be unplugged: the guest offlines it when its
+    cpu/1/availability says "offline" (Xen's PV vCPU hotplug), and onlines it again."""
+    script = "while :; do echo ONLINE $(cat /sys/devices/system/cpu/online); sleep 1; done &"
+    host.create("pv", memory=96, vcpus=2, script=script)
+    host.wait_console("pv")
+    at = online_after(host, "pv", 0, "0-1")
+    domid = host.domains()["pv"]["id"]
+    host.xl("vcpu-set", "pv", "1")
+    done = host.run("pyxen", "xenstore", "read", f"/local/domain/{domid}/cpu/1/availability", check=True)
+    assert done.stdout.strip() == "offline"
+    at = online_after(host, "pv", at, "0")
+    assert host.domains()["pv"]["vcpus"] == "1"
+    host.xl("vcpu-set", "pv", "2")
+    online_after(host, "pv", at, "0-1")
+    assert host.domains()["pv"]["vcpus"] == "2"
+    assert fails(host, "vcpu-set", "pv", "x") == "Error: Invalid argument.\n"
+
+
+def test_credit_schedparam(host: Host) -> None:
+    """sched-credit -s shows and sets Pool-0's credit parameters with libxl's range checks."""
+    assert host.xl("sched-credit", "-s").stdout == "Cpupool Pool-0: tslice=30ms ratelimit=1000us migration-delay=0us\n"
+    host.xl("sched-credit", "-s", "-t", "10", "-r", "500")
+    assert host.xl("sched-credit", "-s", "-p", "Pool-0").stdout == (
+        "Cpupool Pool-0: tslice=10ms ratelimit=500us migration-delay=0us\n")
+    assert fails(host, "sched-credit", "-s", "-r", "20000") == (
+        "libxl: error: Ratelimit cannot be greater than timeslice\nlibxl_sched_credit_params_set failed.\n")
+    assert fails(host, "sched-credit", "-t", "5") == "Must specify schedparam to set schedule parameter values.\n"
+    assert fails(host, "sched-credit", "-s", "-p", "nope") == "unknown cpupool 'nope'\n"
+    assert host.xl("sched-credit").stdout.splitlines()[0] == (
+        "Cpupool Pool-0: tslice=10ms ratelimit=500us migration-delay=0us")
+    # credit2 lists nothing (no credit2 pool), and its -s on a credit pool has no parameters.
+    assert host.xl("sched-credit2").stdout == ""
+    assert host.xl("sched-credit2", "-s").stdout == "Cpupool Pool-0: [sched params unavailable]\n"
+    # pool= naming no pool: refused before anything is built.
+    refused = host.xl("create", str(host.write_cfg("lost", memory=96, extra_lines='pool = "nope"\n')), check=False)
+    assert refused.returncode == 1 and "Illegal pool specified: nope" in refused.stderr
+    assert "lost" not in host.domains()

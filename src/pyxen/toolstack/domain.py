@@ -96,7 +96,7 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         found = next((p for p in ctrl.call("sysctl.cpupool_op.info")
                       if p["name"] == cfg.pool or str(p["poolid"]) == cfg.pool), None)
         if found is None:
-            raise DomainBuildError(f"libxl: error: Illegal pool specified: {cfg.pool}")
+            raise DomainBuildError(f"Illegal pool specified: {cfg.pool}")
         cpupool = int(found["poolid"])
     request = build_request(cfg, cpupool)
     if restore_from is not None or migrate_fd is not None:

@@ -104,8 +104,9 @@ def cmd_vcpu_pin(argv: list[str]) -> int:
             soft = _cpurange(ns.soft, nr_cpus)
             if soft is None:
                 return 1
-        # xl.conf's global affinity masks (vm.cpumask...) are "all" in pyxen: -i changes nothing.
-        if hard is not None and not hard:
+        # xl.conf's global affinity masks (vm.cpumask...) are "all" in pyxen, so applying them
+        # only finds an empty map, as apply_global_affinity_masks does; -i skips even that.
+        if hard is not None and not hard and not ns.ignore:
             _err("vcpu hard affinity map is empty")
             return 1
         if vcpuid is not None:
