@@ -82,11 +82,7 @@ class CpuController:
 
     def remove_base(self) -> None:
         """The host's parent group, when no domain is left in it (daemon exit)."""
-        if self.base is not None and self.base.exists() and not any(self.base.glob("d*")):
-            try:
-                self.base.rmdir()
-            except OSError as err:
-                log.debug("cgroup %s not removed: %s", self.base, err)
+        _remove_base(self.base)
 
     def remove(self, domid: int) -> None:
         group = self.group(domid)
@@ -176,11 +172,24 @@ class CpusetController:
                 log.debug("d%d: cpuset not removed yet: %s", domid, err)
 
     def remove_base(self) -> None:
-        if self.base is not None and self.base.exists() and not any(self.base.glob("d*")):
-            try:
-                self.base.rmdir()
-            except OSError as err:
-                log.debug("cgroup %s not removed: %s", self.base, err)
+        """The host's parent group, when no domain is left in it (daemon exit)."""
+        _remove_base(self.base)
+
+
+def _remove_base(base: Path | None) -> None:
+    """Remove a host's parent group and the domain groups left empty in it (a destroy whose
+    QEMU was still a zombie could not remove its group then); a group with threads stays."""
+    if base is None or not base.exists():
+        return
+    for group in base.glob("d*"):
+        try:
+            group.rmdir()
+        except OSError as err:
+            log.debug("cgroup %s not removed: %s", group, err)
+    try:
+        base.rmdir()
+    except OSError as err:
+        log.debug("cgroup %s not removed: %s", base, err)
 
 
 def _read(path: Path) -> str:
