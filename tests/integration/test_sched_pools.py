@@ -214,3 +214,28 @@ def test_credit_schedparam(host: Host) -> None:
     refused = host.xl("create", str(host.write_cfg("lost", memory=96, extra_lines='pool = "nope"\n')), check=False)
     assert refused.returncode == 1 and "Illegal pool specified: nope" in refused.stderr
     assert "lost" not in host.domains()
+
+
+def test_cpupool_admin_without_guests(host: Host) -> None:
+    """cpupool-create's config handling and refusals, rename, destroy, numa-split."""
+    host.xl("cpupool-cpu-remove", "Pool-0", "1")
+    dry = host.xl("cpupool-create", "-n", 'name="dry"', 'cpus="1"').stdout
+    assert dry == 'Using config file "command line"\ncpupool name:   dry\nscheduler:      credit\nnumber of cpus: 1\n'
+    assert host.xl("cpupool-list", "-c").stdout == "Name               CPU list\nPool-0             0\n"  # -n made nothing
+    assert fails(host, "cpupool-create", 'name="x"', 'cpus="0"') == "cpu 0 illegal or not free\n"
+    assert fails(host, "cpupool-create", 'name="x"', 'cpus=["1", "0"]') == "cpu 0 illegal or not free\n"
+    assert fails(host, "cpupool-create", 'sched="credit"') == "Missing cpupool name!\n"
+    assert fails(host, "cpupool-create", 'name="Pool-0"') == 'Pool name "Pool-0" already exists\n'
+    assert fails(host, "cpupool-create", 'name="x"', 'sched="bogus"') == "Unknown scheduler\n"
+    assert fails(host, "cpupool-create", str(host.paths.root / "absent.cfg")).startswith(
+        f"Failed to read config file: {host.paths.root / 'absent.cfg'}: No such file or directory")
+    host.xl("cpupool-create", 'name="empty"', 'sched="credit2"')
+    assert host.xl("cpupool-list", "empty").stdout.splitlines()[1].split() == ["empty", "0", "credit2", "y", "0"]
+    assert fails(host, "cpupool-numa-split") == "splitting not possible, already cpupools in use\n"
+    host.xl("cpupool-rename", "empty", "spare")
+    assert fails(host, "cpupool-rename", "empty", "x") == "unknown cpupool 'empty'\n"
+    assert fails(host, "cpupool-migrate", "nodomain", "spare") == "unknown domain 'nodomain'\n"
+    host.xl("cpupool-destroy", "1")  # a pool's number names it too
+    assert fails(host, "cpupool-destroy", "spare") == "unknown cpupool 'spare'\n"
+    host.xl("cpupool-numa-split")  # one NUMA node: Pool-0 becomes Pool-node0 with every CPU (1 was free)
+    assert host.xl("cpupool-list", "-c").stdout == "Name               CPU list\nPool-node0         0,1\n"
