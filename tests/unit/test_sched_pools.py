@@ -8,6 +8,7 @@ the declared FakeDeviceModel where a domain is needed.
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,38 @@ def test_create_summary() -> None:
         'Using config file "command line"\ncpupool name:   p\nscheduler:      credit\nnumber of cpus: 0\n')
     assert rs.vcpu_pin_dryrun({1}, None, 2) == "cpumap: 1\n"
     assert rs.vcpu_pin_dryrun(None, {0, 1}, 2) == "cpumap: - all\n"
+
+
+# ---- the commands with a daemon down: one line, exit 1, nothing applied --------------------
+SCHED_COMMANDS = [["vcpu-pin", "d", "0", "1"], ["vcpu-set", "d", "2"], ["sched-credit2"],
+                  ["sched-credit", "-s", "-t", "10"], ["cpupool-list"], ["cpupool-create", 'name="p"'],
+                  ["cpupool-destroy", "p"], ["cpupool-rename", "p", "q"], ["cpupool-cpu-add", "p", "1"],
+                  ["cpupool-cpu-remove", "p", "1"], ["cpupool-migrate", "d", "p"], ["cpupool-numa-split"]]
+
+
+@pytest.mark.parametrize("argv", SCHED_COMMANDS)
+def test_commands_with_the_hypervisor_down_are_one_line(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from .test_bad_input import test_xl_with_the_hypervisor_down_is_one_line as check
+    check(argv, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("argv", SCHED_COMMANDS)
+def test_commands_with_xenstored_down_stop_before_any_call(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from .test_bad_input import test_xl_with_xenstored_down_is_one_line_before_anything_is_applied as check
+    check(argv, monkeypatch, capsys)
+
+
+def test_usage_errors_before_any_call(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                      tmp_path: Path) -> None:
+    """xl's option checks that need no hypervisor: they answer with the host down."""
+    from .test_bad_input import xl_run
+    for argv, code, message in (
+            (["sched-credit", "-t", "5"], 1, "Must specify schedparam to set schedule parameter values.\n"),
+            (["sched-credit", "-w", "5"], 1, "Must specify a domain.\n"),
+            (["sched-credit", "-s", "-d", "d"], 1, "Specifying a cpupool or schedparam is not allowed with domain options.\n"),
+            (["sched-credit2", "-p", "p", "-w", "3", "-d", "d"], 1, "Specifying a cpupool is not allowed with other options.\n"),
+            (["sched-credit2", "-c", "3"], 1, "Must specify a domain.\n")):
+        got, err = xl_run(argv, tmp_path, monkeypatch, capsys)
+        assert (got, err) == (code, message), argv
