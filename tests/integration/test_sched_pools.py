@@ -180,9 +180,11 @@ def test_vcpu_set_offlines_a_boot_cpu_through_xenstore(host: Host) -> None:
     """A CPU of QEMU's command line cannot be unplugged: the guest offlines it when its
     cpu/1/availability says "offline" (Xen's PV vCPU hotplug), and onlines it again."""
     script = "while :; do echo ONLINE $(cat /sys/devices/system/cpu/online); sleep 1; done &"
-    host.create("pv", memory=96, vcpus=2, script=script)
+    host.create("pv", memory=96, vcpus=2, script=script, extra_lines='cpus = ["1", "0"]\ncpus_soft = ["0"]\n')
     host.wait_console("pv")
     at = online_after(host, "pv", 0, "0-1")
+    rows = [r.split() for r in host.xl("vcpu-list", "pv").stdout.splitlines()[1:]]
+    assert [(r[2], r[6], r[8]) for r in rows] == [("0", "1", "0"), ("1", "0", "all")]  # cpus= as a list
     domid = host.domains()["pv"]["id"]
     host.xl("vcpu-set", "pv", "1")
     done = host.run("pyxen", "xenstore", "read", f"/local/domain/{domid}/cpu/1/availability", check=True)

@@ -230,3 +230,14 @@ def test_usage_errors_before_any_call(monkeypatch: pytest.MonkeyPatch, capsys: p
             (["sched-credit2", "-c", "3"], 1, "Must specify a domain.\n")):
         got, err = xl_run(argv, tmp_path, monkeypatch, capsys)
         assert (got, err) == (code, message), argv
+
+
+def test_config_affinity_forms() -> None:
+    """cpus= and cpus_soft= take one cpu list for all vCPUs or a list, one per vCPU."""
+    from pyxen.libxlu.cfg import parse
+    from pyxen.toolstack.config import DomainConfig, from_settings
+
+    text = 'name = "a"\nkernel = "/k"\nvcpus = 2\ncpus = ["1", "0-1"]\ncpus_soft = "0"\npool = "p1"\n'
+    cfg = from_settings(parse(text, "a.cfg"), "a.cfg")
+    assert (cfg.cpus, cfg.cpus_soft, cfg.pool) == (("1", "0-1"), "0", "p1")
+    assert DomainConfig.from_json(cfg.to_json()) == cfg

@@ -58,9 +58,11 @@ class DomainConfig:
     on_reboot: str = "restart"
     on_crash: str = "destroy"
     on_watchdog: str = "destroy"
-    cpus: str | None = None
-    #: Soft affinity of every vCPU (xl's cpu list), recorded and preferred: docs/scheduling.md.
-    cpus_soft: str | None = None
+    #: Hard affinity: one xl cpu list for every vCPU, or a list of them, one per vCPU (xl.cfg's
+    #: two forms; vCPUs beyond the list keep "all").
+    cpus: str | tuple[str, ...] | None = None
+    #: Soft affinity, in the same two forms: recorded and preferred, docs/scheduling.md.
+    cpus_soft: str | tuple[str, ...] | None = None
     #: The CPU pool to build the domain in, by name or number (libxl's c_info.pool_name).
     pool: str | None = None
     cpu_weight: int = 256
@@ -135,6 +137,15 @@ def _pick(settings: dict[str, Setting], source: str) -> Callable[..., object]:
 
     get.err = err  # type: ignore[attr-defined]
     return get
+
+
+def _affinity(get: Callable[..., object], settings: dict[str, Setting], key: str) -> str | tuple[str, ...] | None:
+    """cpus= / cpus_soft=: a string (every vCPU) or a list of strings (vCPU by vCPU)."""
+    if key not in settings:
+        return None
+    if isinstance(settings[key].value, list):
+        return get(key, "list")  # type: ignore[return-value]
+    return str(get(key, "str"))
 
 
 #: Disk spec flags (no value) that take no positional slot (xl-disk-configuration.5).
@@ -301,8 +312,8 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         memory=memory, maxmem=maxmem, vcpus=vcpus, maxvcpus=maxvcpus,
         kernel=here.absolute(str(kernel)) if kernel else None,
         ramdisk=here.absolute(str(ramdisk)) if ramdisk else None,
-        cmdline=str(cmdline), cpus=(str(get("cpus", "str")) if "cpus" in settings else None),
-        cpus_soft=(str(get("cpus_soft", "str")) if "cpus_soft" in settings else None),
+        cmdline=str(cmdline), cpus=_affinity(get, settings, "cpus"),
+        cpus_soft=_affinity(get, settings, "cpus_soft"),
         pool=(str(get("pool", "str")) if "pool" in settings else None),
         cpu_weight=weight, cap=cap,
         disks=tuple(_absolute_disk(str(d), here) for d in get("disk", "list", ())),  # type: ignore[attr-defined]

@@ -117,10 +117,12 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
             hotplug.add_all(ctrl, paths, domid, disks, nics)
         except hotplug.DeviceError as err:
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
-        if cfg.cpus is not None:
-            pin_vcpus(ctrl, domid, cfg.cpus, range(cfg.maxvcpus))
-        if cfg.cpus_soft is not None:
-            pin_vcpus(ctrl, domid, cfg.cpus_soft, range(cfg.maxvcpus), kind="soft")
+        for kind, spec in (("hard", cfg.cpus), ("soft", cfg.cpus_soft)):
+            if isinstance(spec, str):  # every vCPU, as parse_vcpu_affinity copies it
+                pin_vcpus(ctrl, domid, spec, range(cfg.maxvcpus), kind)
+            elif spec is not None:  # vCPU by vCPU; entries beyond maxvcpus are ignored, as xl
+                for n, item in enumerate(spec[:cfg.maxvcpus]):
+                    pin_vcpus(ctrl, domid, item, [n], kind)
         if restore_from is not None:
             ctrl.call("dm_op.restore", domid=domid, path=str(restore_from[0]), offset=restore_from[1])
         elif migrate_fd is not None:
