@@ -211,7 +211,12 @@ def test_credit_schedparam(host: Host) -> None:
         "Cpupool Pool-0: tslice=10ms ratelimit=500us migration-delay=0us")
     # credit2 lists nothing (no credit2 pool), and its -s on a credit pool has no parameters.
     assert host.xl("sched-credit2").stdout == ""
-    assert host.xl("sched-credit2", "-s").stdout == "Cpupool Pool-0: [sched params unavailable]\n"
+    unavailable = host.xl("sched-credit2", "-s")
+    assert unavailable.stdout == "Cpupool Pool-0: [sched params unavailable]\n"
+    assert unavailable.stderr == ("libxl: error: getting Credit2 scheduler parameters: Invalid argument\n"
+                                  "libxl_sched_credit2_params_get failed.\n")
+    assert fails(host, "sched-credit2", "-s", "-r", "500") == (
+        "libxl: error: Setting Credit2 scheduler parameters: Invalid argument\nlibxl_sched_credit2_params_set failed.\n")
     # pool= naming no pool: refused before anything is built.
     refused = host.xl("create", str(host.write_cfg("lost", memory=96, extra_lines='pool = "nope"\n')), check=False)
     assert refused.returncode == 1 and "Illegal pool specified: nope" in refused.stderr

@@ -252,24 +252,29 @@ def _schedparam(xc: XenCtrl, sched: str, poolid: int, tslice: int | None, rateli
                 migr: int | None) -> int:
     """-s: a pool's scheduler parameters, shown or set."""
     pool = xc.call("sysctl.scheduler_op.getinfo", poolid=poolid)
-    if (tslice, ratelimit, migr) == (None, None, None):
-        if pool["sched"] != sched:
-            print(f"Cpupool {pool['name']}: [sched params unavailable]")
-        else:
-            print(rs.credit_pool_line(pool) if sched == "credit" else rs.credit2_pool_line(pool))
-        return 0
-    getter = "credit" if sched == "credit" else "credit2"
+    name = "Credit" if sched == "credit" else "Credit2"
+    showing = (tslice, ratelimit, migr) == (None, None, None)
     if pool["sched"] != sched:
-        _err(f"libxl: error: getting {getter.capitalize()} scheduler parameters: Invalid argument")
-        _err(f"libxl_sched_{getter}_params_{'get' if sched == 'credit' else 'set'} failed.")
+        # The scheduler's own sysctl refuses a pool of another scheduler (EINVAL). xl shows the
+        # pool's line as unavailable (exit 0); a set fails in the get before it (credit) or in
+        # the set itself (credit2).
+        verb = "getting" if showing or sched == "credit" else "Setting"
+        _err(f"libxl: error: {verb} {name} scheduler parameters: Invalid argument")
+        _err(f"libxl_sched_{sched}_params_{'get' if verb == 'getting' else 'set'} failed.")
+        if showing:
+            print(f"Cpupool {pool['name']}: [sched params unavailable]")
+            return 0
         return 1
+    if showing:
+        print(rs.credit_pool_line(pool) if sched == "credit" else rs.credit2_pool_line(pool))
+        return 0
     change: dict[str, Any] = {k: v for k, v in (("tslice_ms", tslice), ("ratelimit_us", ratelimit),
                                                 ("migr_delay_us", migr)) if v is not None}
     try:
         xc.call("sysctl.scheduler_op.putinfo", poolid=poolid, sched=sched, **change)
     except HypercallError as err:
         _err(f"libxl: error: {err}")
-        _err(f"libxl_sched_{getter}_params_set failed.")
+        _err(f"libxl_sched_{sched}_params_set failed.")
         return 1
     return 0
 
