@@ -25,8 +25,8 @@ from .. import render
 from .. import render_sched as rs
 from .common import Usage, ctrl, integer, new_parser, positionals
 
-#: libxl's ERROR_FAIL and ERROR_INVAL (libxl_types.idl), as xl prints them in "rc: %d".
-ERROR_FAIL, ERROR_INVAL = -3, -6
+#: libxl's ERROR_FAIL (libxl_types.idl), as xl prints it in "rc: %d".
+ERROR_FAIL = -3
 
 
 def _err(text: str) -> None:
