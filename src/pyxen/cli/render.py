@@ -144,7 +144,7 @@ def xl_vcpu_list(rows: Iterable[tuple[str, int, dict[str, Any]]], nr_cpus: int) 
         else:
             state = "%5c %3c%cp " % ("-", "-", "-")
         lines.append(head + state + "%9.1f  " % (v["cpu_time_ns"] / 1e9)
-                     + format_cpumap(v["hard"], nr_cpus) + " / all")
+                     + format_cpumap(v["hard"], nr_cpus) + " / " + format_cpumap(v.get("soft") or list(range(nr_cpus)), nr_cpus))
     return "\n".join(lines) + "\n"
 
 

@@ -26,7 +26,8 @@ from .. import XEN_EXTRA, XEN_MAJOR, XEN_MINOR, __version__
 from ..paths import Paths
 from . import physinfo
 from .accel import AccelChoice
-from .cgroup import CpuController
+from .cgroup import CpuController, CpusetController
+from .cpupool import PoolTable, effective_affinity, soft_placement
 from .domain import DOMID_DOM0, DOMID_FIRST_RESERVED, Domain, ShutdownReason, state_letters
 from .domctl import NAME_RE, CreateDomain
 from .errors import DomainExists, HypercallError, InvalidArgument, NoSuchDomain
@@ -106,6 +107,10 @@ class Hypervisor:
         #: VIRQ_DOM_EXC subscribers (xenstored): called when a domain shuts down or dies.
         self.dom_exc_subscribers: set[Callable[[], None]] = set()
         self.cpu = CpuController(paths.root)
+        self.cpuset = CpusetController(paths.root)
+        boot = cfg.bootline
+        self.cpupools = PoolTable(self.phys.nr_cpus, boot.sched, boot.tslice_ms, boot.ratelimit_us)
+        self.cpupools.load(self.load_table("cpupools"))
         self._next_domid = 1
         self._locks: dict[int, asyncio.Lock] = {}
 
@@ -271,7 +276,33 @@ class Hypervisor:
             "shutdown_reason": dom.shutdown_reason, "dying": dom.dying, "created": dom.created,
             "state": state_letters(running, blocked, paused, dom.shutdown, dom.shutdown_reason, dom.dying),
             "pid": dom.pid, "cpu_weight": dom.cpu_weight, "cap": dom.cap, "building": dom.building,
+            "cpupool": dom.cpupool,
         }
+
+    def save_pools(self) -> None:
+        """Keep the pool table across a restart of this daemon (with the domain records)."""
+        self.save_table("cpupools", self.cpupools.to_wire())
+
+    def place(self, dom: Domain) -> bool:
+        """Hold the domain's vCPUs to its pool's CPUs (its cpuset) and put each vCPU's hard
+        affinity back within them; a soft affinity moves the vCPU onto its preferred CPUs first
+        (Linux has no soft affinity: docs/scheduling.md). False if the cpuset is not enforced."""
+        model = self.models.get(dom.domid)
+        if dom.is_dom0 or model is None or model.pid is None:
+            return False
+        pool = self.cpupools.pools.get(dom.cpupool) or self.cpupools.pools[0]
+        tids = self.vcpu_tids.get(dom.domid, [])
+        enforced = self.cpuset.apply(dom.domid, model.pid, tids, pool.cpus)
+        for n, tid in enumerate(tids):
+            hard = effective_affinity(dom.affinity("hard", n), pool.cpus)
+            try:
+                first = soft_placement(hard, dom.affinity("soft", n))
+                if first is not None:
+                    os.sched_setaffinity(tid, first)  # moves the thread onto a preferred CPU now
+                os.sched_setaffinity(tid, hard)
+            except OSError as err:  # the thread is gone (vCPU unplugged) or the CPU offline
+                log.debug("d%d: vcpu %d: affinity %s not set: %s", dom.domid, n, hard, err)
+        return enforced
 
     def enforce_sched(self, dom: Domain) -> bool:
         """Put the domain's credit weight and cap into force on its vCPUs (sched_credit.py)."""
@@ -292,11 +323,14 @@ class Hypervisor:
                 raise DomainExists(f'Domain with name "{req.name}" already exists.', op)
             if d.uuid == req.uuid:
                 raise DomainExists(f"a domain with uuid {req.uuid} already exists", op)
+        pool = self.cpupools.get(req.cpupool, op)
+        if not pool.cpus:
+            raise InvalidArgument(f"cpupool {pool.name} has no CPU to run a domain on", op)
         domid = self._alloc_domid() if req.domid is None else req.domid
         self.pool.claim(domid, req.memory_kb, req.name)
         dom = Domain(domid, req.name, req.uuid, req.type, req.max_vcpus, req.vcpus, req.memory_kb,
                      req.max_memkb, time.time(), accel=self.accel.accel, build=req.to_wire(),
-                     cpu_weight=req.cpu_weight, cap=req.cap, building=True)
+                     cpu_weight=req.cpu_weight, cap=req.cap, building=True, cpupool=req.cpupool)
         model = self.device_model(domid, self.paths, self._on_event)
         # Tracked before QEMU exists, so a destroy that races this create finds (and kills) it.
         self.domains[domid] = dom
@@ -321,6 +355,7 @@ class Hypervisor:
                 # Every DomU gets its group, default weight included: a domain left outside
                 # would compete with the whole set of groups as if it were one of them.
                 self.enforce_sched(dom)
+                self.place(dom)
         except BaseException as err:
             if self.domains.get(domid) is dom and not dom.dying:
                 await self.destroy(domid, notify=False)
@@ -364,6 +399,7 @@ class Hypervisor:
             for hook in DESTROY_HOOKS:
                 hook(self, domid)
             self.cpu.remove(domid)
+            self.cpuset.remove(domid)
             self._forget(domid)
         self._locks.pop(domid, None)
         log.info("d%d (%s): destroyed", domid, dom.name)
@@ -395,7 +431,7 @@ async def _physinfo(hv: Hypervisor, args: dict[str, Any]) -> dict[str, Any]:
         "cpu_khz": p.cpu_khz, "hw_cap": list(p.hw_caps), "virt_caps": caps,
         "total_pages": hv.pool.total_kb // 4, "free_pages": hv.pool.free_kb // 4,
         "outstanding_pages": 0, "sharing_freed_pages": 0, "sharing_used_frames": 0,
-        "free_cpus": 0, "accel": hv.accel.accel, "accel_reason": hv.accel.reason,
+        "free_cpus": len(hv.cpupools.free_cpus()), "accel": hv.accel.accel, "accel_reason": hv.accel.reason,
     }
 
 

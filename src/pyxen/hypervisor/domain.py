@@ -58,6 +58,24 @@ class Domain:
     building: bool = False
     #: What the guest holds now as its balloon last reported it (0: not known yet).
     current_kb: int = 0
+    #: The CPU pool it is in (cpupool.py); Domain-0 is in Pool-0.
+    cpupool: int = 0
+    #: Each vCPU's hard and soft affinity as set (XEN_DOMCTL_setvcpuaffinity), by vCPU number;
+    #: a missing or empty entry is "all". Kept here, not only in the kernel, because Linux
+    #: resets a thread's affinity whenever its cpuset changes (a pool's CPUs, a move).
+    hard_affinity: list[list[int]] = field(default_factory=list)
+    soft_affinity: list[list[int]] = field(default_factory=list)
+
+    def affinity(self, kind: str, vcpu: int) -> list[int]:
+        """vCPU ``vcpu``'s ``kind`` ("hard" or "soft") affinity as set; [] is all CPUs."""
+        table = self.hard_affinity if kind == "hard" else self.soft_affinity
+        return list(table[vcpu]) if vcpu < len(table) else []
+
+    def set_affinity(self, kind: str, vcpu: int, cpus: list[int]) -> None:
+        table = self.hard_affinity if kind == "hard" else self.soft_affinity
+        while len(table) <= vcpu:
+            table.append([])
+        table[vcpu] = sorted(cpus)
 
     @property
     def is_dom0(self) -> bool:

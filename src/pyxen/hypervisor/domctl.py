@@ -89,6 +89,8 @@ class CreateDomain:
     #: The domid asked for (Xen's createdomain with a domid: ``xl save -D`` then restore), or
     #: None for the hypervisor's next free one. Taken: EEXIST.
     domid: int | None = None
+    #: The CPU pool to build it in (xl.cfg's pool=, resolved to an id by the toolstack).
+    cpupool: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -163,9 +165,10 @@ class CreateDomain:
             lists[key] = tuple(value)
         if any(dev not in USB_DEVICES for dev in lists["usbdevice"]):
             raise InvalidArgument(f"createdomain: usbdevice must be among {', '.join(USB_DEVICES)}", OP)
+        cpupool = _int(data, "cpupool", 0, 0xFFFF) if "cpupool" in data else 0
         return cls(name=name, uuid=uid, type=dtype, memory_kb=memory_kb, max_memkb=max_memkb,
                    vncpasswd=vncpasswd, vncunused=flags["vncunused"], usb=flags["usb"],
                    serial=lists["serial"], usbdevice=lists["usbdevice"], dm_args=lists["dm_args"],
                    vcpus=vcpus, max_vcpus=max_vcpus, kernel=paths["kernel"], ramdisk=paths["ramdisk"],
                    cmdline=cmdline, vnc=vnc, vncdisplay=vncdisplay, vnclisten=vnclisten, boot=boot,
-                   cpu_weight=weight, cap=cap, incoming=incoming, domid=domid)
+                   cpu_weight=weight, cap=cap, incoming=incoming, domid=domid, cpupool=cpupool)

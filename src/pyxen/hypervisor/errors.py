@@ -69,4 +69,6 @@ def from_wire(data: dict[str, str]) -> HypercallError:
     """The error a reply carries, as the class the daemon raised (EIO for unknown names)."""
     code = getattr(errnomod, data.get("errno", "EIO"), errnomod.EIO)
     cls = _BY_ERRNO.get(code, HypercallError)
-    return cls(data.get("message", "hypercall failed"), data.get("op", ""))
+    err = cls(data.get("message", "hypercall failed"), data.get("op", ""))
+    err.errno = code  # an errno without a class of its own (EBUSY, ENODEV...) is kept too
+    return err

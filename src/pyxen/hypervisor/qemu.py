@@ -528,7 +528,37 @@ class DeviceModel:
         return str((await self.execute("query-status"))["status"])
 
     async def vcpu_threads(self) -> list[int]:
-        return [int(c["thread-id"]) for c in await self.execute("query-cpus-fast")]
+        """The vCPU threads, by cpu-index (vCPU number)."""
+        cpus = await self.execute("query-cpus-fast")
+        return [int(c["thread-id"]) for c in sorted(cpus, key=lambda c: int(c.get("cpu-index", 0)))]
+
+    async def set_vcpus(self, online: int) -> None:
+        """CPU hotplug to ``online`` vCPUs: device_add each missing CPU of the first ``online``
+        slots (query-hotpluggable-cpus, in socket/core/thread order: slot n is vCPU n), and
+        device_del each hot-added one beyond them; the guest's ACPI CPU hotplug onlines a new
+        CPU and ejects an unplugged one. CPUs of the command line (-smp cpus=N) cannot be
+        unplugged: the guest offlines those itself when told (cpu/N/availability)."""
+        slots = sorted(await self.execute("query-hotpluggable-cpus"),
+                       key=lambda s: tuple(int(s["props"].get(k, 0)) for k in ("socket-id", "core-id", "thread-id")))
+        for n, slot in enumerate(slots):
+            path = str(slot.get("qom-path", ""))
+            if n < online and not path:
+                await self.execute("device_add", {"driver": slot["type"], "id": f"vcpu{n}", **slot["props"]},
+                                   timeout=DEVICE_ADD_TIMEOUT)
+            elif n >= online and path.startswith("/machine/peripheral/"):
+                await self.execute("device_del", {"id": path.rsplit("/", 1)[1]})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEVICE_ADD_TIMEOUT
+        while True:  # an unplug ends when the guest has ejected the CPU
+            left = [s for n, s in enumerate(await self.execute("query-hotpluggable-cpus"))
+                    if str(s.get("qom-path", "")).startswith("/machine/peripheral/vcpu")
+                    and int(str(s["qom-path"]).rsplit("vcpu", 1)[1]) >= online]
+            if not left:
+                return
+            if loop.time() > deadline:
+                raise DeviceModelError(f"domain {self.domid}: the guest did not release "
+                                       f"{len(left)} unplugged vCPU(s) within {DEVICE_ADD_TIMEOUT:g} s")
+            await asyncio.sleep(0.1)
 
     async def close(self) -> None:
         if self._event_task:

@@ -1,5 +1,9 @@
 """The credit scheduler's per-domain parameters, weight and cap (XEN_DOMCTL_SCHEDOP_*info).
 
+credit2 (a pool created with sched="credit2") has the same two parameters with the same ranges
+and pyxen puts them into force the same way; getinfo names the domain's pool's scheduler so the
+toolstack can refuse a credit call on a credit2 domain as libxl does.
+
 Xen's credit1 gives each domain CPU in proportion to its weight (default 256, 1..65535) and, with
 a cap, at most cap% of one CPU (0 = no cap; 100 * vCPUs at most). pyxen's vCPUs are QEMU
 threads scheduled by Linux, so the same two knobs are the cgroup cpu controller's (cgroup.py):
@@ -25,7 +29,9 @@ log = logging.getLogger(__name__)
 async def _getinfo(hv: Hypervisor, args: dict[str, Any]) -> dict[str, Any]:
     """XEN_DOMCTL_SCHEDOP_getinfo for credit: weight and cap, and whether the host enforces them."""
     dom = hv.domain(args, "domctl.scheduler_op.getinfo")
-    return {"weight": dom.cpu_weight, "cap": dom.cap, "enforced": hv.cpu.available or dom.is_dom0}
+    pool = hv.cpupools.pools.get(dom.cpupool) or hv.cpupools.pools[0]
+    return {"weight": dom.cpu_weight, "cap": dom.cap, "enforced": hv.cpu.available or dom.is_dom0,
+            "sched": pool.sched, "cpupool": pool.poolid}
 
 
 @hypercall("domctl.scheduler_op.putinfo")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ..daemon import arguments, daemon_process
 from ..paths import Paths
 from . import accel as accelmod
-from . import dmop, evtchn, gnttab, memop, sched_credit, vcpu  # noqa: F401  (they register their hypercalls)
+from . import cpupool_op, dmop, evtchn, gnttab, memop, sched_credit, vcpu  # noqa: F401  (they register their hypercalls)
 from .core import CALLER, HYPERCALLS, ConRing, Hypervisor
 from .errors import HypercallError, InvalidArgument, PermissionDenied
 from .hostcfg import HostConfig, HostConfigError
@@ -226,6 +226,7 @@ async def serve(hv: Hypervisor, stop: asyncio.Event) -> None:
     await hv.shutdown_all_models()
     if not hv.models:
         hv.cpu.remove_base()
+        hv.cpuset.remove_base()
     sock.unlink(missing_ok=True)
 
 

@@ -40,6 +40,15 @@ xs_agent() {
     xs_write control/feature-poweroff 1
     xs_write control/feature-reboot 1
     while sleep 1; do
+        # Xen's PV vCPU hotplug: cpu/N/availability says whether vCPU N is to be online.
+        for c in /sys/devices/system/cpu/cpu[1-9]*; do
+            [ -f "$c/online" ] || continue
+            want="$(xs_read "cpu/${c##*/cpu}/availability")"
+            case "$want:$(cat "$c/online")" in
+                online:0) echo 1 > "$c/online" ;;
+                offline:1) echo 0 > "$c/online" ;;
+            esac
+        done
         case "$(xs_read control/shutdown)" in
             poweroff|halt) xs_write control/shutdown ""; echo "pyxen: shutdown requested"; poweroff -f ;;
             reboot) xs_write control/shutdown ""; echo "pyxen: reboot requested"; reboot -f ;;

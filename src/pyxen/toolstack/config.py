@@ -41,7 +41,7 @@ KNOWN_KEYS = frozenset({
 
 #: Keys read for libxl's JSON only (``xl create -n``, ``xl list -l``) that change nothing in the
 #: guest pyxen builds: named in a warning, so a user knows pyxen does not act on them.
-NOT_ACTED_ON = ("pool", "cpus_soft", "on_soft_reset")
+NOT_ACTED_ON = ("on_soft_reset",)
 
 #: The message a bootloader= config gets until pygrub exists (issue 12).
 BOOTLOADER_REFUSAL = "pygrub is not built yet (issue 12)"
@@ -72,6 +72,10 @@ class DomainConfig:
     on_soft_reset: str = "soft-reset"
     #: cpus=: one CPU list for every vCPU (a string), or one per vCPU (a list), as xl takes it.
     cpus: str | tuple[str, ...] | None = None
+    #: Soft affinity, in the same two forms: recorded and preferred, docs/scheduling.md.
+    cpus_soft: str | tuple[str, ...] | None = None
+    #: The CPU pool to build the domain in, by name or number (libxl's c_info.pool_name).
+    pool: str | None = None
     cpu_weight: int = 256
     cap: int = 0
     disks: tuple[str, ...] = ()
@@ -233,16 +237,16 @@ def _check_devices(disks: tuple[str, ...], vifs: tuple[str, ...], source: str,
             raise ConfigError("\n".join(err.messages)) from None
 
 
-def _cpus(settings: dict[str, Setting], source: str,
-          warnings: list[str]) -> str | tuple[str, ...] | None:
-    """cpus= as xl_parse.c reads it: a list (one CPU list per vCPU, up to the first item that
-    is not a string) or a string (for every vCPU); each must parse (parse_cpurange), or xl
-    exits with its line. NUMA nodes and the host's CPUs are resolved when the domain is built."""
+def _cpus(settings: dict[str, Setting], source: str, warnings: list[str],
+          key: str = "cpus") -> str | tuple[str, ...] | None:
+    """cpus= (or cpus_soft=, the same forms) as xl_parse.c reads it: a list (one CPU list per
+    vCPU, up to the first item that is not a string) or a string (for every vCPU); each must
+    parse (parse_cpurange), or xl exits with its line. NUMA nodes and the host's CPUs are resolved when the domain is built."""
     cfg = Config(settings, source)
-    e, items = cfg.get_string_items("cpus", dont_warn=True)
+    e, items = cfg.get_string_items(key, dont_warn=True)
     value: str | tuple[str, ...] | None = tuple(items) if e is None else None
     if value is None:
-        e, text = cfg.get_string("cpus")
+        e, text = cfg.get_string(key)
         warnings.extend(cfg.warnings)
         value = text
     for item in ([value] if isinstance(value, str) else value or ()):
@@ -421,6 +425,8 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         kernel=here.absolute(str(kernel)) if kernel else None,
         ramdisk=here.absolute(str(ramdisk)) if ramdisk else None,
         cmdline=str(cmdline), cpus=_cpus(settings, source, warnings),
+        cpus_soft=_cpus(settings, source, warnings, "cpus_soft"),
+        pool=(str(get("pool", "str")) if "pool" in settings else None),
         cpu_weight=weight, cap=cap,
         disks=disks, vifs=vifs,
         vnc=bool(vnc), vncdisplay=vncdisplay,  # type: ignore[arg-type]

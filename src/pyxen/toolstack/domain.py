@@ -47,16 +47,16 @@ def check_files(cfg: DomainConfig) -> None:
             raise DomainBuildError(f"{cfg.source}: {key} '{path}' is not readable")
 
 
-def build_request(cfg: DomainConfig) -> CreateDomain:
+def build_request(cfg: DomainConfig, cpupool: int = 0) -> CreateDomain:
     """What the hypervisor is asked to build for ``cfg`` (libxl's domain_create_info and
-    build_info, the parts the hypervisor and device model need)."""
+    build_info, the parts the hypervisor and device model need), in pool ``cpupool``."""
     return CreateDomain(
         name=cfg.name, uuid=cfg.uuid, type=cfg.type, memory_kb=cfg.memory * 1024,
         max_memkb=cfg.maxmem * 1024, vcpus=cfg.vcpus, max_vcpus=cfg.maxvcpus, kernel=cfg.kernel,
         ramdisk=cfg.ramdisk, cmdline=cfg.cmdline, vnc=cfg.vnc, vncdisplay=cfg.vncdisplay,
         vnclisten=cfg.vnclisten, boot=cfg.boot, cpu_weight=cfg.cpu_weight, cap=cfg.cap,
         vncpasswd=cfg.vncpasswd, vncunused=cfg.vncunused, serial=cfg.serial, usb=cfg.usb,
-        usbdevice=cfg.usbdevice, dm_args=cfg.dm_args, domid=cfg.domid)
+        usbdevice=cfg.usbdevice, dm_args=cfg.dm_args, domid=cfg.domid, cpupool=cpupool)
 
 
 def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
@@ -92,7 +92,14 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         disks, nics = devices.parse_all(cfg.disks, cfg.vifs)
     except devices.DeviceSpecError as err:
         raise DomainBuildError(f"{cfg.source}: {err}") from err
-    request = build_request(cfg)
+    cpupool = 0
+    if cfg.pool is not None:
+        found = next((p for p in ctrl.call("sysctl.cpupool_op.info")
+                      if p["name"] == cfg.pool or str(p["poolid"]) == cfg.pool), None)
+        if found is None:
+            raise DomainBuildError(f"Illegal pool specified: {cfg.pool}")
+        cpupool = int(found["poolid"])
+    request = build_request(cfg, cpupool)
     if restore_from is not None or migrate_fd is not None:
         request = replace(request, incoming=True)
     domid: int = ctrl.call("domctl.createdomain", request=request.to_wire())
@@ -111,11 +118,12 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
             hotplug.add_all(ctrl, paths, domid, disks, nics)
         except hotplug.DeviceError as err:
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
-        if isinstance(cfg.cpus, str):
-            pin_vcpus(ctrl, domid, cfg.cpus, range(cfg.vcpus))
-        elif cfg.cpus is not None:  # one list per vCPU; vCPUs past the list keep theirs
-            for vcpu, cpulist in enumerate(cfg.cpus[:cfg.vcpus]):
-                pin_vcpus(ctrl, domid, cpulist, [vcpu])
+        for kind, spec in (("hard", cfg.cpus), ("soft", cfg.cpus_soft)):
+            if isinstance(spec, str):  # every vCPU, as parse_vcpu_affinity copies it
+                pin_vcpus(ctrl, domid, spec, range(cfg.maxvcpus), kind)
+            elif spec is not None:  # vCPU by vCPU; entries beyond maxvcpus are ignored, as xl
+                for n, item in enumerate(spec[:cfg.maxvcpus]):
+                    pin_vcpus(ctrl, domid, item, [n], kind)
         if restore_from is not None:
             ctrl.call("dm_op.restore", domid=domid, path=str(restore_from[0]), offset=restore_from[1])
         elif migrate_fd is not None:
@@ -201,8 +209,9 @@ def rename(ctrl: XenCtrl, paths: Paths, domid: int, old: str, new: str) -> None:
         userdata.store(paths, domid, replace(cfg, name=new))
 
 
-def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> list[int]:
-    """Hard-pin ``vcpus`` to ``cpulist`` (xl's syntax: ``all``, ``0-3,^1``); the map in force.
+def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int], kind: str = "hard") -> list[int]:
+    """Pin ``vcpus`` (``kind``: their hard or soft affinity) to ``cpulist`` (xl's syntax:
+    ``all``, ``0-3,^1``); the map in force.
 
     :raise DomainBuildError: the list is malformed or names CPUs the host lacks.
     """
@@ -221,7 +230,8 @@ def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int]) -> 
         raise DomainBuildError(f"cpu list '{cpulist}' selects no CPU")
     now: list[int] = []
     for n in vcpus:
-        now = ctrl.call("domctl.setvcpuaffinity", domid=domid, vcpu=n, hard=cpus)
+        which: dict[str, Any] = {kind: cpus}
+        now = ctrl.call("domctl.setvcpuaffinity", domid=domid, vcpu=n, **which)[kind]
     return now
 
 

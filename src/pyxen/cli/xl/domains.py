@@ -1,5 +1,5 @@
 """xl's commands on domains and the host: info, list, create, destroy, pause, unpause, shutdown,
-reboot, console, dump-core, mem-set, mem-max, sched-credit, vcpu-list, vcpu-pin, domid, domname,
+reboot, console, dump-core, mem-set, mem-max, domid, domname,
 uptime, dmesg, debug-keys, block-list, network-list.
 """
 
@@ -17,7 +17,6 @@ from typing import Callable, Iterator
 from ...hypervisor.client import XenCtrl
 from ...hypervisor.errors import HypercallError, NoSuchDomain
 from ...libxlu.cfg import ConfigSyntaxError
-from ...libxlu.domid import parse_uint
 from ...paths import Paths
 from ...toolstack import domain as libxl
 from ...toolstack import hotplug, libxl_json, userdata
@@ -27,7 +26,7 @@ from .. import render
 from ..console import attach
 
 from . import xlconf
-from .common import (GLOBALS, Usage, honours_dryrun, interrupts_on_termination, new_parser, integer, ctrl)
+from .common import (GLOBALS, Usage, honours_dryrun, interrupts_on_termination, new_parser, ctrl)
 
 
 def _sxp_refused() -> int | None:
@@ -249,51 +248,6 @@ def _wait_down(xc: XenCtrl, domids: list[int], death_only: bool, timeout: float 
     return 0 if not pending else 1
 
 
-def cmd_sched_credit(argv: list[str]) -> int:
-    p = new_parser("sched-credit", "Get/set credit scheduler parameters")
-    p.add_argument("-d", "--domain")
-    p.add_argument("-w", "--weight", type=integer)
-    p.add_argument("-c", "--cap", type=integer)
-    p.add_argument("-s", "--schedparam", action="store_true")
-    p.add_argument("-p", "--cpupool")
-    ns = p.parse_args(argv)
-    if ns.domain is not None and (ns.schedparam or ns.cpupool):
-        print("Specifying a cpupool or schedparam is not allowed with domain options.", file=sys.stderr)
-        return 1
-    if ns.domain is None and (ns.weight is not None or ns.cap is not None):
-        print("Must specify a domain.", file=sys.stderr)
-        return 1
-    if ns.cpupool not in (None, "Pool-0"):
-        print(f"unknown cpupool '{ns.cpupool}'", file=sys.stderr)
-        return 1
-    with ctrl() as xc:
-        ver = xc.call("xen_version")
-        pool = f"Cpupool Pool-0: tslice={ver['tslice_ms']}ms ratelimit={ver['ratelimit_us']}us migration-delay=0us"
-        if ns.schedparam:
-            print(pool)
-            return 0
-        if ns.domain is not None:
-            ref = libxl.resolve(xc, ns.domain)
-            if ns.weight is not None or ns.cap is not None:
-                change = {k: v for k, v in (("weight", ns.weight), ("cap", ns.cap)) if v is not None}
-                try:
-                    xc.call("domctl.scheduler_op.putinfo", domid=ref.domid, **change)
-                except HypercallError as err:
-                    print(f"{err}\nlibxl_domain_sched_params_set failed.", file=sys.stderr)
-                    return 1
-                return 0
-            doms = [d for d in libxl.list_domains(xc) if d["domid"] == ref.domid]
-            pool_line = None
-        else:
-            doms, pool_line = libxl.list_domains(xc), pool
-        rows = []
-        for d in doms:
-            info = xc.call("domctl.scheduler_op.getinfo", domid=d["domid"])
-            rows.append((d["name"], d["domid"], info["weight"], info["cap"]))
-    sys.stdout.write(render.xl_sched_credit(pool_line, rows))
-    return 0
-
-
 def _mem_cmd(name: str, setter: Callable[[XenCtrl, Paths, int, int], None],
              failure: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
@@ -316,50 +270,6 @@ def _mem_cmd(name: str, setter: Callable[[XenCtrl, Paths, int, int], None],
                 return 1
         return 0
     return run
-
-
-def cmd_vcpu_list(argv: list[str]) -> int:
-    p = new_parser("vcpu-list", "List the VCPUs for all/some domains")
-    p.add_argument("domain", nargs="*")
-    ns = p.parse_args(argv)
-    with ctrl() as xc:
-        nr_cpus = int(xc.call("sysctl.physinfo")["nr_cpus"])
-        doms = libxl.list_domains(xc)
-        if ns.domain:
-            wanted = [libxl.resolve(xc, a).domid for a in ns.domain]
-            doms = [d for d in doms if d["domid"] in wanted]
-        rows = [(d["name"], d["domid"], v) for d in doms
-                for v in xc.call("domctl.getvcpuinfo", domid=d["domid"])]
-    sys.stdout.write(render.xl_vcpu_list(rows, nr_cpus))
-    return 0
-
-
-def cmd_vcpu_pin(argv: list[str]) -> int:
-    p = new_parser("vcpu-pin", "Set which CPUs a VCPU can use")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("domain")
-    p.add_argument("vcpu")
-    p.add_argument("hard")
-    p.add_argument("soft", nargs="?")
-    ns = p.parse_args(argv)
-    with ctrl() as xc:
-        ref = libxl.resolve(xc, ns.domain)
-        vcpus = [v["vcpu"] for v in xc.call("domctl.getvcpuinfo", domid=ref.domid) if v["online"]]
-        if ns.vcpu == "all":
-            chosen = vcpus
-        elif parse_uint(ns.vcpu) in vcpus:
-            chosen = [int(ns.vcpu)]
-        else:
-            print(f"Error: Invalid argument {ns.vcpu} as VCPU.", file=sys.stderr)
-            return 1
-        if ns.hard == "-":
-            return 0
-        try:
-            libxl.pin_vcpus(xc, ref.domid, ns.hard, chosen)
-        except (libxl.DomainBuildError, HypercallError) as err:
-            print(f"{err}\nCould not set affinity for vcpu `{ns.vcpu}'.", file=sys.stderr)
-            return 1
-    return 0
 
 
 def cmd_console(argv: list[str]) -> int:
@@ -524,13 +434,10 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "reboot": (_shutdown_cmd("reboot", True), "Issue a reboot signal to a domain"),
     "console": (cmd_console, "Attach to domain's console"),
     "dump-core": (cmd_dump_core, "Core dump a domain"),
-    "vcpu-list": (cmd_vcpu_list, "List the VCPUs for all/some domains"),
     "mem-set": (_mem_cmd("mem-set", libxl.set_memory_target, "dynamic max"),
                 "Set the current memory usage for a domain"),
     "mem-max": (_mem_cmd("mem-max", libxl.set_max_memory, "static max"),
                 "Set the maximum amount reservation for a domain"),
-    "sched-credit": (cmd_sched_credit, "Get/set credit scheduler parameters"),
-    "vcpu-pin": (cmd_vcpu_pin, "Set which CPUs a VCPU can use"),
     "info": (cmd_info, "Get information about Xen host"),
     "domid": (cmd_domid, "Convert a domain name to domain id"),
     "domname": (cmd_domname, "Convert a domain id to domain name"),
