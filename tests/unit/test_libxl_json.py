@@ -226,9 +226,10 @@ def test_refused_keys(text: str, message: str) -> None:
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-def test_pool_and_cpus_soft_are_named_in_a_warning() -> None:
-    cfg = cfg_of('name = "d"\nkernel = "/k"\npool = "p1"\ncpus_soft = "0"\n')
-    assert [w.split(": warning: ")[1].split(" ")[0] for w in cfg.warnings] == ["'pool'", "'cpus_soft'"]
+def test_pool_and_cpus_soft_are_read_and_on_soft_reset_is_named_in_a_warning() -> None:
+    cfg = cfg_of('name = "d"\nkernel = "/k"\npool = "p1"\ncpus_soft = "0"\non_soft_reset = "destroy"\n')
+    assert (cfg.pool, cfg.cpus_soft) == ("p1", "0")
+    assert [w.split(": warning: ")[1].split(" ")[0] for w in cfg.warnings] == ["'on_soft_reset'"]
     assert dry('name = "d"\nkernel = "/k"\npool = "p1"\n')["c_info"]["pool_name"] == "p1"
 
 
