@@ -19,9 +19,10 @@ from ...paths import Paths
 from ...toolstack import domain as libxl
 from ...toolstack import hotplug, userdata
 from ...toolstack.config import ConfigError, load
-from .. import render
+from .. import render, render_misc
 from ..console import attach
 
+from . import misc
 from .common import (Usage, interrupts_on_termination, new_parser, integer, ctrl)
 
 
@@ -34,7 +35,9 @@ def cmd_info(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     with ctrl() as xc:
         fields = render.info_fields(xc.call("sysctl.physinfo"), xc.call("xen_version"))
-    sys.stdout.write(render.xl_info(fields, ns.field))
+        numa = misc.info_numa(xc) if ns.numa else ""
+    sys.stdout.write(render_misc.xl_info_full(fields, ns.field, numa,
+                                              misc.XENSTORE_FEATURES if ns.xenstore else None))
     return 0
 
 
@@ -42,10 +45,14 @@ def cmd_list(argv: list[str]) -> int:
     p = new_parser("list", "List information about all/some domains")
     p.add_argument("-l", "--long", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-Z", "--context", action="store_true")
+    p.add_argument("-c", "--cpupool", action="store_true")
+    p.add_argument("-n", "--numa", action="store_true")
     p.add_argument("domain", nargs="*")
     ns = p.parse_args(argv)
     if len(ns.domain) > 1:
         raise Usage(p.format_help(), 1)
+    cols = render_misc.ListColumns(verbose=ns.verbose, context=ns.context, cpupool=ns.cpupool, numa=ns.numa)
     with ctrl() as xc:
         infos = libxl.list_domains(xc)
         if ns.domain:
@@ -54,13 +61,14 @@ def cmd_list(argv: list[str]) -> int:
             if not infos:
                 print(f"Error: Domain '{ns.domain[0]}' does not exist.", file=sys.stderr)
                 return 1
+        pools, nodes = misc.list_extras(xc, infos, cols)
     if ns.long:
         paths = Paths.from_env()
         configs = {d["domid"]: c.to_json() for d in infos
                    if (c := userdata.retrieve(paths, d["domid"])) is not None}
         sys.stdout.write(render.xl_list_long(infos, configs))
     else:
-        sys.stdout.write(render.xl_list(render.DomainRow.from_info(d) for d in infos))
+        sys.stdout.write(render_misc.xl_list_columns(cols, infos, pools, nodes))
     return 0
 
 
@@ -382,9 +390,7 @@ def cmd_uptime(argv: list[str]) -> int:
         secs = float(open("/proc/uptime").read().split()[0]) if d["domid"] == 0 else now - d["created"]
         rows.append((d["name"], d["domid"], secs))
     if ns.short:
-        clock = time.strftime("%H:%M:%S")
-        for name, domid, secs in rows:
-            print(f" {clock} up {render.uptime_text(secs).strip()}, {name} ({domid})")
+        sys.stdout.write(render_misc.xl_uptime_short(rows, now))
     else:
         sys.stdout.write(render.xl_uptime(rows))
     return 0
