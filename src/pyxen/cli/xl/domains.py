@@ -5,6 +5,7 @@ uptime, dmesg, debug-keys, block-list, network-list.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from ...toolstack import domain as libxl
 from ...toolstack import hotplug, userdata
 from ...toolstack.config import ConfigError, load
 from .. import render, render_misc
-from ..console import attach
+from ..console import CONSOLE_TYPES, ESCAPE, attach, parse_escape
 
 from . import misc
 from .common import (Usage, interrupts_on_termination, new_parser, integer, ctrl)
@@ -147,17 +148,20 @@ def _domain_cmd(name: str, desc: str, op: Callable[[XenCtrl, Paths, int], None],
 
 
 def _shutdown_cmd(name: str, reboot: bool) -> Callable[[list[str]], int]:
+    """xl shutdown / xl reboot [-a] [-w[w]] [-F] <Domain> (main_shutdown_or_reboot)."""
     verb = "Rebooting" if reboot else "Shutting down"
+    what = "reboot" if reboot else "shutdown"
+    event = "reset" if reboot else "power"
 
     def run(argv: list[str]) -> int:
-        p = new_parser(name, f"Issue a {'reboot' if reboot else 'shutdown'} signal to a domain")
+        p = new_parser(name, f"Issue a {what} signal to a domain")
         p.add_argument("-a", "--all", action="store_true", help="all guest domains")
         p.add_argument("-w", "--wait", action="count", default=0, help="wait for shutdown (twice: for death)")
         p.add_argument("-F", dest="fallback", action="store_true", help="ACPI fallback for HVM guests without PV drivers")
         p.add_argument("domain", nargs="?")
         ns = p.parse_args(argv)
         if not ns.all and ns.domain is None:
-            print("You must specify -a or a domain id.", file=sys.stderr)
+            print("You must specify -a or a domain id.\n", file=sys.stderr)
             return 1
         paths = Paths.from_env()
         with ctrl() as xc:
@@ -167,22 +171,28 @@ def _shutdown_cmd(name: str, reboot: bool) -> Callable[[list[str]], int]:
                 print(f"{verb} domain {domid}", file=sys.stderr)
                 try:
                     libxl.request_shutdown(xc, paths, domid, "reboot" if reboot else "poweroff")
-                except libxl.NoParavirt as err:
+                except libxl.NoParavirt:
                     if not ns.fallback:
-                        print(f"{err}\nUse \"-F\" to fallback to ACPI {'reset' if reboot else 'power'} event.\n"
-                              f"{name} failed (rc=-10)", file=sys.stderr)
+                        print(f"PV control interface not available: external graceful {what} not possible.\n"
+                              f"Use \"-F\" to fallback to ACPI {event} event.\n"
+                              f"{what} failed (rc=-10)", file=sys.stderr)
                         return 1
+                    print(f"PV control interface not available: sending ACPI {event} button event.",
+                          file=sys.stderr)
                     libxl.fallback_acpi(xc, domid, reboot)
-            if ns.wait and not reboot:
+            if ns.wait:
                 return _wait_down(xc, domids, death_only=ns.wait > 1)
         return 0
     return run
 
 
 def _wait_down(xc: XenCtrl, domids: list[int], death_only: bool, timeout: float = 300.0) -> int:
-    """xl shutdown -w: until each domain is shut down (or, with -ww, gone)."""
+    """xl shutdown/reboot -w (wait_for_domain_deaths): until each domain has shut down or is
+    gone; with -ww until it is gone (a reboot's restart destroys the old domain, so its domid
+    goes either way). Polled: pyxen's xl has no event channel of its own for the death watch."""
     print(f"Waiting for {len(domids)} domains", file=sys.stderr)
     pending = set(domids)
+    told: set[int] = set()
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         live = {d["domid"]: d for d in libxl.list_domains(xc)}
@@ -190,11 +200,15 @@ def _wait_down(xc: XenCtrl, domids: list[int], death_only: bool, timeout: float 
             if domid not in live:
                 print(f"Domain {domid} has been destroyed", file=sys.stderr)
                 pending.discard(domid)
-            elif live[domid]["shutdown"] and not death_only:
+            elif live[domid]["shutdown"] and domid not in told:
+                told.add(domid)
                 print(f"Domain {domid} has been shut down, reason code {live[domid]['shutdown_reason']}",
                       file=sys.stderr)
-                pending.discard(domid)
-        time.sleep(0.2)
+                if death_only:
+                    print(f"Domain {domid} continue waiting for death", file=sys.stderr)
+                else:
+                    pending.discard(domid)
+        time.sleep(0.1)
     return 0 if not pending else 1
 
 
@@ -312,14 +326,29 @@ def cmd_vcpu_pin(argv: list[str]) -> int:
 
 
 def cmd_console(argv: list[str]) -> int:
+    """xl console [-t pv|serial|vuart] [-n N] [-e ESC] <Domain> (main_console and xenconsole):
+    without -t the primary console (serial for HVM, PV otherwise); -e as xl since 4.18."""
     p = new_parser("console", "Attach to domain's console")
-    p.add_argument("-t", dest="type", choices=("pv", "serial", "vuart"))
-    p.add_argument("-n", dest="num", type=int, default=0)
+    p.add_argument("-t", dest="type")
+    p.add_argument("-n", dest="num", default="0")
+    p.add_argument("-e", dest="escape")
     p.add_argument("domain")
     ns = p.parse_args(argv)
+    if ns.type is not None and ns.type not in CONSOLE_TYPES:
+        print("console type supported are: pv, serial, vuart", file=sys.stderr)
+        return 1
+    escape = ESCAPE
+    if ns.escape is not None:
+        try:
+            escape = parse_escape(ns.escape)
+        except ValueError:
+            print("Invalid escape argument", file=sys.stderr)
+            return errno.EINVAL
     with ctrl() as xc:
         ref = libxl.resolve(xc, ns.domain)
-    return attach(Paths.from_env(), ref.domid)
+        info = libxl.find(xc, "domid", ref.domid)
+    ctype = ns.type or ("serial" if info is not None and info["type"] == "hvm" else "pv")
+    return attach(Paths.from_env(), ref.domid, escape, ctype=ctype, num=misc.strtol(ns.num) or 0)
 
 
 def cmd_dump_core(argv: list[str]) -> int:
