@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import Hypervisor, hypercall, int_arg
+from .domain import ShutdownReason
 from .errors import InvalidArgument, NoSuchDomain, NotImplementedByXen
 from .qemu import QDISK_DRIVERS
 
@@ -63,7 +64,8 @@ async def _add_xenstore_port(hv: Hypervisor, args: dict[str, Any]) -> None:
 #: answered otherwise. Xen 4.17 on x86 (arch/x86/domctl.c, XEN_DOMCTL_sendtrigger): nmi for any
 #: guest, power and sleep for HVM guests (EINVAL otherwise), init and reset ENOSYS; libxl does
 #: s3resume with QMP system_wakeup for HVM guests (ERROR_INVAL otherwise). pyxen does reset too
-#: (QEMU's machine reset; libxl's reboot -F fallback relies on it), and has no sleep button.
+#: (the domain resets as a PC does: shut down, reason reboot; libxl's reboot -F fallback relies
+#: on it), and has no sleep button.
 TRIGGERS = ("power", "sleep", "nmi", "init", "reset", "s3resume")
 
 
@@ -85,7 +87,11 @@ async def _trigger(hv: Hypervisor, args: dict[str, Any]) -> None:
     elif trigger == "power" and hvm:
         await model.powerdown()
     elif trigger == "reset":
-        await model.reset(run=not dom.paused)
+        # A PC's reset ends its SeaBIOS in a reset of its own, which is the guest resetting the
+        # machine: in Xen terms the domain shuts down with reason reboot and the toolstack
+        # applies on_reboot. Done so at once, as SCHEDOP_remote_shutdown(reboot).
+        await model.pause()
+        hv._shutdown(dom, ShutdownReason.REBOOT)
     elif trigger == "s3resume" and hvm:
         await model.wakeup()
     elif trigger in ("power", "sleep", "s3resume"):

@@ -317,18 +317,9 @@ class DeviceModel:
         """An ACPI power-button press (xl shutdown -F, xl trigger power)."""
         await self.execute("system_powerdown")
 
-    async def reset(self, run: bool = True) -> None:
-        """A hardware reset (xl trigger reset, xl reboot -F): the machine restarts in place,
-        same domain, and runs on unless ``run`` is false (a paused domain stays paused).
-        A bare system_reset would stop QEMU instead (-no-reboot), so this is ``reboot``'s reset."""
-        if run:
-            await self.reboot()
-            return
-        await self.execute("set-action", {"reboot": "reset"})
-        try:
-            await self.execute("system_reset")
-        finally:
-            await self.execute("set-action", {"reboot": "shutdown"})
+    async def reset(self) -> None:
+        """A hardware reset request (xl reboot -F, xl trigger reset)."""
+        await self.execute("system_reset")
 
     async def inject_nmi(self) -> None:
         """An NMI (xl trigger nmi). QEMU's inject-nmi reaches every vCPU of a PC (Xen's domctl
