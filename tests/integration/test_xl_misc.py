@@ -235,6 +235,17 @@ def test_trigger_reset_restarts_the_guest(mhost: Host) -> None:
     assert "Domain %d has shut down, reason code 1" % d in mhost.paths.daemon_log("monitor").read_text()
 
 
+def test_sysrq_b_reboots_the_guest(mhost: Host) -> None:
+    """sysrq b: the guest's kernel resets the machine at once; the toolstack restarts it."""
+    d = domid(mhost, NAME)
+    boots = mhost.console_text(NAME).count("pyxen demo guest up")
+    mhost.xl("sysrq", NAME, "b")
+    wait_for(lambda: mhost.console_text(NAME).count("pyxen demo guest up") > boots, timeout=180,
+             what="the guest to boot again")
+    assert "sysrq: Resetting" in mhost.console_text(NAME)
+    assert int(mhost.domains()[NAME]["id"]) > d
+
+
 def test_config_update_then_reboot_wait(mhost: Host) -> None:
     code, _, err = fails(mhost, "config-update", NAME, "/nonexistent.cfg")
     assert code == 253  # ERROR_FAIL returned from main
