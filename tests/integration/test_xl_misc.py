@@ -5,7 +5,8 @@ guest's kernel reports it) and reset (it boots again, same domain), qemu-monitor
 set-parameters, vncviewer, console -t/-n/-e, xentop -b, config-update then reboot -w (the
 domain comes back built from the updated config); a negative test per error class.
 
-One guest serves the module's tests, in file order (the last ones restart it).
+One guest serves the module's tests, in file order (the last ones restart it). One test gives
+a guest a vif: run the module under ``flock /tmp/pyxen-net.lock``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pexpect
 import pytest
 
 from pyxen.images.demo import DemoImage
+from pyxen.testing.bridge import link_local_bridge
 from pyxen.testing.host import BIN, Host, started_host
 
 pytestmark = pytest.mark.integration
@@ -175,6 +177,31 @@ def test_xentop_batch(mhost: Host) -> None:
     assert float(first[3]) == 0.0 and float(second[3]) > 20.0, rows  # no previous sample, then busy
     assert second[8] == "2" and second[12] == "0"  # VCPUS, VBDS
     assert any(line.split()[0] == "Domain-0" for line in lines[1:headers[1]])
+
+
+def test_xentop_network_counters(mhost: Host) -> None:
+    """A guest with a vif pings Dom0 (on a link-local test bridge, Dom0's end in a namespace):
+    xentop's NETS, NETTX(k)/NETRX(k) and its -n line show the traffic from the guest's side.
+    Run under flock /tmp/pyxen-net.lock (the vif's TAP name is host-global)."""
+    with link_local_bridge(dom0_ip="169.254.79.100", tag="misc") as (br, _ns):
+        script = ("ip link set eth0 up\nip addr add 169.254.79.2/16 dev eth0\n"
+                  "ping -c 20 -s 1000 -i 0.2 -w 60 169.254.79.100 >/dev/null; echo \"pinged $?\"\n")
+        mhost.create("netg", memory=96, script=script,
+                     extra_lines=f"vif = ['mac=00:16:3e:00:79:02,bridge={br}']\n")
+        try:
+            assert "pinged 0" in mhost.wait_console("netg", "pinged", timeout=180)
+            done = mhost.run(sys.executable, "-m", "pyxen.cli.xentop", "-b", "-i", "1", "-n", timeout=60)
+            assert done.returncode == 0, done.stderr
+            lines = done.stdout.splitlines()
+            at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["netg"])
+            row = lines[at].split()
+            assert row[9] == "1"  # NETS
+            assert int(row[10]) >= 19 and int(row[11]) >= 19, row  # 20 pings of 1 KB each way
+            m = re.fullmatch(r"Net0 RX: +(\d+)bytes +(\d+)pkts +0err +0drop  TX: +(\d+)bytes +(\d+)pkts +0err +0drop",
+                             lines[at + 1])
+            assert m and int(m.group(2)) >= 20 and int(m.group(4)) >= 20, lines[at + 1]
+        finally:
+            mhost.xl("destroy", "netg", check=False)
 
 
 def test_console_options(mhost: Host) -> None:
