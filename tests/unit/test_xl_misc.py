@@ -318,3 +318,19 @@ def test_qemu_monitor_command_sends_hmp_through_qmp(fake: FakeHost, tmp_path: Pa
         assert ("human-monitor-command", {"command-line": "info status"}) in _model(domid).commands
         with pytest.raises(InvalidArgument):  # Domain-0 has no device model
             xc.call("dm_op.qemu_monitor_command", domid=0, command="info status")
+
+
+def test_xentop_batch_samples_the_hypervisor(fake: FakeHost, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """xentop -b -i 2 -d 0 over the hypervisor's socket: two tables, each with Domain-0 and
+    the domain, their memory from the hypervisor (the fake's 64 MiB, MAXMEM the same)."""
+    with XenCtrl(fake.paths.hypervisor_socket) as xc:
+        _domain(xc, tmp_path, name="topme")
+    monkeypatch.setenv("PYXEN_ROOT", str(fake.paths.root))
+    assert xentop.main(["-b", "-i", "2", "-d", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(1 for line in lines if line.lstrip().startswith("NAME  STATE")) == 2
+    rows = [line.split() for line in lines if line.split()[:1] == ["topme"]]
+    assert len(rows) == 2 and rows[0][4] == rows[0][6] == "65536" and rows[0][8] == "2"
+    assert sum(1 for line in lines if line.split()[:1] == ["Domain-0"]) == 2

@@ -95,6 +95,8 @@ def cmd_config_update(argv: list[str]) -> int:
     p.add_argument("-d", dest="debug", action="store_true")
     p.add_argument("-q", dest="quiet", action="store_true")
     p.add_argument("args", nargs="*")
+    if argv[:1] in (["-h"], ["--help"]):  # (xl help config-update; xl itself would take it
+        p.parse_args(argv)                   # for a domain name)
     if not argv:
         print("xl config-update requires a domain argument", file=sys.stderr)
         sys.stdout.write(p.format_help())
