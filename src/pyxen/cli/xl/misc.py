@@ -17,7 +17,7 @@ import sys
 from typing import Any, Callable
 
 from ...hypervisor.client import XenCtrl
-from ...hypervisor.errors import HypercallError
+from ...hypervisor.errors import HypercallError, InvalidArgument, NoSuchDomain
 from ...libxlu.cfg import ConfigSyntaxError
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
@@ -244,8 +244,8 @@ def cmd_sysrq(argv: list[str]) -> int:
         print("Invalid sysrq.\n", file=sys.stderr)
         sys.stdout.write(p.format_help())
         return 1
-    if not exists:
-        libxl_error("libxl.c:645:libxl_send_sysrq", ref.domid, "no such domain", OSError(errnomod.ESRCH, ""))
+    if not exists:  # (libxl would write the key of a domain that is not there; pyxen does not)
+        print(f"Domain {ref.domid} does not exist.", file=sys.stderr)
         return 1
     with XenstoreClient(Paths.from_env().xenstored_socket) as xs:
         xs.write(f"{xsdomain.dom_path(ref.domid)}/control/sysrq", ns.letter)
@@ -268,8 +268,12 @@ def cmd_qemu_monitor_command(argv: list[str]) -> int:
             return 1
         try:
             output = xc.call("dm_op.qemu_monitor_command", domid=domid, command=ns.command)
-        except HypercallError as err:
-            libxl_error("libxl_qmp.c:1767:qmp_ev_connect", domid, f"QMP command failed: {err}")
+        except (NoSuchDomain, InvalidArgument):  # no device model to connect to
+            libxl_error("libxl_qmp.c:1334:qmp_ev_connect", domid, "Failed to connect to QMP socket "
+                        f"{Paths.from_env().qmp_socket(domid)}", OSError(errnomod.ENOENT, ""))
+            return 1
+        except HypercallError as err:  # QEMU's error, as libxl logs its desc
+            libxl_error("libxl_qmp.c:1837:qmp_ev_parse_error_messages", domid, str(err))
             return 1
     if output:
         sys.stdout.write(f"{output}\n")
