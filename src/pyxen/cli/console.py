@@ -35,26 +35,70 @@ class ConsoleUnavailable(RuntimeError):
     """xenconsoled does not serve the domain's console; the message is xl's one line."""
 
 
-def console_socket(paths: Paths, domid: int) -> Path:
-    """Where the domain's console is served: its ``console/tty`` key, else the default path."""
+#: xl console -t's names (libxl_console_type); None is the domain's primary console.
+CONSOLE_TYPES = ("pv", "serial", "vuart")
+
+
+def tty_node(xs: XenstoreClient | None, domid: int, ctype: str, num: int = 0) -> str:
+    """The xenstore key naming console ``ctype`` number ``num``, as xenconsole looks it up: a
+    serial console not in the store falls back to the PV one; PV console 0 is ``console/tty``,
+    the others ``device/console/<num>/tty``; the vuart is ``vuart/0/tty``."""
+    dp = f"/local/domain/{domid}"
+    if ctype == "serial":
+        node = f"{dp}/serial/{num}/tty"
+        try:
+            if xs is not None and xs.get(node) is not None:
+                return node
+        except (OSError, XenstoreError):
+            pass
+        ctype = "pv"
+    if ctype == "vuart":
+        return f"{dp}/vuart/0/tty"
+    return f"{dp}/console/tty" if num == 0 else f"{dp}/device/console/{num}/tty"
+
+
+def console_socket(paths: Paths, domid: int, ctype: str = "pv", num: int = 0) -> Path | None:
+    """Where the console is served: its tty key; PV console 0 falls back to xenconsoled's default
+    path when xenstore has no answer; None for another console the store does not name."""
+    node = f"/local/domain/{domid}/console/tty"
     try:
         with XenstoreClient(paths.xenstored_socket, timeout=XS_TIMEOUT) as xs:
-            raw = xs.get(f"/local/domain/{domid}/console/tty")
+            node = tty_node(xs, domid, ctype, num)
+            raw = xs.get(node)
     except (OSError, XenstoreError):
         raw = None
     if raw:
         return Path(raw.decode(errors="replace"))
-    return paths.console_socket(domid)
+    return paths.console_socket(domid) if node.endswith(f"/{domid}/console/tty") else None
 
 
-def connect(paths: Paths, domid: int, wait: float = CONNECT_WAIT) -> socket.socket:
-    """A connection to xenconsoled's socket for ``domid``, waiting up to ``wait`` seconds.
+def parse_escape(text: str) -> int:
+    """xenconsole's --escape: ``^X`` (a control character) or one character.
+
+    :raise ValueError: anything else ("Invalid escape argument").
+    """
+    if len(text) == 2 and text[0] == "^":
+        return ord(text[1]) & 0x1F
+    if len(text) == 1:
+        return ord(text)
+    raise ValueError(text)
+
+
+def connect(paths: Paths, domid: int, wait: float = CONNECT_WAIT, ctype: str = "pv",
+            num: int = 0) -> socket.socket:
+    """A connection to xenconsoled's socket for ``domid``'s console ``ctype``/``num``, waiting
+    up to ``wait`` seconds.
 
     :raise ConsoleUnavailable: nothing serves that console.
     """
     deadline = time.monotonic() + wait
     while True:
-        path = console_socket(paths, domid)
+        path = console_socket(paths, domid, ctype, num)
+        if path is None:
+            if time.monotonic() >= deadline:
+                raise ConsoleUnavailable("xenconsole: Could not read tty from store: No such file or directory")
+            time.sleep(0.1)
+            continue
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.connect(str(path))
@@ -69,10 +113,11 @@ def connect(paths: Paths, domid: int, wait: float = CONNECT_WAIT) -> socket.sock
         time.sleep(0.1)
 
 
-def attach(paths: Paths, domid: int, escape: int = ESCAPE, wait: float = CONNECT_WAIT) -> int:
+def attach(paths: Paths, domid: int, escape: int = ESCAPE, wait: float = CONNECT_WAIT,
+           ctype: str = "pv", num: int = 0) -> int:
     """Relay stdin/stdout to the domain's console until escape or its side closes; xl's exit code."""
     try:
-        s = connect(paths, domid, wait)
+        s = connect(paths, domid, wait, ctype, num)
     except ConsoleUnavailable as err:
         print(str(err), file=sys.stderr)
         return 1

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .core import Hypervisor, hypercall, int_arg
-from .errors import InvalidArgument
+from .domain import ShutdownReason
+from .errors import InvalidArgument, NoSuchDomain, NotImplementedByXen
 from .qemu import QDISK_DRIVERS
 
 
@@ -59,18 +60,59 @@ async def _add_xenstore_port(hv: Hypervisor, args: dict[str, Any]) -> None:
     await hv.model(args, op).add_xenstore_port(_path_arg(args, "socket", op))
 
 
+#: xl trigger's names (libxl_trigger) that pyxen's device model carries out, and how each is
+#: answered otherwise. Xen 4.17 on x86 (arch/x86/domctl.c, XEN_DOMCTL_sendtrigger): nmi for any
+#: guest, power and sleep for HVM guests (EINVAL otherwise), init and reset ENOSYS; libxl does
+#: s3resume with QMP system_wakeup for HVM guests (ERROR_INVAL otherwise). pyxen does reset too
+#: (the domain resets as a PC does: shut down, reason reboot; libxl's reboot -F fallback relies
+#: on it), and has no sleep button.
+TRIGGERS = ("power", "sleep", "nmi", "init", "reset", "s3resume")
+
+
 @hypercall("dm_op.trigger")
 async def _trigger(hv: Hypervisor, args: dict[str, Any]) -> None:
-    """xl trigger power|reset, and xl shutdown/reboot -F for HVM guests without PV drivers."""
+    """xl trigger, xl button-press, and xl shutdown/reboot -F for HVM guests without PV drivers."""
     op = "dm_op.trigger"
+    dom = hv.domu(args, op)
     model = hv.model(args, op)
     trigger = args.get("trigger")
-    if trigger == "power":
+    vcpu = args.get("vcpu", 0)
+    if trigger not in TRIGGERS:
+        raise InvalidArgument(f"unknown trigger '{trigger}' ({', '.join(TRIGGERS)})", op)
+    if not isinstance(vcpu, int) or isinstance(vcpu, bool) or not 0 <= vcpu < dom.max_vcpus:
+        raise NoSuchDomain(f"domain {dom.domid} has no vCPU {vcpu}", op)
+    hvm = dom.type == "hvm"
+    if trigger == "nmi":
+        await model.inject_nmi()
+    elif trigger == "power" and hvm:
         await model.powerdown()
     elif trigger == "reset":
-        await model.reset()
-    else:
-        raise InvalidArgument(f"unknown trigger '{trigger}' (power, reset)", op)
+        # A PC's reset ends its SeaBIOS in a reset of its own, which is the guest resetting the
+        # machine: in Xen terms the domain shuts down with reason reboot and the toolstack
+        # applies on_reboot. Done so at once, as SCHEDOP_remote_shutdown(reboot).
+        await model.pause()
+        hv._shutdown(dom, ShutdownReason.REBOOT)
+    elif trigger == "s3resume" and hvm:
+        await model.wakeup()
+    elif trigger in ("power", "sleep", "s3resume"):
+        raise InvalidArgument(f"trigger '{trigger}' needs an HVM guest", op)
+    else:  # init, and sleep on HVM: no handler
+        raise NotImplementedByXen(f"trigger '{trigger}' is not implemented", op)
+
+
+#: Bound on one qemu-monitor-command (an HMP command such as "info mtree" may print a lot).
+HMP_TIMEOUT = 30.0
+
+
+@hypercall("dm_op.qemu_monitor_command")
+async def _qemu_monitor_command(hv: Hypervisor, args: dict[str, Any]) -> str:
+    """An HMP command line for the domain's device model (libxl_qemu_monitor_command, which
+    sends QMP human-monitor-command); its output text."""
+    op = "dm_op.qemu_monitor_command"
+    command = args.get("command")
+    if not isinstance(command, str) or "\0" in command:
+        raise InvalidArgument("argument 'command' must be a string", op)
+    return await hv.model(args, op).human_monitor_command(command, HMP_TIMEOUT)
 
 
 @hypercall("dm_op.dump_core")

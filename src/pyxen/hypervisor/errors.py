@@ -9,6 +9,8 @@ Tree::
      +-- InvalidArgument           EINVAL: a malformed or impossible request
      +-- DomainExists              EEXIST: a live domain already has that name or uuid
      +-- DeviceModelError          EIO: QEMU failed to start or to obey
+     +-- NotImplementedByXen       ENOSYS: a request this hypervisor has no handler for
+     +-- NoSuchEntry               ENOENT: no such node (a hypervisor parameter, as hypfs)
 
 Wire form (control.py): ``{"errno": "ESRCH", "message": "..."}``; ``from_wire`` turns it back into
 the same class on the client side, so the toolstack can branch on type.
@@ -61,8 +63,17 @@ class DeviceModelError(HypercallError):
     errno_value = errnomod.EIO
 
 
+class NotImplementedByXen(HypercallError):
+    errno_value = errnomod.ENOSYS
+
+
+class NoSuchEntry(HypercallError):
+    errno_value = errnomod.ENOENT
+
+
 _BY_ERRNO = {c.errno_value: c for c in (NoSuchDomain, OutOfMemory, PermissionDenied,
-                                        InvalidArgument, DomainExists)}
+                                        InvalidArgument, DomainExists, NotImplementedByXen,
+                                        NoSuchEntry)}
 
 
 def from_wire(data: dict[str, str]) -> HypercallError:

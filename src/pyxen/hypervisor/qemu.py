@@ -383,6 +383,20 @@ class DeviceModel:
         """A hardware reset request (xl reboot -F, xl trigger reset)."""
         await self.execute("system_reset")
 
+    async def inject_nmi(self) -> None:
+        """An NMI (xl trigger nmi). QEMU's inject-nmi reaches every vCPU of a PC (Xen's domctl
+        one vCPU); a Linux guest reports it ("NMI received for unknown reason")."""
+        await self.execute("inject-nmi")
+
+    async def wakeup(self) -> None:
+        """Wake a guest suspended to RAM (xl trigger s3resume; libxl's QMP system_wakeup)."""
+        await self.execute("system_wakeup")
+
+    async def human_monitor_command(self, command: str, timeout: float = QMP_TIMEOUT) -> str:
+        """One HMP command line through QMP's human-monitor-command (xl qemu-monitor-command);
+        its text output, as QEMU gives it."""
+        return str(await self.execute("human-monitor-command", {"command-line": command}, timeout))
+
     async def save(self, path: Path) -> None:
         """The guest's memory, vCPU and device state, appended to ``path`` (after xl's header)
         as QEMU's migration stream. The guest is stopped first and stays stopped."""

@@ -24,8 +24,9 @@ hostname "$name"
 
 # The guest side of Xen's PV control protocol (what Linux's xenbus driver does on Xen): find the
 # xenstore port, advertise feature-poweroff/-reboot, and act on ~/control/shutdown, writing ""
-# back as the acknowledgement. xs_wire.h frames are built with printf; replies are read a byte
-# at a time so no reply is ever half-consumed.
+# back as the acknowledgement; a letter in ~/control/sysrq (xl sysrq) is acknowledged the same
+# way and handed to the kernel's magic SysRq, as Linux's sysrq_handler does. xs_wire.h frames are
+# built with printf; replies are read a byte at a time so no reply is ever half-consumed.
 xs_send() {  # type length: the 16-byte header (little-endian, lengths < 256)
     printf "\\$(printf %03o "$1")\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\$(printf %03o "$2")\\000\\000\\000" >&3
 }
@@ -53,6 +54,11 @@ xs_agent() {
             poweroff|halt) xs_write control/shutdown ""; echo "pyxen: shutdown requested"; poweroff -f ;;
             reboot) xs_write control/shutdown ""; echo "pyxen: reboot requested"; reboot -f ;;
         esac
+        key="$(xs_read control/sysrq)"
+        if [ "${#key}" = 1 ]; then  # (a missing node would read as the error text)
+            xs_write control/sysrq ""
+            echo "$key" > /proc/sysrq-trigger
+        fi
     done
 }
 # (pyxen.xsagent=0 leaves the port, which only one process may open, to the run script.)

@@ -6,6 +6,7 @@ uptime, dmesg, debug-keys, block-list, network-list.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -22,10 +23,10 @@ from ...toolstack import domain as libxl
 from ...toolstack import hotplug, libxl_json, userdata
 from ...toolstack.config import ConfigError, DomainConfig, load
 from ...toolstack.devices import DeviceSpecError
-from .. import render
-from ..console import attach
+from .. import render, render_misc
+from ..console import CONSOLE_TYPES, ESCAPE, attach, parse_escape
 
-from . import xlconf
+from . import misc, xlconf
 from .common import (GLOBALS, Usage, honours_dryrun, interrupts_on_termination, new_parser, ctrl)
 
 
@@ -48,7 +49,9 @@ def cmd_info(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     with ctrl() as xc:
         fields = render.info_fields(xc.call("sysctl.physinfo"), xc.call("xen_version"))
-    sys.stdout.write(render.xl_info(fields, ns.field))
+        numa = misc.info_numa(xc) if ns.numa else ""
+    sys.stdout.write(render_misc.xl_info_full(fields, ns.field, numa,
+                                              misc.XENSTORE_FEATURES if ns.xenstore else None))
     return 0
 
 
@@ -56,10 +59,14 @@ def cmd_list(argv: list[str]) -> int:
     p = new_parser("list", "List information about all/some domains")
     p.add_argument("-l", "--long", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-Z", "--context", action="store_true")
+    p.add_argument("-c", "--cpupool", action="store_true")
+    p.add_argument("-n", "--numa", action="store_true")
     p.add_argument("domain", nargs="*")
     ns = p.parse_args(argv)
     if len(ns.domain) > 1:
         raise Usage(p.format_help(), 1)
+    cols = render_misc.ListColumns(verbose=ns.verbose, context=ns.context, cpupool=ns.cpupool, numa=ns.numa)
     with ctrl() as xc:
         infos = libxl.list_domains(xc)
         if ns.domain:
@@ -68,6 +75,7 @@ def cmd_list(argv: list[str]) -> int:
             if not infos:
                 print(f"Error: Domain '{ns.domain[0]}' does not exist.", file=sys.stderr)
                 return 1
+        pools, nodes = misc.list_extras(xc, infos, cols)
     if ns.long:
         refused = _sxp_refused()
         if refused is not None:
@@ -87,7 +95,7 @@ def cmd_list(argv: list[str]) -> int:
             entries.append((d["domid"], libxl_json.live_config(cfg, live)))
         sys.stdout.write(render.xl_list_long(entries))
     else:
-        sys.stdout.write(render.xl_list(render.DomainRow.from_info(d) for d in infos))
+        sys.stdout.write(render_misc.xl_list_columns(cols, infos, pools, nodes))
     return 0
 
 
@@ -197,17 +205,20 @@ def _domain_cmd(name: str, desc: str, op: Callable[[XenCtrl, Paths, int], None],
 
 
 def _shutdown_cmd(name: str, reboot: bool) -> Callable[[list[str]], int]:
+    """xl shutdown / xl reboot [-a] [-w[w]] [-F] <Domain> (main_shutdown_or_reboot)."""
     verb = "Rebooting" if reboot else "Shutting down"
+    what = "reboot" if reboot else "shutdown"
+    event = "reset" if reboot else "power"
 
     def run(argv: list[str]) -> int:
-        p = new_parser(name, f"Issue a {'reboot' if reboot else 'shutdown'} signal to a domain")
+        p = new_parser(name, f"Issue a {what} signal to a domain")
         p.add_argument("-a", "--all", action="store_true", help="all guest domains")
         p.add_argument("-w", "--wait", action="count", default=0, help="wait for shutdown (twice: for death)")
         p.add_argument("-F", dest="fallback", action="store_true", help="ACPI fallback for HVM guests without PV drivers")
         p.add_argument("domain", nargs="?")
         ns = p.parse_args(argv)
         if not ns.all and ns.domain is None:
-            print("You must specify -a or a domain id.", file=sys.stderr)
+            print("You must specify -a or a domain id.\n", file=sys.stderr)
             return 1
         paths = Paths.from_env()
         with ctrl() as xc:
@@ -217,22 +228,28 @@ def _shutdown_cmd(name: str, reboot: bool) -> Callable[[list[str]], int]:
                 print(f"{verb} domain {domid}", file=sys.stderr)
                 try:
                     libxl.request_shutdown(xc, paths, domid, "reboot" if reboot else "poweroff")
-                except libxl.NoParavirt as err:
+                except libxl.NoParavirt:
                     if not ns.fallback:
-                        print(f"{err}\nUse \"-F\" to fallback to ACPI {'reset' if reboot else 'power'} event.\n"
-                              f"{name} failed (rc=-10)", file=sys.stderr)
+                        print(f"PV control interface not available: external graceful {what} not possible.\n"
+                              f"Use \"-F\" to fallback to ACPI {event} event.\n"
+                              f"{what} failed (rc=-10)", file=sys.stderr)
                         return 1
+                    print(f"PV control interface not available: sending ACPI {event} button event.",
+                          file=sys.stderr)
                     libxl.fallback_acpi(xc, domid, reboot)
-            if ns.wait and not reboot:
+            if ns.wait:
                 return _wait_down(xc, domids, death_only=ns.wait > 1)
         return 0
     return run
 
 
 def _wait_down(xc: XenCtrl, domids: list[int], death_only: bool, timeout: float = 300.0) -> int:
-    """xl shutdown -w: until each domain is shut down (or, with -ww, gone)."""
+    """xl shutdown/reboot -w (wait_for_domain_deaths): until each domain has shut down or is
+    gone; with -ww until it is gone (a reboot's restart destroys the old domain, so its domid
+    goes either way). Polled: pyxen's xl has no event channel of its own for the death watch."""
     print(f"Waiting for {len(domids)} domains", file=sys.stderr)
     pending = set(domids)
+    told: set[int] = set()
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         live = {d["domid"]: d for d in libxl.list_domains(xc)}
@@ -240,11 +257,15 @@ def _wait_down(xc: XenCtrl, domids: list[int], death_only: bool, timeout: float 
             if domid not in live:
                 print(f"Domain {domid} has been destroyed", file=sys.stderr)
                 pending.discard(domid)
-            elif live[domid]["shutdown"] and not death_only:
+            elif live[domid]["shutdown"] and domid not in told:
+                told.add(domid)
                 print(f"Domain {domid} has been shut down, reason code {live[domid]['shutdown_reason']}",
                       file=sys.stderr)
-                pending.discard(domid)
-        time.sleep(0.2)
+                if death_only:
+                    print(f"Domain {domid} continue waiting for death", file=sys.stderr)
+                else:
+                    pending.discard(domid)
+        time.sleep(0.1)
     return 0 if not pending else 1
 
 
@@ -273,14 +294,29 @@ def _mem_cmd(name: str, setter: Callable[[XenCtrl, Paths, int, int], None],
 
 
 def cmd_console(argv: list[str]) -> int:
+    """xl console [-t pv|serial|vuart] [-n N] [-e ESC] <Domain> (main_console and xenconsole):
+    without -t the primary console (serial for HVM, PV otherwise); -e as xl since 4.18."""
     p = new_parser("console", "Attach to domain's console")
-    p.add_argument("-t", dest="type", choices=("pv", "serial", "vuart"))
-    p.add_argument("-n", dest="num", type=int, default=0)
+    p.add_argument("-t", dest="type")
+    p.add_argument("-n", dest="num", default="0")
+    p.add_argument("-e", dest="escape")
     p.add_argument("domain")
     ns = p.parse_args(argv)
+    if ns.type is not None and ns.type not in CONSOLE_TYPES:
+        print("console type supported are: pv, serial, vuart", file=sys.stderr)
+        return 1
+    escape = ESCAPE
+    if ns.escape is not None:
+        try:
+            escape = parse_escape(ns.escape)
+        except ValueError:
+            print("Invalid escape argument", file=sys.stderr)
+            return errno.EINVAL
     with ctrl() as xc:
         ref = libxl.resolve(xc, ns.domain)
-    return attach(Paths.from_env(), ref.domid)
+        info = libxl.find(xc, "domid", ref.domid)
+    ctype = ns.type or ("serial" if info is not None and info["type"] == "hvm" else "pv")
+    return attach(Paths.from_env(), ref.domid, escape, ctype=ctype, num=misc.strtol(ns.num) or 0)
 
 
 def cmd_dump_core(argv: list[str]) -> int:
@@ -366,9 +402,7 @@ def cmd_uptime(argv: list[str]) -> int:
         secs = float(open("/proc/uptime").read().split()[0]) if d["domid"] == 0 else now - d["created"]
         rows.append((d["name"], d["domid"], secs))
     if ns.short:
-        clock = time.strftime("%H:%M:%S")
-        for name, domid, secs in rows:
-            print(f" {clock} up {render.uptime_text(secs).strip()}, {name} ({domid})")
+        sys.stdout.write(render_misc.xl_uptime_short(rows, now))
     else:
         sys.stdout.write(render.xl_uptime(rows))
     return 0
