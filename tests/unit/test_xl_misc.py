@@ -18,7 +18,7 @@ import pytest
 from pyxen.cli import render_misc, xentop
 from pyxen.cli.console import parse_escape, tty_node
 from pyxen.cli.render import LIST_HEADER
-from pyxen.cli.xl import lookup
+from pyxen.cli.xl import COMMANDS, cmdtable
 from pyxen.cli.xl.misc import split_parameters, strtol
 from pyxen.hypervisor import topology
 from pyxen.hypervisor.client import XenCtrl
@@ -232,8 +232,8 @@ def test_set_parameters_split_strtol_and_loglvl() -> None:
 def test_the_new_commands_are_found_by_xls_lookup() -> None:
     for name in ("rename", "config-update", "vm-list", "trigger", "button-press", "sysrq",
                  "qemu-monitor-command", "vncviewer", "claims", "set-parameters", "top"):
-        assert lookup(name) is not None, name
-    assert lookup("qemu") is lookup("qemu-monitor-command")
+        assert name in COMMANDS and cmdtable.lookup(name) is not None, name
+    assert cmdtable.lookup("qemu") is cmdtable.lookup("qemu-monitor-command")
 
 
 # ---- the hypercalls, on the declared fake device model --------------------------------------
