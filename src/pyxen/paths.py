@@ -50,6 +50,11 @@ class Paths:
         """xendomains' folder of domain configs started with the host (/etc/xen/auto)."""
         return self.root / "auto"
 
+    @property
+    def scripts_dir(self) -> Path:
+        """Where a relative hotplug ``script=`` is found (Xen's /etc/xen/scripts)."""
+        return self.root / "scripts"
+
     # --- runtime (sockets and pid files) ------------------------------------------------------
     @property
     def run(self) -> Path:
@@ -182,6 +187,11 @@ class Paths:
 
     def daemon_log(self, daemon: str) -> Path:
         return self.log / f"{daemon}.log"
+
+    @property
+    def hotplug_log(self) -> Path:
+        """The hotplug scripts' stderr, as libxl leaves it in /var/log/xen/xen-hotplug.log."""
+        return self.log / "xen-hotplug.log"
 
     @property
     def console_log_dir(self) -> Path:

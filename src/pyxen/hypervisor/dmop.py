@@ -13,7 +13,7 @@ from typing import Any
 
 from .core import Hypervisor, hypercall, int_arg
 from .errors import InvalidArgument
-from .qemu import QDISK_DRIVERS
+from .qemu import QDISK_DRIVERS, UNPLUG_TIMEOUT
 
 
 def _str_arg(args: dict[str, Any], key: str, op: str) -> str:
@@ -44,6 +44,15 @@ async def _add_qdisk(hv: Hypervisor, args: dict[str, Any]) -> None:
         raise InvalidArgument(f"unknown disk format '{fmt}'", op)
     await hv.model(args, op).add_qdisk(int_arg(args, "devid", op), _str_arg(args, "vdev", op),
                                        str(_path_arg(args, "target", op)), fmt, bool(args.get("readonly")))
+
+
+@hypercall("dm_op.remove_disk")
+async def _remove_disk(hv: Hypervisor, args: dict[str, Any]) -> bool:
+    """Unplug a disk from a running guest (xl block-detach); False if the guest did not release
+    it within ``wait`` seconds (at most qemu.UNPLUG_TIMEOUT)."""
+    op = "dm_op.remove_disk"
+    timeout = min(float(args.get("wait", UNPLUG_TIMEOUT)), UNPLUG_TIMEOUT)
+    return await hv.model(args, op).remove_disk(int_arg(args, "devid", op), max(timeout, 0.0))
 
 
 @hypercall("dm_op.add_vhost_user_nic")

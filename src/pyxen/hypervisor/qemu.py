@@ -40,6 +40,9 @@ QDISK_DRIVERS = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "
 QMP_TIMEOUT = 10.0
 #: device_add of a vhost-user device waits for the back-end's answers.
 DEVICE_ADD_TIMEOUT = 30.0
+#: How long a guest may take to release a device being unplugged (ACPI eject), as libxl
+#: gives a frontend LIBXL_DESTROY_TIMEOUT to close (seconds).
+UNPLUG_TIMEOUT = 10.0
 #: Saving a guest's state (its RAM) to a file, loading it, or migrating it: SAVE_TIMEOUT
 #: (wire.py, the one place, since the toolstack's call must wait that long too).
 #: The name QEMU's monitor keeps a migration stream's descriptor under (QMP getfd).
@@ -304,6 +307,38 @@ class DeviceModel:
             await self.execute("chardev-remove", {"id": cid})
             raise
         await self._device_add(device, [("chardev-remove", {"id": cid}), ("netdev_del", {"id": nd})])
+
+    async def _peripherals(self) -> set[str]:
+        """The ids of the devices plugged with device_add (and -device id=...)."""
+        return {str(d["name"]) for d in await self.execute("qom-list", {"path": "/machine/peripheral"})}
+
+    async def remove_disk(self, devid: int, timeout: float = UNPLUG_TIMEOUT) -> bool:
+        """Unplug a disk from the running guest (xl block-detach): device_del asks the guest to
+        eject the PCI device (ACPI hotplug on the pc machine's bus 0); its driver lets go of the
+        disk, flushing what it holds, and QEMU deletes the device. Then its chardev (vhost-user:
+        the backend sees the front-end go) or block node (qdisk) goes too.
+
+        Returns False if the guest did not release the device within ``timeout`` (the request
+        stays pending in QEMU; the device and its chardev stay). A disk the device model does
+        not have counts as removed.
+        """
+        have = await self._peripherals()
+        did = next((d for d in (f"vbd-{devid}", f"qdisk-{devid}") if d in have), None)
+        if did is None:
+            return True
+        await self.execute("device_del", {"id": did})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while did in await self._peripherals():
+            if loop.time() > deadline:
+                log.warning("domain %d: the guest did not release %s within %g s", self.domid, did, timeout)
+                return False
+            await asyncio.sleep(0.05)
+        if did.startswith("vbd-"):
+            await self.execute("chardev-remove", {"id": f"{did}-chr"})
+        else:
+            await self.execute("blockdev-del", {"node-name": did})
+        return True
 
     async def add_xenstore_port(self, socket: Path) -> None:
         """The guest's own xenstore connection: xenstored's socket for the domain as the

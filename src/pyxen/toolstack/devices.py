@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends.block.xenbus import DEFAULT_BLOCK_SCRIPT, XEN_SCRIPT_DIR
+
 DISK_FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "empty")
 BACKEND_TYPES = ("phy", "qdisk", "tap", "standalone")
 IGNORED_PREFIXES = ("phy", "file", "tap", "tap2", "aio", "ioemu", "tapdisk")
@@ -196,7 +198,10 @@ def parse_disk(spec: str) -> DiskSpec:
     if bt is not None and bt not in BACKEND_TYPES:
         raise DeviceSpecError(f"unknown backendtype '{bt}' in disk spec '{spec}'")
     if bt is None:
-        bt = "phy" if fmt == "raw" and not values.get("script") else "qdisk"
+        # libxl_device.c disk_try_backend: "uses script=... assuming phy backend".
+        bt = "phy" if fmt == "raw" else "qdisk"
+    if values.get("script") and bt != "phy":
+        raise DeviceSpecError(f"Disk vdev={vdev}, backend {bt} not compatible with script=...")
     if bt == "phy" and fmt != "raw":
         raise DeviceSpecError(f"backendtype=phy needs format raw, not {fmt}, in disk spec '{spec}'")
     if bt in ("tap", "standalone"):
@@ -293,14 +298,23 @@ def frontend_path(kind: str, domid: int, devid: int) -> str:
     return f"/local/domain/{domid}/device/{kind}/{devid}"
 
 
-def backend_nodes(dev: Device, domid: int) -> dict[str, str]:
+def script_node(script: str | None, script_dir: str = XEN_SCRIPT_DIR) -> str:
+    """The backend's ``script`` node: an absolute script as given, a relative one in
+    ``script_dir`` (libxl__abs_path against /etc/xen/scripts; pyxen's is $PYXEN_ROOT/scripts);
+    no script= is Xen's default ``block``, whose work pyxen's blkback does itself."""
+    if not script:
+        return DEFAULT_BLOCK_SCRIPT
+    return script if script.startswith("/") else f"{script_dir.rstrip('/')}/{script}"
+
+
+def backend_nodes(dev: Device, domid: int, script_dir: str = XEN_SCRIPT_DIR) -> dict[str, str]:
     fe = frontend_path(dev.kind, domid, dev.devid)
     common = {"frontend": fe, "frontend-id": str(domid), "online": "1", "state": STATE_INITIALISING}
     if isinstance(dev, DiskSpec):
         params = dev.target or ""
         if dev.backendtype == "qdisk":
             params = f"{'aio' if dev.format == 'raw' else dev.format}:{params}"
-        nodes = {"params": params, "script": "/etc/xen/scripts/block", "removable": str(int(dev.devtype == "cdrom")),
+        nodes = {"params": params, "script": script_node(dev.script, script_dir), "removable": str(int(dev.devtype == "cdrom")),
                  "bootable": "1", "dev": dev.vdev, "type": dev.backendtype, "mode": dev.mode,
                  "device-type": dev.devtype, "discard-enable": str(int(dev.discard)),
                  "specification": "xen"}
