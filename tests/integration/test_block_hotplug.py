@@ -102,6 +102,29 @@ def test_attach_write_detach_and_errors(host) -> None:  # type: ignore[no-untype
     _nothing_attached(host, domid)
     assert host.domains()["hot"]["state"] in ("r-----", "-b----")
 
+    # A guest that does not let go (paused): block-detach gives up after libxl's 10 s and the
+    # disk stays, Closing; -f removes it all the same.
+    host.xl("block-attach", "hot", f"file:{img},xvdb,w")
+    _wait(lambda: [(r[0], r[3]) for r in _block_rows(host, "hot")] == [(str(XVDB), "4")])
+    host.xl("pause", "hot")
+    t0 = time.monotonic()
+    r = host.xl("block-detach", "hot", "xvdb", check=False)
+    assert r.returncode == 1 and r.stderr.endswith("libxl_device_disk_safe_remove failed.\n"), r.stderr
+    assert "did not release disk 51728" in r.stderr and time.monotonic() - t0 >= 9.5
+    assert [(r[0], r[3]) for r in _block_rows(host, "hot")] == [(str(XVDB), "5")]
+    host.xl("block-detach", "-f", "hot", "xvdb")
+    _nothing_attached(host, domid)
+    host.xl("unpause", "hot")
+    # Once the guest has finished the unplug it was asked for, the same vdev attaches again
+    # (the device model drops what the forced detach left) and the guest's driver connects.
+    deadline = time.monotonic() + 60
+    while (r := host.xl("block-attach", "hot", f"file:{img},xvdb,w", check=False)).returncode != 0:
+        assert "Duplicate ID" in r.stderr and time.monotonic() < deadline, r.stderr
+        time.sleep(0.5)
+    _wait(lambda: [(r[0], r[3]) for r in _block_rows(host, "hot")] == [(str(XVDB), "4")])
+    host.xl("block-detach", "hot", "xvdb")
+    _nothing_attached(host, domid)
+
 
 def _debian_scripts(dest: Path) -> Path | None:
     """Debian's /etc/xen/scripts from xen-utils-common, unpacked into ``dest`` (apt-get
@@ -143,6 +166,12 @@ def test_hotplug_scripts_debian_block_and_a_failing_one(host) -> None:  # type: 
 
     img = host.paths.root / "scripted.img"
     img.write_bytes(bytes(4 << 20))
+    # At create too: the script's failure fails the create, and no domain is left.
+    cfg = host.write_cfg("early", extra_lines=f"disk = ['{img},raw,xvdb,w,script=failing']\n")
+    r = host.xl("create", str(cfg), check=False)
+    assert r.returncode != 0 and "script: no such LUN" in r.stderr, r.stderr
+    assert "early" not in host.domains()
+    (host.paths.root / "failing.args").unlink()
     domid = host.create("scr", memory=256, script=GUEST)
     host.wait_console("scr")
 

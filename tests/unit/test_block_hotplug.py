@@ -172,3 +172,23 @@ def test_blkback_flushes_on_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ro = BlockDevice("vbd-1-2", open_target(str(img), readonly=True), serial="xvdc")
     ro.close()
     assert synced == [fd]
+
+
+async def test_detach_forced_closes_while_the_frontend_is_live(env: Env) -> None:
+    """libxl's forced remove deletes the frontend first: blkback closes at once even though
+    the guest's driver is live (and a paused guest's stopped rings do not close a disk that is
+    only being asked to go: that waits for the frontend's Closed)."""
+    from tests.backends.test_daemon_xenbus import FE
+    await StubHypervisor(env.paths.hypervisor_socket, (0, DOMID)).start()
+    await env.device()
+    d = await Running(env).start()
+    await until(lambda: _is(env, BE, 2))
+    await d.set_live(True)
+    await until(lambda: _is(env, BE, 4))
+    await env.client.rm(FE)
+    await env.client.write(f"{BE}/online", "0")
+    await until(lambda: _is(env, BE, 6))
+    assert env.walk(f"{BE}/state") == [2, 4, 5, 6]
+    assert ("vbd", DOMID, DEVID) not in d.daemon.devices
+    assert not (env.paths.backends_dir / f"vbd-{DOMID}-{DEVID}.sock").exists()
+    await d.stop()

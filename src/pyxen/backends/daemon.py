@@ -319,9 +319,9 @@ class DeviceBackend:
         async with self._events:
             if self.closing:
                 return
-            if self.offline and not self.live:
-                # Detached, and the frontend let go: the next scan closes it.
-                self.daemon.spawn(self.daemon.scan())
+            if self.offline:
+                # Being detached: the walk is Closing -> Closed now, whatever the session does
+                # (a paused guest's rings stop without its driver letting go of the disk).
                 return
             if self.live:
                 if not self.ports:
@@ -331,10 +331,19 @@ class DeviceBackend:
                 await self._unbind()
                 await self.move_to(XenbusState.INIT_WAIT)
 
+    async def frontend_holds(self) -> bool:
+        """The frontend still has the device: its directory is there and not Closed. (The
+        guest's virtio driver does not speak xenbus: the toolstack writes Closed for it once
+        the device model has unplugged the device from the guest.)"""
+        if not self.fe:
+            return False
+        raw = await self.xs.get(f"{self.fe}/state")
+        return raw is not None and parse_state(raw) != XenbusState.CLOSED
+
     async def go_offline(self) -> None:
-        """``online=0`` while the driver is live: Closing, and keep serving until the frontend
-        goes (the device model unplugs it: the guest releases the disk and its last writes
-        reach the backend), as blkback waits for blkfront's Closed."""
+        """``online=0`` while the frontend holds the device: Closing, and keep serving until it
+        lets go (the guest releases the disk, its last writes reaching the backend), as blkback
+        waits for blkfront's Closed."""
         if not self.offline:
             self.offline = True
             self.log.info("offline: waiting for the frontend to release the device")
@@ -427,9 +436,11 @@ class BackendDaemon:
             for key in list(self.devices):
                 if key not in present:
                     served = self.devices[key]
-                    if key in offline and served.live:
+                    if key in offline and await served.frontend_holds():
                         await served.go_offline()
                         continue
+                    # Removed, or detached and the frontend let go (Closed) or is gone
+                    # (libxl's forced remove deletes it first): close now.
                     await self.devices.pop(key).close(remove=False)
             for key in sorted(offline - set(self.devices)):
                 await self._close_unserved(key)

@@ -275,9 +275,21 @@ class DeviceModel:
                     pass
             raise
 
+    async def _drop_stale(self, did: str, cid: str | None = None, node: str | None = None) -> None:
+        """Before a disk is added again under the same ids: the chardev or block node a forced
+        detach left (the guest released the device only after xl had given up waiting)."""
+        if did in await self._peripherals():
+            return  # still plugged: device_add will say so
+        if cid is not None and cid in {str(c["label"]) for c in await self.execute("query-chardev")}:
+            await self.execute("chardev-remove", {"id": cid})
+        if node is not None and node in {str(n.get("node-name")) for n in
+                                         await self.execute("query-named-block-nodes")}:
+            await self.execute("blockdev-del", {"node-name": node})
+
     async def add_vhost_user_disk(self, devid: int, socket: Path) -> None:
         """A disk served by a vhost-user back-end (pyxen's blkback): vhost-user-blk-pci."""
         did, cid = f"vbd-{devid}", f"vbd-{devid}-chr"
+        await self._drop_stale(did, cid=cid)
         await self._chardev_add(cid, socket)
         await self._device_add({"driver": "vhost-user-blk-pci", "id": did, "chardev": cid, "num-queues": 1},
                                [("chardev-remove", {"id": cid})])
@@ -286,6 +298,7 @@ class DeviceModel:
         """A disk served by QEMU's own block layer (Xen's qdisk backend): any image format."""
         node, did = f"qdisk-{devid}", f"qdisk-{devid}"
         driver = QDISK_DRIVERS[fmt]
+        await self._drop_stale(did, node=node)
         await self.execute("blockdev-add", {"driver": driver, "node-name": node, "read-only": readonly,
                                             "file": {"driver": "file", "filename": target,
                                                      "read-only": readonly}})

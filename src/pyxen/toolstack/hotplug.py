@@ -276,7 +276,9 @@ def _remove_disk(ctrl: XenCtrl, paths: Paths, domid: int, kind: str, devid: int,
 
         backend_there = xs.transact(offline)
         try:
-            released = bool(ctrl.call("dm_op.remove_disk", domid=domid, devid=devid, wait=DESTROY_TIMEOUT))
+            # Forced: the unplug is asked for, not waited for (the guest may finish it later).
+            released = bool(ctrl.call("dm_op.remove_disk", domid=domid, devid=devid,
+                                      wait=0.0 if force else DESTROY_TIMEOUT))
         except HypercallError as err:
             if not force:
                 raise DeviceError(f"Domain {domid}:the device model cannot unplug disk {devid}: {err}") from err
@@ -284,6 +286,15 @@ def _remove_disk(ctrl: XenCtrl, paths: Paths, domid: int, kind: str, devid: int,
         if not released and not force:
             raise DeviceError(f"Domain {domid}:the guest did not release disk {devid} within "
                               f"{DESTROY_TIMEOUT:g} s (xl block-detach -f removes it anyway)")
+        if released and backend_there:
+            def frontend_closed(t: ClientTransaction) -> None:
+                # The guest's driver let go: its Closed, written on its behalf; the online
+                # node is written again so that the backend's watch fires.
+                if t.get(fe) is not None:
+                    t.write(f"{fe}/state", "6")
+                if t.get(be) is not None:
+                    t.write(f"{be}/online", "0")
+            xs.transact(frontend_closed)
         if backend_there:
             if kind == "qdisk":  # QEMU was the backend and is done with it
                 xs.write(f"{be}/state", "6")
