@@ -192,3 +192,12 @@ async def test_detach_forced_closes_while_the_frontend_is_live(env: Env) -> None
     assert ("vbd", DOMID, DEVID) not in d.daemon.devices
     assert not (env.paths.backends_dir / f"vbd-{DOMID}-{DEVID}.sock").exists()
     await d.stop()
+
+
+def test_channel_is_refused_at_create() -> None:
+    from pyxen.libxlu.cfg import parse
+    from pyxen.toolstack.config import ConfigError, from_settings
+    text = 'name = "c"\nkernel = "/k"\nchannel = [ "name=org.qemu.guest_agent.0,connection=socket,path=/tmp/qga" ]\n'
+    with pytest.raises(ConfigError, match=r"^c\.cfg:3: channel: pyxen does not build PV channels"):
+        from_settings(parse(text, "c.cfg"), "c.cfg")
+    assert from_settings(parse('name = "c"\nkernel = "/k"\nchannel = []\n', "c.cfg"), "c.cfg").name == "c"
