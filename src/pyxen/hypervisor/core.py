@@ -307,7 +307,7 @@ class Hypervisor:
             maxmem_mib=req.max_memkb >> 10, vcpus=req.vcpus, max_vcpus=req.max_vcpus,
             kernel=req.kernel, ramdisk=req.ramdisk, cmdline=req.cmdline, accel=self.accel.accel,
             vnc=req.vnc, vncdisplay=req.vncdisplay, vnclisten=req.vnclisten, boot=req.boot,
-            incoming=req.incoming)
+            incoming=req.incoming, cdroms=req.cdroms)
         try:
             async with self.lock(domid):
                 if dom.dying:

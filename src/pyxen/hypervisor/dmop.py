@@ -55,6 +55,20 @@ async def _remove_disk(hv: Hypervisor, args: dict[str, Any]) -> bool:
     return await hv.model(args, op).remove_disk(int_arg(args, "devid", op), max(timeout, 0.0))
 
 
+@hypercall("dm_op.cdrom_change")
+async def _cdrom_change(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """Change the medium of an HVM guest's emulated CD-ROM drive (``medium`` "" ejects)."""
+    op = "dm_op.cdrom_change"
+    dom = hv.domu(args, op)
+    index = int_arg(args, "index", op)
+    if index not in {i for i, _ in dom.build.get("cdroms", ())}:
+        raise InvalidArgument(f"domain {dom.domid} has no emulated cdrom drive at IDE index {index}", op)
+    medium = args.get("medium", "")
+    if not isinstance(medium, str) or (medium and not medium.startswith("/")):
+        raise InvalidArgument("argument 'medium' must be an absolute path or empty", op)
+    await hv.model(args, op).cdrom_change(index, medium)
+
+
 @hypercall("dm_op.add_vhost_user_nic")
 async def _add_vhost_user_nic(hv: Hypervisor, args: dict[str, Any]) -> None:
     op = "dm_op.add_vhost_user_nic"

@@ -76,6 +76,9 @@ class CreateDomain:
     #: The domid asked for (Xen's createdomain with a domid: ``xl save -D`` then restore), or
     #: None for the hypervisor's next free one. Taken: EEXIST.
     domid: int | None = None
+    #: An HVM guest's emulated IDE CD-ROM drives: (IDE index 0..3 = hda..hdd, medium path or
+    #: "" for an empty drive). The media change later with dm_op.cdrom_change (xl cd-insert).
+    cdroms: tuple[tuple[int, str], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +138,28 @@ class CreateDomain:
         domid = None if data.get("domid") is None else _int(data, "domid", 1, DOMID_FIRST_RESERVED - 1)
         weight = _int(data, "cpu_weight", 1, 65535) if "cpu_weight" in data else 256
         cap = _int(data, "cap", 0, 100 * max_vcpus) if "cap" in data else 0
+        cdroms = _cdroms(data.get("cdroms", ()), dtype)
         return cls(name=name, uuid=uid, type=dtype, memory_kb=memory_kb, max_memkb=max_memkb,
                    vcpus=vcpus, max_vcpus=max_vcpus, kernel=paths["kernel"], ramdisk=paths["ramdisk"],
                    cmdline=cmdline, vnc=vnc, vncdisplay=vncdisplay, vnclisten=vnclisten, boot=boot,
-                   cpu_weight=weight, cap=cap, incoming=incoming, domid=domid)
+                   cpu_weight=weight, cap=cap, incoming=incoming, domid=domid, cdroms=cdroms)
+
+
+def _cdroms(raw: object, dtype: str) -> tuple[tuple[int, str], ...]:
+    """The emulated CD-ROM drives: IDE indexes 0..3, each once; media absolute paths or ""."""
+    if not isinstance(raw, (list, tuple)):
+        raise InvalidArgument("createdomain: 'cdroms' must be a list", OP)
+    out: list[tuple[int, str]] = []
+    for item in raw:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], int)
+                and not isinstance(item[0], bool) and isinstance(item[1], str)):
+            raise InvalidArgument("createdomain: each of 'cdroms' must be [index, path]", OP)
+        index, path = item[0], item[1]
+        if not 0 <= index <= 3 or index in {i for i, _ in out}:
+            raise InvalidArgument(f"createdomain: cdrom IDE index {index} is not free in 0..3", OP)
+        if path and (not path.startswith("/") or "\0" in path):
+            raise InvalidArgument(f"createdomain: cdrom medium '{path}' is not an absolute path", OP)
+        out.append((index, path))
+    if out and dtype != "hvm":
+        raise InvalidArgument("createdomain: emulated cdrom drives need an hvm domain", OP)
+    return tuple(out)

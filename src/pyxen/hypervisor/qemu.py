@@ -83,6 +83,8 @@ class BuildInfo:
     boot: str = "cd"
     #: Wait for a saved state (migrate-incoming) instead of booting.
     incoming: bool = False
+    #: HVM: emulated IDE CD-ROM drives, (index 0..3 = hda..hdd, medium or "" for empty).
+    cdroms: tuple[tuple[int, str], ...] = ()
     extra_args: tuple[str, ...] = ()
 
 
@@ -100,6 +102,11 @@ TCG_RAM_PAD_KIB = 8
 def ram_kib(info: BuildInfo) -> int:
     """The guest RAM QEMU is given (``-m`` and the memfd backend): static-max, plus the TCG pad."""
     return max(info.maxmem_mib, info.memory_mib) * 1024 + (TCG_RAM_PAD_KIB if info.accel != "kvm" else 0)
+
+
+def cdrom_id(index: int) -> str:
+    """The qdev id of the emulated CD-ROM drive at IDE ``index`` (0..3: hda..hdd)."""
+    return f"cdrom-{index}"
 
 
 def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
@@ -129,6 +136,14 @@ def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
     ]
     if info.type == "hvm":
         args += ["-vga", "std", "-boot", f"order={info.boot}"]
+        for index, medium in info.cdroms:
+            # The pc machine's PIIX IDE: hda/hdb on ide.0, hdc/hdd on ide.1 (not hotpluggable,
+            # so the drives are on the command line; xl cd-insert changes their media).
+            drive = f"if=none,id={cdrom_id(index)}-drv,media=cdrom,readonly=on"
+            if medium:
+                drive += f",format=raw,file={medium.replace(',', ',,')}"
+            args += ["-drive", drive, "-device", f"ide-cd,drive={cdrom_id(index)}-drv,"
+                     f"bus=ide.{index // 2},unit={index % 2},id={cdrom_id(index)}"]
         args += ["-vnc", f"{info.vnclisten}:{info.vncdisplay or 0}"] if info.vnc else ["-display", "none"]
     else:
         # PV/PVH: no emulated devices at all; the console is the serial port (pyxen's hvc0).
@@ -352,6 +367,15 @@ class DeviceModel:
         else:
             await self.execute("blockdev-del", {"node-name": did})
         return True
+
+    async def cdrom_change(self, index: int, medium: str) -> None:
+        """xl cd-insert / cd-eject: put ``medium`` (a raw image) in the emulated drive, or
+        eject what is there when ``medium`` is "" (forced: the guest may have locked the tray)."""
+        if medium:
+            await self.execute("blockdev-change-medium", {
+                "id": cdrom_id(index), "filename": medium, "format": "raw", "read-only-mode": "read-only"})
+        else:
+            await self.execute("eject", {"id": cdrom_id(index), "force": True})
 
     async def add_xenstore_port(self, socket: Path) -> None:
         """The guest's own xenstore connection: xenstored's socket for the domain as the

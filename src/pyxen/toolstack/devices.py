@@ -166,6 +166,13 @@ def parse_disk(spec: str) -> DiskSpec:
             item = ":".join(prefixes)
         if legacy and name == "target":
             positional = ["target", "vdev", "access"]
+        if name == "format" and not values.get("target") and item.endswith((":cdrom", ":disk")):
+            # libxlu_disk_l.l: after an empty target, a vdev:devtype in the format slot is
+            # the vdev (the `,hdc:cdrom,r' form), and the format is empty.
+            positional = ["target", "vdev", "access"]
+            name = "vdev"
+        if name == "vdev" and item.endswith(":disk"):
+            item = item[: -len(":disk")]
         if name == "vdev" and item.endswith(":cdrom"):
             item = item[: -len(":cdrom")]
             setv("cdrom", True)
@@ -188,7 +195,7 @@ def parse_disk(spec: str) -> DiskSpec:
     cdrom = bool(values.get("cdrom")) or values.get("devtype") == "cdrom"
     readonly = access in ("r", "ro") or cdrom
     target = values.get("target")
-    if target is not None and not target.startswith("/"):
+    if target and not target.startswith("/"):
         target = "/dev/" + target
     if not target:
         if not cdrom:

@@ -91,7 +91,13 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         disks, nics = devices.parse_all(cfg.disks, cfg.vifs)
     except devices.DeviceSpecError as err:
         raise DomainBuildError(f"{cfg.source}: {err}") from err
-    request = build_request(cfg)
+    cdroms = [d for d in disks if cfg.type == "hvm" and d.devtype == "cdrom"]
+    disks = [d for d in disks if d not in cdroms]
+    try:
+        request = replace(build_request(cfg), cdroms=tuple(
+            (hotplug.cdrom_index(d), d.target or "") for d in cdroms))
+    except hotplug.DeviceError as err:
+        raise DomainBuildError(f"{cfg.source}: {err}") from err
     if restore_from is not None or migrate_fd is not None:
         request = replace(request, incoming=True)
     domid: int = ctrl.call("domctl.createdomain", request=request.to_wire())
@@ -108,6 +114,7 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
             raise DomainBuildError(f"cannot write the xenstore records of '{cfg.name}': {err}") from err
         try:
             hotplug.add_all(ctrl, paths, domid, disks, nics)
+            hotplug.add_emulated_cdroms(paths, domid, cdroms)
         except hotplug.DeviceError as err:
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
         if cfg.cpus is not None:

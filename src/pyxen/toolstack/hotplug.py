@@ -26,7 +26,9 @@ Failure at any step raises DeviceError naming the device; the caller destroys th
 from __future__ import annotations
 
 import logging
+import re
 import time
+from dataclasses import replace
 from typing import Callable
 
 from ..hypervisor.client import XenCtrl
@@ -336,17 +338,60 @@ def _wait_state(xs: XenstoreClient, be: str, state: bytes, timeout: float) -> bo
     return False
 
 
+def cdrom_index(disk: DiskSpec) -> int:
+    """An HVM guest's emulated CD-ROM drive's IDE index (hda..hdd: 0..3).
+
+    :raise DeviceError: the vdev is not hda..hdd (the pc machine has one IDE controller).
+    """
+    m = re.fullmatch(r"hd([a-d])", disk.vdev)
+    if m is None:
+        raise DeviceError(f"an emulated cdrom drive needs a vdev hda..hdd, not {disk.vdev}")
+    return ord(m.group(1)) - ord("a")
+
+
+def _cdrom_params(target: str | None) -> str:
+    """The backend's ``params`` for an emulated drive's medium (libxl's qdisk form)."""
+    return f"aio:{target}" if target else ""
+
+
+def add_emulated_cdroms(paths: Paths, domid: int, cdroms: list[DiskSpec]) -> None:
+    """The xenstore nodes of an HVM guest's emulated CD-ROM drives, which the device model has
+    from its command line (QEMU is their backend: Connected from the start, as for qdisk).
+    :raise DeviceError:"""
+    if not cdroms:
+        return
+    try:
+        with XenstoreClient(paths.xenstored_socket) as xs:
+            def write(t: ClientTransaction) -> None:
+                for cd in cdroms:
+                    dev = replace(cd, backendtype="qdisk")
+                    be, fe = backend_path(dev.kind, domid, dev.devid), frontend_path(dev.kind, domid, dev.devid)
+                    nodes = {**backend_nodes(dev, domid), "params": _cdrom_params(dev.target), "state": "4"}
+                    for k, v in nodes.items():
+                        t.write(f"{be}/{k}", v)
+                    for k, v in {**frontend_nodes(dev, domid), "state": "4"}.items():
+                        t.write(f"{fe}/{k}", v)
+                    t.set_perms(be, _perms_be(domid))
+                    t.set_perms(fe, _perms_fe(domid))
+                    lib = f"/libxl/{domid}/device/{dev.kind}/{dev.devid}"
+                    t.write(f"{lib}/frontend", fe)
+                    t.write(f"{lib}/backend", be)
+            xs.transact(write)
+    except (XenstoreError, OSError) as err:
+        raise DeviceError(f"cannot write the cdrom nodes of domain {domid}: {err}") from err
+
+
 def cdrom_insert(ctrl: XenCtrl, paths: Paths, domid: int, disk: DiskSpec) -> None:
     """xl cd-insert / cd-eject (libxl_cdrom_insert): change the medium of an HVM guest's
-    emulated CD-ROM drive ``disk.vdev`` (an empty target ejects).
-
-    pyxen does not build emulated CD-ROM drives yet (a ``,hdc:cdrom,r`` disk is refused at
-    create), so every domain answers as libxl does for one without that drive.
+    emulated CD-ROM drive ``disk.vdev`` (an empty target ejects), and its ``params`` node.
 
     :raise DeviceError: libxl's message: the domain is not HVM, or has no such drive.
     """
+    be = backend_path("qdisk", domid, disk.devid)
     with XenstoreClient(paths.xenstored_socket) as xs:
-        os_type = xs.get(f"/local/domain/{domid}/image/os_type")
-    if os_type != b"hvm":
-        raise DeviceError(f"Domain {domid}:cdrom-insert requires an HVM domain")
-    raise DeviceError(f"Domain {domid}:Virtual device not found")
+        if xs.get(f"/local/domain/{domid}/image/os_type") != b"hvm":
+            raise DeviceError(f"Domain {domid}:cdrom-insert requires an HVM domain")
+        if xs.get(f"{be}/device-type") != b"cdrom":
+            raise DeviceError(f"Domain {domid}:Virtual device not found")
+        ctrl.call("dm_op.cdrom_change", domid=domid, index=cdrom_index(disk), medium=disk.target or "")
+        xs.write(f"{be}/params", _cdrom_params(disk.target))
