@@ -291,8 +291,9 @@ class DeviceModel:
             raise
 
     async def _drop_stale(self, did: str, cid: str | None = None, node: str | None = None) -> None:
-        """Before a disk is added again under the same ids: the chardev or block node a forced
-        detach left (the guest released the device only after xl had given up waiting)."""
+        """When a disk is added again under the same ids and QEMU says they are taken: drop the
+        chardev or block node a forced detach left (the guest released the device only after xl
+        had given up waiting), unless the device itself is still plugged."""
         if did in await self._peripherals():
             return  # still plugged: device_add will say so
         if cid is not None and cid in {str(c["label"]) for c in await self.execute("query-chardev")}:
@@ -304,8 +305,13 @@ class DeviceModel:
     async def add_vhost_user_disk(self, devid: int, socket: Path) -> None:
         """A disk served by a vhost-user back-end (pyxen's blkback): vhost-user-blk-pci."""
         did, cid = f"vbd-{devid}", f"vbd-{devid}-chr"
-        await self._drop_stale(did, cid=cid)
-        await self._chardev_add(cid, socket)
+        try:
+            await self._chardev_add(cid, socket)
+        except DeviceModelError as err:
+            if cid not in str(err):
+                raise
+            await self._drop_stale(did, cid=cid)
+            await self._chardev_add(cid, socket)
         await self._device_add({"driver": "vhost-user-blk-pci", "id": did, "chardev": cid, "num-queues": 1},
                                [("chardev-remove", {"id": cid})])
 
@@ -313,10 +319,15 @@ class DeviceModel:
         """A disk served by QEMU's own block layer (Xen's qdisk backend): any image format."""
         node, did = f"qdisk-{devid}", f"qdisk-{devid}"
         driver = QDISK_DRIVERS[fmt]
-        await self._drop_stale(did, node=node)
-        await self.execute("blockdev-add", {"driver": driver, "node-name": node, "read-only": readonly,
-                                            "file": {"driver": "file", "filename": target,
-                                                     "read-only": readonly}})
+        blockdev = {"driver": driver, "node-name": node, "read-only": readonly,
+                    "file": {"driver": "file", "filename": target, "read-only": readonly}}
+        try:
+            await self.execute("blockdev-add", blockdev)
+        except DeviceModelError as err:
+            if node not in str(err):
+                raise
+            await self._drop_stale(did, node=node)
+            await self.execute("blockdev-add", blockdev)
         await self._device_add({"driver": "virtio-blk-pci", "id": did, "drive": node, "serial": vdev},
                                [("blockdev-del", {"node-name": node})])
 
@@ -362,10 +373,19 @@ class DeviceModel:
                 log.warning("domain %d: the guest did not release %s within %g s", self.domid, did, timeout)
                 return False
             await asyncio.sleep(0.05)
-        if did.startswith("vbd-"):
-            await self.execute("chardev-remove", {"id": f"{did}-chr"})
-        else:
-            await self.execute("blockdev-del", {"node-name": did})
+        # The device leaves the QOM tree before it lets go of its chardev or node (its
+        # finalisation comes later): "busy" for a moment.
+        cmd, args = (("chardev-remove", {"id": f"{did}-chr"}) if did.startswith("vbd-")
+                     else ("blockdev-del", {"node-name": did}))
+        for _ in range(100):
+            try:
+                await self.execute(cmd, args)
+                return True
+            except DeviceModelError as err:
+                if "busy" not in str(err) and "in use" not in str(err):
+                    raise
+            await asyncio.sleep(0.02)
+        await self.execute(cmd, args)
         return True
 
     async def cdrom_change(self, index: int, medium: str) -> None:
