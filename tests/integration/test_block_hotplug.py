@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pyxen.hypervisor.client import XenCtrl
+from pyxen.toolstack import userdata
 from pyxen.xenstore.client import XenstoreClient
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,8 @@ def test_attach_write_detach_and_errors(host) -> None:  # type: ignore[no-untype
     assert (r.returncode, r.stderr) == (1, "Error: Device xvdz not connected.\n")
     r = host.xl("block-detach", "hot", "bogus", check=False)
     assert (r.returncode, r.stderr) == (1, "Error: Device bogus not connected.\n")
+    r = host.xl("block-attach", "999", f"file:{img},xvdb,w", check=False)  # a domid: not checked first
+    assert r.returncode == 1 and r.stderr.endswith("libxl_device_disk_add failed.\n"), r.stderr
     r = host.xl("block-detach", "nosuch", "xvdb", check=False)
     assert (r.returncode, r.stderr) == (1, "nosuch is an invalid domain identifier (rc=-6)\n")
     assert _block_rows(host, "hot") == []
@@ -93,6 +96,8 @@ def test_attach_write_detach_and_errors(host) -> None:  # type: ignore[no-untype
     assert "hot-write 0" in text and "hot-read hot-data-1" in text and "hot-lazy 0" in text, text[-1500:]
     r = host.xl("block-attach", "hot", f"file:{img},xvdb,w", check=False)
     assert r.returncode == 1 and "device already exists in xenstore" in r.stderr, r.stderr
+    # The stored config follows (a save or migration carries the disk).
+    assert userdata.retrieve(host.paths, domid).disks == (f"file:{img},xvdb,w",)
 
     # Detach: the guest lets go, the write it never synced is in the file.
     host.xl("block-detach", "hot", "xvdb")
@@ -101,6 +106,7 @@ def test_attach_write_detach_and_errors(host) -> None:  # type: ignore[no-untype
     assert data[:10] == b"hot-data-1" and data[8 * 512:8 * 512 + 10] == b"hot-lazy-2"
     assert _block_rows(host, "hot") == []
     _nothing_attached(host, domid)
+    assert userdata.retrieve(host.paths, domid).disks == ()
     assert host.domains()["hot"]["state"] in ("r-----", "-b----")
 
     # A guest that does not let go (paused): block-detach gives up after libxl's 10 s and the

@@ -36,7 +36,8 @@ from ..hypervisor.errors import HypercallError
 from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
-from .devices import (DEFAULT_BLOCK_SCRIPT, DiskSpec, NicSpec, backend_nodes, backend_path, frontend_nodes,
+from . import userdata
+from .devices import (DEFAULT_BLOCK_SCRIPT, DeviceSpecError, DiskSpec, NicSpec, parse_disk, backend_nodes, backend_path, frontend_nodes,
                       frontend_path)
 from .hotplug_scripts import (HotplugDevice, HotplugScriptError, run_hotplug_script,
                               wait_hotplug_status)
@@ -230,6 +231,7 @@ def attach_disk(ctrl: XenCtrl, paths: Paths, domid: int, disk: DiskSpec) -> None
             raise DeviceError(f"Domain {domid}:device already exists in xenstore")
     try:
         add_all(ctrl, paths, domid, [disk], [])
+        _remember(paths, domid, lambda specs: (*specs, disk.spec))
     except BaseException:
         try:
             _remove_disk(ctrl, paths, domid, disk.kind, disk.devid, force=True, run_script=False)
@@ -252,6 +254,22 @@ def detach_disk(ctrl: XenCtrl, paths: Paths, domid: int, devid: int, force: bool
     if kind is None:
         raise DeviceError(f"Domain {domid}:disk {devid} does not exist")
     _remove_disk(ctrl, paths, domid, kind, devid, force=force, run_script=True)
+    _remember(paths, domid, lambda specs: tuple(s for s in specs if _spec_devid(s) != devid))
+
+
+def _spec_devid(spec: str) -> int | None:
+    try:
+        return parse_disk(spec).devid
+    except DeviceSpecError:
+        return None
+
+
+def _remember(paths: Paths, domid: int, change: "Callable[[tuple[str, ...]], tuple[str, ...]]") -> None:
+    """Keep the domain's stored config in step with its disks (libxl updates its JSON config
+    on device add and remove), so a save, a migration or a restart carries the change."""
+    cfg = userdata.retrieve(paths, domid)
+    if cfg is not None:
+        userdata.store(paths, domid, replace(cfg, disks=change(tuple(cfg.disks))))
 
 
 def _remove_disk(ctrl: XenCtrl, paths: Paths, domid: int, kind: str, devid: int, force: bool,
