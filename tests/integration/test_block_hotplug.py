@@ -275,3 +275,23 @@ def test_channel_list(host) -> None:  # type: ignore[no-untyped-def]
     assert r.stdout == "Idx BE state evt-ch ring-ref connection %-30s\n" % ""
     r = host.xl("channel-list", "ch2", "nosuch", check=False)
     assert r.returncode == 1 and r.stderr == "nosuch is an invalid domain identifier (rc=-6)\n"
+
+
+def test_an_attached_disk_is_carried_by_save_and_restore(host) -> None:  # type: ignore[no-untyped-def]
+    """The stored config follows block-attach, so a restored guest has its disk back, served
+    and usable: it is detached from the guest after the restore, and the guest sees it go."""
+    img = host.paths.root / "kept.img"
+    img.write_bytes(bytes(4 << 20))
+    host.create("sv", memory=256, script=GUEST)
+    host.wait_console("sv")
+    host.xl("block-attach", "sv", f"{img},raw,xvdb,w")
+    host.wait_console("sv", "hot-lazy ")
+    saved = host.paths.root / "sv.save"
+    host.xl("save", "sv", str(saved))
+    assert "sv" not in host.domains()
+    host.xl("restore", str(saved))
+    _wait(lambda: [(r[0], r[3]) for r in _block_rows(host, "sv")] == [(str(XVDB), "4")])
+    host.xl("block-detach", "sv", "xvdb")
+    host.wait_console("sv", "hot-gone")
+    data = img.read_bytes()
+    assert data[:10] == b"hot-data-1" and data[8 * 512:8 * 512 + 10] == b"hot-lazy-2"
