@@ -251,6 +251,9 @@ def test_cd_insert_and_eject_on_an_hvm_guest(host) -> None:  # type: ignore[no-u
         assert xs.read(f"/local/domain/0/backend/qdisk/{domid}/5632/params") == f"aio:{iso}".encode()
     host.xl("cd-eject", "cd", "hdc")
     assert str(iso) not in _qemu_open_files(host, "cd")
+    r = host.xl("block-detach", "cd", "hdc", check=False)
+    assert r.returncode == 1 and "is an emulated cdrom drive, which cannot be unplugged" in r.stderr, r.stderr
+    assert [r[0] for r in _block_rows(host, "cd")] == ["5632"]
 
     r = host.xl("cd-insert", "cd", "hdd", str(iso), check=False)
     assert r.returncode == 1 and r.stderr.endswith("Virtual device not found\n"), r.stderr
@@ -258,6 +261,9 @@ def test_cd_insert_and_eject_on_an_hvm_guest(host) -> None:  # type: ignore[no-u
     assert (r.returncode, r.stderr) == (1, "Cannot stat file: /nonexistent.iso\n")
     r = host.xl("cd-eject", "nosuch", "hdc", check=False)
     assert (r.returncode, r.stderr) == (1, "nosuch is an invalid domain identifier (rc=-6)\n")
+    bad = host.write_cfg("pvcd", extra_lines="disk = [ ',xvdc:cdrom,r' ]\n")
+    r = host.xl("create", str(bad), check=False)
+    assert r.returncode != 0 and "an empty cdrom drive needs an hvm guest" in r.stderr, r.stderr
     pv = host.write_cfg("pv")
     host.xl("create", "-p", str(pv))
     r = host.xl("cd-insert", "pv", "hdc", str(iso), check=False)

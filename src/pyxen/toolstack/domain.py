@@ -93,6 +93,10 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         raise DomainBuildError(f"{cfg.source}: {err}") from err
     cdroms = [d for d in disks if cfg.type == "hvm" and d.devtype == "cdrom"]
     disks = [d for d in disks if d not in cdroms]
+    empty = next((d for d in disks if not d.target), None)
+    if empty is not None:
+        raise DomainBuildError(f"{cfg.source}: disk {empty.vdev}: an empty cdrom drive needs an hvm guest "
+                               "(a pv guest's cdrom needs a target)")
     try:
         request = replace(build_request(cfg), cdroms=tuple(
             (hotplug.cdrom_index(d), d.target or "") for d in cdroms))

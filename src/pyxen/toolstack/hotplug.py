@@ -251,8 +251,12 @@ def detach_disk(ctrl: XenCtrl, paths: Paths, domid: int, devid: int, force: bool
     """
     with XenstoreClient(paths.xenstored_socket) as xs:
         kind = disk_kind(xs, domid, devid)
+        emulated_cd = kind == "qdisk" and xs.get(f"{backend_path(kind, domid, devid)}/device-type") == b"cdrom"
     if kind is None:
         raise DeviceError(f"Domain {domid}:disk {devid} does not exist")
+    if emulated_cd:
+        raise DeviceError(f"Domain {domid}:disk {devid} is an emulated cdrom drive, which cannot be "
+                          "unplugged (IDE has no hotplug); xl cd-eject empties it")
     _remove_disk(ctrl, paths, domid, kind, devid, force=force, run_script=True)
     _remember(paths, domid, lambda specs: tuple(s for s in specs if _spec_devid(s) != devid))
 
