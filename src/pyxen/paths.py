@@ -55,6 +55,11 @@ class Paths:
         """xl's global configuration (Xen's /etc/xen/xl.conf; cli/xl/xlconf.py reads it)."""
         return self.root / "xl.conf"
 
+    @property
+    def scripts_dir(self) -> Path:
+        """Where a relative hotplug ``script=`` is found (Xen's /etc/xen/scripts)."""
+        return self.root / "scripts"
+
     # --- runtime (sockets and pid files) ------------------------------------------------------
     @property
     def run(self) -> Path:
@@ -193,6 +198,11 @@ class Paths:
 
     def daemon_log(self, daemon: str) -> Path:
         return self.log / f"{daemon}.log"
+
+    @property
+    def hotplug_log(self) -> Path:
+        """The hotplug scripts' stderr, as libxl leaves it in /var/log/xen/xen-hotplug.log."""
+        return self.log / "xen-hotplug.log"
 
     @property
     def console_log_dir(self) -> Path:

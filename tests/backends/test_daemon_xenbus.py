@@ -304,6 +304,16 @@ async def test_detach_online0_closes_once(env: Env) -> None:
     await d.set_live(True)
     await until(lambda: _is(env, BE, 4))
     await env.client.write(f"{BE}/online", "0")
+    # The frontend holds it: Closing, and the device stays served until the frontend lets go
+    # (blkback waits for blkfront's Closed, which the toolstack writes once the device model
+    # has unplugged the device); rings stopping (a paused guest) is not letting go.
+    await until(lambda: _is(env, BE, 5))
+    await d.set_live(False)
+    await asyncio.sleep(0.3)
+    assert env.walk(f"{BE}/state") == [2, 4, 5]
+    assert ("vbd", DOMID, DEVID) in d.daemon.devices
+    await env.client.write(f"{FE}/state", "6")
+    await env.client.write(f"{BE}/online", "0")
     await until(lambda: _is(env, BE, 6))
     assert env.walk(f"{BE}/state") == [2, 4, 5, 6]
     assert ("vbd", DOMID, DEVID) not in d.daemon.devices

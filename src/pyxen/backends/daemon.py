@@ -43,7 +43,7 @@ from ..paths import Paths
 from ..xenstore.client import AsyncClientTransaction, AsyncXenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
 from .block.device import BlockDevice
-from .block.xenbus import make_block
+from .block.xenbus import make_block, script_done
 from .common.transport import VhostUserServer
 from .common.xenbus import FRONTEND_FOLLOWS, XenbusState, check_transition, parse_state, path_to
 from .net.device import NetDevice, remove_tap
@@ -101,6 +101,10 @@ class DeviceBackend:
         self.grant_handle: int | None = None
         self.ports: list[int] = []
         self.closing = False
+        #: The toolstack took the device offline (``online=0``, detach) while the guest's
+        #: driver was live: it stays served until the driver lets go (the frontend's chance to
+        #: release it), then closes.
+        self.offline = False
         #: Serialises state walks; ``_events`` serialises the session's events (outer lock).
         self._lock = asyncio.Lock()
         self._events = asyncio.Lock()
@@ -315,6 +319,10 @@ class DeviceBackend:
         async with self._events:
             if self.closing:
                 return
+            if self.offline:
+                # Being detached: the walk is Closing -> Closed now, whatever the session does
+                # (a paused guest's rings stop without its driver letting go of the disk).
+                return
             if self.live:
                 if not self.ports:
                     await self._bind()
@@ -322,6 +330,24 @@ class DeviceBackend:
             elif self.state != XenbusState.INIT_WAIT:
                 await self._unbind()
                 await self.move_to(XenbusState.INIT_WAIT)
+
+    async def frontend_holds(self) -> bool:
+        """The frontend still has the device: its directory is there and not Closed. (The
+        guest's virtio driver does not speak xenbus: the toolstack writes Closed for it once
+        the device model has unplugged the device from the guest.)"""
+        if not self.fe:
+            return False
+        raw = await self.xs.get(f"{self.fe}/state")
+        return raw is not None and parse_state(raw) != XenbusState.CLOSED
+
+    async def go_offline(self) -> None:
+        """``online=0`` while the frontend holds the device: Closing, and keep serving until it
+        lets go (the guest releases the disk, its last writes reaching the backend), as blkback
+        waits for blkfront's Closed."""
+        if not self.offline:
+            self.offline = True
+            self.log.info("offline: waiting for the frontend to release the device")
+        await self.move_to(XenbusState.CLOSING)
 
     async def close(self, remove: bool) -> None:
         """Closing then Closed (the device was detached or its domain died) and remove what it
@@ -409,11 +435,23 @@ class BackendDaemon:
                             present.add(key)
             for key in list(self.devices):
                 if key not in present:
+                    served = self.devices[key]
+                    if key in offline and await served.frontend_holds():
+                        await served.go_offline()
+                        continue
+                    # Removed, or detached and the frontend let go (Closed) or is gone
+                    # (libxl's forced remove deletes it first): close now.
                     await self.devices.pop(key).close(remove=False)
             for key in sorted(offline - set(self.devices)):
                 await self._close_unserved(key)
             for key in sorted(present - set(self.devices) - self.failed):
                 backend = DeviceBackend(self, *key)
+                if key[0] == "vbd" and not await script_done(backend):
+                    # A user hotplug script runs once the backend is in InitWait and says
+                    # where the disk is; the next scan (its writes fire the watch) serves it.
+                    await backend.load()
+                    await backend.move_to(XenbusState.INIT_WAIT)
+                    continue
                 try:
                     await backend.start()
                 except (OSError, ValueError, XenstoreError) as err:

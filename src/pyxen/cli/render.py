@@ -119,6 +119,21 @@ def xl_block_list(recs: Iterable[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def xl_channel_list(recs: Iterable[dict[str, str]]) -> str:
+    """``xl channel-list``: Idx BE state evt-ch ring-ref connection, then the pty path for a
+    pty channel (xl_console.c main_channellist, its trailing spaces included)."""
+    lines = ["%-3s %-2s %-5s %-6s %8s %-10s %-30s" % ("Idx", "BE", "state", "evt-ch", "ring-ref",
+                                                     "connection", "")]
+    for r in recs:
+        row = "%-3d %-2d %-5d %-6d %-8d %-10s " % (
+            _num(r, "devid"), _num(r, "backend-id"), _num(r, "state"), _num(r, "event-channel"),
+            _num(r, "ring-ref"), r.get("connection", ""))
+        if r.get("connection") == "pty":
+            row += "%-30s " % r.get("tty", "")
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
 def xl_network_list(recs: Iterable[dict[str, str]]) -> str:
     """``xl network-list``: Idx BE Mac Addr. handle state evt-ch tx-/rx-ring-ref BE-path
     (the header's "%-17s" column is not the rows': a row's MAC runs into its "%6d" handle)."""

@@ -342,7 +342,8 @@ class Hypervisor:
             kernel=req.kernel, ramdisk=req.ramdisk, cmdline=req.cmdline, accel=self.accel.accel,
             vnc=req.vnc, vncdisplay=req.vncdisplay, vnclisten=req.vnclisten, boot=req.boot,
             vncpasswd=req.vncpasswd, vncunused=req.vncunused, serial=req.serial, usb=req.usb,
-            usbdevice=req.usbdevice, incoming=req.incoming, extra_args=req.dm_args)
+            usbdevice=req.usbdevice, incoming=req.incoming, extra_args=req.dm_args,
+            cdroms=req.cdroms)
         try:
             async with self.lock(domid):
                 if dom.dying:

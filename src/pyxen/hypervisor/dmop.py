@@ -14,7 +14,7 @@ from typing import Any
 from .core import Hypervisor, hypercall, int_arg
 from .domain import ShutdownReason
 from .errors import InvalidArgument, NoSuchDomain, NotImplementedByXen
-from .qemu import QDISK_DRIVERS
+from .qemu import QDISK_DRIVERS, UNPLUG_TIMEOUT
 
 
 def _str_arg(args: dict[str, Any], key: str, op: str) -> str:
@@ -45,6 +45,29 @@ async def _add_qdisk(hv: Hypervisor, args: dict[str, Any]) -> None:
         raise InvalidArgument(f"unknown disk format '{fmt}'", op)
     await hv.model(args, op).add_qdisk(int_arg(args, "devid", op), _str_arg(args, "vdev", op),
                                        str(_path_arg(args, "target", op)), fmt, bool(args.get("readonly")))
+
+
+@hypercall("dm_op.remove_disk")
+async def _remove_disk(hv: Hypervisor, args: dict[str, Any]) -> bool:
+    """Unplug a disk from a running guest (xl block-detach); False if the guest did not release
+    it within ``wait`` seconds (at most qemu.UNPLUG_TIMEOUT)."""
+    op = "dm_op.remove_disk"
+    timeout = min(float(args.get("wait", UNPLUG_TIMEOUT)), UNPLUG_TIMEOUT)
+    return await hv.model(args, op).remove_disk(int_arg(args, "devid", op), max(timeout, 0.0))
+
+
+@hypercall("dm_op.cdrom_change")
+async def _cdrom_change(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """Change the medium of an HVM guest's emulated CD-ROM drive (``medium`` "" ejects)."""
+    op = "dm_op.cdrom_change"
+    dom = hv.domu(args, op)
+    index = int_arg(args, "index", op)
+    if index not in {i for i, _ in dom.build.get("cdroms", ())}:
+        raise InvalidArgument(f"domain {dom.domid} has no emulated cdrom drive at IDE index {index}", op)
+    medium = args.get("medium", "")
+    if not isinstance(medium, str) or (medium and not medium.startswith("/")):
+        raise InvalidArgument("argument 'medium' must be an absolute path or empty", op)
+    await hv.model(args, op).cdrom_change(index, medium)
 
 
 @hypercall("dm_op.add_vhost_user_nic")

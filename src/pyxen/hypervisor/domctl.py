@@ -91,6 +91,9 @@ class CreateDomain:
     domid: int | None = None
     #: The CPU pool to build it in (xl.cfg's pool=, resolved to an id by the toolstack).
     cpupool: int = 0
+    #: An HVM guest's emulated IDE CD-ROM drives: (IDE index 0..3 = hda..hdd, medium path or
+    #: "" for an empty drive). The media change later with dm_op.cdrom_change (xl cd-insert).
+    cdroms: tuple[tuple[int, str], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,9 +169,31 @@ class CreateDomain:
         if any(dev not in USB_DEVICES for dev in lists["usbdevice"]):
             raise InvalidArgument(f"createdomain: usbdevice must be among {', '.join(USB_DEVICES)}", OP)
         cpupool = _int(data, "cpupool", 0, 0xFFFF) if "cpupool" in data else 0
+        cdroms = _cdroms(data.get("cdroms", ()), dtype)
         return cls(name=name, uuid=uid, type=dtype, memory_kb=memory_kb, max_memkb=max_memkb,
                    vncpasswd=vncpasswd, vncunused=flags["vncunused"], usb=flags["usb"],
                    serial=lists["serial"], usbdevice=lists["usbdevice"], dm_args=lists["dm_args"],
                    vcpus=vcpus, max_vcpus=max_vcpus, kernel=paths["kernel"], ramdisk=paths["ramdisk"],
                    cmdline=cmdline, vnc=vnc, vncdisplay=vncdisplay, vnclisten=vnclisten, boot=boot,
-                   cpu_weight=weight, cap=cap, incoming=incoming, domid=domid, cpupool=cpupool)
+                   cpu_weight=weight, cap=cap, incoming=incoming, domid=domid, cpupool=cpupool,
+                   cdroms=cdroms)
+
+
+def _cdroms(raw: object, dtype: str) -> tuple[tuple[int, str], ...]:
+    """The emulated CD-ROM drives: IDE indexes 0..3, each once; media absolute paths or ""."""
+    if not isinstance(raw, (list, tuple)):
+        raise InvalidArgument("createdomain: 'cdroms' must be a list", OP)
+    out: list[tuple[int, str]] = []
+    for item in raw:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], int)
+                and not isinstance(item[0], bool) and isinstance(item[1], str)):
+            raise InvalidArgument("createdomain: each of 'cdroms' must be [index, path]", OP)
+        index, path = item[0], item[1]
+        if not 0 <= index <= 3 or index in {i for i, _ in out}:
+            raise InvalidArgument(f"createdomain: cdrom IDE index {index} is not free in 0..3", OP)
+        if path and (not path.startswith("/") or "\0" in path):
+            raise InvalidArgument(f"createdomain: cdrom medium '{path}' is not an absolute path", OP)
+        out.append((index, path))
+    if out and dtype != "hvm":
+        raise InvalidArgument("createdomain: emulated cdrom drives need an hvm domain", OP)
+    return tuple(out)

@@ -41,6 +41,9 @@ QDISK_DRIVERS = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "
 QMP_TIMEOUT = 10.0
 #: device_add of a vhost-user device waits for the back-end's answers.
 DEVICE_ADD_TIMEOUT = 30.0
+#: How long a guest may take to release a device being unplugged (ACPI eject), as libxl
+#: gives a frontend LIBXL_DESTROY_TIMEOUT to close (seconds).
+UNPLUG_TIMEOUT = 10.0
 #: Saving a guest's state (its RAM) to a file, loading it, or migrating it: SAVE_TIMEOUT
 #: (wire.py, the one place, since the toolstack's call must wait that long too).
 #: The name QEMU's monitor keeps a migration stream's descriptor under (QMP getfd).
@@ -91,6 +94,8 @@ class BuildInfo:
     usbdevice: tuple[str, ...] = ()
     #: Wait for a saved state (migrate-incoming) instead of booting.
     incoming: bool = False
+    #: HVM: emulated IDE CD-ROM drives, (index 0..3 = hda..hdd, medium or "" for empty).
+    cdroms: tuple[tuple[int, str], ...] = ()
     extra_args: tuple[str, ...] = ()
 
 
@@ -140,6 +145,11 @@ def vnc_arg(info: BuildInfo) -> str:
     return arg
 
 
+def cdrom_id(index: int) -> str:
+    """The qdev id of the emulated CD-ROM drive at IDE ``index`` (0..3: hda..hdd)."""
+    return f"cdrom-{index}"
+
+
 def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
     """The QEMU command line for a domain (pure: no I/O)."""
     # RAM is sized to static-max; a domain started with memory < maxmem is pre-ballooned down
@@ -167,6 +177,14 @@ def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
     ]
     if info.type == "hvm":
         args += ["-vga", "std", "-boot", f"order={info.boot}"]
+        for index, medium in info.cdroms:
+            # The pc machine's PIIX IDE: hda/hdb on ide.0, hdc/hdd on ide.1 (not hotpluggable,
+            # so the drives are on the command line; xl cd-insert changes their media).
+            drive = f"if=none,id={cdrom_id(index)}-drv,media=cdrom,readonly=on"
+            if medium:
+                drive += f",format=raw,file={medium.replace(',', ',,')}"
+            args += ["-drive", drive, "-device", f"ide-cd,drive={cdrom_id(index)}-drv,"
+                     f"bus=ide.{index // 2},unit={index % 2},id={cdrom_id(index)}"]
         args += ["-vnc", vnc_arg(info)] if info.vnc else ["-display", "none"]
         if info.usb or info.usbdevice:
             args += ["-usb"]
@@ -334,10 +352,28 @@ class DeviceModel:
                     pass
             raise
 
+    async def _drop_stale(self, did: str, cid: str | None = None, node: str | None = None) -> None:
+        """When a disk is added again under the same ids and QEMU says they are taken: drop the
+        chardev or block node a forced detach left (the guest released the device only after xl
+        had given up waiting), unless the device itself is still plugged."""
+        if did in await self._peripherals():
+            return  # still plugged: device_add will say so
+        if cid is not None and cid in {str(c["label"]) for c in await self.execute("query-chardev")}:
+            await self.execute("chardev-remove", {"id": cid})
+        if node is not None and node in {str(n.get("node-name")) for n in
+                                         await self.execute("query-named-block-nodes")}:
+            await self.execute("blockdev-del", {"node-name": node})
+
     async def add_vhost_user_disk(self, devid: int, socket: Path) -> None:
         """A disk served by a vhost-user back-end (pyxen's blkback): vhost-user-blk-pci."""
         did, cid = f"vbd-{devid}", f"vbd-{devid}-chr"
-        await self._chardev_add(cid, socket)
+        try:
+            await self._chardev_add(cid, socket)
+        except DeviceModelError as err:
+            if cid not in str(err):
+                raise
+            await self._drop_stale(did, cid=cid)
+            await self._chardev_add(cid, socket)
         await self._device_add({"driver": "vhost-user-blk-pci", "id": did, "chardev": cid, "num-queues": 1},
                                [("chardev-remove", {"id": cid})])
 
@@ -345,9 +381,15 @@ class DeviceModel:
         """A disk served by QEMU's own block layer (Xen's qdisk backend): any image format."""
         node, did = f"qdisk-{devid}", f"qdisk-{devid}"
         driver = QDISK_DRIVERS[fmt]
-        await self.execute("blockdev-add", {"driver": driver, "node-name": node, "read-only": readonly,
-                                            "file": {"driver": "file", "filename": target,
-                                                     "read-only": readonly}})
+        blockdev = {"driver": driver, "node-name": node, "read-only": readonly,
+                    "file": {"driver": "file", "filename": target, "read-only": readonly}}
+        try:
+            await self.execute("blockdev-add", blockdev)
+        except DeviceModelError as err:
+            if node not in str(err):
+                raise
+            await self._drop_stale(did, node=node)
+            await self.execute("blockdev-add", blockdev)
         await self._device_add({"driver": "virtio-blk-pci", "id": did, "drive": node, "serial": vdev},
                                [("blockdev-del", {"node-name": node})])
 
@@ -366,6 +408,56 @@ class DeviceModel:
             await self.execute("chardev-remove", {"id": cid})
             raise
         await self._device_add(device, [("chardev-remove", {"id": cid}), ("netdev_del", {"id": nd})])
+
+    async def _peripherals(self) -> set[str]:
+        """The ids of the devices plugged with device_add (and -device id=...)."""
+        return {str(d["name"]) for d in await self.execute("qom-list", {"path": "/machine/peripheral"})}
+
+    async def remove_disk(self, devid: int, timeout: float = UNPLUG_TIMEOUT) -> bool:
+        """Unplug a disk from the running guest (xl block-detach): device_del asks the guest to
+        eject the PCI device (ACPI hotplug on the pc machine's bus 0); its driver lets go of the
+        disk, flushing what it holds, and QEMU deletes the device. Then its chardev (vhost-user:
+        the backend sees the front-end go) or block node (qdisk) goes too.
+
+        Returns False if the guest did not release the device within ``timeout`` (the request
+        stays pending in QEMU; the device and its chardev stay). A disk the device model does
+        not have counts as removed.
+        """
+        have = await self._peripherals()
+        did = next((d for d in (f"vbd-{devid}", f"qdisk-{devid}") if d in have), None)
+        if did is None:
+            return True
+        await self.execute("device_del", {"id": did})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while did in await self._peripherals():
+            if loop.time() > deadline:
+                log.warning("domain %d: the guest did not release %s within %g s", self.domid, did, timeout)
+                return False
+            await asyncio.sleep(0.05)
+        # The device leaves the QOM tree before it lets go of its chardev or node (its
+        # finalisation comes later): "busy" for a moment.
+        cmd, args = (("chardev-remove", {"id": f"{did}-chr"}) if did.startswith("vbd-")
+                     else ("blockdev-del", {"node-name": did}))
+        for _ in range(100):
+            try:
+                await self.execute(cmd, args)
+                return True
+            except DeviceModelError as err:
+                if "busy" not in str(err) and "in use" not in str(err):
+                    raise
+            await asyncio.sleep(0.02)
+        await self.execute(cmd, args)
+        return True
+
+    async def cdrom_change(self, index: int, medium: str) -> None:
+        """xl cd-insert / cd-eject: put ``medium`` (a raw image) in the emulated drive, or
+        eject what is there when ``medium`` is "" (forced: the guest may have locked the tray)."""
+        if medium:
+            await self.execute("blockdev-change-medium", {
+                "id": cdrom_id(index), "filename": medium, "format": "raw", "read-only-mode": "read-only"})
+        else:
+            await self.execute("eject", {"id": cdrom_id(index), "force": True})
 
     async def add_xenstore_port(self, socket: Path) -> None:
         """The guest's own xenstore connection: xenstored's socket for the domain as the

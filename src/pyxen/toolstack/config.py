@@ -306,6 +306,12 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
     here = _Cwd(cwd, source)
     err = get.err  # type: ignore[attr-defined]
 
+    if "channel" in settings and get("channel", "list"):
+        # xl.cfg's channel= gives the guest a PV console by name; pyxen builds none, and a
+        # guest that expects one must not start without it (xl channel-list shows none).
+        raise err("channel", "pyxen does not build PV channels; remove channel= "
+                  "(xl channel-list lists none)")
+
     name = get("name", "str")
     if not name:
         raise ConfigError("Domain name must be specified.")

@@ -14,6 +14,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from ..backends.block.xenbus import DEFAULT_BLOCK_SCRIPT, XEN_SCRIPT_DIR
 from ..libxlu import disk as libxlu_disk
 from ..libxlu import vif as libxlu_vif
 
@@ -105,7 +106,8 @@ def parse_disk(spec: str, source: str = "command line") -> DiskSpec:
     """One ``disk=[...]`` entry: libxlu's parse (libxlu/disk.py), then pyxen's choices.
 
     The grammar, its defaults and its messages are Xen's; what is pyxen's: a target that is
-    not a path is a /dev name, the backend is phy for a raw image without a script and qdisk
+    not a path is a /dev name, the backend is phy for a raw image (with a script= too, as libxl
+    assumes phy for it; qdisk with a script is refused) and qdisk
     otherwise (tap and standalone are served by QEMU as qdisk), and phy serves raw only.
     :raise DeviceSpecError: libxlu's report lines, or pyxen's one line."""
     try:
@@ -123,7 +125,10 @@ def parse_disk(spec: str, source: str = "command line") -> DiskSpec:
         raise DeviceSpecError(f"no target specified (and device not removable) in disk spec '{spec}'")
     bt = d.backend
     if bt is None:
-        bt = "phy" if fmt == "raw" and not d.script else "qdisk"
+        # libxl_device.c disk_try_backend: "uses script=... assuming phy backend".
+        bt = "phy" if fmt == "raw" else "qdisk"
+    if d.script and bt != "phy":
+        raise DeviceSpecError(f"Disk vdev={d.vdev}, backend {bt} not compatible with script=...")
     if bt == "phy" and fmt != "raw":
         raise DeviceSpecError(f"backendtype=phy needs format raw, not {fmt}, in disk spec '{spec}'")
     if bt in ("tap", "standalone"):
@@ -204,14 +209,23 @@ def frontend_path(kind: str, domid: int, devid: int) -> str:
     return f"/local/domain/{domid}/device/{kind}/{devid}"
 
 
-def backend_nodes(dev: Device, domid: int) -> dict[str, str]:
+def script_node(script: str | None, script_dir: str = XEN_SCRIPT_DIR) -> str:
+    """The backend's ``script`` node: an absolute script as given, a relative one in
+    ``script_dir`` (libxl__abs_path against /etc/xen/scripts; pyxen's is $PYXEN_ROOT/scripts);
+    no script= is Xen's default ``block``, whose work pyxen's blkback does itself."""
+    if not script:
+        return DEFAULT_BLOCK_SCRIPT
+    return script if script.startswith("/") else f"{script_dir.rstrip('/')}/{script}"
+
+
+def backend_nodes(dev: Device, domid: int, script_dir: str = XEN_SCRIPT_DIR) -> dict[str, str]:
     fe = frontend_path(dev.kind, domid, dev.devid)
     common = {"frontend": fe, "frontend-id": str(domid), "online": "1", "state": STATE_INITIALISING}
     if isinstance(dev, DiskSpec):
         params = dev.target or ""
         if dev.backendtype == "qdisk":
             params = f"{'aio' if dev.format == 'raw' else dev.format}:{params}"
-        nodes = {"params": params, "script": "/etc/xen/scripts/block", "removable": str(int(dev.devtype == "cdrom")),
+        nodes = {"params": params, "script": script_node(dev.script, script_dir), "removable": str(int(dev.devtype == "cdrom")),
                  "bootable": "1", "dev": dev.vdev, "type": dev.backendtype, "mode": dev.mode,
                  "device-type": dev.devtype, "discard-enable": str(int(dev.discard)),
                  "specification": "xen"}

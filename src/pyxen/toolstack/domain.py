@@ -99,7 +99,17 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         if found is None:
             raise DomainBuildError(f"Illegal pool specified: {cfg.pool}")
         cpupool = int(found["poolid"])
-    request = build_request(cfg, cpupool)
+    cdroms = [d for d in disks if cfg.type == "hvm" and d.devtype == "cdrom"]
+    disks = [d for d in disks if d not in cdroms]
+    empty = next((d for d in disks if not d.target), None)
+    if empty is not None:
+        raise DomainBuildError(f"{cfg.source}: disk {empty.vdev}: an empty cdrom drive needs an hvm guest "
+                               "(a pv guest's cdrom needs a target)")
+    try:
+        request = replace(build_request(cfg, cpupool), cdroms=tuple(
+            (hotplug.cdrom_index(d), d.target or "") for d in cdroms))
+    except hotplug.DeviceError as err:
+        raise DomainBuildError(f"{cfg.source}: {err}") from err
     if restore_from is not None or migrate_fd is not None:
         request = replace(request, incoming=True)
     domid: int = ctrl.call("domctl.createdomain", request=request.to_wire())
@@ -116,6 +126,7 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
             raise DomainBuildError(f"cannot write the xenstore records of '{cfg.name}': {err}") from err
         try:
             hotplug.add_all(ctrl, paths, domid, disks, nics)
+            hotplug.add_emulated_cdroms(paths, domid, cdroms)
         except hotplug.DeviceError as err:
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err
         for kind, spec in (("hard", cfg.cpus), ("soft", cfg.cpus_soft)):

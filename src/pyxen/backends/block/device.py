@@ -114,7 +114,13 @@ class BlockDevice:
         pass
 
     def close(self) -> None:
-        """Let go of the target (the daemon stops, or the vbd is gone)."""
+        """Let go of the target (the daemon stops, or the vbd is gone), its writes on disk
+        first: a detached disk loses no write the guest made, flushed or not."""
+        if not self.target.readonly:
+            try:
+                os.fsync(self.target.fd)
+            except OSError:
+                pass  # a device that cannot sync (gone) is closed all the same
         os.close(self.target.fd)
 
     def remove(self) -> None:
