@@ -400,6 +400,8 @@ class BackendDaemon:
                             continue
                         key = (kind, int(dom_name), int(dev_name))
                         be = f"{BACKEND_ROOT}/{kind}/{dom_name}/{dev_name}"
+                        if kind == "vif" and await self.xs.get(f"{be}/type") == b"vif_ioemu":
+                            continue  # an emulated NIC: QEMU is its backend, not netback
                         if await self.xs.get(f"{be}/online") == b"0":
                             offline.add(key)
                             continue

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..libxlu.vif import Rate, RateError, parse_rate
+
 DISK_FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "empty")
 BACKEND_TYPES = ("phy", "qdisk", "tap", "standalone")
 IGNORED_PREFIXES = ("phy", "file", "tap", "tap2", "aio", "ioemu", "tapdisk")
@@ -31,6 +33,11 @@ STATE_INITIALISING = "1"
 
 class DeviceSpecError(ValueError):
     """A disk or vif spec xl would refuse; the message is xl's."""
+
+
+class SourcedSpecError(DeviceSpecError):
+    """A spec error libxlu reports after the config's source (the file name, or "command line"
+    for network-attach): ``<source>: config parsing error in vif: ...``."""
 
 
 # ---- vdev -> devid (docs/misc/vbd-interface.txt) ------------------------------------------
@@ -210,7 +217,9 @@ def parse_disk(spec: str) -> DiskSpec:
 # ---- vifs -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NicSpec:
-    """libxl_device_nic, the parts pyxen uses."""
+    """libxl_device_nic, the parts pyxen uses. ``nictype`` is libxl's enum string: "vif" (a
+    PV NIC: pyxen's netback over vhost-user) or "vif_ioemu" (an emulated NIC in QEMU, model
+    ``model``, HVM only). ``rate`` is libxl's (bytes per interval, interval usecs)."""
 
     devid: int
     mac: str
@@ -219,13 +228,25 @@ class NicSpec:
     vifname: str | None = None
     mtu: int = 1500
     script: str = "vif-bridge"
-    rate: str | None = None
+    rate: Rate | None = None
+    nictype: str = "vif"
+    model: str = "rtl8139"
+    gatewaydev: str | None = None
     spec: str = ""
+    #: What xl reported while parsing and went on past (create builds the domain anyway).
+    warnings: tuple[str, ...] = ()
 
     kind = "vif"
 
+    @property
+    def emulated(self) -> bool:
+        return self.nictype == "vif_ioemu"
 
-_MAC_RE = re.compile(r"[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}")
+
+#: Emulated NIC models pyxen gives an HVM guest (QEMU device names, as libxl passes model=).
+NIC_MODELS = ("rtl8139", "e1000")  # the hypervisor's EMULATED_NIC_MODELS
+#: Keys of the COLO fault-tolerance set (libxl_device_nic's colo_*): pyxen has no COLO.
+COLO_PREFIX = "colo_"
 
 
 def random_mac(rng: random.Random | None = None) -> str:
@@ -235,36 +256,116 @@ def random_mac(rng: random.Random | None = None) -> str:
     return ":".join(f"{b:02x}" for b in (*XEN_OUI, *tail))
 
 
-def parse_vif(spec: str, devid: int) -> NicSpec:
-    """One ``vif=[...]`` entry; ``devid`` is its index unless it says devid=.
+def parse_mac(text: str) -> tuple[list[int], bool]:
+    """xl's reading of ``mac=`` (parse_nic_config): six times strtoul(.., 16) each skipping the
+    one character after the number, so any separator works and trailing text is ignored.
+    Returns the bytes read (the rest 0) and whether all six were valid."""
+    out = [0] * 6
+    pos = 0
+    for i in range(6):
+        m = re.match(r"[ \t\n\v\f\r]*([+-]?)(?:0[xX](?=[0-9a-fA-F]))?([0-9a-fA-F]+)", text[pos:])
+        if m is None:
+            return out, False
+        val = int(m.group(2), 16)
+        if m.group(1) == "-":
+            val = -val & 0xFFFFFFFFFFFFFFFF
+        if val > 255:
+            return out, False
+        out[i] = val
+        pos += m.end() + 1
+        if pos > len(text) and i < 5:
+            return out, False
+    return out, True
 
-    :raise DeviceSpecError: ``unrecognized argument `k'`` or ``Invalid parameter `mac'.``
+
+def parse_vif(spec: str, devid: int, strict: bool = False) -> NicSpec:
+    """One ``vif=[...]`` entry: its comma-separated items through ``parse_nic_items``."""
+    return parse_nic_items([item.lstrip(" ") for item in spec.split(",")], devid, strict, spec)
+
+
+def parse_nic_items(items: list[str], devid: int, strict: bool = False, spec: str = "") -> NicSpec:
+    """A vif's ``key=value`` items (a config's vif entry, or network-attach's arguments, one
+    item each), as xl's parse_nic_config reads them; ``devid`` applies unless one says devid=.
+
+    xl reports a bad ``type``, a bad ``mac`` or an unknown key and, in ``xl create``, builds the
+    domain anyway (its caller ignores the return): with ``strict=False`` these land in
+    ``warnings`` and parsing goes on; network-attach (``strict=True``) stops at the first.
+
+    :raise DeviceSpecError: a bad ``rate`` (libxlu's message; xl exits), a bad number, a COLO
+        key (forwarddev, colo_*: pyxen has no COLO), an unknown model, and in strict mode the
+        problems above.
     """
     vals: dict[str, str] = {}
-    for item in spec.split(","):
-        item = item.lstrip(" ")
+    warnings: list[str] = []
+    mac_bytes: list[int] | None = None
+
+    def problem(message: str) -> None:
+        if strict:
+            raise DeviceSpecError(message)
+        warnings.append(message)
+
+    for item in items:
         if not item:
             continue
-        key, _, val = item.partition("=")
-        key = key.strip()
-        if key not in VIF_KEYS:
-            raise DeviceSpecError(f"unrecognized argument `{key}'")
-        vals[key] = val.strip()
-    mac = vals.get("mac")
-    if mac is not None:
-        if not _MAC_RE.fullmatch(mac):
-            raise DeviceSpecError("Invalid parameter `mac'.")
-        mac = ":".join(f"{int(b, 16):02x}" for b in mac.split(":"))
-    if vals.get("type") == "ioemu":
-        raise DeviceSpecError("vif type=ioemu is for HVM guests only")
+        key, eq, val = item.partition("=")
+        if not eq:
+            problem(f"unrecognized argument `{item}'")
+            continue
+        if key == "type" and val not in ("vif", "ioemu"):
+            problem("Invalid parameter `type'.")
+            continue
+        if key == "mac":
+            got, ok = parse_mac(val)
+            mac_bytes = got
+            if not ok:
+                problem("Invalid parameter `mac'.")
+            continue
+        if key == "netdev":
+            warnings.append("the netdev parameter is deprecated, please use gatewaydev instead")
+            key = "gatewaydev"
+        elif key == "accel":
+            warnings.append("the accel parameter for vifs is currently not supported")
+            continue
+        elif key == "forwarddev" or key.startswith(COLO_PREFIX):
+            raise DeviceSpecError(f"vif key `{key}' is for COLO fault tolerance, which pyxen does "
+                                  "not implement")
+        elif key not in VIF_KEYS:
+            problem(f"unrecognized argument `{item}'")
+            continue
+        vals[key] = val
+    mac = (":".join(f"{b:02x}" for b in mac_bytes) if mac_bytes and any(mac_bytes)
+           else random_mac())
+    rate = None
+    if "rate" in vals:
+        try:
+            rate = parse_rate(vals["rate"])
+        except RateError as err:
+            raise SourcedSpecError(str(err)) from None
     try:
-        mtu = int(vals.get("mtu", "1500"))
-        devid = int(vals.get("devid", devid))
+        mtu = int(vals.get("mtu") or "1500", 10)
+        devid = int(vals["devid"], 10) if "devid" in vals else devid
     except ValueError as err:
         raise DeviceSpecError(f"Invalid parameter: {err}") from None
-    return NicSpec(devid=devid, mac=mac or random_mac(), bridge=vals.get("bridge") or DEFAULT_BRIDGE,
-                   ip=vals.get("ip"), vifname=vals.get("vifname"), mtu=mtu,
-                   script=vals.get("script") or "vif-bridge", rate=vals.get("rate"), spec=spec)
+    if not 68 <= mtu <= 65535:
+        raise DeviceSpecError(f"invalid mtu {mtu} (68 to 65535)")
+    model = vals.get("model") or "rtl8139"
+    nictype = "vif_ioemu" if vals.get("type") == "ioemu" else "vif"
+    if nictype == "vif_ioemu" and model not in NIC_MODELS:
+        raise DeviceSpecError(f"vif model `{model}' is not one pyxen emulates ({', '.join(NIC_MODELS)})")
+    return NicSpec(devid=devid, mac=mac, bridge=vals.get("bridge") or DEFAULT_BRIDGE,
+                   ip=vals.get("ip") or None, vifname=vals.get("vifname") or None, mtu=mtu,
+                   script=vals.get("script") or "vif-bridge", rate=rate, nictype=nictype,
+                   model=model, gatewaydev=vals.get("gatewaydev") or None, spec=spec,
+                   warnings=tuple(warnings))
+
+
+def check_nic_types(nics: list[NicSpec], domain_type: str) -> None:
+    """libxl__device_nic_setdefault: an emulated NIC needs a device model that emulates one.
+
+    :raise DeviceSpecError: type=ioemu on a PV or PVH guest (libxl's message).
+    """
+    if domain_type != "hvm" and any(n.emulated for n in nics):
+        raise DeviceSpecError("trying to create PV or PVH guest with an emulated interface")
 
 
 def parse_all(disks: tuple[str, ...] | list[str], vifs: tuple[str, ...] | list[str]) \
@@ -278,6 +379,12 @@ def parse_all(disks: tuple[str, ...] | list[str], vifs: tuple[str, ...] | list[s
         seen[d.devid] = d.vdev
     nspecs = [parse_vif(v, i) for i, v in enumerate(vifs)]
     return dspecs, nspecs
+
+
+def vif_warnings(vifs: tuple[str, ...] | list[str]) -> list[str]:
+    """What xl create prints about a config's vifs and builds past (unknown keys, bad MACs,
+    deprecated keys), in order. :raise DeviceSpecError: what stops xl (a bad rate, ...)."""
+    return [w for i, v in enumerate(vifs) for w in parse_vif(v, i).warnings]
 
 
 # ---- xenstore nodes (libxl__device_generic_add) ----------------------------------------------
@@ -315,8 +422,11 @@ def backend_nodes(dev: Device, domid: int) -> dict[str, str]:
             nodes["ip"] = dev.ip
         if dev.mtu != 1500:
             nodes["mtu"] = str(dev.mtu)
-        if dev.rate:
-            nodes["rate"] = dev.rate
+        if dev.rate is not None:
+            nodes["rate"] = dev.rate.xenstore
+        if dev.gatewaydev:
+            nodes["gatewaydev"] = dev.gatewaydev
+        nodes["type"] = dev.nictype
     return {**common, **nodes}
 
 

@@ -16,6 +16,8 @@ Failure at any step raises DeviceError naming the device; the caller destroys th
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
 from ..hypervisor.client import XenCtrl
@@ -23,7 +25,9 @@ from ..hypervisor.errors import HypercallError
 from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
-from .devices import DiskSpec, NicSpec, backend_nodes, backend_path, frontend_nodes, frontend_path
+from ..backends.net.device import NetDeviceError, open_emulated_tap
+from .devices import (DeviceSpecError, DiskSpec, NicSpec, backend_nodes, backend_path, check_nic_types,
+                      frontend_nodes, frontend_path, parse_mac)
 
 #: libxl waits 10 s for a backend's InitWait; a loaded 2-core test machine gets more.
 INITWAIT_TIMEOUT = 20.0
@@ -56,7 +60,7 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
                 ref = ctrl.call("grant_table_op.grant_access", dom=domid, remote_dom=0, label=label)
                 port = ctrl.call("event_channel_op.alloc_unbound", dom=domid, remote_dom=0, label=label)
                 extra[(dev.kind, dev.devid)] = {"ring-ref": str(ref), "event-channel": str(port)}
-            else:
+            elif not dev.emulated:
                 tx = ctrl.call("grant_table_op.grant_access", dom=domid, remote_dom=0, label=label + "-tx")
                 rx = ctrl.call("grant_table_op.grant_access", dom=domid, remote_dom=0, label=label + "-rx")
                 ptx = ctrl.call("event_channel_op.alloc_unbound", dom=domid, remote_dom=0, label=label + "-tx")
@@ -82,8 +86,10 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
                     t.write(f"{lib}/backend", be)
             xs.transact(write)
             for dev in devices:
-                if isinstance(dev, DiskSpec) and not dev.served_by_pyxen:
-                    # QEMU is this backend (qdisk): no hotplug step, straight to Connected.
+                if (isinstance(dev, DiskSpec) and not dev.served_by_pyxen) or \
+                        (isinstance(dev, NicSpec) and dev.emulated):
+                    # QEMU is this backend (qdisk, an emulated NIC): no hotplug step, straight
+                    # to Connected.
                     xs.write(f"{backend_path(dev.kind, domid, dev.devid)}/state", "4")
                     xs.write(f"{frontend_path(dev.kind, domid, dev.devid)}/state", "4")
                     continue
@@ -100,13 +106,39 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
 def plug(ctrl: XenCtrl, paths: Paths, domid: int, dev: DiskSpec | NicSpec) -> None:
     """Give the domain's device model the frontend side of ``dev``."""
     sock = str(paths.device_socket(dev.kind, domid, dev.devid))
-    if isinstance(dev, NicSpec):
+    if isinstance(dev, NicSpec) and dev.emulated:
+        plug_emulated_nic(ctrl, domid, dev)
+    elif isinstance(dev, NicSpec):
         ctrl.call("dm_op.add_vhost_user_nic", domid=domid, devid=dev.devid, socket=sock, mac=dev.mac)
     elif dev.served_by_pyxen:
         ctrl.call("dm_op.add_vhost_user_disk", domid=domid, devid=dev.devid, socket=sock)
     else:
         ctrl.call("dm_op.add_qdisk", domid=domid, devid=dev.devid, vdev=dev.vdev, target=dev.target,
                   format=dev.format, readonly=dev.readonly)
+
+
+def emulated_tap_name(domid: int, dev: NicSpec) -> str:
+    """libxl's name for an emulated NIC's TAP: the vif's name with ``-emu`` (vif1.0-emu)."""
+    return f"{dev.vifname or f'vif{domid}.{dev.devid}'}-emu"
+
+
+def plug_emulated_nic(ctrl: XenCtrl, domid: int, dev: NicSpec) -> None:
+    """type=ioemu: make the TAP on the vif's bridge (what vif-bridge does for the ``-emu``
+    interface) and give it to the device model with the NIC model; QEMU then holds the only
+    descriptor, so the TAP goes with the NIC or with QEMU.
+
+    :raise DeviceError: the bridge is missing or the TAP cannot be made.
+    """
+    name = emulated_tap_name(domid, dev)
+    try:
+        fd = open_emulated_tap(name, dev.bridge, dev.mtu)
+    except NetDeviceError as err:
+        raise DeviceError(f"vif {dev.devid}: {err.strerror}") from err
+    try:
+        ctrl.call("dm_op.add_emulated_nic", domid=domid, devid=dev.devid, model=dev.model,
+                  mac=dev.mac, fds=[fd])
+    finally:
+        os.close(fd)
 
 
 def _wait_initwait(xs: XenstoreClient, be: str) -> None:
@@ -157,3 +189,128 @@ def list_devices(paths: Paths, domid: int, kinds: tuple[str, ...]) -> list[dict[
                         rec[key] = value.decode(errors="replace")
                 out.append(rec)
     return out
+
+
+# ---- network devices on a running domain (libxl_device_nic_add / _remove) --------------------
+#: How long network-detach waits for the backend to reach Closed before it removes the nodes
+#: anyway (libxl's LIBXL_DESTROY_TIMEOUT is 10 s; a loaded 2-core machine gets more).
+DETACH_TIMEOUT = 20.0
+#: The frontend keys that name what the toolstack allocated for a vif on the guest's behalf.
+_NIC_GRANT_KEYS = ("tx-ring-ref", "rx-ring-ref")
+_NIC_PORT_KEYS = ("event-channel-tx", "event-channel-rx")
+
+
+def next_devid(paths: Paths, domid: int, kind: str) -> int:
+    """libxl__device_nextid: one more than the highest devid of the domain's ``kind`` devices
+    (0 for the first)."""
+    ids = [int(r["devid"]) for r in list_devices(paths, domid, (kind,)) if r["devid"].isdigit()]
+    return max(ids) + 1 if ids else 0
+
+
+def atoi(text: str) -> int:
+    """C's atoi, which xl's network-detach applies to a devid argument: leading blanks, a sign,
+    the digits that follow; anything else reads as 0."""
+    m = re.match(r"[ \t\n\v\f\r]*([+-]?[0-9]+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def find_nic(paths: Paths, domid: int, which: str) -> dict[str, str] | None:
+    """The frontend record of the vif ``which`` names, as xl network-detach reads its argument:
+    a MAC if it holds a ':' (compared byte by byte), else a devid (atoi)."""
+    recs = list_devices(paths, domid, ("vif",))
+    if ":" in which:
+        got, ok = parse_mac(which)
+        if not ok:
+            return None
+        return next((r for r in recs if parse_mac(r.get("mac", ""))[0] == got), None)
+    devid = str(atoi(which))
+    return next((r for r in recs if r["devid"] == devid), None)
+
+
+def attach_nic(ctrl: XenCtrl, paths: Paths, domid: int, nic: NicSpec, domain_type: str) -> None:
+    """network-attach: give a running domain a new NIC with the handshake of create (grants,
+    event channels, nodes at Initialising, the backend's InitWait, then the device model plugs
+    it: the guest sees a PCI NIC appear). Anything that fails is undone, so a refused attach
+    leaves no node, grant, event channel, TAP or QEMU device behind.
+
+    :raise DeviceError: the devid is taken, the NIC type does not fit the guest, or a step failed.
+    """
+    try:
+        check_nic_types([nic], domain_type)
+    except DeviceSpecError as err:
+        raise DeviceError(str(err)) from err
+    if any(r["devid"] == str(nic.devid) for r in list_devices(paths, domid, ("vif",))):
+        raise DeviceError(f"vif {nic.devid} of domain {domid} exists already")
+    try:
+        add_all(ctrl, paths, domid, [], [nic])
+    except DeviceError:
+        _forget_nic(ctrl, paths, domid, nic.devid)
+        raise
+
+
+def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
+    """network-detach: the guest lets go of the NIC (the device model's unplug: an ACPI eject
+    the guest's kernel answers), QEMU drops its back-end connection, the backend is taken
+    offline (``online`` = 0) and walks Closing -> Closed (netback removes the TAP), then the
+    nodes, grants and event channels go.
+
+    :raise DeviceError: the guest did not release the NIC (it stays, working).
+    """
+    be = backend_path("vif", domid, devid)
+    with XenstoreClient(paths.xenstored_socket) as xs:
+        emulated = xs.get(f"{be}/type") == b"vif_ioemu"
+    op = "dm_op.remove_emulated_nic" if emulated else "dm_op.remove_vhost_user_nic"
+    try:
+        ctrl.call(op, domid=domid, devid=devid)
+    except HypercallError as err:
+        raise DeviceError(f"vif {devid}: {err}") from err
+    if not emulated:
+        try:
+            with XenstoreClient(paths.xenstored_socket) as xs:
+                xs.write(f"{be}/online", "0")
+                _wait_state(xs, be, (b"6",), DETACH_TIMEOUT)
+        except (XenstoreError, OSError, DeviceError):
+            pass  # as libxl after its timeout: the nodes go anyway; netback sees them go
+    _forget_nic(ctrl, paths, domid, devid)
+
+
+def _wait_state(xs: XenstoreClient, be: str, states: tuple[bytes, ...], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = xs.get(f"{be}/state")
+        if state is None or state in states:
+            return
+        time.sleep(0.05)
+    raise DeviceError(f"{be}: the backend did not reach state {'/'.join(s.decode() for s in states)} "
+                      f"within {timeout:.0f} s")
+
+
+def _forget_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
+    """Remove a vif's nodes and give back the grants and unbound event channels the toolstack
+    made for it (attach's undo, detach's last step); what is already gone is skipped."""
+    fe, be = frontend_path("vif", domid, devid), backend_path("vif", domid, devid)
+    refs: list[int] = []
+    ports: list[int] = []
+    try:
+        with XenstoreClient(paths.xenstored_socket) as xs:
+            for key, into in [(k, refs) for k in _NIC_GRANT_KEYS] + [(k, ports) for k in _NIC_PORT_KEYS]:
+                raw = xs.get(f"{fe}/{key}")
+                if raw is not None and raw.isdigit():
+                    into.append(int(raw))
+            for path in (fe, be, f"/libxl/{domid}/device/vif/{devid}"):
+                try:
+                    xs.rm(path)
+                except NoEntry:
+                    pass
+    except (XenstoreError, OSError):
+        pass
+    for ref in refs:
+        try:
+            ctrl.call("grant_table_op.end_access", dom=domid, ref=ref)
+        except HypercallError:
+            pass
+    for port in ports:
+        try:
+            ctrl.call("event_channel_op.close", dom=domid, port=port)
+        except HypercallError:
+            pass

@@ -142,6 +142,26 @@ def open_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
     return fd
 
 
+def open_emulated_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
+    """The TAP of an emulated NIC (type=ioemu), on ``bridge``, up: not persistent, so it goes
+    when the last descriptor on it closes (QEMU's, once the NIC is unplugged or QEMU exits).
+
+    :raise NetDeviceError: the bridge is missing or the TAP cannot be made (or exists).
+    """
+    find_bridge(bridge)
+    if os.path.exists(f"/sys/class/net/{name}"):
+        raise NetDeviceError(errno.EEXIST, f"interface {name} exists already")
+    fd = _attach_tap(name)
+    try:
+        _ip("link", "set", name, "mtu", str(mtu))
+        _ip("link", "set", name, "master", bridge)
+        _ip("link", "set", name, "up")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class NetDevice:
     """One virtio-net device over a TAP fd; implements transport.VirtioDevice."""
 
@@ -149,10 +169,11 @@ class NetDevice:
     features = int(TRANSPORT_FEATURES)
     protocol_features = int(PROTOCOL_FEATURES)
 
-    def __init__(self, name: str, tap_fd: int, ifname: str) -> None:
+    def __init__(self, name: str, tap_fd: int, ifname: str, rate: tuple[int, int] | None = None) -> None:
+        """``rate``: the vif's transmit limit, (bytes per interval, interval in microseconds)."""
         self.name = name
         self.ifname = ifname
-        self.handler = NetHandler(tap_fd)
+        self.handler = NetHandler(tap_fd, rate)
 
     def get_config(self, offset: int, size: int) -> bytes:
         return bytes(size)  # net config space (MAC, status) is QEMU's
@@ -163,7 +184,7 @@ class NetDevice:
     def process(self, session: VhostUserSession, index: int, vq: Virtqueue) -> int:
         if index == RX_QUEUE:
             return self.handler.rx_buffers_posted(session)
-        return self.handler.transmit(vq)
+        return self.handler.transmit(vq, session)
 
     def ring_started(self, session: VhostUserSession, index: int) -> None:
         if index == RX_QUEUE:

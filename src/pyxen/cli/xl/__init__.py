@@ -16,14 +16,14 @@ from ...hypervisor.errors import HypercallError
 from ...toolstack import domain as libxl
 from ...toolstack.config import ConfigError
 from ...xenstore.errors import XenstoreError
-from . import domains, saverestore
+from . import domains, network, saverestore
 from .common import GLOBALS, Usage, XenstoreUnavailable, one_line
 
 #: Every command pyxen's xl has, from the command modules, in the order of xl's usage listing.
-_IMPLEMENTED = {**domains.COMMANDS, **saverestore.COMMANDS}
+_IMPLEMENTED = {**domains.COMMANDS, **saverestore.COMMANDS, **network.COMMANDS}
 ORDER = """create list destroy pause unpause shutdown reboot console dump-core save restore migrate
 migrate-receive vcpu-list mem-set mem-max sched-credit vcpu-pin info domid domname uptime dmesg
-debug-keys block-list network-list""".split()
+debug-keys block-list network-attach network-list network-detach""".split()
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {name: _IMPLEMENTED[name] for name in ORDER}
 
 

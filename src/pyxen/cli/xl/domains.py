@@ -19,6 +19,7 @@ from ...paths import Paths
 from ...toolstack import domain as libxl
 from ...toolstack import hotplug, userdata
 from ...toolstack.config import ConfigError, load
+from ...toolstack.devices import DeviceSpecError, vif_warnings
 from .. import render
 from ..console import attach
 
@@ -90,6 +91,12 @@ def cmd_create(argv: list[str]) -> int:
         return 1
     for w in cfg.warnings:
         print(w, file=sys.stderr)
+    try:
+        for w in vif_warnings(cfg.vifs):
+            print(w, file=sys.stderr)
+    except DeviceSpecError as err:
+        print(f"{cfg.source}: {err}", file=sys.stderr)
+        return 1
     if ns.dryrun:
         print(json.dumps(cfg.to_json(), indent=4))
         return 0
