@@ -158,3 +158,32 @@ def test_rate_limits_transmit(host) -> None:  # type: ignore[no-untyped-def]
         domid = int(host.xl("domid", "rated").stdout)
         assert _xs_read(host, f"/local/domain/0/backend/vif/{domid}/1/rate") == "20000,50000"
         host.xl("destroy", "rated")
+
+
+def test_ioemu_gives_an_hvm_guest_an_emulated_nic(host) -> None:  # type: ignore[no-untyped-def]
+    """type=ioemu,model=e1000: QEMU's e1000 (PCI 8086:100e) on a TAP ``vif<domid>.<devid>-emu``
+    on the vif's bridge, which goes with the domain. A PV guest is refused with libxl's words."""
+    with link_local_bridge(tag="82") as (br, _):
+        script = ("for d in /sys/bus/pci/devices/*; do\n"
+                  "  [ \"$(cat $d/vendor):$(cat $d/device)\" = 0x8086:0x100e ] && echo \"e1000-at ${d##*/}\"\n"
+                  "done\necho pci-scanned\n")
+        vif = f"vif = ['type=ioemu,model=e1000,bridge={br},mac=00:16:3e:00:82:01']\n"
+        domid = host.create("emu", memory=128, script=script, extra_lines='type = "hvm"\n' + vif)
+        text = host.wait_console("emu", "pci-scanned")
+        assert "e1000-at " in text, text[-1500:]
+        tap = f"vif{domid}.0-emu"
+        assert os.path.exists(f"/sys/class/net/{tap}/brport")
+        assert os.path.realpath(f"/sys/class/net/{tap}/master").endswith("/" + br)
+        rows = host.xl("network-list", "emu").stdout.splitlines()
+        assert len(rows) == 2 and "00:16:3e:00:82:01" in rows[1]
+        host.xl("destroy", "emu")
+        deadline = time.monotonic() + 20
+        while os.path.exists(f"/sys/class/net/{tap}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not os.path.exists(f"/sys/class/net/{tap}")
+
+        cfg = host.write_cfg("pvemu", extra_lines=f"vif = ['type=ioemu,bridge={br}']\n")
+        bad = host.xl("create", str(cfg), check=False)
+        assert bad.returncode == 1
+        assert "trying to create PV or PVH guest with an emulated interface" in bad.stderr
+        assert "pvemu" not in host.domains()
