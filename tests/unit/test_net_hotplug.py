@@ -190,3 +190,17 @@ def test_credit_burst_is_at_least_128k() -> None:
     big = TxCredit(1 << 20, 1000, now=0.0)
     big.add_credit()
     assert big.remaining == 1 << 20
+
+
+def test_vif_script_env_is_libxls() -> None:
+    """get_hotplug_env's vif part: netdev (gatewaydev or empty), vif, and INTERFACE for an
+    emulated NIC; the default script (vif-bridge) is netback's own and has no script=."""
+    from pyxen.toolstack.hotplug import vif_script_env
+    assert vif_script_env(4, parse_vif("", 1)) == {"netdev": "", "vif": "vif4.1"}
+    assert vif_script_env(4, parse_vif("gatewaydev=eth2,vifname=web", 0)) == {"netdev": "eth2", "vif": "web"}
+    assert vif_script_env(4, parse_vif("type=ioemu", 0))["INTERFACE"] == "vif4.0-emu"
+    assert parse_vif("", 0).script is None
+    nodes = backend_nodes(parse_vif("script=vif-route", 0), 1)
+    assert nodes["script"] == "/etc/xen/scripts/vif-route"
+    assert backend_nodes(parse_vif("script=/opt/vif-mine", 0), 1)["script"] == "/opt/vif-mine"
+    assert backend_nodes(parse_vif("", 0), 1)["script"] == "/etc/xen/scripts/vif-bridge"

@@ -23,6 +23,9 @@ IGNORED_PREFIXES = ("phy", "file", "tap", "tap2", "aio", "ioemu", "tapdisk")
 FORMAT_PREFIXES = ("raw", "qcow", "qcow2", "vhd")
 SCRIPT_PREFIXES = ("iscsi", "nbd", "enbd", "drbd")
 DEFAULT_BRIDGE = "xenbr0"
+#: libxl's script directory and default vif script (libxl__device_nic_setdefault).
+XEN_SCRIPT_DIR = "/etc/xen/scripts"
+DEFAULT_VIF_SCRIPT = "vif-bridge"
 XEN_OUI = (0x00, 0x16, 0x3E)
 VIF_KEYS = ("mac", "bridge", "ip", "script", "model", "type", "vifname", "rate", "backend",
             "gatewaydev", "netdev", "mtu", "devid", "vlan", "trusted", "untrusted", "accel")
@@ -227,7 +230,8 @@ class NicSpec:
     ip: str | None = None
     vifname: str | None = None
     mtu: int = 1500
-    script: str = "vif-bridge"
+    #: ``script=`` as given; None: Xen's default vif-bridge, which netback does itself.
+    script: str | None = None
     rate: Rate | None = None
     nictype: str = "vif"
     model: str = "rtl8139"
@@ -354,7 +358,7 @@ def parse_nic_items(items: list[str], devid: int, strict: bool = False, spec: st
         raise DeviceSpecError(f"vif model `{model}' is not one pyxen emulates ({', '.join(NIC_MODELS)})")
     return NicSpec(devid=devid, mac=mac, bridge=vals.get("bridge") or DEFAULT_BRIDGE,
                    ip=vals.get("ip") or None, vifname=vals.get("vifname") or None, mtu=mtu,
-                   script=vals.get("script") or "vif-bridge", rate=rate, nictype=nictype,
+                   script=vals.get("script") or None, rate=rate, nictype=nictype,
                    model=model, gatewaydev=vals.get("gatewaydev") or None, spec=spec,
                    warnings=tuple(warnings))
 
@@ -414,7 +418,8 @@ def backend_nodes(dev: Device, domid: int) -> dict[str, str]:
         if dev.direct_io_safe:
             nodes["direct-io-safe"] = "1"
     else:
-        nodes = {"script": f"/etc/xen/scripts/{dev.script}", "mac": dev.mac, "bridge": dev.bridge,
+        script = dev.script or DEFAULT_VIF_SCRIPT
+        nodes = {"script": script if script.startswith("/") else f"{XEN_SCRIPT_DIR}/{script}", "mac": dev.mac, "bridge": dev.bridge,
                  "handle": str(dev.devid), "type": "vif", "hotplug-status": ""}
         if dev.vifname:
             nodes["vifname"] = dev.vifname

@@ -16,6 +16,7 @@ Failure at any step raises DeviceError naming the device; the caller destroys th
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import time
@@ -26,7 +27,7 @@ from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
 from ..backends.net.device import NetDeviceError, open_emulated_tap
-from .devices import (DeviceSpecError, DiskSpec, NicSpec, backend_nodes, backend_path, check_nic_types,
+from .devices import (DEFAULT_VIF_SCRIPT, XEN_SCRIPT_DIR, DeviceSpecError, DiskSpec, NicSpec, backend_nodes, backend_path, check_nic_types,
                       frontend_nodes, frontend_path, parse_mac)
 
 #: libxl waits 10 s for a backend's InitWait; a loaded 2-core test machine gets more.
@@ -101,6 +102,9 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
             plug(ctrl, paths, domid, dev)
         except HypercallError as err:
             raise DeviceError(f"{dev.kind} {dev.devid}: the device model refused it: {err}") from err
+    for nic in nics:
+        if nic.script is not None:  # a vif's own script=, once its interface exists
+            run_vif_script(paths, domid, nic, add=True)
 
 
 def plug(ctrl: XenCtrl, paths: Paths, domid: int, dev: DiskSpec | NicSpec) -> None:
@@ -195,6 +199,8 @@ def list_devices(paths: Paths, domid: int, kinds: tuple[str, ...]) -> list[dict[
 #: How long network-detach waits for the backend to reach Closed before it removes the nodes
 #: anyway (libxl's LIBXL_DESTROY_TIMEOUT is 10 s; a loaded 2-core machine gets more).
 DETACH_TIMEOUT = 20.0
+#: How long detach lets netback notice that QEMU let go of the device (seconds).
+DETACH_SETTLE = 5.0
 #: The frontend keys that name what the toolstack allocated for a vif on the guest's behalf.
 _NIC_GRANT_KEYS = ("tx-ring-ref", "rx-ring-ref")
 _NIC_PORT_KEYS = ("event-channel-tx", "event-channel-rx")
@@ -244,8 +250,63 @@ def attach_nic(ctrl: XenCtrl, paths: Paths, domid: int, nic: NicSpec, domain_typ
     try:
         add_all(ctrl, paths, domid, [], [nic])
     except DeviceError:
-        _forget_nic(ctrl, paths, domid, nic.devid)
+        _undo_nic(ctrl, paths, domid, nic)
         raise
+
+
+def _undo_nic(ctrl: XenCtrl, paths: Paths, domid: int, nic: NicSpec) -> None:
+    """attach_nic's undo: unplug what the device model may have, then forget the rest."""
+    op = "dm_op.remove_emulated_nic" if nic.emulated else "dm_op.remove_vhost_user_nic"
+    try:
+        ctrl.call(op, domid=domid, devid=nic.devid)
+    except HypercallError:
+        pass  # never plugged (the usual case: the step before failed)
+    _forget_nic(ctrl, paths, domid, nic.devid)
+
+
+def vif_script_env(domid: int, nic: NicSpec) -> dict[str, str]:
+    """What libxl's get_hotplug_env adds for a vif on top of the common variables: ``netdev``
+    (the gatewaydev, or empty), ``vif`` (the backend interface), and for an emulated NIC
+    ``INTERFACE`` (its TAP)."""
+    env = {"netdev": nic.gatewaydev or "", "vif": nic.vifname or f"vif{domid}.{nic.devid}"}
+    if nic.emulated:
+        env["INTERFACE"] = emulated_tap_name(domid, nic)
+    return env
+
+
+def run_vif_script(paths: Paths, domid: int, nic: NicSpec, add: bool) -> None:
+    """Run a vif's own ``script=`` with Xen's convention (``online``/``offline type_if=vif``,
+    XENBUS_PATH, ...), once netback has made the interface (attach) or before it goes
+    (detach). The default script, vif-bridge, is not run: netback does what it does.
+
+    The runner is toolstack/hotplug_scripts.py's ``run_hotplug_script`` (the block branch's);
+    it is looked up at run time so this module does not depend on it before the merge.
+
+    :raise DeviceError: the script failed (libxl's lines), or no runner is installed.
+    """
+    try:
+        runner = importlib.import_module(f"{__package__}.hotplug_scripts")
+    except ImportError:
+        raise DeviceError(f"vif {nic.devid}: script={nic.script}: this pyxen cannot run vif hotplug "
+                          "scripts (toolstack/hotplug_scripts.py is missing)") from None
+    be = backend_path("vif", domid, nic.devid)
+
+    def read(key: str) -> str | None:
+        with XenstoreClient(paths.xenstored_socket) as xs:
+            raw = xs.get(f"{be}/{key}")
+        return raw.decode(errors="replace") if raw is not None else None
+
+    def read_error() -> str | None:
+        return read("hotplug-error")
+
+    # The ``script`` node is the path libxl runs (a relative script= made absolute), so
+    # online and offline run the same file.
+    script = read("script") or nic.script
+    try:
+        runner.run_hotplug_script(paths, runner.HotplugDevice("vif", domid, nic.devid), script,
+                                  add, extra_env=vif_script_env(domid, nic), read_error=read_error)
+    except runner.HotplugScriptError as err:
+        raise DeviceError(str(err)) from err
 
 
 def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
@@ -256,9 +317,10 @@ def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
 
     :raise DeviceError: the guest did not release the NIC (it stays, working).
     """
-    be = backend_path("vif", domid, devid)
+    be, fe = backend_path("vif", domid, devid), frontend_path("vif", domid, devid)
     with XenstoreClient(paths.xenstored_socket) as xs:
         emulated = xs.get(f"{be}/type") == b"vif_ioemu"
+        raw_script = xs.get(f"{be}/script")
     op = "dm_op.remove_emulated_nic" if emulated else "dm_op.remove_vhost_user_nic"
     try:
         ctrl.call(op, domid=domid, devid=devid)
@@ -267,11 +329,33 @@ def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
     if not emulated:
         try:
             with XenstoreClient(paths.xenstored_socket) as xs:
-                xs.write(f"{be}/online", "0")
+                # The front-end went with the device (QEMU closed its vhost-user socket):
+                # netback notices and waits in InitWait. Then the frontend is Closed (written
+                # for the guest, whose virtio driver does not speak xenbus) and the device
+                # offline: netback walks Closing -> Closed and removes the TAP.
+                _wait_state(xs, be, (b"2", b"6"), DETACH_SETTLE)
+                xs.transact(lambda t: (t.write(f"{fe}/state", "6"), t.write(f"{be}/online", "0")))
                 _wait_state(xs, be, (b"6",), DETACH_TIMEOUT)
         except (XenstoreError, OSError, DeviceError):
             pass  # as libxl after its timeout: the nodes go anyway; netback sees them go
+    script = raw_script.decode(errors="replace") if raw_script else ""
+    if script and script != f"{XEN_SCRIPT_DIR}/{DEFAULT_VIF_SCRIPT}":
+        try:
+            run_vif_script(paths, domid, _nic_of(paths, domid, devid, script), add=False)
+        except DeviceError:
+            pass  # libxl logs a failed offline run and removes the device all the same
     _forget_nic(ctrl, paths, domid, devid)
+
+
+def _nic_of(paths: Paths, domid: int, devid: int, script: str) -> NicSpec:
+    """The NicSpec an offline script run needs, from the backend's nodes."""
+    with XenstoreClient(paths.xenstored_socket) as xs:
+        def node(key: str) -> str | None:
+            raw = xs.get(f"{backend_path('vif', domid, devid)}/{key}")
+            return raw.decode(errors="replace") if raw is not None else None
+        return NicSpec(devid=devid, mac=node("mac") or "", vifname=node("vifname"),
+                       gatewaydev=node("gatewaydev"), script=script,
+                       nictype=node("type") or "vif")
 
 
 def _wait_state(xs: XenstoreClient, be: str, states: tuple[bytes, ...], timeout: float) -> None:
