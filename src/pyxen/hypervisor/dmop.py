@@ -49,8 +49,11 @@ async def _add_qdisk(hv: Hypervisor, args: dict[str, Any]) -> None:
 @hypercall("dm_op.add_vhost_user_nic")
 async def _add_vhost_user_nic(hv: Hypervisor, args: dict[str, Any]) -> None:
     op = "dm_op.add_vhost_user_nic"
+    mtu = args.get("mtu")
+    if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535):
+        raise InvalidArgument("argument 'mtu' must be an integer from 68 to 65535", op)
     await hv.model(args, op).add_vhost_user_nic(int_arg(args, "devid", op), _path_arg(args, "socket", op),
-                                                _str_arg(args, "mac", op), hv.accel.accel)
+                                                _str_arg(args, "mac", op), hv.accel.accel, mtu)
 
 
 @hypercall("dm_op.remove_vhost_user_nic")

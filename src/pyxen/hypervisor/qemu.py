@@ -297,10 +297,14 @@ class DeviceModel:
         await self._device_add({"driver": "virtio-blk-pci", "id": did, "drive": node, "serial": vdev},
                                [("blockdev-del", {"node-name": node})])
 
-    async def add_vhost_user_nic(self, devid: int, socket: Path, mac: str, accel: str) -> None:
-        """A NIC served by a vhost-user back-end (pyxen's netback): virtio-net-pci."""
+    async def add_vhost_user_nic(self, devid: int, socket: Path, mac: str, accel: str,
+                                 mtu: int | None = None) -> None:
+        """A NIC served by a vhost-user back-end (pyxen's netback): virtio-net-pci. ``mtu``
+        (the vif's, when not Ethernet's 1500) is offered to the guest's driver (host_mtu)."""
         did, cid, nd = f"vif-{devid}", f"vif-{devid}-chr", f"vif-{devid}-net"
         device: dict[str, Any] = {"driver": "virtio-net-pci", "id": did, "netdev": nd, "mac": mac}
+        if mtu is not None:
+            device["host_mtu"] = mtu
         if accel != "kvm":
             # QEMU 7.2 virtio-net + vhost-user segfaults under TCG with MSI-X (no irqfd, vhost.md
             # §0): legacy INTx interrupts (vectors=0) work.

@@ -26,6 +26,7 @@ from ..hypervisor.errors import HypercallError
 from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
+from ..backends.net import DEFAULT_MTU
 from ..backends.net.device import NetDeviceError, open_emulated_tap
 from .devices import (DEFAULT_VIF_SCRIPT, XEN_SCRIPT_DIR, DeviceSpecError, DiskSpec, NicSpec, backend_nodes, backend_path, check_nic_types,
                       frontend_nodes, frontend_path, parse_mac)
@@ -113,7 +114,8 @@ def plug(ctrl: XenCtrl, paths: Paths, domid: int, dev: DiskSpec | NicSpec) -> No
     if isinstance(dev, NicSpec) and dev.emulated:
         plug_emulated_nic(ctrl, domid, dev)
     elif isinstance(dev, NicSpec):
-        ctrl.call("dm_op.add_vhost_user_nic", domid=domid, devid=dev.devid, socket=sock, mac=dev.mac)
+        ctrl.call("dm_op.add_vhost_user_nic", domid=domid, devid=dev.devid, socket=sock, mac=dev.mac,
+                  mtu=dev.mtu if dev.mtu != DEFAULT_MTU else None)
     elif dev.served_by_pyxen:
         ctrl.call("dm_op.add_vhost_user_disk", domid=domid, devid=dev.devid, socket=sock)
     else:

@@ -25,6 +25,10 @@ IFNAMSIZ = 16
 #: VHOST_USER_PROTOCOL_F_LOG_SHMFD feature."); the session logs RX buffers and used rings.
 TRANSPORT_FEATURES = (Feature.VERSION_1 | Feature.PROTOCOL_FEATURES | Feature.RING_INDIRECT_DESC
                       | Feature.LOG_ALL)
+#: VIRTIO_NET_F_MTU: QEMU offers the guest a device MTU (virtio-net-pci host_mtu, set from the
+#: vif's ``mtu``) only if the back-end has the bit; netback has no MTU of its own to enforce
+#: (its TAP's is the vif's mtu too), so it always offers it.
+NET_F_MTU = 1 << 3
 #: RARP: after a migration QEMU asks the back-end to announce the guest's MAC on the bridge
 #: (SEND_RARP) when the guest driver has no GUEST_ANNOUNCE, so the bridge learns its new port.
 PROTOCOL_FEATURES = ProtocolFeature.REPLY_ACK | ProtocolFeature.LOG_SHMFD | ProtocolFeature.RARP
@@ -166,7 +170,7 @@ class NetDevice:
     """One virtio-net device over a TAP fd; implements transport.VirtioDevice."""
 
     num_queues = 2
-    features = int(TRANSPORT_FEATURES)
+    features = int(TRANSPORT_FEATURES) | NET_F_MTU
     protocol_features = int(PROTOCOL_FEATURES)
 
     def __init__(self, name: str, tap_fd: int, ifname: str, rate: tuple[int, int] | None = None) -> None:
