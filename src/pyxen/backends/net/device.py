@@ -118,9 +118,19 @@ def remove_tap(name: str) -> None:
     delete_tap(fd)
 
 
-def open_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
+def bridge_mtu(bridge: str) -> int:
+    """The bridge's MTU (sysfs), or Ethernet's default if it cannot be read."""
+    try:
+        with open(f"/sys/class/net/{bridge}/mtu") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return DEFAULT_MTU
+
+
+def open_tap(name: str, bridge: str, mtu: int | None = DEFAULT_MTU) -> int:
     """Create TAP ``name``, enslave it to ``bridge``, bring it up: what Xen's vif-bridge hotplug
-    script does for a vif. The bridge is checked first, so a bad one leaves no TAP.
+    script does for a vif. The bridge is checked first, so a bad one leaves no TAP. ``mtu``
+    None: the bridge's (vif-bridge's set_mtu when the vif has no mtu of its own).
 
     The TAP is persistent (TUNSETPERSIST): it outlives the daemon, so a restarted daemon attaches
     to the same interface (still on its bridge) and the guest's network comes back by itself.
@@ -129,6 +139,8 @@ def open_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
     :raise NetDeviceError: the bridge is missing or the TAP cannot be made.
     """
     find_bridge(bridge)
+    if mtu is None:
+        mtu = bridge_mtu(bridge)
     fd = _attach_tap(name)
     try:
         fcntl.ioctl(fd, TUNSETPERSIST, 1)

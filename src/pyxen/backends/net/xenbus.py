@@ -10,7 +10,7 @@ import logging
 import re
 
 from ..common.xenbus import BackendNode
-from . import DEFAULT_BRIDGE, DEFAULT_MTU
+from . import DEFAULT_BRIDGE
 from .device import NetDevice, NetDeviceError, open_tap, valid_ifname
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,12 @@ async def make_net(be: BackendNode) -> tuple[NetDevice, dict[str, str]]:
     transmits (credit.py)."""
     bridge = await be.read("bridge", DEFAULT_BRIDGE)
     ifname = await tap_name(be)
-    raw_mtu = await be.read("mtu", str(DEFAULT_MTU))
-    if not raw_mtu.isascii() or not raw_mtu.isdigit() or not 68 <= int(raw_mtu) <= 65535:
+    raw_mtu = await be.read("mtu")
+    if raw_mtu and (not raw_mtu.isascii() or not raw_mtu.isdigit() or not 68 <= int(raw_mtu) <= 65535):
         raise NetDeviceError(errno.EINVAL, f"invalid mtu '{raw_mtu}'")
-    fd = await asyncio.to_thread(open_tap, ifname, bridge, int(raw_mtu))
+    # No mtu node (the vif's mtu is Ethernet's default): the TAP takes the bridge's MTU, as
+    # vif-bridge's set_mtu does.
+    fd = await asyncio.to_thread(open_tap, ifname, bridge, int(raw_mtu) if raw_mtu else None)
     rate = read_rate(await be.read("rate"))
     device = NetDevice(f"vif-{be.domid}-{be.devid}", fd, ifname, rate)
     keys = {"feature-sg": "0", "feature-gso-tcpv4": "0", "feature-gso-tcpv6": "0",
