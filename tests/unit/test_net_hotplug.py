@@ -204,3 +204,16 @@ def test_vif_script_env_is_libxls() -> None:
     assert nodes["script"] == "/etc/xen/scripts/vif-route"
     assert backend_nodes(parse_vif("script=/opt/vif-mine", 0), 1)["script"] == "/opt/vif-mine"
     assert backend_nodes(parse_vif("", 0), 1)["script"] == "/etc/xen/scripts/vif-bridge"
+
+
+def test_trusted_flags_vlan_and_backend() -> None:
+    from pyxen.toolstack.devices import frontend_nodes
+    assert frontend_nodes(parse_vif("untrusted", 0), 1)["trusted"] == "0"
+    assert frontend_nodes(parse_vif("trusted", 0), 1)["trusted"] == "1"
+    assert frontend_nodes(parse_vif("", 0), 1)["trusted"] == "1"
+    assert parse_vif("trusted=1", 0).warnings == ("unrecognized argument `trusted=1'",)  # a flag only
+    with pytest.raises(DeviceSpecError, match="vlan= is not supported"):
+        parse_vif("vlan=10", 0)
+    assert parse_vif("backend=Domain-0", 0).devid == 0
+    with pytest.raises(DeviceSpecError, match="backend=netdom: pyxen's backends all run in Domain-0"):
+        parse_vif("backend=netdom", 0)

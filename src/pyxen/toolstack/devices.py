@@ -237,6 +237,8 @@ class NicSpec:
     model: str = "rtl8139"
     gatewaydev: str | None = None
     spec: str = ""
+    #: The frontend's ``trusted`` node (the ``trusted``/``untrusted`` flags; default trusted).
+    trusted: bool = True
     #: What xl reported while parsing and went on past (create builds the domain anyway).
     warnings: tuple[str, ...] = ()
 
@@ -313,7 +315,10 @@ def parse_nic_items(items: list[str], devid: int, strict: bool = False, spec: st
             continue
         key, eq, val = item.partition("=")
         if not eq:
-            problem(f"unrecognized argument `{item}'")
+            if item in ("trusted", "untrusted"):  # the two flags of the grammar
+                vals["trusted"] = "1" if item == "trusted" else "0"
+            else:
+                problem(f"unrecognized argument `{item}'")
             continue
         if key == "type" and val not in ("vif", "ioemu"):
             problem("Invalid parameter `type'.")
@@ -333,9 +338,15 @@ def parse_nic_items(items: list[str], devid: int, strict: bool = False, spec: st
         elif key == "forwarddev" or key.startswith(COLO_PREFIX):
             raise DeviceSpecError(f"vif key `{key}' is for COLO fault tolerance, which pyxen does "
                                   "not implement")
-        elif key not in VIF_KEYS:
+        elif key not in VIF_KEYS or key in ("trusted", "untrusted"):
             problem(f"unrecognized argument `{item}'")
             continue
+        elif key == "vlan":
+            raise DeviceSpecError("vif vlan= is not supported: pyxen's netback does no VLAN "
+                                  "filtering on the bridge")
+        elif key == "backend" and val not in ("", "0", "Domain-0"):
+            raise DeviceSpecError(f"vif backend={val}: pyxen's backends all run in Domain-0 "
+                                  "(no driver domains)")
         vals[key] = val
     mac = (":".join(f"{b:02x}" for b in mac_bytes) if mac_bytes and any(mac_bytes)
            else random_mac())
@@ -360,6 +371,7 @@ def parse_nic_items(items: list[str], devid: int, strict: bool = False, spec: st
                    ip=vals.get("ip") or None, vifname=vals.get("vifname") or None, mtu=mtu,
                    script=vals.get("script") or None, rate=rate, nictype=nictype,
                    model=model, gatewaydev=vals.get("gatewaydev") or None, spec=spec,
+                   trusted=vals.get("trusted", "1") == "1",
                    warnings=tuple(warnings))
 
 
@@ -441,4 +453,5 @@ def frontend_nodes(dev: Device, domid: int) -> dict[str, str]:
     if isinstance(dev, DiskSpec):
         return {**common, "virtual-device": str(dev.devid), "device-type": dev.devtype,
                 "trusted": "1", "protocol": "x86_64-abi"}
-    return {**common, "handle": str(dev.devid), "mac": dev.mac, "mtu": str(dev.mtu), "trusted": "1"}
+    return {**common, "handle": str(dev.devid), "mac": dev.mac, "mtu": str(dev.mtu),
+            "trusted": "1" if dev.trusted else "0"}
