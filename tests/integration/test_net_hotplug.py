@@ -185,6 +185,13 @@ def test_ioemu_gives_an_hvm_guest_an_emulated_nic(host) -> None:  # type: ignore
         assert os.path.realpath(f"/sys/class/net/{tap}/master").endswith("/" + br)
         rows = host.xl("network-list", "emu").stdout.splitlines()
         assert len(rows) == 2 and "00:16:3e:00:82:01" in rows[1]
+        # Detach: the guest ejects the e1000, QEMU closes the TAP, the kernel removes it.
+        host.xl("network-detach", "emu", "0")
+        assert not os.path.exists(f"/sys/class/net/{tap}")
+        assert host.xl("network-list", "emu").stdout.count("\n") == 1
+        # Attach it again on the running guest, then the domain's end takes the TAP with it.
+        host.xl("network-attach", "emu", "type=ioemu", "model=rtl8139", f"bridge={br}")
+        assert os.path.exists(f"/sys/class/net/{tap}/brport")
         host.xl("destroy", "emu")
         deadline = time.monotonic() + 20
         while os.path.exists(f"/sys/class/net/{tap}") and time.monotonic() < deadline:
