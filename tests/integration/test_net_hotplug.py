@@ -16,6 +16,7 @@ Only link-local addresses (169.254.0.0/16) are used.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,10 @@ def _xs_read(host, path: str) -> str | None:  # type: ignore[no-untyped-def]
     with XenstoreClient(host.paths.xenstored_socket) as xs:
         raw = xs.get(path)
     return raw.decode() if raw is not None else None
+
+
+def _nics(host, name: str) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    return list(json.loads(host.xl("list", "-l", name).stdout)[0]["config"]["nics"])
 
 
 def test_attach_ping_detach(host) -> None:  # type: ignore[no-untyped-def]
@@ -86,6 +91,8 @@ def test_attach_ping_detach(host) -> None:  # type: ignore[no-untyped-def]
         assert len(rows) == 2 and rows[1].startswith("0   0  " + MAC), rows
         assert os.path.exists(f"/sys/class/net/{tap}/brport")  # on the bridge
         assert _xs_read(host, f"/local/domain/0/backend/vif/{domid}/0/rate") == "5000000,50000"
+        # The domain's stored config has the NIC (a reboot, save or migration rebuilds it).
+        assert [n["spec"] for n in _nics(host, "hot")] == [f"bridge={br},mac={MAC},rate=100MB/s,devid=0,mac={MAC}"]
 
         for unknown in ("7", "00:16:3e:00:79:99"):
             bad = host.xl("network-detach", "hot", unknown, check=False)
@@ -98,6 +105,7 @@ def test_attach_ping_detach(host) -> None:  # type: ignore[no-untyped-def]
         assert host.xl("network-list", "hot").stdout.count("\n") == 1
         assert _xs_dir(host, f"/local/domain/{domid}/device/vif") == []
         assert _xs_dir(host, f"/local/domain/0/backend/vif/{domid}") == []
+        assert _nics(host, "hot") == []
         host.xl("destroy", "hot")
 
 

@@ -20,6 +20,8 @@ import importlib
 import os
 import re
 import time
+from dataclasses import replace
+from typing import Callable
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
@@ -29,7 +31,8 @@ from ..xenstore.errors import NoEntry, XenstoreError
 from ..backends.net import DEFAULT_MTU
 from ..backends.net.device import NetDeviceError, open_emulated_tap
 from .devices import (DEFAULT_VIF_SCRIPT, XEN_SCRIPT_DIR, DeviceSpecError, DiskSpec, NicSpec, backend_nodes, backend_path, check_nic_types,
-                      frontend_nodes, frontend_path, parse_mac)
+                      frontend_nodes, frontend_path, parse_mac, parse_vif)
+from . import userdata
 
 #: libxl waits 10 s for a backend's InitWait; a loaded 2-core test machine gets more.
 INITWAIT_TIMEOUT = 20.0
@@ -254,6 +257,28 @@ def attach_nic(ctrl: XenCtrl, paths: Paths, domid: int, nic: NicSpec, domain_typ
     except DeviceError:
         _undo_nic(ctrl, paths, domid, nic)
         raise
+    _record_vifs(paths, domid, lambda vifs: [*vifs, nic_spec_with_identity(nic)])
+
+
+def nic_spec_with_identity(nic: NicSpec) -> str:
+    """The vif entry the domain's stored config keeps for a hot-added NIC: its items, with its
+    devid and MAC (later items win), so a reboot, save or migration rebuilds the same NIC."""
+    return ",".join(p for p in (nic.spec, f"devid={nic.devid}", f"mac={nic.mac}") if p)
+
+
+def _record_vifs(paths: Paths, domid: int, change: Callable[[list[str]], list[str]]) -> None:
+    """Update the vif list of the domain's stored config (libxl keeps its d_config in step
+    with hotplug the same way); a domain without a record is left without one."""
+    cfg = userdata.retrieve(paths, domid)
+    if cfg is not None:
+        userdata.store(paths, domid, replace(cfg, vifs=tuple(change(list(cfg.vifs)))))
+
+
+def _vif_devid(spec: str, index: int) -> int | None:
+    try:
+        return parse_vif(spec, index).devid
+    except DeviceSpecError:
+        return None
 
 
 def _undo_nic(ctrl: XenCtrl, paths: Paths, domid: int, nic: NicSpec) -> None:
@@ -347,6 +372,7 @@ def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
         except DeviceError:
             pass  # libxl logs a failed offline run and removes the device all the same
     _forget_nic(ctrl, paths, domid, devid)
+    _record_vifs(paths, domid, lambda vifs: [v for i, v in enumerate(vifs) if _vif_devid(v, i) != devid])
 
 
 def _nic_of(paths: Paths, domid: int, devid: int, script: str) -> NicSpec:

@@ -34,7 +34,8 @@ def cmd_network_attach(argv: list[str]) -> int:
     with ctrl() as xc:
         dom = libxl.resolve(xc, ns.domain)
         try:
-            nic = parse_nic_items(list(ns.vifspec), hotplug.next_devid(paths, dom.domid, "vif"), strict=True)
+            nic = parse_nic_items(list(ns.vifspec), hotplug.next_devid(paths, dom.domid, "vif"), strict=True,
+                                  spec=",".join(ns.vifspec))
         except SourcedSpecError as err:
             print(f"{SOURCE}: {err}", file=sys.stderr)
             return 1
