@@ -211,3 +211,31 @@ def test_ioemu_gives_an_hvm_guest_an_emulated_nic(host) -> None:  # type: ignore
         assert bad.returncode == 1
         assert "trying to create PV or PVH guest with an emulated interface" in bad.stderr
         assert "pvemu" not in host.domains()
+
+
+def test_hot_added_nic_survives_save_restore(host, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The stored config follows network-attach: xl save then xl restore rebuild the domain
+    with the hot-added NIC (same devid and MAC), and Dom0's namespace still reaches the guest."""
+    with link_local_bridge(dom0_ip="169.254.83.100", tag="83") as (br, ns):
+        script = ("echo waiting-nic\n"
+                  "for i in $(seq 600); do [ -e /sys/class/net/eth0 ] && break; sleep 0.5; done\n"
+                  "ip link set eth0 up\nip addr add 169.254.83.2/16 dev eth0\necho nic-up\n")
+        host.create("keep", memory=192, script=script)
+        host.wait_console("keep", "waiting-nic")
+        host.xl("network-attach", "keep", f"bridge={br}", "mac=00:16:3e:00:83:02")
+        host.wait_console("keep", "nic-up", timeout=120)
+
+        def ping() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["ip", "netns", "exec", ns, "/bin/busybox", "ping", "-c", "2", "-W", "10",
+                                   "169.254.83.2"], capture_output=True, text=True, timeout=60)
+        assert ping().returncode == 0
+        saved = tmp_path / "keep.save"
+        host.xl("save", "keep", str(saved))
+        host.xl("restore", str(saved))
+        domid = int(host.xl("domid", "keep").stdout)
+        rows = host.xl("network-list", "keep").stdout.splitlines()
+        assert len(rows) == 2 and rows[1].startswith("0   0  00:16:3e:00:83:02"), rows
+        assert os.path.exists(f"/sys/class/net/vif{domid}.0/brport")
+        done = ping()
+        assert done.returncode == 0, done.stdout + done.stderr
+        host.xl("destroy", "keep")
