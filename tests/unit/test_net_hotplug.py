@@ -217,3 +217,27 @@ def test_trusted_flags_vlan_and_backend() -> None:
     assert parse_vif("backend=Domain-0", 0).devid == 0
     with pytest.raises(DeviceSpecError, match="backend=netdom: pyxen's backends all run in Domain-0"):
         parse_vif("backend=netdom", 0)
+
+
+# ---- xl create's handling of the vif items (no host needed: it happens before any call) -------
+def _create(tmp_path, monkeypatch, capsys, vif: str, *flags: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    from pyxen.cli import xl
+    monkeypatch.setenv("PYXEN_ROOT", str(tmp_path))
+    cfg = tmp_path / "g.cfg"
+    cfg.write_text(f'name = "g"\nmemory = 64\nkernel = "/nonexistent"\nvif = [ \'{vif}\' ]\n')
+    rc = xl.main(["create", *flags, str(cfg)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_create_stops_at_a_bad_rate(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    rc, _, err = _create(tmp_path, monkeypatch, capsys, "bridge=xenbr0,rate=fast", "-n")
+    assert rc == 1
+    assert err.splitlines()[-1] == f"{tmp_path}/g.cfg: config parsing error in vif: invalid rate in `fast'"
+
+
+def test_create_warns_on_an_unknown_vif_key(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    rc, out, err = _create(tmp_path, monkeypatch, capsys, "colour=blue,mac=00:16:3e:zz", "-n")
+    assert rc == 0 and out.lstrip().startswith("{")  # the dry run goes on to print the config
+    assert "unrecognized argument `colour=blue'" in err.splitlines()
+    assert "Invalid parameter `mac'." in err.splitlines()
