@@ -288,7 +288,25 @@ def _undo_nic(ctrl: XenCtrl, paths: Paths, domid: int, nic: NicSpec) -> None:
         ctrl.call(op, domid=domid, devid=nic.devid)
     except HypercallError:
         pass  # never plugged (the usual case: the step before failed)
+    if not nic.emulated:
+        _close_backend(paths, domid, nic.devid)
     _forget_nic(ctrl, paths, domid, nic.devid)
+
+
+def _close_backend(paths: Paths, domid: int, devid: int) -> None:
+    """Once the device model has let go of the vif: the frontend Closed (written for the
+    guest, whose virtio driver does not speak xenbus) and the backend offline, and wait until
+    netback has walked Closing -> Closed and removed the TAP. A backend that does not answer
+    in time is left to notice the nodes go (libxl removes them after its timeout too)."""
+    be, fe = backend_path("vif", domid, devid), frontend_path("vif", domid, devid)
+    try:
+        with XenstoreClient(paths.xenstored_socket) as xs:
+            # QEMU closed its vhost-user socket: netback notices and goes back to InitWait.
+            _wait_state(xs, be, (b"2", b"6"), DETACH_SETTLE)
+            xs.transact(lambda t: (t.write(f"{fe}/state", "6"), t.write(f"{be}/online", "0")))
+            _wait_state(xs, be, (b"6",), DETACH_TIMEOUT)
+    except (XenstoreError, OSError, DeviceError):
+        pass
 
 
 def vif_script_env(domid: int, nic: NicSpec) -> dict[str, str]:
@@ -344,7 +362,7 @@ def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
 
     :raise DeviceError: the guest did not release the NIC (it stays, working).
     """
-    be, fe = backend_path("vif", domid, devid), frontend_path("vif", domid, devid)
+    be = backend_path("vif", domid, devid)
     with XenstoreClient(paths.xenstored_socket) as xs:
         emulated = xs.get(f"{be}/type") == b"vif_ioemu"
         raw_script = xs.get(f"{be}/script")
@@ -354,17 +372,7 @@ def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
     except HypercallError as err:
         raise DeviceError(f"vif {devid}: {err}") from err
     if not emulated:
-        try:
-            with XenstoreClient(paths.xenstored_socket) as xs:
-                # The front-end went with the device (QEMU closed its vhost-user socket):
-                # netback notices and waits in InitWait. Then the frontend is Closed (written
-                # for the guest, whose virtio driver does not speak xenbus) and the device
-                # offline: netback walks Closing -> Closed and removes the TAP.
-                _wait_state(xs, be, (b"2", b"6"), DETACH_SETTLE)
-                xs.transact(lambda t: (t.write(f"{fe}/state", "6"), t.write(f"{be}/online", "0")))
-                _wait_state(xs, be, (b"6",), DETACH_TIMEOUT)
-        except (XenstoreError, OSError, DeviceError):
-            pass  # as libxl after its timeout: the nodes go anyway; netback sees them go
+        _close_backend(paths, domid, devid)
     script = raw_script.decode(errors="replace") if raw_script else ""
     if script and script != f"{XEN_SCRIPT_DIR}/{DEFAULT_VIF_SCRIPT}":
         try:
