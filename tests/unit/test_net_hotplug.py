@@ -241,3 +241,23 @@ def test_create_warns_on_an_unknown_vif_key(tmp_path, monkeypatch, capsys) -> No
     assert rc == 0 and out.lstrip().startswith("{")  # the dry run goes on to print the config
     assert "unrecognized argument `colour=blue'" in err.splitlines()
     assert "Invalid parameter `mac'." in err.splitlines()
+
+
+def test_a_rate_change_applies_at_once() -> None:
+    """xen_net_rate_changed: new bytes and interval, a full interval's credit; None: no limit."""
+    import os
+    from pyxen.backends.net.handler import NetHandler
+    r, w = os.pipe()
+    try:
+        h = NetHandler(w, (20000, 50000))
+        h.credit = TxCredit(20000, 50000, now=0.0)
+        h.credit.remaining = 7
+        h.set_rate((20000, 50000))  # the same again: nothing moves
+        assert h.credit.remaining == 7
+        h.set_rate((5000, 10000))
+        assert (h.credit.credit_bytes, h.credit.credit_usec, h.credit.remaining) == (5000, 10000, 5000)
+        h.set_rate(None)
+        assert h.credit is None and h.rate is None
+    finally:
+        os.close(r)
+        os.close(w)

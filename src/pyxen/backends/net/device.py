@@ -191,6 +191,10 @@ class NetDevice:
         self.ifname = ifname
         self.handler = NetHandler(tap_fd, rate)
 
+    def set_rate(self, rate: tuple[int, int] | None) -> None:
+        """The vif's ``rate`` node changed (or was read again): see NetHandler.set_rate."""
+        self.handler.set_rate(rate)
+
     def get_config(self, offset: int, size: int) -> bytes:
         return bytes(size)  # net config space (MAC, status) is QEMU's
 

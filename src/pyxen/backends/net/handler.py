@@ -75,6 +75,20 @@ class NetHandler:
             done += 1
         return done
 
+    def set_rate(self, rate: tuple[int, int] | None) -> None:
+        """A new limit, applied at once as Linux's xen_net_rate_changed does: the interval's
+        bytes and length change and the credit left is one full interval's; None lifts the
+        limit (a queue waiting for its timer goes on when it fires). The same rate again
+        changes nothing."""
+        if rate == self.rate:
+            return
+        self.rate = rate
+        if rate is None:
+            self.credit = None
+        elif self.credit is not None:
+            self.credit.credit_bytes, self.credit.credit_usec = rate
+            self.credit.remaining = rate[0]
+
     def _credit_due(self, session: VhostUserSession) -> None:
         """The credit timer: the next window opened; send what waits in the TX ring."""
         self._credit_timer = None
