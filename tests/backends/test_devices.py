@@ -71,4 +71,10 @@ def test_vif() -> None:
     assert parse_vif("mac=00:16:3e", 0).mac == "00:16:3e:00:00:00"
     with pytest.raises(DeviceSpecError, match="config parsing error in vif: invalid rate in `fast'"):
         parse_vif("rate=fast", 0)
-    assert parse_vif("rate=10Mb/s@20ms", 0).rate == "25000,20000"
+    assert parse_vif("rate=10Mb/s@20ms", 0).rate.xenstore == "25000,20000"
+    # xl create reports these and builds the domain (warnings); network-attach stops (strict).
+    with pytest.raises(DeviceSpecError, match="unrecognized argument `colour=blue'"):
+        parse_vif("colour=blue", 0, strict=True)
+    with pytest.raises(DeviceSpecError, match="Invalid parameter `mac'."):
+        parse_vif("mac=00:16:3e", 0, strict=True)
+    assert parse_vif("colour=blue", 0).warnings == ("unrecognized argument `colour=blue'",)

@@ -47,7 +47,7 @@ from .block.xenbus import make_block, script_done
 from .common.transport import VhostUserServer
 from .common.xenbus import FRONTEND_FOLLOWS, XenbusState, check_transition, parse_state, path_to
 from .net.device import NetDevice, remove_tap
-from .net.xenbus import make_net, tap_name
+from .net.xenbus import make_net, read_rate, tap_name
 
 log = logging.getLogger(__name__)
 
@@ -426,6 +426,8 @@ class BackendDaemon:
                             continue
                         key = (kind, int(dom_name), int(dev_name))
                         be = f"{BACKEND_ROOT}/{kind}/{dom_name}/{dev_name}"
+                        if kind == "vif" and await self.xs.get(f"{be}/type") == b"vif_ioemu":
+                            continue  # an emulated NIC: QEMU is its backend, not netback
                         if await self.xs.get(f"{be}/online") == b"0":
                             offline.add(key)
                             continue
@@ -433,6 +435,10 @@ class BackendDaemon:
                             self.failed.add(key)  # failed before (maybe by a previous daemon)
                         if await self.xs.exists(f"{be}/frontend"):
                             present.add(key)
+                            served = self.devices.get(key)
+                            if served is not None and isinstance(served.device, NetDevice):
+                                # netback's xen_net_rate_changed: a new rate applies at once.
+                                served.device.set_rate(read_rate(await served.read("rate")))
             for key in list(self.devices):
                 if key not in present:
                     served = self.devices[key]

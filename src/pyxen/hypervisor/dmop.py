@@ -14,7 +14,7 @@ from typing import Any
 from .core import Hypervisor, hypercall, int_arg
 from .domain import ShutdownReason
 from .errors import InvalidArgument, NoSuchDomain, NotImplementedByXen
-from .qemu import QDISK_DRIVERS, UNPLUG_TIMEOUT
+from .qemu import EMULATED_NIC_MODELS, QDISK_DRIVERS, UNPLUG_TIMEOUT
 
 
 def _str_arg(args: dict[str, Any], key: str, op: str) -> str:
@@ -73,8 +73,38 @@ async def _cdrom_change(hv: Hypervisor, args: dict[str, Any]) -> None:
 @hypercall("dm_op.add_vhost_user_nic")
 async def _add_vhost_user_nic(hv: Hypervisor, args: dict[str, Any]) -> None:
     op = "dm_op.add_vhost_user_nic"
+    mtu = args.get("mtu")
+    if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535):
+        raise InvalidArgument("argument 'mtu' must be an integer from 68 to 65535", op)
     await hv.model(args, op).add_vhost_user_nic(int_arg(args, "devid", op), _path_arg(args, "socket", op),
-                                                _str_arg(args, "mac", op), hv.accel.accel)
+                                                _str_arg(args, "mac", op), hv.accel.accel, mtu)
+
+
+@hypercall("dm_op.remove_vhost_user_nic")
+async def _remove_vhost_user_nic(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """network-detach: the guest ejects the NIC, then QEMU lets go of its back-end socket."""
+    op = "dm_op.remove_vhost_user_nic"
+    await hv.model(args, op).remove_vhost_user_nic(int_arg(args, "devid", op))
+
+
+@hypercall("dm_op.add_emulated_nic")
+async def _add_emulated_nic(hv: Hypervisor, args: dict[str, Any]) -> None:
+    """type=ioemu: an emulated NIC on the TAP passed with the request (SCM_RIGHTS)."""
+    op = "dm_op.add_emulated_nic"
+    model = _str_arg(args, "model", op)
+    if model not in EMULATED_NIC_MODELS:
+        raise InvalidArgument(f"unknown NIC model '{model}' ({', '.join(EMULATED_NIC_MODELS)})", op)
+    dom = hv.domu(args, op)
+    if dom.type != "hvm":
+        raise InvalidArgument("an emulated NIC needs an HVM guest", op)
+    await hv.model(args, op).add_emulated_nic(int_arg(args, "devid", op), model,
+                                              _str_arg(args, "mac", op), _fd_arg(args, op))
+
+
+@hypercall("dm_op.remove_emulated_nic")
+async def _remove_emulated_nic(hv: Hypervisor, args: dict[str, Any]) -> None:
+    op = "dm_op.remove_emulated_nic"
+    await hv.model(args, op).remove_emulated_nic(int_arg(args, "devid", op))
 
 
 @hypercall("dm_op.add_xenstore_port")

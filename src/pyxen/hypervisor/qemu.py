@@ -12,6 +12,7 @@ Its own messages go to log/qemu-dm-<name>.log, where Xen keeps qemu-dm's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ XENSTORE_BUS = "xsbus"
 XENSTORE_PORT = "org.xenproject.xenstore"
 #: Image formats of QEMU's block layer, by xl's disk format name.
 QDISK_DRIVERS = {"raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vpc", "qed": "qed"}
+#: Emulated NIC models (xl's vif model= with type=ioemu), by QEMU device name.
+EMULATED_NIC_MODELS = ("rtl8139", "e1000")
 #: Bound on one QMP command (a stopped QEMU must not hang the hypervisor).
 QMP_TIMEOUT = 10.0
 #: device_add of a vhost-user device waits for the back-end's answers.
@@ -44,6 +47,11 @@ DEVICE_ADD_TIMEOUT = 30.0
 #: How long a guest may take to release a device being unplugged (ACPI eject), as libxl
 #: gives a frontend LIBXL_DESTROY_TIMEOUT to close (seconds).
 UNPLUG_TIMEOUT = 10.0
+#: device_del of a hot-plugged PCI device waits for the guest to eject it (ACPI PCI hotplug on
+#: the pc machine's bus 0: the guest's kernel handles the eject request); TCG guests are slow.
+DEVICE_DEL_TIMEOUT = 30.0
+#: How often the peripheral list is read while waiting for an eject.
+DEVICE_DEL_POLL = 0.1
 #: Saving a guest's state (its RAM) to a file, loading it, or migrating it: SAVE_TIMEOUT
 #: (wire.py, the one place, since the toolstack's call must wait that long too).
 #: The name QEMU's monitor keeps a migration stream's descriptor under (QMP getfd).
@@ -393,10 +401,14 @@ class DeviceModel:
         await self._device_add({"driver": "virtio-blk-pci", "id": did, "drive": node, "serial": vdev},
                                [("blockdev-del", {"node-name": node})])
 
-    async def add_vhost_user_nic(self, devid: int, socket: Path, mac: str, accel: str) -> None:
-        """A NIC served by a vhost-user back-end (pyxen's netback): virtio-net-pci."""
+    async def add_vhost_user_nic(self, devid: int, socket: Path, mac: str, accel: str,
+                                 mtu: int | None = None) -> None:
+        """A NIC served by a vhost-user back-end (pyxen's netback): virtio-net-pci. ``mtu``
+        (the vif's, when not Ethernet's 1500) is offered to the guest's driver (host_mtu)."""
         did, cid, nd = f"vif-{devid}", f"vif-{devid}-chr", f"vif-{devid}-net"
         device: dict[str, Any] = {"driver": "virtio-net-pci", "id": did, "netdev": nd, "mac": mac}
+        if mtu is not None:
+            device["host_mtu"] = mtu
         if accel != "kvm":
             # QEMU 7.2 virtio-net + vhost-user segfaults under TCG with MSI-X (no irqfd, vhost.md
             # §0): legacy INTx interrupts (vectors=0) work.
@@ -459,6 +471,53 @@ class DeviceModel:
         else:
             await self.execute("eject", {"id": cdrom_id(index), "force": True})
 
+    async def _device_del(self, did: str, timeout: float = DEVICE_DEL_TIMEOUT) -> None:
+        """device_del, then wait until the device is gone from /machine/peripheral: the guest
+        was asked to let go of it (an ACPI eject on the pc machine's hot-pluggable bus 0) and
+        did. :raise DeviceModelError: QEMU refused, or the guest did not eject in time (the
+        device then stays, usable, as Xen's detach fails when the frontend does not close)."""
+        await self.execute("device_del", {"id": did})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            children = await self.execute("qom-list", {"path": "/machine/peripheral"})
+            if not any(c.get("name") == did for c in children):
+                return
+            if loop.time() > deadline:
+                raise DeviceModelError(f"domain {self.domid}: the guest did not release device {did} "
+                                       f"within {timeout:g} s")
+            await asyncio.sleep(DEVICE_DEL_POLL)
+
+    async def remove_vhost_user_nic(self, devid: int) -> None:
+        """Unplug the NIC ``add_vhost_user_nic`` plugged (the guest ejects it), then drop its
+        netdev and its socket to the back-end, so netback sees the front-end go."""
+        did, cid, nd = f"vif-{devid}", f"vif-{devid}-chr", f"vif-{devid}-net"
+        await self._device_del(did)
+        await self.execute("netdev_del", {"id": nd})
+        # QEMU 7.2's vhost-user netdev removes its chardev with it; an older one leaves it.
+        if any(c.get("label") == cid for c in await self.execute("query-chardev")):
+            await self.execute("chardev-remove", {"id": cid})
+
+    async def add_emulated_nic(self, devid: int, model: str, mac: str, tap_fd: int) -> None:
+        """An emulated NIC (xl's type=ioemu: ``model`` e1000 or rtl8139) on a TAP the toolstack
+        opened and put on the vif's bridge; QEMU takes the descriptor (getfd), so the TAP lives
+        exactly as long as QEMU holds it."""
+        did, nd, fdname = f"vif-{devid}-emu", f"vif-{devid}-emu-net", f"vif-{devid}-emu-fd"
+        await self._getfd_named(tap_fd, fdname)
+        try:
+            await self.execute("netdev_add", {"type": "tap", "id": nd, "fd": fdname})
+        except DeviceModelError:
+            with contextlib.suppress(DeviceModelError):
+                await self.execute("closefd", {"fdname": fdname})
+            raise
+        await self._device_add({"driver": model, "id": did, "netdev": nd, "mac": mac},
+                               [("netdev_del", {"id": nd})])
+
+    async def remove_emulated_nic(self, devid: int) -> None:
+        """Unplug an emulated NIC and close its TAP (the kernel removes the interface)."""
+        await self._device_del(f"vif-{devid}-emu")
+        await self.execute("netdev_del", {"id": f"vif-{devid}-emu-net"})
+
     async def add_xenstore_port(self, socket: Path) -> None:
         """The guest's own xenstore connection: xenstored's socket for the domain as the
         virtio-serial port org.xenproject.xenstore (Xen's xenstore ring, in pyxen)."""
@@ -507,13 +566,17 @@ class DeviceModel:
     async def _getfd(self, fd: int) -> None:
         """Hand QEMU a descriptor (SCM_RIGHTS on the QMP socket) and name it MIGRATION_FD
         (getfd); a descriptor left under that name by an earlier attempt is replaced."""
+        await self._getfd_named(fd, MIGRATION_FD)
+
+    async def _getfd_named(self, fd: int, name: str) -> None:
+        """Hand QEMU a descriptor (SCM_RIGHTS on the QMP socket) under ``name`` (getfd)."""
         if self.qmp is None:
             raise DeviceModelError(f"no QMP session with domain {self.domid}")
         try:
             self.qmp.send_fd_scm(fd)
         except (OSError, QMPError) as err:
-            raise DeviceModelError(f"domain {self.domid}: cannot pass QEMU the stream: {err}") from err
-        await self.execute("getfd", {"fdname": MIGRATION_FD})
+            raise DeviceModelError(f"domain {self.domid}: cannot pass QEMU descriptor {name}: {err}") from err
+        await self.execute("getfd", {"fdname": name})
 
     async def migrate_send(self, fd: int, live: bool) -> None:
         """The guest's state as QEMU's migration stream, written to ``fd`` (xl migrate's pipe to

@@ -48,6 +48,13 @@ COLO_KEYS = tuple(
     + ["colo_filter_sec_rewriter0_queue", "colo_checkpoint_host", "colo_checkpoint_port"])
 
 
+#: What parse_nic_config prints and carries on past without counting it an error (its return
+#: stays 0, so network-attach goes on too): deprecated or unsupported keys.
+NETDEV_NOTICE = "the netdev parameter is deprecated, please use gatewaydev instead"
+ACCEL_NOTICE = "the accel parameter for vifs is currently not supported"
+NOTICES = (NETDEV_NOTICE, ACCEL_NOTICE)
+
+
 class VifSyntaxError(ValueError):
     """A vif spec that makes xl exit 1; ``messages`` are the lines xl prints (str(): the last,
     the one that stopped it)."""
@@ -80,6 +87,19 @@ class VifSpec:
     trusted: bool | None = None
     #: The colo_* keys given, as (libxl field name, value), in COLO_KEYS order.
     colo: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Rate:
+    """libxl_device_nic's rate_bytes_per_interval and rate_interval_usecs, as netback takes them."""
+
+    bytes_per_interval: int
+    interval_usecs: int
+
+    @property
+    def xenstore(self) -> str:
+        """The backend's ``rate`` node, as libxl__set_xenstore_nic writes it."""
+        return f"{self.bytes_per_interval},{self.interval_usecs}"
 
 
 @dataclass(frozen=True)
@@ -177,6 +197,11 @@ def _parse_mac(buf: str, start: int) -> tuple[list[int], bool]:
     return mac, True
 
 
+def parse_mac(text: str) -> tuple[list[int], bool]:
+    """``mac=``'s value alone, read as parse_nic_config reads it (network-detach's MAC)."""
+    return _parse_mac(text + "\0", 0)
+
+
 def parse_vif(spec: str, index: int, source: str = "command line") -> VifParse:
     """One ``vif=[...]`` entry: ``index`` is its position (the default devid).
 
@@ -208,7 +233,7 @@ def parse_vif(spec: str, index: int, source: str = "command line") -> VifParse:
                 messages.append("Invalid parameter `mac'.")
             fields["mac"] = ":".join(f"{b:02x}" for b in mac) if any(mac) else None
         elif key == "netdev":
-            messages.append("the netdev parameter is deprecated, please use gatewaydev instead")
+            messages.append(NETDEV_NOTICE)
             fields["gatewaydev"] = value
         elif key in STRING_KEYS:
             fields[STRING_KEYS[key]] = value
@@ -221,7 +246,7 @@ def parse_vif(spec: str, index: int, source: str = "command line") -> VifParse:
         elif key in COLO_KEYS:
             colo[key] = value
         elif key == "accel":
-            messages.append("the accel parameter for vifs is currently not supported")
+            messages.append(ACCEL_NOTICE)
         elif key in ("devid", "mtu"):
             try:
                 number = _parse_ulong(value)

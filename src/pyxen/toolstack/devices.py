@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from ..backends.block.xenbus import DEFAULT_BLOCK_SCRIPT, XEN_SCRIPT_DIR
 from ..libxlu import disk as libxlu_disk
 from ..libxlu import vif as libxlu_vif
+from ..libxlu.vif import Rate
 
 DEFAULT_BRIDGE = "xenbr0"
+#: libxl's default vif script (libxl__device_nic_setdefault), in XEN_SCRIPT_DIR.
+DEFAULT_VIF_SCRIPT = "vif-bridge"
 XEN_OUI = (0x00, 0x16, 0x3E)
 
 #: XenbusState values written by the toolstack (the backend moves them on).
@@ -27,6 +30,11 @@ STATE_INITIALISING = "1"
 
 class DeviceSpecError(ValueError):
     """A disk or vif spec xl would refuse; the message is xl's."""
+
+
+class SourcedSpecError(DeviceSpecError):
+    """A spec error libxlu reports after the config's source (the file name, or "command line"
+    for network-attach): ``<source>: config parsing error in vif: ...``."""
 
 
 # ---- vdev -> devid (docs/misc/vbd-interface.txt) ------------------------------------------
@@ -142,7 +150,9 @@ def parse_disk(spec: str, source: str = "command line") -> DiskSpec:
 # ---- vifs -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NicSpec:
-    """libxl_device_nic, the parts pyxen uses."""
+    """libxl_device_nic, the parts pyxen uses. ``nictype`` is libxl's enum string: "vif" (a
+    PV NIC: pyxen's netback over vhost-user) or "vif_ioemu" (an emulated NIC in QEMU, model
+    ``model``, HVM only). ``rate`` is libxl's (bytes per interval, interval usecs)."""
 
     devid: int
     mac: str
@@ -150,12 +160,29 @@ class NicSpec:
     ip: str | None = None
     vifname: str | None = None
     mtu: int = 1500
-    script: str = "vif-bridge"
-    #: libxl's backend "rate" node: "<bytes per interval>,<interval usecs>" (libxl_nic.c).
-    rate: str | None = None
+    #: ``script=`` as given; None: Xen's default vif-bridge, which netback does itself.
+    script: str | None = None
+    rate: Rate | None = None
+    nictype: str = "vif"
+    model: str = "rtl8139"
+    gatewaydev: str | None = None
     spec: str = ""
+    #: The frontend's ``trusted`` node (the ``trusted``/``untrusted`` flags; default trusted).
+    trusted: bool = True
+    #: What xl reported while parsing and went on past (create builds the domain anyway).
+    warnings: tuple[str, ...] = ()
 
     kind = "vif"
+
+    @property
+    def emulated(self) -> bool:
+        return self.nictype == "vif_ioemu"
+
+
+#: Emulated NIC models pyxen gives an HVM guest (QEMU device names, as libxl passes model=).
+NIC_MODELS = ("rtl8139", "e1000")  # the hypervisor's EMULATED_NIC_MODELS
+#: Keys of the COLO fault-tolerance set (libxl_device_nic's colo_*): pyxen has no COLO.
+COLO_PREFIX = "colo_"
 
 
 def random_mac(rng: random.Random | None = None) -> str:
@@ -165,22 +192,64 @@ def random_mac(rng: random.Random | None = None) -> str:
     return ":".join(f"{b:02x}" for b in (*XEN_OUI, *tail))
 
 
-def parse_vif(spec: str, devid: int, source: str = "command line") -> NicSpec:
-    """One ``vif=[...]`` entry (libxlu/vif.py parses it as xl does); ``devid`` is its index
-    unless it says devid=. What xl only reports (unknown keys, a bad MAC) is not an error here
-    either: config.py shows those lines when the config is read.
+def parse_mac(text: str) -> tuple[list[int], bool]:
+    """xl's reading of ``mac=`` (libxlu/vif.py): the six bytes read and whether all were good."""
+    return libxlu_vif.parse_mac(text)
 
-    :raise DeviceSpecError: where xl exits (rate=, devid=, mtu=), or type=ioemu (pyxen's)."""
+
+def parse_vif(spec: str, devid: int, strict: bool = False, source: str = "command line") -> NicSpec:
+    """One ``vif=[...]`` entry, read by libxlu/vif.py exactly as xl reads it (``devid`` is its
+    index unless it says devid=), then pyxen's choices for what the keys mean.
+
+    xl reports a bad ``type``, a bad ``mac`` or an unknown key and, in ``xl create``, builds the
+    domain anyway (its caller ignores the return): with ``strict=False`` these land in
+    ``warnings``; network-attach (``strict=True``) stops at the first.
+
+    :raise SourcedSpecError: where xl exits (a bad rate=, devid=, mtu=), libxlu's lines.
+    :raise DeviceSpecError: what pyxen cannot honour: the COLO keys (forwarddev, colo_*), vlan=,
+        a backend other than Domain-0, an MTU out of range, an emulated model it has not, and
+        in strict mode the problems above.
+    """
     try:
-        v = libxlu_vif.parse_vif(spec, devid, source).spec
+        parsed = libxlu_vif.parse_vif(spec, devid, source)
     except libxlu_vif.VifSyntaxError as err:
-        raise DeviceSpecError("\n".join(err.messages)) from None
-    if v.nictype == "vif_ioemu":
-        raise DeviceSpecError("vif type=ioemu is for HVM guests only")
-    rate = f"{v.rate_bytes_per_interval},{v.rate_interval_usecs}" if v.rate_interval_usecs else None
+        raise SourcedSpecError("\n".join(err.messages)) from None
+    v = parsed.spec
+    problems = [m for m in parsed.messages if m not in libxlu_vif.NOTICES]
+    if strict and problems:
+        raise DeviceSpecError(problems[0])
+    if v.coloft_forwarddev is not None or v.colo:
+        key = "forwarddev" if v.coloft_forwarddev is not None else v.colo[0][0]
+        raise DeviceSpecError(f"vif key `{key}' is for COLO fault tolerance, which pyxen does "
+                              "not implement")
+    if v.vlan is not None:
+        raise DeviceSpecError("vif vlan= is not supported: pyxen's netback does no VLAN "
+                              "filtering on the bridge")
+    if v.backend_domname not in (None, "", "0", "Domain-0"):
+        raise DeviceSpecError(f"vif backend={v.backend_domname}: pyxen's backends all run in "
+                              "Domain-0 (no driver domains)")
+    mtu = v.mtu or 1500
+    if not 68 <= mtu <= 65535:
+        raise DeviceSpecError(f"invalid mtu {mtu} (68 to 65535)")
+    model = v.model or "rtl8139"
+    nictype = v.nictype or "vif"
+    if nictype == "vif_ioemu" and model not in NIC_MODELS:
+        raise DeviceSpecError(f"vif model `{model}' is not one pyxen emulates ({', '.join(NIC_MODELS)})")
+    rate = (Rate(v.rate_bytes_per_interval, v.rate_interval_usecs)
+            if v.rate_interval_usecs else None)
     return NicSpec(devid=v.devid, mac=v.mac or random_mac(), bridge=v.bridge or DEFAULT_BRIDGE,
-                   ip=v.ip, vifname=v.ifname, mtu=v.mtu or 1500, script=v.script or "vif-bridge",
-                   rate=rate, spec=spec)
+                   ip=v.ip or None, vifname=v.ifname or None, mtu=mtu, script=v.script or None,
+                   rate=rate, nictype=nictype, model=model, gatewaydev=v.gatewaydev or None,
+                   spec=spec, trusted=v.trusted is not False, warnings=parsed.messages)
+
+
+def check_nic_types(nics: list[NicSpec], domain_type: str) -> None:
+    """libxl__device_nic_setdefault: an emulated NIC needs a device model that emulates one.
+
+    :raise DeviceSpecError: type=ioemu on a PV or PVH guest (libxl's message).
+    """
+    if domain_type != "hvm" and any(n.emulated for n in nics):
+        raise DeviceSpecError("trying to create PV or PVH guest with an emulated interface")
 
 
 def parse_all(disks: tuple[str, ...] | list[str], vifs: tuple[str, ...] | list[str]) \
@@ -232,7 +301,8 @@ def backend_nodes(dev: Device, domid: int, script_dir: str = XEN_SCRIPT_DIR) -> 
         if dev.direct_io_safe:
             nodes["direct-io-safe"] = "1"
     else:
-        nodes = {"script": f"/etc/xen/scripts/{dev.script}", "mac": dev.mac, "bridge": dev.bridge,
+        script = script_node(dev.script, script_dir) if dev.script else f"{XEN_SCRIPT_DIR}/{DEFAULT_VIF_SCRIPT}"
+        nodes = {"script": script, "mac": dev.mac, "bridge": dev.bridge,
                  "handle": str(dev.devid), "type": "vif", "hotplug-status": ""}
         if dev.vifname:
             nodes["vifname"] = dev.vifname
@@ -240,8 +310,11 @@ def backend_nodes(dev: Device, domid: int, script_dir: str = XEN_SCRIPT_DIR) -> 
             nodes["ip"] = dev.ip
         if dev.mtu != 1500:
             nodes["mtu"] = str(dev.mtu)
-        if dev.rate:
-            nodes["rate"] = dev.rate
+        if dev.rate is not None:
+            nodes["rate"] = dev.rate.xenstore
+        if dev.gatewaydev:
+            nodes["gatewaydev"] = dev.gatewaydev
+        nodes["type"] = dev.nictype
     return {**common, **nodes}
 
 
@@ -251,4 +324,5 @@ def frontend_nodes(dev: Device, domid: int) -> dict[str, str]:
     if isinstance(dev, DiskSpec):
         return {**common, "virtual-device": str(dev.devid), "device-type": dev.devtype,
                 "trusted": "1", "protocol": "x86_64-abi"}
-    return {**common, "handle": str(dev.devid), "mac": dev.mac, "mtu": str(dev.mtu), "trusted": "1"}
+    return {**common, "handle": str(dev.devid), "mac": dev.mac, "mtu": str(dev.mtu),
+            "trusted": "1" if dev.trusted else "0"}

@@ -90,6 +90,7 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
             raise DomainBuildError(f"libxl: error: Domain {cfg.domid}:domain id recently used")
     try:
         disks, nics = devices.parse_all(cfg.disks, cfg.vifs)
+        devices.check_nic_types(nics, cfg.type)
     except devices.DeviceSpecError as err:
         raise DomainBuildError(f"{cfg.source}: {err}") from err
     cpupool = 0

@@ -25,6 +25,10 @@ IFNAMSIZ = 16
 #: VHOST_USER_PROTOCOL_F_LOG_SHMFD feature."); the session logs RX buffers and used rings.
 TRANSPORT_FEATURES = (Feature.VERSION_1 | Feature.PROTOCOL_FEATURES | Feature.RING_INDIRECT_DESC
                       | Feature.LOG_ALL)
+#: VIRTIO_NET_F_MTU: QEMU offers the guest a device MTU (virtio-net-pci host_mtu, set from the
+#: vif's ``mtu``) only if the back-end has the bit; netback has no MTU of its own to enforce
+#: (its TAP's is the vif's mtu too), so it always offers it.
+NET_F_MTU = 1 << 3
 #: RARP: after a migration QEMU asks the back-end to announce the guest's MAC on the bridge
 #: (SEND_RARP) when the guest driver has no GUEST_ANNOUNCE, so the bridge learns its new port.
 PROTOCOL_FEATURES = ProtocolFeature.REPLY_ACK | ProtocolFeature.LOG_SHMFD | ProtocolFeature.RARP
@@ -114,9 +118,19 @@ def remove_tap(name: str) -> None:
     delete_tap(fd)
 
 
-def open_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
+def bridge_mtu(bridge: str) -> int:
+    """The bridge's MTU (sysfs), or Ethernet's default if it cannot be read."""
+    try:
+        with open(f"/sys/class/net/{bridge}/mtu") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return DEFAULT_MTU
+
+
+def open_tap(name: str, bridge: str, mtu: int | None = DEFAULT_MTU) -> int:
     """Create TAP ``name``, enslave it to ``bridge``, bring it up: what Xen's vif-bridge hotplug
-    script does for a vif. The bridge is checked first, so a bad one leaves no TAP.
+    script does for a vif. The bridge is checked first, so a bad one leaves no TAP. ``mtu``
+    None: the bridge's (vif-bridge's set_mtu when the vif has no mtu of its own).
 
     The TAP is persistent (TUNSETPERSIST): it outlives the daemon, so a restarted daemon attaches
     to the same interface (still on its bridge) and the guest's network comes back by itself.
@@ -125,6 +139,8 @@ def open_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
     :raise NetDeviceError: the bridge is missing or the TAP cannot be made.
     """
     find_bridge(bridge)
+    if mtu is None:
+        mtu = bridge_mtu(bridge)
     fd = _attach_tap(name)
     try:
         fcntl.ioctl(fd, TUNSETPERSIST, 1)
@@ -142,17 +158,42 @@ def open_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
     return fd
 
 
+def open_emulated_tap(name: str, bridge: str, mtu: int = DEFAULT_MTU) -> int:
+    """The TAP of an emulated NIC (type=ioemu), on ``bridge``, up: not persistent, so it goes
+    when the last descriptor on it closes (QEMU's, once the NIC is unplugged or QEMU exits).
+
+    :raise NetDeviceError: the bridge is missing or the TAP cannot be made (or exists).
+    """
+    find_bridge(bridge)
+    if os.path.exists(f"/sys/class/net/{name}"):
+        raise NetDeviceError(errno.EEXIST, f"interface {name} exists already")
+    fd = _attach_tap(name)
+    try:
+        _ip("link", "set", name, "mtu", str(mtu))
+        _ip("link", "set", name, "master", bridge)
+        _ip("link", "set", name, "up")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class NetDevice:
     """One virtio-net device over a TAP fd; implements transport.VirtioDevice."""
 
     num_queues = 2
-    features = int(TRANSPORT_FEATURES)
+    features = int(TRANSPORT_FEATURES) | NET_F_MTU
     protocol_features = int(PROTOCOL_FEATURES)
 
-    def __init__(self, name: str, tap_fd: int, ifname: str) -> None:
+    def __init__(self, name: str, tap_fd: int, ifname: str, rate: tuple[int, int] | None = None) -> None:
+        """``rate``: the vif's transmit limit, (bytes per interval, interval in microseconds)."""
         self.name = name
         self.ifname = ifname
-        self.handler = NetHandler(tap_fd)
+        self.handler = NetHandler(tap_fd, rate)
+
+    def set_rate(self, rate: tuple[int, int] | None) -> None:
+        """The vif's ``rate`` node changed (or was read again): see NetHandler.set_rate."""
+        self.handler.set_rate(rate)
 
     def get_config(self, offset: int, size: int) -> bytes:
         return bytes(size)  # net config space (MAC, status) is QEMU's
@@ -163,7 +204,7 @@ class NetDevice:
     def process(self, session: VhostUserSession, index: int, vq: Virtqueue) -> int:
         if index == RX_QUEUE:
             return self.handler.rx_buffers_posted(session)
-        return self.handler.transmit(vq)
+        return self.handler.transmit(vq, session)
 
     def ring_started(self, session: VhostUserSession, index: int) -> None:
         if index == RX_QUEUE:

@@ -1,7 +1,9 @@
 """netback's ring work: frames between the TAP fd and the guest's virtqueues.
 
 TX (queue 1, guest -> bridge): each chain is header + frame; the frame goes to the TAP with one
-``writev`` straight from guest memory. RX (queue 0, bridge -> guest): while the guest has posted
+``writev`` straight from guest memory. With a ``rate`` (credit.py, Xen's credit-based limit) a
+frame that finds too little credit stays in the ring: the chain is given back unused and a timer
+on the event loop resumes the queue when the next window opens. RX (queue 0, bridge -> guest): while the guest has posted
 buffers, ``readv`` one frame from the TAP straight into the buffer after a 12-byte header. When
 the guest has no buffer left the TAP reader is paused (the kernel queues frames) until the
 guest posts more and kicks queue 0 -- netback's "rx ring full, stop the queue".
@@ -22,7 +24,8 @@ import os
 from ..common.memory import GuestMemoryError
 from ..common.transport import VhostUserSession
 from ..common.virtqueue import Chain, Virtqueue, VirtqueueError, split_views
-from . import NET_HDR_LEN, RX_QUEUE
+from . import NET_HDR_LEN, RX_QUEUE, TX_QUEUE
+from .credit import TxCredit
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +35,34 @@ _RX_HDR = bytes(10) + b"\x01\x00"  # flags, gso_type, hdr_len, gso_size, csum_st
 
 
 class NetHandler:
-    def __init__(self, tap: int) -> None:
+    def __init__(self, tap: int, rate: tuple[int, int] | None = None) -> None:
+        """``rate``: the vif's (bytes per interval, interval in microseconds), or None."""
         self.tap = tap
         self.session: VhostUserSession | None = None
         self.reading = False
-        self.stats = {"tx": 0, "rx": 0, "tx_drop": 0, "rx_error": 0}
+        self.stats = {"tx": 0, "rx": 0, "tx_drop": 0, "rx_error": 0, "tx_rate_limited": 0}
+        self.rate = rate
+        self.credit: TxCredit | None = None
+        self._credit_timer: asyncio.TimerHandle | None = None
 
     # ---- TX ---------------------------------------------------------------------------
-    def transmit(self, vq: Virtqueue) -> int:
-        """Send every available TX chain to the TAP; return how many were used."""
+    def transmit(self, vq: Virtqueue, session: VhostUserSession | None = None) -> int:
+        """Send the available TX chains to the TAP (all of them, or, rate-limited, as many as
+        the credit allows); return how many were used."""
         done = 0
+        loop = session.loop if session is not None else None
+        if self.rate is not None and self.credit is None and loop is not None:
+            self.credit = TxCredit(self.rate[0], self.rate[1], loop.time())
         while (chain := vq.pop()) is not None:
+            if self.credit is not None and loop is not None and session is not None:
+                size = chain.readable_len - NET_HDR_LEN
+                resume = self.credit.delay(max(size, 0), loop.time())
+                if resume is not None:
+                    vq.unpop(chain)
+                    self.stats["tx_rate_limited"] += 1
+                    if self._credit_timer is None:
+                        self._credit_timer = loop.call_at(resume, self._credit_due, session)
+                    break
             try:
                 _, frame = split_views(chain.readable, NET_HDR_LEN)
                 os.writev(self.tap, frame)
@@ -55,6 +75,39 @@ class NetHandler:
             done += 1
         return done
 
+    def set_rate(self, rate: tuple[int, int] | None) -> None:
+        """A new limit, applied at once as Linux's xen_net_rate_changed does: the interval's
+        bytes and length change and the credit left is one full interval's; None lifts the
+        limit (a queue waiting for its timer goes on when it fires). The same rate again
+        changes nothing."""
+        if rate == self.rate:
+            return
+        self.rate = rate
+        if rate is None:
+            self.credit = None
+        elif self.credit is not None:
+            self.credit.credit_bytes, self.credit.credit_usec = rate
+            self.credit.remaining = rate[0]
+
+    def _credit_due(self, session: VhostUserSession) -> None:
+        """The credit timer: the next window opened; send what waits in the TX ring."""
+        self._credit_timer = None
+        if self.credit is not None and self.credit.timer is not None:
+            self.credit.timer_fired(session.loop.time())
+        vq = session.ring_ready(TX_QUEUE)
+        if vq is None:
+            return
+        try:
+            if self.transmit(vq, session) and vq.needs_interrupt():
+                session.signal(TX_QUEUE)
+        except (VirtqueueError, GuestMemoryError) as err:
+            session.ring_failed(TX_QUEUE, err)
+
+    def cancel_credit_timer(self) -> None:
+        if self._credit_timer is not None:
+            self._credit_timer.cancel()
+            self._credit_timer = None
+
     # ---- RX ---------------------------------------------------------------------------
     def attach(self, session: VhostUserSession) -> None:
         self.session = session
@@ -62,6 +115,7 @@ class NetHandler:
 
     def detach(self) -> None:
         self._stop_reading()
+        self.cancel_credit_timer()
         self.session = None
 
     def _start_reading(self) -> None:

@@ -21,12 +21,13 @@ from ...toolstack import domain as libxl
 from ...toolstack.config import ConfigError
 from ...xenstore.errors import XenstoreError
 from ...paths import Paths
-from . import block, cmdtable, domains, flask, hardware, misc, saverestore, sched, xlconf
+from . import block, cmdtable, domains, flask, hardware, misc, network, saverestore, sched, xlconf
 from .common import DRYRUN_AWARE, GLOBALS, GlobalOptions, Usage, XenstoreUnavailable, one_line
 
 #: Every command pyxen's xl has, from the command modules.
 _IMPLEMENTED = {**domains.COMMANDS, **saverestore.COMMANDS, **hardware.COMMANDS, **flask.COMMANDS,
-               **sched.COMMANDS, **misc.COMMANDS, **block.COMMANDS}
+               **sched.COMMANDS, **misc.COMMANDS, **block.COMMANDS,
+               **network.COMMANDS}
 #: The commands of Xen's table that pyxen runs, in the table's order.
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     spec.name: _IMPLEMENTED[spec.name] for spec in cmdtable.TABLE if spec.name in _IMPLEMENTED}
