@@ -100,6 +100,9 @@ class DomainConfig:
     #: Every key of the file as it was read (after overrides), for libxl's JSON, which reports
     #: what xl_parse.c put in libxl_domain_config, including keys pyxen does not act on.
     settings: tuple[tuple[str, object], ...] = ()
+    #: The keys the file set with ``+=`` (a string grown, or a number xl ignores with a warning:
+    #: xlu_cfg_get_long refuses an appended value, so libxl's JSON leaves such a key out).
+    appended: tuple[str, ...] = ()
     source: str = "<config>"
     warnings: tuple[str, ...] = ()
     #: The domid to build the domain with (libxl's c_info.domid): only a save file written with
@@ -443,6 +446,7 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         device_model_args_pv=dm_args["device_model_args_pv"],
         device_model_args_hvm=dm_args["device_model_args_hvm"],
         settings=tuple((k, _frozen(st.value)) for k, st in settings.items()),
+        appended=tuple(k for k, st in settings.items() if st.op == "+="),
         boot=str(get("boot", "str", "cd")), source=source, warnings=tuple(warnings),
         **actions,  # type: ignore[arg-type]
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ..libxlu.cfg import parse_number
+from ..libxlu import vif as libxlu_vif
 from ..libxlu.cpumap import parse_cpulist
 from .config import DomainConfig
 from .devices import DeviceSpecError, parse_disk
@@ -195,6 +196,7 @@ class _Settings:
 
     def __init__(self, cfg: DomainConfig) -> None:
         self.raw = dict(cfg.settings) or _settings_of_fields(cfg)
+        self.appended = frozenset(cfg.appended)
 
     def __contains__(self, key: str) -> bool:
         return key in self.raw
@@ -205,7 +207,7 @@ class _Settings:
 
     def long(self, key: str) -> int | None:
         v = self.raw.get(key)
-        if not isinstance(v, str):
+        if not isinstance(v, str) or key in self.appended:  # "can't use += with numbers"
             return None
         try:
             return parse_number(v)
@@ -310,29 +312,18 @@ def _disk(spec: str, cfg_spec: str) -> dict[str, object]:
 
 
 def _mac(text: str) -> str | None:
-    """parse_nic_config's mac: six hex numbers; printed as LIBXL_MAC_FMT (%02hhx:...)."""
-    parts = text.split(":")
-    try:
-        return ":".join("%02x" % int(p, 16) for p in parts) if len(parts) == 6 else None
-    except ValueError:
-        return None
+    """A MAC as LIBXL_MAC_FMT prints it (%02hhx:...), read as xl reads mac=; None if bad."""
+    got, ok = libxlu_vif.parse_mac(text)
+    return ":".join(f"{b:02x}" for b in got) if ok else None
 
 
 def _nic(devid: int, spec: str) -> dict[str, object]:
-    """parse_nic_config for one vif spec (ARRAY_EXTEND_INIT gives it its index as devid)."""
-    vals: dict[str, str] = {}
-    for item in spec.split(","):
-        key, sep, val = item.lstrip(" ").partition("=")
-        if sep:
-            vals[key] = val
-    mtu = vals.get("mtu")
-    nictype = {"vif": "vif", "ioemu": "vif_ioemu"}.get(vals.get("type", ""))
-    return {"backend_domname": vals.get("backend"), "devid": devid,
-            "mtu": int(mtu) if mtu and mtu.isdigit() and int(mtu) else None,
-            "model": vals.get("model"), "mac": _mac(vals["mac"]) if "mac" in vals else None,
-            "ip": vals.get("ip"), "bridge": vals.get("bridge"), "ifname": vals.get("vifname"),
-            "script": vals.get("script"), "nictype": nictype,
-            "gatewaydev": vals.get("gatewaydev", vals.get("netdev"))}
+    """parse_nic_config for one vif spec (libxlu/vif.py; ARRAY_EXTEND_INIT gives it its index
+    as devid). A spec xl would exit on never gets here (config.py refuses it first)."""
+    v = libxlu_vif.parse_vif(spec, devid).spec
+    return {"backend_domname": v.backend_domname, "devid": v.devid, "mtu": v.mtu or None,
+            "model": v.model, "mac": v.mac, "ip": v.ip, "bridge": v.bridge, "ifname": v.ifname,
+            "script": v.script, "nictype": v.nictype, "gatewaydev": v.gatewaydev}
 
 
 def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
