@@ -47,8 +47,12 @@ def _xs_read(host, path: str) -> str | None:  # type: ignore[no-untyped-def]
     return raw.decode() if raw is not None else None
 
 
-def _nics(host, name: str) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
-    return list(json.loads(host.xl("list", "-l", name).stdout)[0]["config"].get("nics", []))  # none: left out
+def _stored_vifs(host, name: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The vif entries of the domain's stored config (what a reboot, save or migration builds)."""
+    from pyxen.toolstack import userdata
+    cfg = userdata.retrieve(host.paths, int(host.xl("domid", name).stdout))
+    assert cfg is not None
+    return list(cfg.vifs)
 
 
 def test_attach_ping_detach(host) -> None:  # type: ignore[no-untyped-def]
@@ -92,7 +96,8 @@ def test_attach_ping_detach(host) -> None:  # type: ignore[no-untyped-def]
         assert os.path.exists(f"/sys/class/net/{tap}/brport")  # on the bridge
         assert _xs_read(host, f"/local/domain/0/backend/vif/{domid}/0/rate") == "5000000,50000"
         # The domain's stored config has the NIC (a reboot, save or migration rebuilds it).
-        assert [n["spec"] for n in _nics(host, "hot")] == [f"bridge={br},mac={MAC},rate=100MB/s,devid=0,mac={MAC}"]
+        assert _stored_vifs(host, "hot") == [f"bridge={br},mac={MAC},rate=100MB/s,devid=0,mac={MAC}"]
+        assert [n["mac"] for n in json.loads(host.xl("list", "-l", "hot").stdout)[0]["config"]["nics"]] == [MAC]
 
         for unknown in ("7", "00:16:3e:00:79:99"):
             bad = host.xl("network-detach", "hot", unknown, check=False)
@@ -105,7 +110,7 @@ def test_attach_ping_detach(host) -> None:  # type: ignore[no-untyped-def]
         assert host.xl("network-list", "hot").stdout.count("\n") == 1
         assert _xs_dir(host, f"/local/domain/{domid}/device/vif") == []
         assert _xs_dir(host, f"/local/domain/0/backend/vif/{domid}") == []
-        assert _nics(host, "hot") == []
+        assert _stored_vifs(host, "hot") == []
         host.xl("destroy", "hot")
 
 

@@ -392,11 +392,15 @@ def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
                               "pvshim_cmdline": s.string("pvshim_cmdline"),
                               "pvshim_extra": s.string("pvshim_extra")}
 
-    disk1, vif1 = s.string("disk"), s.string("vif")
+    # The devices the domain has now: the file's, changed by block-/network-attach and -detach
+    # (which keep cfg.disks and cfg.vifs in step); a disk keeps its spelling from the file
+    # while the file's list still describes the domain.
+    disk1 = s.string("disk")
     written = s.strings("disk") or ([disk1] if disk1 else [])
+    if len(written) != len(cfg.disks):
+        written = list(cfg.disks)
     disks = [_disk(w, c) for w, c in zip(written, cfg.disks)]
-    vif_specs = s.strings("vif") or ([vif1] if vif1 else [])
-    nics = [_nic(i, spec) for i, spec in enumerate(vif_specs)]
+    nics = [_nic(i, spec) for i, spec in enumerate(cfg.vifs)]
     vfbs: list[dict[str, object]] = []
     vkbs: list[dict[str, object]] = []
     if cfg.type == "pv" and s.long("vnc"):  # xl_parse.c: a PV guest's vnc= makes a vfb and vkb
