@@ -15,6 +15,7 @@ import sys
 from typing import Any, Callable
 
 from ...hypervisor.client import XenCtrl
+from ...hypervisor.cpupool import SCHEDULERS as POOL_SCHEDULERS
 from ...hypervisor.errors import HypercallError
 from ...libxlu.cfg import ConfigSyntaxError, decode, parse, strtol
 from ...libxlu.domid import parse_uint
@@ -510,9 +511,9 @@ def cmd_cpupool_create(argv: list[str]) -> int:
         sys.stdout.write(rs.cpupool_create_summary(source, name, sched, len(cpus)))
         if ns.dryrun:
             return 0
-        if sched not in ("credit", "credit2"):
-            _err(f"libxl: error: Could not create cpupool: Invalid argument (pyxen runs credit and "
-                 f"credit2 pools, not {sched})")
+        if sched not in POOL_SCHEDULERS:
+            _err(f"libxl: error: Could not create cpupool: Invalid argument (pyxen runs "
+                 f"{', '.join(POOL_SCHEDULERS)} pools, not {sched})")
             _err("error on creating cpupool")
             return 1
         try:
