@@ -175,3 +175,21 @@ def test_vcpu_params_set_kept_and_enforced(fake: FakeHost, tmp_path: Path) -> No
     with XenCtrl(fake.paths.hypervisor_socket) as xc:
         assert xc.call("domctl.scheduler_op.getvcpuinfo", domid=rt, vcpus=[0])[0] == \
             {"vcpuid": 0, "period": 100000, "budget": 25000, "extratime": False}
+
+
+RTDS_COMMANDS = [["sched-rtds"], ["sched-rtds", "-v", "all"], ["sched-rtds", "-d", "d"],
+                 ["sched-rtds", "-d", "d", "-v", "all", "-p", "100", "-b", "50", "-e", "0"]]
+
+
+@pytest.mark.parametrize("argv", RTDS_COMMANDS)
+def test_with_the_hypervisor_down_one_line(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from .test_bad_input import test_xl_with_the_hypervisor_down_is_one_line as check
+    check(argv, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("argv", RTDS_COMMANDS)
+def test_with_xenstored_down_nothing_is_called(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from .test_bad_input import test_xl_with_xenstored_down_is_one_line_before_anything_is_applied as check
+    check(argv, monkeypatch, capsys)
