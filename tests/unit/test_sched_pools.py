@@ -54,7 +54,7 @@ def test_create_destroy_rename_rules() -> None:
         t.create("p1", "credit")
     assert e.value.errno == errno.EEXIST
     with pytest.raises(InvalidArgument):
-        t.create("p2", "rtds")
+        t.create("p2", "arinc653")
     with pytest.raises(PoolError) as e:  # unknown pool
         t.destroy(9, 0)
     assert e.value.errno == errno.ENOENT

@@ -113,3 +113,70 @@ def vcpu_pin_dryrun(hard: set[int] | None, soft: set[int] | None, nr_cpus: int) 
     if soft is not None:
         out += " " + format_cpumap(soft, nr_cpus)
     return out + "\n"
+
+
+# ---- RTDS (sched_rtds_*_output of xl_sched.c) --------------------------------------------
+RTDS_DOMAIN_HEADER = "%-33s %4s %9s %9s %10s" % ("Name", "ID", "Period", "Budget", "Extratime")
+RTDS_VCPU_HEADER = "%-33s %4s %4s %9s %9s %10s" % ("Name", "ID", "VCPU", "Period", "Budget", "Extratime")
+
+
+def rtds_pool_line(name: str) -> str:
+    """sched_rtds_pool_output: RTDS has no pool-wide parameter, only this line."""
+    return f"Cpupool {name}: sched=RTDS"
+
+
+def rtds_domain_row(name: str, domid: int, period: int, budget: int, extratime: bool) -> str:
+    """sched_rtds_domain_output's row (the domain's defaults, as Xen's getinfo returns)."""
+    return "%-33s %4d %9d %9d %10s" % (name, domid, period, budget, "yes" if extratime else "no")
+
+
+def rtds_vcpu_rows(name: str, domid: int, vcpus: Iterable[dict[str, Any]]) -> list[str]:
+    """sched_rtds_vcpu_output: one row per vCPU {vcpuid, period, budget, extratime}."""
+    return ["%-33s %4d %4d %9d %9d %10s" % (name, domid, v["vcpuid"], v["period"], v["budget"],
+                                            "yes" if v["extratime"] else "no") for v in vcpus]
+
+
+def rtds_by_pool(pools: Iterable[dict[str, Any]], doms: Iterable[dict[str, Any]],
+                 rows: dict[int, list[str]], header: str, only_pool: int | None = None) -> str:
+    """sched_domain_output / sched_vcpu_output for RTDS: each RTDS pool's line, ``header``, and
+    the rows (``rows``: domid -> its lines) of the pool's domains."""
+    lines: list[str] = []
+    doms = list(doms)
+    for p in pools:
+        if p["sched"] != "rtds" or (only_pool is not None and p["poolid"] != only_pool):
+            continue
+        lines += [rtds_pool_line(p["name"]), header]
+        for d in doms:
+            if d.get("cpupool", 0) == p["poolid"]:
+                lines += rows.get(d["domid"], [])
+    return "".join(line + "\n" for line in lines)
+
+
+def rtds_options_problem(dom: bool, cpupool: bool, n_vcpus: int, opt_all: bool, n_periods: int,
+                         n_budgets: int, n_extras: int) -> str | None:
+    """main_sched_rtds's checks of its options, in its order: its message, or None."""
+    opt_p, opt_b, opt_e, opt_v = n_periods > 0, n_budgets > 0, n_extras > 0, n_vcpus > 0
+    if cpupool and (dom or opt_p or opt_b or opt_e or opt_v or opt_all):
+        return "Specifying a cpupool is not allowed with other options."
+    if not dom and (opt_p or opt_b or opt_e or opt_v):
+        return "Missing parameters."
+    if dom and not opt_v and not opt_all and (opt_p or opt_b or opt_e):
+        return "Must specify VCPU."
+    if opt_v and opt_all:
+        return "Incorrect VCPU IDs."
+    if ((n_vcpus > n_budgets and opt_b) or (n_vcpus > n_periods and opt_p)
+            or (n_vcpus > n_extras and opt_e) or n_periods != n_budgets or n_periods != n_extras):
+        return "Incorrect number of period, budget and extratime"
+    return None
+
+
+def rtds_invalid(period: int, budget: int) -> str | None:
+    """libxl's sched_rtds_validate_params: its message, or None. (The hypervisor's own floor,
+    10 us, is checked by the hypervisor: EINVAL.)"""
+    if period < 1:
+        return f"Invalid VCPU period of {period} (it should be >= 1)"
+    if budget < 1:
+        return f"Invalid VCPU budget of {budget} (it should be >= 1)"
+    if budget > period:
+        return f"VCPU budget must be smaller than or equal to period, but {budget} > {period}"
+    return None

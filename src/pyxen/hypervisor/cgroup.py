@@ -26,6 +26,11 @@ V2_ROOT = Path("/sys/fs/cgroup")
 V1_CPUSET_ROOT = Path("/sys/fs/cgroup/cpuset")
 
 
+def cap_quota(cap: int) -> int | None:
+    """A credit cap (percent of one CPU, 0 = none) as a quota of PERIOD_US."""
+    return cap * PERIOD_US // 100 if cap else None
+
+
 def _group_name(root: Path) -> str:
     return "pyxen-" + hashlib.sha1(str(root).encode()).hexdigest()[:8]
 
@@ -58,27 +63,43 @@ class CpuController:
     def group(self, domid: int) -> Path | None:
         return self.base / f"d{domid}" if self.base is not None else None
 
-    def apply(self, domid: int, pid: int, tids: list[int], weight: int, cap: int) -> bool:
-        """Put the domain's vCPUs in its group and set weight and cap; False if not enforced."""
+    def apply(self, domid: int, pid: int, tids: list[int], weight: int, quota_us: int | None,
+              period_us: int = PERIOD_US) -> bool:
+        """Put the domain's vCPUs in its group and set its weight and bandwidth (``quota_us`` of
+        CPU time in every ``period_us``; None: no limit); False if not enforced. A credit cap is
+        cap% of PERIOD_US (cap_quota); RTDS's period and budget are rtds.domain_bandwidth's."""
         group = self.group(domid)
         if group is None:
             return False
         try:
             group.mkdir(exist_ok=True)
             if self.version == 1:
-                (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+                # Quota off first: a new period below the old quota's would be refused (EINVAL).
+                (group / "cpu.cfs_quota_us").write_text("-1")
+                (group / "cpu.cfs_period_us").write_text(str(period_us))
                 (group / "cpu.shares").write_text(str(max(2, weight * 1024 // DEFAULT_WEIGHT)))
-                (group / "cpu.cfs_quota_us").write_text(str(cap * PERIOD_US // 100) if cap else "-1")
+                (group / "cpu.cfs_quota_us").write_text(str(quota_us) if quota_us else "-1")
                 for tid in tids:
                     (group / "tasks").write_text(str(tid))
             else:
                 (group / "cpu.weight").write_text(str(min(10000, max(1, weight * 100 // DEFAULT_WEIGHT))))
-                (group / "cpu.max").write_text(f"{cap * PERIOD_US // 100 if cap else 'max'} {PERIOD_US}")
+                (group / "cpu.max").write_text(f"{quota_us if quota_us else 'max'} {period_us}")
                 (group / "cgroup.procs").write_text(str(pid))
         except OSError as err:
-            log.error("d%d: cannot apply weight %d cap %d: %s", domid, weight, cap, err)
+            log.error("d%d: cannot apply weight %d quota %s/%dus: %s", domid, weight, quota_us, period_us, err)
             return False
         return True
+
+    def bandwidth(self, domid: int) -> tuple[str, str] | None:
+        """The group's (quota, period) as the kernel holds them ("max"/"-1" for no limit), or
+        None without a group: what tests and logs read back."""
+        group = self.group(domid)
+        if group is None:
+            return None
+        if self.version == 1:
+            return (_read(group / "cpu.cfs_quota_us").strip(), _read(group / "cpu.cfs_period_us").strip())
+        quota, _, period = _read(group / "cpu.max").strip().partition(" ")
+        return quota, period
 
     def remove_base(self) -> None:
         """The host's parent group, when no domain is left in it (daemon exit)."""

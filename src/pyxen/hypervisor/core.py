@@ -26,13 +26,14 @@ from .. import XEN_EXTRA, XEN_MAJOR, XEN_MINOR, __version__
 from ..paths import Paths
 from . import physinfo
 from .accel import AccelChoice
-from .cgroup import CpuController, CpusetController
+from .cgroup import DEFAULT_WEIGHT, PERIOD_US, CpuController, CpusetController, cap_quota
 from .cpupool import PoolTable, effective_affinity, soft_placement
 from .domain import DOMID_DOM0, DOMID_FIRST_RESERVED, Domain, ShutdownReason, state_letters
 from .domctl import NAME_RE, CreateDomain
 from .errors import DomainExists, HypercallError, InvalidArgument, NoSuchDomain
 from .hostcfg import HostConfig
 from .memory import MemoryPool
+from .rtds import domain_bandwidth
 from .qemu import BuildInfo, DeviceModel, is_our_qemu, thread_cpu_ns, thread_states
 
 log = logging.getLogger(__name__)
@@ -305,11 +306,18 @@ class Hypervisor:
         return enforced
 
     def enforce_sched(self, dom: Domain) -> bool:
-        """Put the domain's credit weight and cap into force on its vCPUs (sched_credit.py)."""
+        """Put the domain's scheduling parameters into force on its vCPUs: credit's weight and
+        cap (sched_credit.py), or in an RTDS pool its vCPUs' period and budget (sched_rtds.py)."""
         model = self.models.get(dom.domid)
         if model is None or model.pid is None:
             return False
-        return self.cpu.apply(dom.domid, model.pid, self.vcpu_tids.get(dom.domid, []), dom.cpu_weight, dom.cap)
+        pool = self.cpupools.pools.get(dom.cpupool) or self.cpupools.pools[0]
+        if pool.sched == "rtds":
+            quota, period = domain_bandwidth(dom)
+            weight = DEFAULT_WEIGHT  # RTDS has no weight
+        else:
+            quota, period, weight = cap_quota(dom.cap), PERIOD_US, dom.cpu_weight
+        return self.cpu.apply(dom.domid, model.pid, self.vcpu_tids.get(dom.domid, []), weight, quota, period)
 
     async def create(self, req: CreateDomain, builder: object) -> int:
         """Make a domain and its device model, paused; it stays "being built" (and dies with

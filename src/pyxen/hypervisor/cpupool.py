@@ -22,9 +22,9 @@ from typing import Any
 from .errors import HypercallError, InvalidArgument
 
 OP = "sysctl.cpupool_op"
-#: The schedulers a pool can run (libxl_scheduler's names); pyxen maps both onto Linux's cgroup
-#: cpu controller (weight and cap): sched_credit.py.
-SCHEDULERS = ("credit", "credit2")
+#: The schedulers a pool can run (libxl_scheduler's names); pyxen maps them onto Linux's cgroup
+#: cpu controller: weight and cap (sched_credit.py), RTDS's period and budget (sched_rtds.py).
+SCHEDULERS = ("credit", "credit2", "rtds")
 #: XEN_SYSCTL_CSCHED_TSLICE_MIN/MAX (ms), XEN_SYSCTL_SCHED_RATELIMIT_MIN/MAX (us),
 #: XEN_SYSCTL_CSCHED_MGR_DLY_MAX_US (public/sysctl.h).
 TSLICE_MIN, TSLICE_MAX = 1, 1000

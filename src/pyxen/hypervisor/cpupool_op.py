@@ -101,6 +101,7 @@ async def _pool_movedomain(hv: Hypervisor, args: dict[str, Any]) -> None:
     dom.cpupool = pool.poolid
     dom.save(hv.paths.domains_dir)
     hv.place(dom)
+    hv.enforce_sched(dom)  # the new pool's scheduler decides the domain's bandwidth
     log.info("d%d: moved to cpupool %d (%s)", dom.domid, pool.poolid, pool.name)
 
 

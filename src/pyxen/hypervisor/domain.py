@@ -65,6 +65,9 @@ class Domain:
     #: resets a thread's affinity whenever its cpuset changes (a pool's CPUs, a move).
     hard_affinity: list[list[int]] = field(default_factory=list)
     soft_affinity: list[list[int]] = field(default_factory=list)
+    #: Each vCPU's RTDS [period_us, budget_us, extratime] as set (sched_rtds.py), by vCPU
+    #: number; a missing or empty entry has RTDS's defaults.
+    rtds: list[list[int]] = field(default_factory=list)
 
     def affinity(self, kind: str, vcpu: int) -> list[int]:
         """vCPU ``vcpu``'s ``kind`` ("hard" or "soft") affinity as set; [] is all CPUs."""

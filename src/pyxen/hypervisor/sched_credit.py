@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from . import rtds
 from .core import Hypervisor, hypercall
 from .errors import InvalidArgument
 
@@ -30,8 +31,11 @@ async def _getinfo(hv: Hypervisor, args: dict[str, Any]) -> dict[str, Any]:
     """XEN_DOMCTL_SCHEDOP_getinfo for credit: weight and cap, and whether the host enforces them."""
     dom = hv.domain(args, "domctl.scheduler_op.getinfo")
     pool = hv.cpupools.pools.get(dom.cpupool) or hv.cpupools.pools[0]
-    return {"weight": dom.cpu_weight, "cap": dom.cap, "enforced": hv.cpu.available or dom.is_dom0,
+    info = {"weight": dom.cpu_weight, "cap": dom.cap, "enforced": hv.cpu.available or dom.is_dom0,
             "sched": pool.sched, "cpupool": pool.poolid}
+    if pool.sched == "rtds":  # rt.c's getinfo: the defaults, whatever the vCPUs have
+        info.update(period=rtds.DEFAULT_PERIOD, budget=rtds.DEFAULT_BUDGET)
+    return info
 
 
 @hypercall("domctl.scheduler_op.putinfo")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ..daemon import arguments, daemon_process
 from ..paths import Paths
 from . import accel as accelmod
-from . import cpupool_op, dmop, evtchn, gnttab, memop, params, sched_credit, topology, vcpu  # noqa: F401  (they register their hypercalls)
+from . import cpupool_op, dmop, evtchn, gnttab, memop, params, sched_credit, sched_rtds, topology, vcpu  # noqa: F401  (they register their hypercalls)
 from .core import CALLER, HYPERCALLS, ConRing, Hypervisor
 from .errors import HypercallError, InvalidArgument, PermissionDenied
 from .hostcfg import HostConfig, HostConfigError

@@ -66,3 +66,13 @@ def pin(ctrl: XenCtrl, domid: int, vcpus: list[int], hard: list[int] | None,
     """libxl_set_vcpuaffinity for each of ``vcpus``; None leaves that affinity as it is."""
     return [ctrl.call("domctl.setvcpuaffinity", domid=domid, vcpu=n, hard=hard, soft=soft, force=force)
             for n in vcpus]
+
+
+def rtds_vcpu_get(ctrl: XenCtrl, domid: int, vcpus: list[int]) -> list[dict[str, Any]]:
+    """xc_sched_rtds_vcpu_get: each of ``vcpus``' {vcpuid, period, budget, extratime}."""
+    return list(ctrl.call("domctl.scheduler_op.getvcpuinfo", domid=domid, vcpus=vcpus))
+
+
+def rtds_vcpu_set(ctrl: XenCtrl, domid: int, vcpus: list[dict[str, Any]]) -> dict[str, Any]:
+    """xc_sched_rtds_vcpu_set: ``vcpus`` = [{vcpuid, period, budget, extratime}]."""
+    return dict(ctrl.call("domctl.scheduler_op.putvcpuinfo", domid=domid, vcpus=vcpus))

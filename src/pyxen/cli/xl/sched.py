@@ -1,5 +1,5 @@
 """xl's commands on vCPUs, schedulers and CPU pools: vcpu-list, vcpu-pin, vcpu-set,
-sched-credit, sched-credit2, cpupool-create, cpupool-list, cpupool-destroy, cpupool-rename,
+sched-credit, sched-credit2, sched-rtds, cpupool-create, cpupool-list, cpupool-destroy, cpupool-rename,
 cpupool-cpu-add, cpupool-cpu-remove, cpupool-migrate, cpupool-numa-split.
 
 Options, messages and exit codes are those of Xen 4.17's tools/xl/xl_vcpu.c, xl_sched.c and
@@ -15,8 +15,9 @@ import sys
 from typing import Any, Callable
 
 from ...hypervisor.client import XenCtrl
+from ...hypervisor.cpupool import SCHEDULERS as POOL_SCHEDULERS
 from ...hypervisor.errors import HypercallError
-from ...libxlu.cfg import ConfigSyntaxError, decode, parse
+from ...libxlu.cfg import ConfigSyntaxError, decode, parse, strtol
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
 from ...toolstack import domain as libxl
@@ -279,6 +280,154 @@ def _schedparam(xc: XenCtrl, sched: str, poolid: int, tslice: int | None, rateli
     return 0
 
 
+# ---- RTDS -------------------------------------------------------------------------------
+def _strtol(text: str) -> int:
+    """xl's strtol(optarg, NULL, 10): the leading number, 0 without digits."""
+    value = strtol(text, 10)[0]
+    return value if value is not None else 0
+
+
+def _rtds_sched_error(domid: int, verb: str, what: str) -> int:
+    """libxl's refusal of per-vCPU parameters on a domain of another scheduler."""
+    _err(f"libxl: error: Domain {domid}:per-VCPU parameter {verb} not supported for this scheduler")
+    _err(f"libxl_vcpu_sched_params_{what} failed.")
+    return 1
+
+
+def _rtds_vcpu_rows(xc: XenCtrl, name: str, domid: int, vcpus: list[int] | None) -> list[str] | int:
+    """libxl_vcpu_sched_params_get (``vcpus``) or _get_all (None) and xl's rows; an int is
+    xl's exit status after its messages."""
+    what = "get" if vcpus is not None else "get_all"
+    info = xc.call("domctl.scheduler_op.getinfo", domid=domid)
+    if info.get("sched") != "rtds":
+        return _rtds_sched_error(domid, "getting", what)
+    max_id = int(xc.call("domctl.getdomaininfo", domid=domid)["max_vcpus"]) - 1
+    if vcpus is None:
+        vcpus = list(range(max_id + 1))
+    elif any(not 0 <= v <= max_id for v in vcpus):
+        _err(f"libxl: error: Domain {domid}:VCPU index is out of range, valid values are within "
+             f"range from 0 to {max_id}")
+        _err(f"libxl_vcpu_sched_params_{what} failed.")
+        return 1
+    try:
+        got = libxl_sched.rtds_vcpu_get(xc, domid, vcpus)
+    except HypercallError as err:
+        _err(f"libxl: error: Domain {domid}:Getting vcpu sched rtds: {_strerror(err)}")
+        _err(f"libxl_vcpu_sched_params_{what} failed.")
+        return 1
+    return rs.rtds_vcpu_rows(name, domid, got)
+
+
+def _rtds_set(xc: XenCtrl, domid: int, vcpus: list[int] | None, periods: list[int],
+              budgets: list[int], extras: list[int]) -> int:
+    """libxl_vcpu_sched_params_set (``vcpus``: their own values, in order) or _set_all (None:
+    the first values for every vCPU), with libxl's checks before the hypercall."""
+    what = "set" if vcpus is not None else "set_all"
+    info = xc.call("domctl.scheduler_op.getinfo", domid=domid)
+    if info.get("sched") != "rtds":
+        return _rtds_sched_error(domid, "setting", what)
+    max_id = int(xc.call("domctl.getdomaininfo", domid=domid)["max_vcpus"]) - 1
+    ids = vcpus if vcpus is not None else [0]
+    for i, v in enumerate(ids):
+        if vcpus is not None and not 0 <= v <= max_id:
+            _err(f"libxl: error: Domain {domid}:Invalid VCPU {v}: valid range is [0, {max_id}]")
+            _err(f"libxl_vcpu_sched_params_{what} failed.")
+            return 1
+        problem = rs.rtds_invalid(periods[i], budgets[i])
+        if problem is not None:
+            _err(f"libxl: error: {problem}")
+            _err(f"libxl_vcpu_sched_params_{what} failed.")
+            return 1
+    targets = vcpus if vcpus is not None else list(range(max_id + 1))
+    change = [{"vcpuid": v, "period": periods[i if vcpus is not None else 0],
+               "budget": budgets[i if vcpus is not None else 0],
+               "extratime": bool(extras[i if vcpus is not None else 0])} for i, v in enumerate(targets)]
+    try:
+        libxl_sched.rtds_vcpu_set(xc, domid, change)
+    except HypercallError as err:
+        _err(f"libxl: error: Domain {domid}:Setting vcpu sched rtds: {_strerror(err)}")
+        _err(f"libxl_vcpu_sched_params_{what} failed.")
+        return 1
+    return 0
+
+
+def cmd_sched_rtds(argv: list[str]) -> int:
+    """main_sched_rtds: list every RTDS pool's domains (their defaults, or -v all: each vCPU),
+    show one domain, or set vCPUs' period, budget and extratime (-v N ... or -v all)."""
+    p = new_parser("sched-rtds", "Get/set rtds scheduler parameters")
+    p.add_argument("-d", "--domain")
+    p.add_argument("-p", "--period", action="append", default=[])
+    p.add_argument("-b", "--budget", action="append", default=[])
+    p.add_argument("-e", "--extratime", action="append", default=[])
+    p.add_argument("-v", "--vcpuid", action="append", default=[])
+    # xl's getopt string has "c" without ':': -c takes no value and names no pool; only
+    # --cpupool=POOL does.
+    p.add_argument("-c", dest="c_flag", action="store_true")
+    p.add_argument("--cpupool")
+    ns, extra = p.parse_known_args(argv)
+    for word in extra:  # xl reads no positional argument and ignores them
+        if word.startswith("-") and word != "-":
+            raise Usage(f"option `{word.lstrip('-')}' not supported.")
+    for e in ns.extratime:
+        if e not in ("0", "1"):
+            _err("Invalid extratime.")
+            return 1
+    opt_all = "all" in ns.vcpuid
+    vcpus = [_strtol(v) for v in ns.vcpuid if v != "all"]
+    periods = [_strtol(v) for v in ns.period]
+    budgets = [_strtol(v) for v in ns.budget]
+    extras = [int(v) for v in ns.extratime]
+    opt_p, opt_b, opt_e, opt_v = bool(periods), bool(budgets), bool(extras), bool(vcpus)
+    dom = ns.domain
+    problem = rs.rtds_options_problem(dom is not None, ns.cpupool is not None, len(vcpus), opt_all,
+                                      len(periods), len(budgets), len(extras))
+    if problem is not None:
+        _err(problem)
+        return 1
+    with ctrl() as xc:
+        if dom is None:
+            only = None
+            if ns.cpupool is not None:
+                only = _pool(xc, ns.cpupool)
+                if only is None:
+                    return 1
+            pools = libxl_sched.list_pools(xc)
+            rtds_pools = {pl["poolid"] for pl in pools if pl["sched"] == "rtds"}
+            doms = [d for d in libxl.list_domains(xc) if d.get("cpupool", 0) in rtds_pools]
+            rows: dict[int, list[str]] = {}
+            for d in doms:
+                if opt_all:
+                    got = _rtds_vcpu_rows(xc, d["name"], d["domid"], None)
+                    if isinstance(got, int):
+                        return got  # sched_vcpu_get_all exits
+                    rows[d["domid"]] = got
+                else:
+                    info = xc.call("domctl.scheduler_op.getinfo", domid=d["domid"])
+                    rows[d["domid"]] = [rs.rtds_domain_row(d["name"], d["domid"], info["period"],
+                                                           info["budget"], True)]
+            header = rs.RTDS_VCPU_HEADER if opt_all else rs.RTDS_DOMAIN_HEADER
+            sys.stdout.write(rs.rtds_by_pool(pools, doms, rows, header, only))
+            return 0
+        ref = libxl.resolve(xc, dom)
+        if not opt_v and not opt_all:
+            print(rs.RTDS_DOMAIN_HEADER, flush=True)
+            info = xc.call("domctl.scheduler_op.getinfo", domid=ref.domid)
+            if info.get("sched") != "rtds":
+                _err(f"libxl_domain_sched_params_get returned {info.get('sched')} not rtds.")
+                return 1
+            # libxl leaves extratime at its "default" (-1), which xl prints as yes.
+            print(rs.rtds_domain_row(ref.name, ref.domid, info["period"], info["budget"], True))
+            return 0
+        if not (opt_p or opt_b or opt_e):
+            print(rs.RTDS_VCPU_HEADER, flush=True)
+            got = _rtds_vcpu_rows(xc, ref.name, ref.domid, vcpus if opt_v else None)
+            if isinstance(got, int):
+                return got
+            sys.stdout.write("".join(line + "\n" for line in got))
+            return 0
+        return _rtds_set(xc, ref.domid, vcpus if opt_v else None, periods, budgets, extras)
+
+
 # ---- CPU pools --------------------------------------------------------------------------
 def cmd_cpupool_create(argv: list[str]) -> int:
     p = new_parser("cpupool-create", "Create a new CPU pool")
@@ -362,9 +511,9 @@ def cmd_cpupool_create(argv: list[str]) -> int:
         sys.stdout.write(rs.cpupool_create_summary(source, name, sched, len(cpus)))
         if ns.dryrun:
             return 0
-        if sched not in ("credit", "credit2"):
-            _err(f"libxl: error: Could not create cpupool: Invalid argument (pyxen runs credit and "
-                 f"credit2 pools, not {sched})")
+        if sched not in POOL_SCHEDULERS:
+            _err(f"libxl: error: Could not create cpupool: Invalid argument (pyxen runs "
+                 f"{', '.join(POOL_SCHEDULERS)} pools, not {sched})")
             _err("error on creating cpupool")
             return 1
         try:
@@ -536,6 +685,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "vcpu-set": (cmd_vcpu_set, "Set the number of active VCPUs allowed for the domain"),
     "sched-credit": (_sched_cmd("credit"), "Get/set credit scheduler parameters"),
     "sched-credit2": (_sched_cmd("credit2"), "Get/set credit2 scheduler parameters"),
+    "sched-rtds": (cmd_sched_rtds, "Get/set rtds scheduler parameters"),
     "cpupool-create": (cmd_cpupool_create, "Create a new CPU pool"),
     "cpupool-list": (cmd_cpupool_list, "List CPU pools on host"),
     "cpupool-destroy": (cmd_cpupool_destroy, "Deactivates a CPU pool"),
