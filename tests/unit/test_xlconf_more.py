@@ -136,3 +136,21 @@ def test_cd_insert_still_refuses_dryrun(on_fake: FakeHost, capsys: pytest.Captur
     rather than change the guest under a dry run."""
     assert xl.main(["-N", "cd-insert", "0", "hdc", "/tmp/x.iso"]) == 1
     assert "does not implement -N" in capsys.readouterr().err
+
+
+def test_dryrun_vcpu_pin_prints_the_maps_and_pins_nothing(on_fake: FakeHost,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """xl_vcpu.c: ``cpumap: `` then the hard map (``-`` when left alone) and, if given, the
+    soft one, in print_bitmap's text over the online CPUs."""
+    from pyxen.hypervisor.client import XenCtrl
+    with XenCtrl(on_fake.paths.hypervisor_socket) as xc:
+        nr = int(xc.call("sysctl.physinfo")["nr_cpus"])
+        before = [(v["hard"], v["soft"]) for v in xc.call("domctl.getvcpuinfo", domid=0)]
+    assert xl.main(["-N", "vcpu-pin", "0", "0", "0"]) == 0
+    assert capsys.readouterr().out == ("cpumap: all\n" if nr == 1 else "cpumap: 0\n")
+    assert xl.main(["-N", "vcpu-pin", "0", "all", "-", "all"]) == 0
+    assert capsys.readouterr().out == "cpumap: - all\n"
+    assert xl.main(["-N", "vcpu-pin", "0", "0", "nosuchcpu"]) == 1
+    assert capsys.readouterr().out == ""
+    with XenCtrl(on_fake.paths.hypervisor_socket) as xc:
+        assert [(v["hard"], v["soft"]) for v in xc.call("domctl.getvcpuinfo", domid=0)] == before
