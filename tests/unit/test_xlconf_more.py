@@ -154,3 +154,13 @@ def test_dryrun_vcpu_pin_prints_the_maps_and_pins_nothing(on_fake: FakeHost,
     assert capsys.readouterr().out == ""
     with XenCtrl(on_fake.paths.hypervisor_socket) as xc:
         assert [(v["hard"], v["soft"]) for v in xc.call("domctl.getvcpuinfo", domid=0)] == before
+
+
+def test_dryrun_cpupool_create_is_its_dash_n(on_fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    """xl_cpupool.c's -n sets dryrun_only: -N prints the same summary and makes no pool."""
+    assert xl.main(["cpupool-create", "-n", 'name="dryp"']) == 0
+    dash_n = capsys.readouterr()
+    assert xl.main(["-N", "cpupool-create", 'name="dryp"']) == 0
+    assert capsys.readouterr() == dash_n and "dryp" in dash_n.out
+    assert xl.main(["cpupool-list"]) == 0
+    assert "dryp" not in capsys.readouterr().out

@@ -291,7 +291,10 @@ def _schedparam(xc: XenCtrl, sched: str, poolid: int, tslice: int | None, rateli
 
 
 # ---- CPU pools --------------------------------------------------------------------------
+@honours_dryrun
 def cmd_cpupool_create(argv: list[str]) -> int:
+    """xl_cpupool.c's -n sets the global dryrun_only, so -n and xl -N are one switch: the
+    summary is printed and no pool is made."""
     p = new_parser("cpupool-create", "Create a new CPU pool")
     p.add_argument("-f", "--defconfig", dest="defconfig")
     p.add_argument("-n", "--dryrun", action="store_true")
@@ -371,7 +374,7 @@ def cmd_cpupool_create(argv: list[str]) -> int:
                     return 1
             cpus = sorted(chosen)
         sys.stdout.write(rs.cpupool_create_summary(source, name, sched, len(cpus)))
-        if ns.dryrun:
+        if ns.dryrun or GLOBALS.dryrun:
             return 0
         if sched not in ("credit", "credit2"):
             _err(f"libxl: error: Could not create cpupool: Invalid argument (pyxen runs credit and "
