@@ -61,8 +61,10 @@ def test_lookup_help_and_refusals_change_nothing(host: Host) -> None:
                  ["pci-attach", "held", "0000:00:02.0"]):
         done = host.xl("-N", *argv, check=False)
         assert (done.returncode, done.stderr) == (1, "command does not implement -N (dryrun) option\n"), argv
-    done = host.xl("-N", "vcpu-pin", "held", "0", "0", check=False)
+    done = host.xl("-N", "cd-insert", "held", "hdc", "/x.iso", check=False)
     assert done.returncode == 1 and "does not implement -N (dryrun) for this command yet" in done.stderr
+    done = host.xl("-N", "vcpu-pin", "held", "0", "0")
+    assert done.stderr == "" and done.stdout in ("cpumap: 0\n", "cpumap: all\n")  # all: a 1-CPU host
     other = host.write_cfg("dry", memory=64)
     done = host.xl("-N", "create", str(other))
     assert '"name": "dry"' in done.stdout

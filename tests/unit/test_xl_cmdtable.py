@@ -227,9 +227,10 @@ def test_hardware_commands_refuse_naming_why(name: str, no_host: Path, capsys: p
 
 def test_dryrun_is_refused_by_a_command_that_does_not_honour_it_yet(no_host: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    """vcpu-pin is can_dryrun in Xen's table; pyxen's does not read GLOBALS.dryrun: refused, not run."""
-    assert xl.main(["-N", "vcpu-pin", "d", "0", "all"]) == 1
-    assert capsys.readouterr().err == "xl vcpu-pin: pyxen does not implement -N (dryrun) for this command yet\n"
+    """cd-insert is can_dryrun in Xen's table, but xl_cdrom.c ignores dryrun_only and inserts
+    anyway; pyxen's does not read GLOBALS.dryrun: refused, not run."""
+    assert xl.main(["-N", "cd-insert", "d", "hdc", "/x.iso"]) == 1
+    assert capsys.readouterr().err == "xl cd-insert: pyxen does not implement -N (dryrun) for this command yet\n"
 
 
 def test_dryrun_create_parses_and_builds_nothing(no_host: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,7 +61,7 @@ def build_request(cfg: DomainConfig, cpupool: int = 0) -> CreateDomain:
 
 def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
            restore_from: tuple[Path, int] | None = None, migrate_fd: int | None = None,
-           monitored: bool = True) -> int:
+           monitored: bool = True, run_scripts: bool = True) -> int:
     """Build and (unless ``paused``) start a domain; return its domid.
 
     Order as libxl: the hypervisor makes the domain (paused, device model started), then its
@@ -72,7 +72,8 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
     file and where its stream starts) the device model loads the saved state instead of booting;
     with ``migrate_fd`` it loads a migration stream read from that descriptor (xl
     migrate-receive's stdin), which is handed to QEMU itself. ``monitored=False`` (xl's -e)
-    marks the domain for the monitor to leave alone, before it can run.
+    marks the domain for the monitor to leave alone, before it can run. ``run_scripts=False``
+    (xl.conf's run_hotplug_scripts=0) leaves the devices' ``script=`` to udev.
 
     Until ``domctl.finish_build`` the domain belongs to this caller's hypervisor connection: if
     the caller dies (xl killed), the hypervisor destroys it, and the monitor removes its records.
@@ -126,7 +127,7 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         except (OSError, XenstoreError) as err:
             raise DomainBuildError(f"cannot write the xenstore records of '{cfg.name}': {err}") from err
         try:
-            hotplug.add_all(ctrl, paths, domid, disks, nics)
+            hotplug.add_all(ctrl, paths, domid, disks, nics, run_scripts=run_scripts)
             hotplug.add_emulated_cdroms(paths, domid, cdroms)
         except hotplug.DeviceError as err:
             raise DomainBuildError(f"cannot add the devices of '{cfg.name}': {err}") from err

@@ -69,8 +69,11 @@ def _perms_be(domid: int) -> list[str]:
     return ["n0", f"r{domid}"]
 
 
-def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics: list[NicSpec]) -> None:
-    """Give a paused domain its devices. :raise DeviceError:"""
+def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics: list[NicSpec],
+            run_scripts: bool = True) -> None:
+    """Give a paused domain its devices. ``run_scripts=False`` is xl.conf's
+    run_hotplug_scripts=0: a device's ``script=`` is left to udev (libxl neither runs it nor
+    waits for its ``hotplug-status``). :raise DeviceError:"""
     devices: list[DiskSpec | NicSpec] = [*disks, *nics]
     if not devices:
         return
@@ -118,7 +121,7 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
                     xs.write(f"{frontend_path(dev.kind, domid, dev.devid)}/state", "4")
                     continue
                 _wait_initwait(xs, backend_path(dev.kind, domid, dev.devid))
-                if isinstance(dev, DiskSpec) and dev.script:
+                if isinstance(dev, DiskSpec) and dev.script and run_scripts:
                     _run_script(xs, paths, domid, dev)
     except (XenstoreError, OSError) as err:
         raise DeviceError(f"cannot write the device nodes of domain {domid}: {err}") from err
@@ -128,7 +131,7 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
         except HypercallError as err:
             raise DeviceError(f"{dev.kind} {dev.devid}: the device model refused it: {err}") from err
     for nic in nics:
-        if nic.script is not None:  # a vif's own script=, once its interface exists
+        if nic.script is not None and run_scripts:  # a vif's own script=, once its interface exists
             run_vif_script(paths, domid, nic, add=True)
 
 
@@ -251,7 +254,7 @@ def disk_kind(xs: XenstoreClient, domid: int, devid: int) -> str | None:
     return None
 
 
-def attach_disk(ctrl: XenCtrl, paths: Paths, domid: int, disk: DiskSpec) -> None:
+def attach_disk(ctrl: XenCtrl, paths: Paths, domid: int, disk: DiskSpec, run_scripts: bool = True) -> None:
     """Add ``disk`` to a domain (running or paused): the create steps for one device; the guest
     sees a new PCI disk. On any failure (a hotplug script that fails included) whatever was
     made is taken away again, so nothing is left attached.
@@ -266,7 +269,7 @@ def attach_disk(ctrl: XenCtrl, paths: Paths, domid: int, disk: DiskSpec) -> None
                 xs.exists(frontend_path(disk.kind, domid, disk.devid)):
             raise DeviceError(f"Domain {domid}:device already exists in xenstore")
     try:
-        add_all(ctrl, paths, domid, [disk], [])
+        add_all(ctrl, paths, domid, [disk], [], run_scripts=run_scripts)
         _remember(paths, domid, lambda specs: (*specs, disk.spec))
     except BaseException:
         try:
@@ -276,7 +279,8 @@ def attach_disk(ctrl: XenCtrl, paths: Paths, domid: int, disk: DiskSpec) -> None
         raise
 
 
-def detach_disk(ctrl: XenCtrl, paths: Paths, domid: int, devid: int, force: bool = False) -> None:
+def detach_disk(ctrl: XenCtrl, paths: Paths, domid: int, devid: int, force: bool = False,
+                run_scripts: bool = True) -> None:
     """Take disk ``devid`` away from a domain (xl block-detach). Without ``force`` (libxl's
     safe_remove) the guest must release it within DESTROY_TIMEOUT, else nothing more is done
     and DeviceError is raised; with ``force`` (libxl_device_disk_destroy) the frontend nodes go
@@ -293,7 +297,7 @@ def detach_disk(ctrl: XenCtrl, paths: Paths, domid: int, devid: int, force: bool
     if emulated_cd:
         raise DeviceError(f"Domain {domid}:disk {devid} is an emulated cdrom drive, which cannot be "
                           "unplugged (IDE has no hotplug); xl cd-eject empties it")
-    _remove_disk(ctrl, paths, domid, kind, devid, force=force, run_script=True)
+    _remove_disk(ctrl, paths, domid, kind, devid, force=force, run_script=run_scripts)
     _remember(paths, domid, lambda specs: tuple(s for s in specs if _spec_devid(s) != devid))
 
 
@@ -493,7 +497,8 @@ def find_nic(paths: Paths, domid: int, which: str) -> dict[str, str] | None:
     return next((r for r in recs if r["devid"] == devid), None)
 
 
-def attach_nic(ctrl: XenCtrl, paths: Paths, domid: int, nic: NicSpec, domain_type: str) -> None:
+def attach_nic(ctrl: XenCtrl, paths: Paths, domid: int, nic: NicSpec, domain_type: str,
+               run_scripts: bool = True) -> None:
     """network-attach: give a running domain a new NIC with the handshake of create (grants,
     event channels, nodes at Initialising, the backend's InitWait, then the device model plugs
     it: the guest sees a PCI NIC appear). Anything that fails is undone, so a refused attach
@@ -508,7 +513,7 @@ def attach_nic(ctrl: XenCtrl, paths: Paths, domid: int, nic: NicSpec, domain_typ
     if any(r["devid"] == str(nic.devid) for r in list_devices(paths, domid, ("vif",))):
         raise DeviceError(f"vif {nic.devid} of domain {domid} exists already")
     try:
-        add_all(ctrl, paths, domid, [], [nic])
+        add_all(ctrl, paths, domid, [], [nic], run_scripts=run_scripts)
     except DeviceError:
         _undo_nic(ctrl, paths, domid, nic)
         raise
@@ -601,7 +606,7 @@ def run_vif_script(paths: Paths, domid: int, nic: NicSpec, add: bool) -> None:
         raise DeviceError(str(err)) from err
 
 
-def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
+def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int, run_scripts: bool = True) -> None:
     """network-detach: the guest lets go of the NIC (the device model's unplug: an ACPI eject
     the guest's kernel answers), QEMU drops its back-end connection, the backend is taken
     offline (``online`` = 0) and walks Closing -> Closed (netback removes the TAP), then the
@@ -621,7 +626,7 @@ def detach_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
     if not emulated:
         _close_backend(paths, domid, devid)
     script = raw_script.decode(errors="replace") if raw_script else ""
-    if script and script != f"{XEN_SCRIPT_DIR}/{DEFAULT_VIF_SCRIPT}":
+    if script and script != f"{XEN_SCRIPT_DIR}/{DEFAULT_VIF_SCRIPT}" and run_scripts:
         try:
             run_vif_script(paths, domid, _nic_of(paths, domid, devid, script), add=False)
         except DeviceError:

@@ -547,6 +547,22 @@ def create_dryrun(cfg: DomainConfig, nr_cpus: int | None = None) -> str:
     return dumps(_shape(parsed(cfg, nr_cpus)))
 
 
+def device_disk(spec: str) -> str:
+    """libxl_device_disk_to_json of one disk spec as xl block-attach parses it (what ``xl -N
+    block-attach`` prints after ``disk: ``).
+
+    :raise DeviceSpecError: the spec does not parse.
+    """
+    return dumps(_ordered(_disk(spec, spec), DISK))
+
+
+def device_nic(spec: str) -> str:
+    """libxl_device_nic_to_json of one vif spec as xl network-attach parses it (what ``xl -N
+    network-attach`` prints after ``vif: ``): no devid yet (libxl picks it when it adds the
+    NIC), so none is written."""
+    return dumps(_ordered({**_nic(0, spec), "devid": None}, NIC))
+
+
 def list_long(domains: Iterable[tuple[int, dict[str, Any]]]) -> str:
     """``xl list -l``: one JSON array of {"domid": N, "config": {...}} (xl_info.c
     list_domains_details), printed with puts(), so one more newline after yajl's."""
@@ -558,7 +574,7 @@ def live_config(cfg: DomainConfig, live: LiveState, nics: Iterable[Any] = ()) ->
     return _shape(retrieved(cfg, live, nics))
 
 
-__all__ = ["LiveState", "create_dryrun", "dom0_config", "dumps", "list_long", "live_config", "parsed",
+__all__ = ["LiveState", "create_dryrun", "device_disk", "device_nic", "dom0_config", "dumps", "list_long", "live_config", "parsed",
            "retrieved", "DeviceSpecError"]
 
 

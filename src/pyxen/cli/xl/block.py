@@ -17,11 +17,12 @@ from ...hypervisor.errors import HypercallError, NoSuchDomain
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
 from ...toolstack import domain as libxl
-from ...toolstack import hotplug
+from ...toolstack import hotplug, libxl_json
 from ...toolstack.devices import DeviceSpecError, parse_disk, vdev_to_devid
 from ...xenstore.client import XenstoreClient
 from .. import render
-from .common import ctrl, interrupts_on_termination, new_parser, positionals
+from . import xlconf
+from .common import GLOBALS, ctrl, honours_dryrun, interrupts_on_termination, new_parser, positionals
 
 
 def _libxl_errors(err: BaseException) -> None:
@@ -42,7 +43,10 @@ def _qualifier_to_domid(xc: object, arg: str) -> int | None:
         return None
 
 
+@honours_dryrun
 def cmd_block_attach(argv: list[str]) -> int:
+    """With the global -N, xl_block.c prints the parsed disk as libxl JSON (``disk: {...}``)
+    and attaches nothing."""
     p = new_parser("block-attach", "Create a new virtual block device")
     p.add_argument("domain")
     p.add_argument("disk_spec", nargs="+", metavar="disk-spec-component")
@@ -57,10 +61,18 @@ def cmd_block_attach(argv: list[str]) -> int:
         except DeviceSpecError as err:
             print(f"xl: {err}", file=sys.stderr)
             return 1
+        if GLOBALS.dryrun:
+            sys.stdout.write("disk: " + libxl_json.device_disk(disk.spec) + "\n")
+            sys.stdout.flush()
+            return 0
+        conf = xlconf.current()
+        notice = conf.skipped_scripts_notice([disk.script])
+        if notice:
+            print(notice, file=sys.stderr)
         paths = Paths.from_env()
         try:
             with interrupts_on_termination():
-                hotplug.attach_disk(xc, paths, domid, disk)
+                hotplug.attach_disk(xc, paths, domid, disk, run_scripts=conf.runs_hotplug_scripts)
         except (hotplug.DeviceError, HypercallError) as err:
             _libxl_errors(err)
             print("libxl_device_disk_add failed.", file=sys.stderr)
@@ -86,7 +98,8 @@ def cmd_block_detach(argv: list[str]) -> int:
             return 1
         try:
             with interrupts_on_termination():
-                hotplug.detach_disk(xc, paths, domid, devid, force=ns.force)
+                hotplug.detach_disk(xc, paths, domid, devid, force=ns.force,
+                                    run_scripts=xlconf.current().runs_hotplug_scripts)
         except (hotplug.DeviceError, HypercallError) as err:
             _libxl_errors(err)
             print(f"libxl_device_disk_{'destroy' if ns.force else 'safe_remove'} failed.", file=sys.stderr)

@@ -14,16 +14,19 @@ from typing import Callable
 
 from ...paths import Paths
 from ...toolstack import domain as libxl
-from ...toolstack import hotplug
+from ...toolstack import hotplug, libxl_json
 from ...toolstack.devices import DeviceSpecError, parse_vif
 from . import xlconf
-from .common import ctrl, new_parser, positionals
+from .common import GLOBALS, ctrl, honours_dryrun, new_parser, positionals
 
 #: network-attach's config source in libxlu's messages (xlu_cfg_init(stderr, "command line")).
 SOURCE = "command line"
 
 
+@honours_dryrun
 def cmd_network_attach(argv: list[str]) -> int:
+    """With the global -N, xl_nic.c prints the parsed NIC as libxl JSON (``vif: {...}``) and
+    adds nothing."""
     p = new_parser("network-attach", "Create a new virtual network device")
     p.add_argument("domain")
     p.add_argument("vifspec", nargs="*", metavar="key=value",
@@ -44,11 +47,20 @@ def cmd_network_attach(argv: list[str]) -> int:
             return 1
         for w in nic.warnings:
             print(w, file=sys.stderr)
+        if GLOBALS.dryrun:
+            sys.stdout.write("vif: " + libxl_json.device_nic(spec) + "\n")
+            sys.stdout.flush()
+            return 0
+        conf = xlconf.current()
+        notice = conf.skipped_scripts_notice([nic.script])
+        if notice:
+            print(notice, file=sys.stderr)
         info = libxl.find(xc, "domid", dom.domid)
         try:
             if info is None:
                 raise hotplug.DeviceError(f"Domain {dom.domid}: no such domain")
-            hotplug.attach_nic(xc, paths, dom.domid, nic, str(info.get("type", "pv")))
+            hotplug.attach_nic(xc, paths, dom.domid, nic, str(info.get("type", "pv")),
+                               run_scripts=conf.runs_hotplug_scripts)
         except hotplug.DeviceError as err:
             print(f"libxl: error: {err}", file=sys.stderr)
             print("libxl_device_nic_add failed.", file=sys.stderr)
@@ -69,7 +81,8 @@ def cmd_network_detach(argv: list[str]) -> int:
             print(f"Unknown device {ns.devid}.", file=sys.stderr)
             return 1
         try:
-            hotplug.detach_nic(xc, paths, dom.domid, int(rec["devid"]))
+            hotplug.detach_nic(xc, paths, dom.domid, int(rec["devid"]),
+                               run_scripts=xlconf.current().runs_hotplug_scripts)
         except hotplug.DeviceError as err:
             print(f"libxl: error: {err}", file=sys.stderr)
             print("libxl_device_nic_del failed.", file=sys.stderr)

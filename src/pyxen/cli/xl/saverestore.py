@@ -21,6 +21,7 @@ from ...toolstack.config import ConfigError, DomainConfig, load
 from ...toolstack.devices import DeviceSpecError
 from ..console import attach
 
+from . import xlconf
 from .common import (Usage, interrupts_on_termination, GLOBALS, new_parser, ctrl, positionals, one_line)
 
 
@@ -128,7 +129,8 @@ def cmd_restore(argv: list[str]) -> int:
         try:
             with interrupts_on_termination():
                 domid = libxl.create(xc, paths, cfg, paused=ns.paused,
-                                     restore_from=(path, header.stream_offset), monitored=not ns.no_monitor)
+                                     restore_from=(path, header.stream_offset), monitored=not ns.no_monitor,
+                                     run_scripts=xlconf.current().runs_hotplug_scripts)
         except libxl.DomainBuildError as err:
             print(str(err), file=sys.stderr)
             return 1
@@ -395,7 +397,8 @@ def _migrate_receive(xc: XenCtrl, paths: Paths, paused: bool, debug: bool) -> in
         except DeviceSpecError as err:
             say(str(err))
     try:
-        domid = libxl.create(xc, paths, incoming, paused=True, migrate_fd=recv_fd)
+        domid = libxl.create(xc, paths, incoming, paused=True, migrate_fd=recv_fd,
+                             run_scripts=xlconf.current().runs_hotplug_scripts)
     except (libxl.DomainBuildError, HypercallError) as err:
         say(f"libxl: error: {one_line(str(err))}")
         say(f"migration target: Domain creation failed (code {migration.ERROR_FAIL}).")

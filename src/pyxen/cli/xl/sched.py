@@ -18,13 +18,14 @@ from ...hypervisor.client import XenCtrl
 from ...hypervisor.cpupool import SCHEDULERS as POOL_SCHEDULERS
 from ...hypervisor.errors import HypercallError
 from ...libxlu.cfg import ConfigSyntaxError, decode, parse, strtol
+from ...libxlu.cpumap import format_cpumap
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
 from ...toolstack import domain as libxl
 from ...toolstack import sched as libxl_sched
 from .. import render
 from .. import render_sched as rs
-from .common import Usage, ctrl, integer, new_parser, positionals
+from .common import GLOBALS, Usage, ctrl, honours_dryrun, integer, new_parser, positionals
 
 #: libxl's ERROR_FAIL (libxl_types.idl), as xl prints it in "rc: %d".
 ERROR_FAIL = -3
@@ -76,7 +77,10 @@ def cmd_vcpu_list(argv: list[str]) -> int:
     return 0
 
 
+@honours_dryrun
 def cmd_vcpu_pin(argv: list[str]) -> int:
+    """With the global -N, xl_vcpu.c prints the parsed maps (``cpumap: <hard|->[ <soft>]``, in
+    print_bitmap's text over the online CPUs) and pins nothing."""
     p = new_parser("vcpu-pin", "Set which CPUs a VCPU can use")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("-i", "--ignore-global-affinity-masks", dest="ignore", action="store_true")
@@ -105,6 +109,13 @@ def cmd_vcpu_pin(argv: list[str]) -> int:
             soft = _cpurange(ns.soft, nr_cpus)
             if soft is None:
                 return 1
+        if GLOBALS.dryrun:
+            text = "-" if hard is None else format_cpumap(hard, nr_cpus)
+            if soft is not None:
+                text += " " + format_cpumap(soft, nr_cpus)
+            sys.stdout.write(f"cpumap: {text}\n")
+            sys.stdout.flush()
+            return 0
         # xl.conf's global affinity masks (vm.cpumask...) are "all" in pyxen, so applying them
         # only finds an empty map, as apply_global_affinity_masks does; -i skips even that.
         if hard is not None and not hard and not ns.ignore:
@@ -429,7 +440,10 @@ def cmd_sched_rtds(argv: list[str]) -> int:
 
 
 # ---- CPU pools --------------------------------------------------------------------------
+@honours_dryrun
 def cmd_cpupool_create(argv: list[str]) -> int:
+    """xl_cpupool.c's -n sets the global dryrun_only, so -n and xl -N are one switch: the
+    summary is printed and no pool is made."""
     p = new_parser("cpupool-create", "Create a new CPU pool")
     p.add_argument("-f", "--defconfig", dest="defconfig")
     p.add_argument("-n", "--dryrun", action="store_true")
@@ -509,7 +523,7 @@ def cmd_cpupool_create(argv: list[str]) -> int:
                     return 1
             cpus = sorted(chosen)
         sys.stdout.write(rs.cpupool_create_summary(source, name, sched, len(cpus)))
-        if ns.dryrun:
+        if ns.dryrun or GLOBALS.dryrun:
             return 0
         if sched not in POOL_SCHEDULERS:
             _err(f"libxl: error: Could not create cpupool: Invalid argument (pyxen runs "

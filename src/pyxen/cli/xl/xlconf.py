@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, replace
-from typing import TextIO
+from typing import Iterable, TextIO
 
 from ...libxlu.cfg import ConfigSyntaxError, Setting, decode, parse
 from ...paths import Paths
@@ -63,6 +63,30 @@ class XlConf:
         if self.autoballoon != "auto":
             return self.autoballoon == "on"
         return _DOM0_MEM.search(xen_commandline) is None
+
+    @property
+    def runs_hotplug_scripts(self) -> bool:
+        """run_hotplug_scripts: xl (libxl) runs a device's ``script=`` unless the key is 0."""
+        return self.run_hotplug_scripts != 0
+
+    def skipped_scripts_notice(self, scripts: Iterable[str | None]) -> str | None:
+        """The one line xl prints (once per command) when run_hotplug_scripts=0 leaves these
+        devices' ``script=`` to udev; None when scripts run or no device names one."""
+        named = list(dict.fromkeys(s for s in scripts if s))
+        if self.runs_hotplug_scripts or not named:
+            return None
+        return (f"xl: hotplug script{'s' if len(named) > 1 else ''} {', '.join(named)} not run: "
+                "run_hotplug_scripts=0 in xl.conf leaves it to udev, which pyxen does not have")
+
+    def autoballoon_notice(self) -> str | None:
+        """The line ``xl create`` prints when xl.conf asks for autoballoon="on": pyxen's
+        Domain-0 is the Linux host itself, whose memory_op.set_target the hypervisor refuses, so
+        xl never frees memory from it (a guest that does not fit fails as with autoballoon
+        off). None for "off" and "auto"."""
+        if self.autoballoon != "on":
+            return None
+        return ('xl: autoballoon="on" in xl.conf: pyxen does not balloon Domain-0; '
+                "a domain that does not fit in free memory is not created")
 
     def lock_path(self, paths: Paths) -> str:
         """The file ``xl create`` locks: xl.conf's lockfile, else the host's."""
