@@ -323,7 +323,9 @@ def _nic(devid: int, spec: str) -> dict[str, object]:
     v = libxlu_vif.parse_vif(spec, devid).spec
     return {"backend_domname": v.backend_domname, "devid": v.devid, "mtu": v.mtu or None,
             "model": v.model, "mac": v.mac, "ip": v.ip, "bridge": v.bridge, "ifname": v.ifname,
-            "script": v.script, "nictype": v.nictype, "gatewaydev": v.gatewaydev}
+            "script": v.script, "nictype": v.nictype,
+            "rate_bytes_per_interval": v.rate_bytes_per_interval or None,
+            "rate_interval_usecs": v.rate_interval_usecs or None, "gatewaydev": v.gatewaydev}
 
 
 def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
@@ -346,11 +348,17 @@ def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
     max_vcpus = maxvcpus if maxvcpus is not None else (vcpus or 0)
     target_memkb = memory * 1024 if memory is not None else None
     max_memkb = maxmem * 1024 if maxmem is not None else target_memkb
+    # parse_vcpu_affinity: a string is every vCPU's map; a list gives vCPU i the i-th map (the
+    # items past max_vcpus ignored) and turns automatic NUMA placement off.
     hard: list[list[int]] | None = None
+    numa_placement: str | None = None
+    host_cpus = nr_cpus or os.cpu_count() or 1
     cpus = s.string("cpus")
     if cpus is not None and max_vcpus:
-        cpuset = sorted(parse_cpulist(cpus, nr_cpus or os.cpu_count() or 1))
-        hard = [cpuset] * max_vcpus
+        hard = [sorted(parse_cpulist(cpus, host_cpus))] * max_vcpus
+    elif isinstance(cfg.cpus, tuple) and cfg.cpus:
+        hard = [sorted(parse_cpulist(c, host_cpus)) for c in cfg.cpus[:max_vcpus]] or None
+        numa_placement = _defbool(False)
     sched = {"weight": s.long("cpu_weight"), "cap": s.long("cap"), "period": s.long("period"),
              "slice": s.long("slice"), "latency": s.long("latency"),
              "extratime": s.long("extratime")}
@@ -364,7 +372,7 @@ def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
     b_info: dict[str, object] = {
         "max_vcpus": max_vcpus or None,
         "avail_vcpus": list(range(vcpus)) if vcpus else None,
-        "vcpu_hard_affinity": hard,
+        "vcpu_hard_affinity": hard, "numa_placement": numa_placement,
         "max_memkb": max_memkb, "target_memkb": target_memkb,
         "video_memkb": videoram * 1024 if videoram is not None else None,
         "shadow_memkb": shadow * 1024 if shadow is not None else None,

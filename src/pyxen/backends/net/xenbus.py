@@ -63,5 +63,8 @@ async def make_net(be: BackendNode) -> tuple[NetDevice, dict[str, str]]:
     device = NetDevice(f"vif-{be.domid}-{be.devid}", fd, ifname, rate)
     keys = {"feature-sg": "0", "feature-gso-tcpv4": "0", "feature-gso-tcpv6": "0",
             "feature-rx-copy": "1", "feature-rx-flip": "0", "feature-split-event-channels": "1",
-            "multi-queue-max-queues": "1", "vifname": ifname, "hotplug-status": "connected"}
+            "multi-queue-max-queues": "1", "hotplug-status": "connected"}
+    # No ``vifname`` node of the backend's own: libxl writes one only for a configured
+    # vifname=, and Xen's vif-common.sh renames the interface to whatever that node says (for
+    # Xen's default name, into the interface that already has it: "Cannot rename interface").
     return device, keys
