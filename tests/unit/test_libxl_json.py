@@ -323,3 +323,10 @@ def test_a_config_without_the_files_settings_still_shows_its_values() -> None:
     assert (b["target_memkb"], b["max_memkb"], b["avail_vcpus"]) == (65536, 98304, [0, 1])
     assert b["sched_params"] == {"weight": 512}
     assert top["disks"][0]["pdev_path"] == "/d.img" and top["nics"] == [{"devid": 0, "bridge": "br0"}]
+
+
+def test_cpus_past_the_host_keep_the_bits_of_a_whole_byte() -> None:
+    """xl create -n with cpus= naming CPUs the host lacks: libxl's map has whole bytes (8 bits on
+    a 4-CPU host), so CPU 5 stays and CPU 9 is dropped; no error, as Xen prints the JSON."""
+    b_info = dry('name = "c"\nkernel = "/k"\nvcpus = 2\ncpus = "0-3,5,9,^1"\n')["b_info"]
+    assert b_info["vcpu_hard_affinity"] == [[0, 2, 3, 5], [0, 2, 3, 5]]

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 from ..libxlu.cfg import parse_number
 from ..libxlu import vif as libxlu_vif
-from ..libxlu.cpumap import parse_cpulist
+from ..libxlu.cpumap import parse_cpurange
 from .config import DomainConfig
 from .devices import DeviceSpecError, parse_disk
 
@@ -353,11 +353,16 @@ def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
     hard: list[list[int]] | None = None
     numa_placement: str | None = None
     host_cpus = nr_cpus or os.cpu_count() or 1
+
+    def cpumap(text: str) -> list[int]:
+        """libxl_cpu_bitmap_alloc sizes the map in whole bytes; bits past it are dropped."""
+        return sorted(c for c in parse_cpurange(text, host_cpus) if c < (host_cpus + 7) // 8 * 8)
+
     cpus = s.string("cpus")
     if cpus is not None and max_vcpus:
-        hard = [sorted(parse_cpulist(cpus, host_cpus))] * max_vcpus
+        hard = [cpumap(cpus)] * max_vcpus
     elif isinstance(cfg.cpus, tuple) and cfg.cpus:
-        hard = [sorted(parse_cpulist(c, host_cpus)) for c in cfg.cpus[:max_vcpus]] or None
+        hard = [cpumap(c) for c in cfg.cpus[:max_vcpus]] or None
         numa_placement = _defbool(False)
     sched = {"weight": s.long("cpu_weight"), "cap": s.long("cap"), "period": s.long("period"),
              "slice": s.long("slice"), "latency": s.long("latency"),
