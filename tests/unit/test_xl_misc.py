@@ -19,12 +19,13 @@ from pyxen.cli import render_misc, xentop
 from pyxen.cli.console import parse_escape, tty_node
 from pyxen.cli.render import LIST_HEADER
 from pyxen.cli.xl import COMMANDS, cmdtable
-from pyxen.cli.xl.misc import split_parameters, strtol
+from pyxen.cli.xl.misc import split_parameters
 from pyxen.hypervisor import topology
 from pyxen.hypervisor.client import XenCtrl
 from pyxen.hypervisor.domctl import CreateDomain
 from pyxen.hypervisor.errors import InvalidArgument, NoSuchDomain, NoSuchEntry, NotImplementedByXen
 from pyxen.hypervisor.params import parse_loglvl
+from pyxen.libxlu.cfg import strtol
 from pyxen.testing.fakes import FakeDeviceModel, FakeHost
 
 UUID = "5f1e0d66-3b52-4bb5-9b46-9d1f6f3c11aa"
@@ -223,7 +224,7 @@ def test_console_escape_and_tty_nodes() -> None:
 def test_set_parameters_split_strtol_and_loglvl() -> None:
     assert split_parameters("  loglvl=all  noreboot guest_loglvl=info/warning") == [
         ("loglvl", "all"), ("reboot", "no"), ("guest_loglvl", "info/warning")]
-    assert strtol("12x") == 12 and strtol("-3") == -3 and strtol("x") is None
+    assert strtol("12x", 10)[0] == 12 and strtol("-3", 10)[0] == -3 and strtol("x", 10)[0] is None
     assert parse_loglvl("info/warning") == ("info", "warning")
     with pytest.raises(ValueError):
         parse_loglvl("loud")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..hypervisor.client import XenCtrl
+from ..libxlu.cfg import atoi
 from ..paths import Paths
 from ..toolstack import hotplug
 
@@ -300,19 +301,6 @@ def parse_args(argv: Sequence[str], prog: str) -> Options | int:
     if ns.iterations is not None:
         opts.iterations = atoi(ns.iterations)
     return opts
-
-
-def atoi(text: str) -> int:
-    """C's atoi: the leading number, 0 if none."""
-    s = text.strip()
-    n = len(s) - len(s.lstrip("+-"))
-    digits = ""
-    for ch in s[min(n, 1):]:
-        if not "0" <= ch <= "9":
-            break
-        digits += ch
-    value = int(digits) if digits else 0
-    return -value if s.startswith("-") else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -158,6 +158,12 @@ def strtol(text: str, base: int = 0) -> tuple[int | None, int, bool]:
     return value, used, False
 
 
+def atoi(text: str) -> int:
+    """C atoi (strtol base 10, no end pointer): the leading number, 0 when there is none."""
+    value = strtol(text, 10)[0]
+    return value if value is not None else 0
+
+
 def parse_number(text: str) -> int:
     """A non-negative number token as xl.cfg writes them: decimal, 0x hex, 0-prefixed octal
     (no blanks, no sign). For host.cfg's settings; domain keys go through ``Config.get_long``,

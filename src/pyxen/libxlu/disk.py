@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from .cfg import atoi
+
 #: libxl_disk_format / libxl_disk_backend / libxl_disk_specification names (None: UNKNOWN).
 FORMATS = {"": "raw", "raw": "raw", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vhd",
            "empty": "empty", "qed": "qed"}
@@ -207,12 +209,6 @@ def _from_equals(text: str) -> str:
     return text.split("=", 1)[1]
 
 
-def _atoi(text: str) -> int:
-    """C atoi: leading blanks, a sign, decimal digits; 0 when there are none."""
-    m = re.match(r"[ \t\n\v\f\r]*([+-]?[0-9]+)", text)
-    return int(m.group(1)) if m else 0
-
-
 _ENUM_KEYS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "backendtype": ("backend", BACKENDS, "unknown value for backendtype"),
     "specification": ("specification", SPECIFICATIONS, "unknown value for specification"),
@@ -289,7 +285,7 @@ def _lex(ctx: _Context, spec: str) -> None:
             ctx.savestring(what, key, _from_equals(_strip(text)))
         elif name == "colo_port":
             value = _from_equals(_strip(text))
-            port = _atoi(value)
+            port = atoi(value)
             if port:
                 f["colo_port"] = port
             else:

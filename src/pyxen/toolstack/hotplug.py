@@ -34,6 +34,7 @@ from typing import Callable
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
+from ..libxlu.cfg import atoi
 from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
@@ -475,13 +476,6 @@ def next_devid(paths: Paths, domid: int, kind: str) -> int:
     (0 for the first)."""
     ids = [int(r["devid"]) for r in list_devices(paths, domid, (kind,)) if r["devid"].isdigit()]
     return max(ids) + 1 if ids else 0
-
-
-def atoi(text: str) -> int:
-    """C's atoi, which xl's network-detach applies to a devid argument: leading blanks, a sign,
-    the digits that follow; anything else reads as 0."""
-    m = re.match(r"[ \t\n\v\f\r]*([+-]?[0-9]+)", text)
-    return int(m.group(1)) if m else 0
 
 
 def find_nic(paths: Paths, domid: int, which: str) -> dict[str, str] | None:

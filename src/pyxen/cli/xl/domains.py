@@ -9,7 +9,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import sys
 import time
 from dataclasses import replace
@@ -17,7 +16,7 @@ from typing import Callable, Iterator
 
 from ...hypervisor.client import XenCtrl
 from ...hypervisor.errors import HypercallError, NoSuchDomain
-from ...libxlu.cfg import ConfigSyntaxError
+from ...libxlu.cfg import ConfigSyntaxError, atoi, strtol
 from ...paths import Paths
 from ...toolstack import domain as libxl
 from ...toolstack import hotplug, libxl_json, userdata
@@ -333,7 +332,7 @@ def cmd_console(argv: list[str]) -> int:
         ref = libxl.resolve(xc, ns.domain)
         info = libxl.find(xc, "domid", ref.domid)
     ctype = ns.type or ("serial" if info is not None and info["type"] == "hvm" else "pv")
-    return attach(Paths.from_env(), ref.domid, escape, ctype=ctype, num=misc.strtol(ns.num) or 0)
+    return attach(Paths.from_env(), ref.domid, escape, ctype=ctype, num=atoi(ns.num))
 
 
 def cmd_dump_core(argv: list[str]) -> int:
@@ -393,14 +392,8 @@ def strtol_domid(text: str) -> int | None:
     and a sign, then as many decimal digits as there are ("12x" is 12; out of range clamps to
     LONG_MIN/LONG_MAX, then wraps to 32 bits). None when no digit was read at all (xl's
     "Invalid domain id.")."""
-    m = re.match(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)", text)
-    if m is None:
-        return None
-    value = int(m.group(2), 10)
-    if m.group(1) == "-":
-        value = -value
-    value = max(-(1 << 63), min((1 << 63) - 1, value))
-    return value & 0xFFFFFFFF
+    value = strtol(text, 10)[0]
+    return None if value is None else value & 0xFFFFFFFF
 
 
 def cmd_uptime(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ...hypervisor.client import XenCtrl
 from ...hypervisor.errors import HypercallError, InvalidArgument, NoSuchDomain
-from ...libxlu.cfg import ConfigSyntaxError
+from ...libxlu.cfg import ConfigSyntaxError, strtol
 from ...paths import Paths
 from ...toolstack import domain as libxl
 from ...toolstack import userdata, xsdomain
@@ -190,25 +190,11 @@ def cmd_trigger(argv: list[str]) -> int:
         if trigger not in TRIGGERS:
             print(f'Invalid trigger "{ns.trigger}"', file=sys.stderr)
             return 1
-        vcpu = strtol(ns.vcpu) if ns.vcpu is not None else 0
+        vcpu = strtol(ns.vcpu, 10)[0] if ns.vcpu is not None else 0
         if vcpu is None:
             print("Invalid vcpuid, using default vcpuid=0.\n", file=sys.stderr)
         send_trigger(xc, domid, trigger, vcpu or 0)
     return 0
-
-
-def strtol(text: str) -> int | None:
-    """C's strtol(text, &end, 10) as xl checks it: the leading number (None when there are no
-    digits at all); trailing junk is ignored."""
-    s = text.lstrip(" \t\n")
-    sign = -1 if s.startswith("-") else 1
-    s = s[1:] if s[:1] in "+-" else s
-    digits = ""
-    for ch in s:
-        if not ("0" <= ch <= "9"):
-            break
-        digits += ch
-    return sign * int(digits) if digits else None
 
 
 def cmd_button_press(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ...hypervisor.client import XenCtrl
 from ...hypervisor.cpupool import SCHEDULERS as POOL_SCHEDULERS
 from ...hypervisor.errors import HypercallError
-from ...libxlu.cfg import ConfigSyntaxError, decode, parse, strtol
+from ...libxlu.cfg import ConfigSyntaxError, atoi, decode, parse
 from ...libxlu.cpumap import format_cpumap
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
@@ -292,12 +292,6 @@ def _schedparam(xc: XenCtrl, sched: str, poolid: int, tslice: int | None, rateli
 
 
 # ---- RTDS -------------------------------------------------------------------------------
-def _strtol(text: str) -> int:
-    """xl's strtol(optarg, NULL, 10): the leading number, 0 without digits."""
-    value = strtol(text, 10)[0]
-    return value if value is not None else 0
-
-
 def _rtds_sched_error(domid: int, verb: str, what: str) -> int:
     """libxl's refusal of per-vCPU parameters on a domain of another scheduler."""
     _err(f"libxl: error: Domain {domid}:per-VCPU parameter {verb} not supported for this scheduler")
@@ -384,9 +378,9 @@ def cmd_sched_rtds(argv: list[str]) -> int:
             _err("Invalid extratime.")
             return 1
     opt_all = "all" in ns.vcpuid
-    vcpus = [_strtol(v) for v in ns.vcpuid if v != "all"]
-    periods = [_strtol(v) for v in ns.period]
-    budgets = [_strtol(v) for v in ns.budget]
+    vcpus = [atoi(v) for v in ns.vcpuid if v != "all"]
+    periods = [atoi(v) for v in ns.period]
+    budgets = [atoi(v) for v in ns.budget]
     extras = [int(v) for v in ns.extratime]
     opt_p, opt_b, opt_e, opt_v = bool(periods), bool(budgets), bool(extras), bool(vcpus)
     dom = ns.domain
