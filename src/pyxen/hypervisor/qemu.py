@@ -439,14 +439,9 @@ class DeviceModel:
         did = next((d for d in (f"vbd-{devid}", f"qdisk-{devid}") if d in have), None)
         if did is None:
             return True
-        await self.execute("device_del", {"id": did})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while did in await self._peripherals():
-            if loop.time() > deadline:
-                log.warning("domain %d: the guest did not release %s within %g s", self.domid, did, timeout)
-                return False
-            await asyncio.sleep(0.05)
+        if not await self._unplug(did, timeout):
+            log.warning("domain %d: the guest did not release %s within %g s", self.domid, did, timeout)
+            return False
         # The device leaves the QOM tree before it lets go of its chardev or node (its
         # finalisation comes later): "busy" for a moment.
         cmd, args = (("chardev-remove", {"id": f"{did}-chr"}) if did.startswith("vbd-")
@@ -471,22 +466,26 @@ class DeviceModel:
         else:
             await self.execute("eject", {"id": cdrom_id(index), "force": True})
 
-    async def _device_del(self, did: str, timeout: float = DEVICE_DEL_TIMEOUT) -> None:
+    async def _unplug(self, did: str, timeout: float) -> bool:
         """device_del, then wait until the device is gone from /machine/peripheral: the guest
         was asked to let go of it (an ACPI eject on the pc machine's hot-pluggable bus 0) and
-        did. :raise DeviceModelError: QEMU refused, or the guest did not eject in time (the
-        device then stays, usable, as Xen's detach fails when the frontend does not close)."""
+        did. False if it did not within ``timeout`` (the device then stays, usable, and the
+        request pending). :raise DeviceModelError: QEMU refused the device_del."""
         await self.execute("device_del", {"id": did})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            children = await self.execute("qom-list", {"path": "/machine/peripheral"})
-            if not any(c.get("name") == did for c in children):
-                return
+        while did in await self._peripherals():
             if loop.time() > deadline:
-                raise DeviceModelError(f"domain {self.domid}: the guest did not release device {did} "
-                                       f"within {timeout:g} s")
+                return False
             await asyncio.sleep(DEVICE_DEL_POLL)
+        return True
+
+    async def _device_del(self, did: str, timeout: float = DEVICE_DEL_TIMEOUT) -> None:
+        """``_unplug``, where a guest that keeps the device is an error (as Xen's detach fails
+        when the frontend does not close). :raise DeviceModelError: refused, or not released."""
+        if not await self._unplug(did, timeout):
+            raise DeviceModelError(f"domain {self.domid}: the guest did not release device {did} "
+                                   f"within {timeout:g} s")
 
     async def remove_vhost_user_nic(self, devid: int) -> None:
         """Unplug the NIC ``add_vhost_user_nic`` plugged (the guest ejects it), then drop its
