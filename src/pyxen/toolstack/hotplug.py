@@ -70,6 +70,22 @@ def _perms_be(domid: int) -> list[str]:
     return ["n0", f"r{domid}"]
 
 
+def _write_device(t: ClientTransaction, domid: int, dev: DiskSpec | NicSpec, be_nodes: dict[str, str],
+                  fe_nodes: dict[str, str]) -> None:
+    """One device's nodes in a transaction, as libxl__device_generic_add writes them: the
+    backend and frontend directories with their permissions, and libxl's own record of both."""
+    be, fe = backend_path(dev.kind, domid, dev.devid), frontend_path(dev.kind, domid, dev.devid)
+    for k, v in be_nodes.items():
+        t.write(f"{be}/{k}", v)
+    for k, v in fe_nodes.items():
+        t.write(f"{fe}/{k}", v)
+    t.set_perms(be, _perms_be(domid))
+    t.set_perms(fe, _perms_fe(domid))
+    lib = f"/libxl/{domid}/device/{dev.kind}/{dev.devid}"
+    t.write(f"{lib}/frontend", fe)
+    t.write(f"{lib}/backend", be)
+
+
 def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics: list[NicSpec],
             run_scripts: bool = True) -> None:
     """Give a paused domain its devices. ``run_scripts=False`` is xl.conf's
@@ -102,16 +118,8 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
         with XenstoreClient(paths.xenstored_socket) as xs:
             def write(t: ClientTransaction) -> None:
                 for dev in devices:
-                    be, fe = backend_path(dev.kind, domid, dev.devid), frontend_path(dev.kind, domid, dev.devid)
-                    for k, v in backend_nodes(dev, domid, str(paths.scripts_dir)).items():
-                        t.write(f"{be}/{k}", v)
-                    for k, v in {**frontend_nodes(dev, domid), **extra.get((dev.kind, dev.devid), {})}.items():
-                        t.write(f"{fe}/{k}", v)
-                    t.set_perms(be, _perms_be(domid))
-                    t.set_perms(fe, _perms_fe(domid))
-                    lib = f"/libxl/{domid}/device/{dev.kind}/{dev.devid}"
-                    t.write(f"{lib}/frontend", fe)
-                    t.write(f"{lib}/backend", be)
+                    _write_device(t, domid, dev, backend_nodes(dev, domid, str(paths.scripts_dir)),
+                                  {**frontend_nodes(dev, domid), **extra.get((dev.kind, dev.devid), {})})
             xs.transact(write)
             for dev in devices:
                 if (isinstance(dev, DiskSpec) and not dev.served_by_pyxen) or \
@@ -428,17 +436,8 @@ def add_emulated_cdroms(paths: Paths, domid: int, cdroms: list[DiskSpec]) -> Non
             def write(t: ClientTransaction) -> None:
                 for cd in cdroms:
                     dev = replace(cd, backendtype="qdisk")
-                    be, fe = backend_path(dev.kind, domid, dev.devid), frontend_path(dev.kind, domid, dev.devid)
-                    nodes = {**backend_nodes(dev, domid), "params": _cdrom_params(dev.target), "state": "4"}
-                    for k, v in nodes.items():
-                        t.write(f"{be}/{k}", v)
-                    for k, v in {**frontend_nodes(dev, domid), "state": "4"}.items():
-                        t.write(f"{fe}/{k}", v)
-                    t.set_perms(be, _perms_be(domid))
-                    t.set_perms(fe, _perms_fe(domid))
-                    lib = f"/libxl/{domid}/device/{dev.kind}/{dev.devid}"
-                    t.write(f"{lib}/frontend", fe)
-                    t.write(f"{lib}/backend", be)
+                    _write_device(t, domid, dev, {**backend_nodes(dev, domid), "params": _cdrom_params(dev.target),
+                                                  "state": "4"}, {**frontend_nodes(dev, domid), "state": "4"})
             xs.transact(write)
     except (XenstoreError, OSError) as err:
         raise DeviceError(f"cannot write the cdrom nodes of domain {domid}: {err}") from err
