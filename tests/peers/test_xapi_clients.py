@@ -154,7 +154,7 @@ def test_session_invalid_after_logout(url: str) -> None:
 def test_underscore_spelling_and_rpc2(url: str, session: Any) -> None:
     """``Class_message`` is accepted (the SDK sends event.from as event_from), and /RPC2 serves
     the same API as / (``ServerProxy("http://h:p")`` posts there)."""
-    proxy = xmlrpc.client.ServerProxy(url, allow_none=True)  # no path: /RPC2
+    proxy: Any = xmlrpc.client.ServerProxy(url, allow_none=True)  # no path: /RPC2
     answer = proxy.VM_get_all(session.handle)
     assert answer["Status"] == "Success"
     assert sorted(answer["Value"]) == sorted(session.xenapi.VM.get_all())
