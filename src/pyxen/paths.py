@@ -146,6 +146,11 @@ class Paths:
         return self.run / "domid-history"
 
     @property
+    def xapi_socket(self) -> Path:
+        """xapi's Unix socket (XCP's /var/lib/xcp/xapi): XenAPI.xapi_local(), no password."""
+        return self.run / "xapi.sock"
+
+    @property
     def supervisor_socket(self) -> Path:
         """The supervisor's control socket (it restarts any daemon that dies)."""
         return self.run / "supervisor.sock"

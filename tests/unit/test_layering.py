@@ -15,11 +15,12 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "pyxen"
 
 #: package -> packages it must not import (directly, at any depth of its modules).
 FORBIDDEN = {
-    "hypervisor": ("toolstack", "console", "images", "cli", "backends", "xenstore", "host", "demo"),
-    "xenstore": ("toolstack", "console", "images", "cli", "backends", "host", "demo"),
-    "backends": ("toolstack", "console", "images", "cli", "host", "demo"),
-    "console": ("toolstack", "images", "cli", "backends", "host", "demo"),
-    "toolstack": ("cli", "host", "demo", "images"),
+    "hypervisor": ("toolstack", "console", "images", "cli", "backends", "xenstore", "host", "demo", "xapi"),
+    "xenstore": ("toolstack", "console", "images", "cli", "backends", "host", "demo", "xapi"),
+    "backends": ("toolstack", "console", "images", "cli", "host", "demo", "xapi"),
+    "console": ("toolstack", "images", "cli", "backends", "host", "demo", "xapi"),
+    "toolstack": ("cli", "host", "demo", "images", "xapi"),
+    "xapi": ("cli", "host", "demo", "images"),
     "libxlu": ("hypervisor", "toolstack", "xenstore", "backends", "console", "cli", "host", "images"),
 }
 #: Modules that run a daemon or register hypercalls: a tool must not load them.
@@ -27,7 +28,7 @@ DAEMON_MODULES = ("pyxen.hypervisor.core", "pyxen.hypervisor.server", "pyxen.hyp
                   "pyxen.hypervisor.dmop", "pyxen.hypervisor.evtchn", "pyxen.hypervisor.gnttab",
                   "pyxen.hypervisor.memop", "pyxen.hypervisor.vcpu", "pyxen.hypervisor.sched_credit",
                   "pyxen.xenstore.server", "pyxen.xenstore.process", "pyxen.backends.daemon",
-                  "pyxen.toolstack.monitor", "qemu.qmp")
+                  "pyxen.toolstack.monitor", "qemu.qmp", "pyxen.xapi.server", "aiohttp")
 
 
 def imported_packages(path: Path, package: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""``pyxen``: the host's own commands (``pyxen host start|stop|status``, ``pyxen xenstore ...``,
+"""``pyxen``: the host's own commands (``pyxen host start|stop|status|passwd``, ``pyxen xenstore ...``,
 ``pyxen evtchn [domain]``).
 
 ``host start`` brings Dom0's services up in Xen's order and leaves the supervisor that restarts
@@ -23,6 +23,19 @@ from ..hypervisor.errors import HypercallError
 from ..hypervisor.evtchn_abi import dump_evtchn_info
 from ..paths import Paths
 from ..toolstack import domain as libxl
+from ..xapi.state import read_addresses, set_password
+
+
+def host_passwd(paths: Paths) -> int:
+    """Set root's XenAPI password from standard input (one line, as ``chpasswd`` reads it)."""
+    line = sys.stdin.readline()
+    password = line[:-1] if line.endswith("\n") else line
+    if not password:
+        print("pyxen: host passwd: no password on standard input", file=sys.stderr)
+        return 1
+    paths.ensure()
+    set_password(paths, password)
+    return 0
 
 
 def host_start(paths: Paths) -> int:
@@ -79,6 +92,9 @@ def host_status(paths: Paths) -> int:
     pid = running_pid(paths, SUPERVISOR)
     state = "stopped" if pid is None else f"running (pid {pid})" if report else f"not answering (pid {pid})"
     print(f"{SUPERVISOR.name:<12} {state}")
+    if any(s.name == "xapi" and running_pid(paths, s) for s in services):
+        for url in read_addresses(paths):
+            print(f"xapi: {url}")
     return 0 if up == len(services) and report else 3
 
 
@@ -110,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     host = sub.add_parser("host", help="start, stop or show Dom0's services")
-    host.add_argument("action", choices=("start", "stop", "status", "destroy-all"))
+    host.add_argument("action", choices=("start", "stop", "status", "destroy-all", "passwd"))
     sub.add_parser("xenstore", help="xenstore read|write|ls|rm|watch|chmod ...")
     ev = sub.add_parser("evtchn", help="list event channels (of every domain, or of one)")
     ev.add_argument("domain", nargs="?", help="domain name or id")
@@ -127,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         return host_start(paths)
     if ns.action == "stop":
         return host_stop(paths)
+    if ns.action == "passwd":
+        return host_passwd(paths)
     if ns.action == "destroy-all":
         destroy_all(paths)
         return 0

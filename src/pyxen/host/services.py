@@ -63,6 +63,7 @@ SERVICES: tuple[Service, ...] = (
     Service("xenconsoled", "pyxen.console", lambda p: p.xenconsoled_socket),
     Service("backendd", "pyxen.backends", lambda p: p.backendd_socket),
     Service("monitor", "pyxen.toolstack.monitor", lambda p: p.monitor_socket),
+    Service("xapi", "pyxen.xapi", lambda p: p.xapi_socket),
 )
 
 #: The process that restarts any of SERVICES that dies (supervisor.py); not one of them.

@@ -52,6 +52,14 @@ xendomains_create_usleep = 5000000
 # Seconds each xl migrate, save or shutdown may take at host stop before it is killed
 # (0: no limit).
 xendomains_stop_maxwait = 300
+
+# xapi, the XenAPI server (XML-RPC on / and /RPC2, JSON-RPC on /jsonrpc). Port 0 picks a free
+# port; `pyxen host status` prints the address it got.
+xapi_bind = "0.0.0.0"
+xapi_port = 80
+xapi_https_port = 443
+# The TLS certificate and key (one PEM file); a self-signed one is made there on first start.
+xapi_certificate = "xapi/xapi.pem"
 '''
 
 
@@ -103,6 +111,42 @@ XENDOMAINS_KEYS = ("xendomains_save", "xendomains_restore", "xendomains_migrate"
 
 
 @dataclass(frozen=True)
+class XapiConfig:
+    """Where xapi listens (host.cfg's xapi_* keys). A port of 0 means any free port; -1
+    turns that listener off. Relative paths are taken from PYXEN_ROOT."""
+
+    bind: str = "0.0.0.0"
+    port: int = 80
+    https_port: int = 443
+    certificate: Path = Path("xapi/xapi.pem")
+
+
+XAPI_KEYS = ("xapi_bind", "xapi_port", "xapi_https_port", "xapi_certificate")
+
+
+def xapi(path: Path, settings: Mapping[str, object], text: Callable[[str, str], str]) -> XapiConfig:
+    """The xapi_* keys of host.cfg. :raise HostConfigError: a bad port or an unknown key."""
+    unknown = sorted(k for k in settings if k.startswith("xapi_") and k not in XAPI_KEYS)
+    if unknown:
+        raise HostConfigError(f"{path}: unknown setting {unknown[0]} (xapi's are {', '.join(XAPI_KEYS)})")
+    d = XapiConfig()
+
+    def port(key: str, default: int) -> int:
+        value = text(key, str(default))
+        try:
+            n = int(value, 10)
+        except ValueError:
+            n = -2
+        if not -1 <= n <= 65535:
+            raise HostConfigError(f"{path}: {key} must be a port number (0: any, -1: off), not '{value}'")
+        return n
+
+    return XapiConfig(text("xapi_bind", d.bind), port("xapi_port", d.port),
+                      port("xapi_https_port", d.https_port),
+                      Path(text("xapi_certificate", str(d.certificate))))
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """The host's settings."""
 
@@ -110,6 +154,7 @@ class HostConfig:
     accel: str = "auto"
     qemu: str = "qemu-system-x86_64"
     xendomains: XendomainsConfig = field(default_factory=XendomainsConfig)
+    xapi: XapiConfig = field(default_factory=XapiConfig)
 
     @classmethod
     def load(cls, path: Path) -> "HostConfig":
@@ -137,7 +182,8 @@ class HostConfig:
         accel = text("accel", "auto")
         if accel not in ACCELS:
             raise HostConfigError(f"{path}: accel must be one of {', '.join(ACCELS)}, not '{accel}'")
-        return cls(bootline, accel, text("qemu", "qemu-system-x86_64"), xendomains(path, settings, text))
+        return cls(bootline, accel, text("qemu", "qemu-system-x86_64"), xendomains(path, settings, text),
+                   xapi(path, settings, text))
 
 
 def xendomains(path: Path, settings: Mapping[str, object], text: Callable[[str, str], str]) -> XendomainsConfig:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from pyxen.hypervisor.hostcfg import DEFAULT_TEXT
 from pyxen.images.demo import DemoImage
 from pyxen.paths import Paths
 
@@ -129,6 +130,9 @@ def started_host(image: DemoImage, prefix: str = "pyxen-") -> Iterator[Host]:
     env = dict(os.environ, PYXEN_ROOT=str(root), PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     env.pop("XENSTORED_PATH", None)  # (set by libxenstore.py's binding for another daemon)
     h = Host(Paths.from_env(root), image, env)
+    # xapi on free ports: the default 80/443 belong to the machine's own host (`make run`).
+    h.paths.host_cfg.write_text(DEFAULT_TEXT.replace("xapi_port = 80", "xapi_port = 0")
+                                .replace("xapi_https_port = 443", "xapi_https_port = 0"))
     try:
         h.run("pyxen", "host", "start", check=True)
         yield h

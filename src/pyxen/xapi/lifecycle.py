@@ -1,0 +1,98 @@
+"""xapi's VM lifecycle table (ocaml/xapi/xapi_vm_lifecycle.ml), pure: which operation is
+allowed in which power state, for templates and for the control domain, and the
+allowed_operations list xapi keeps on every VM.
+
+Not carried over: the checks on guest features (xapi refuses clean_shutdown and suspend to a VM
+without PV drivers, VM_LACKS_FEATURE; pyxen's demo guest always has them), on appliances,
+protection policies, vGPUs, PCI passthrough and vTPMs, which pyxen does not have.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ApiError
+
+HALTED, PAUSED, RUNNING, SUSPENDED = "Halted", "Paused", "Running", "Suspended"
+ALL_STATES = [HALTED, PAUSED, SUSPENDED, RUNNING]
+
+
+def allowed_power_states(op: str, vm: dict[str, Any]) -> list[str]:
+    """allowed_power_states, in xapi's order (the order VM_BAD_POWER_STATE prints)."""
+    if op == "import":
+        return []
+    if op in ("changing_VCPUs", "changing_static_range", "changing_memory_limits"):
+        return [HALTED] + ([RUNNING] if vm.get("is_control_domain") else [])
+    if op in ("changing_shadow_memory", "changing_NVRAM", "make_into_template", "provision", "start",
+              "start_on", "create_vtpm"):
+        return [HALTED]
+    if op == "unpause":
+        return [PAUSED]
+    if op in ("csvm", "resume", "resume_on"):
+        return [SUSPENDED]
+    if op in ("awaiting_memory_live", "call_plugin", "clean_reboot", "clean_shutdown",
+              "changing_memory_live", "changing_shadow_memory_live", "changing_VCPUs_live",
+              "data_source_op", "pause", "pool_migrate", "send_sysrq", "send_trigger",
+              "snapshot_with_quiesce", "sysprep", "suspend"):
+        return [RUNNING]
+    if op == "changing_dynamic_range":
+        return [HALTED, RUNNING]
+    if op in ("clone", "copy"):
+        return [HALTED] + ([SUSPENDED] if vm.get("is_a_snapshot") else [])
+    if op in ("create_template", "destroy", "export"):
+        return [HALTED, SUSPENDED]
+    if op == "hard_reboot":
+        return [PAUSED, RUNNING]
+    if op in ("checkpoint", "get_boot_record", "shutdown", "hard_shutdown"):
+        return [PAUSED, SUSPENDED, RUNNING]
+    if op == "migrate_send":
+        return [HALTED, SUSPENDED, RUNNING]
+    return list(ALL_STATES)
+
+
+#: What a template may do (check_template); destroy and migrate_send only if not a default one.
+TEMPLATE_OPS = {"changing_dynamic_range", "changing_static_range", "changing_memory_limits",
+                "changing_shadow_memory", "changing_VCPUs", "changing_NVRAM", "clone", "copy", "export",
+                "metadata_export", "provision"}
+#: What the control domain may do.
+CONTROL_DOMAIN_OPS = {"data_source_op", "changing_memory_live", "awaiting_memory_live", "metadata_export",
+                      "changing_dynamic_range", "changing_memory_limits", "changing_static_range", "start",
+                      "start_on", "changing_VCPUs", "destroy"}
+#: Operations xapi leaves out of allowed_operations (ignored_ops).
+IGNORED_OPS = {"create_template", "power_state_reset", "csvm", "get_boot_record", "send_sysrq", "send_trigger",
+               "query_services", "shutdown", "call_plugin", "changing_memory_live", "awaiting_memory_live",
+               "changing_memory_limits", "changing_shadow_memory_live", "changing_VCPUs",
+               "assert_operation_valid", "data_source_op", "update_allowed_operations", "import", "reverting"}
+
+
+def operation_error(ref: str, vm: dict[str, Any], op: str) -> ApiError | None:
+    """Why ``op`` cannot run on the VM now, or None (check_operation_error, strict)."""
+    ops = vm.get("current_operations") or {}
+    if ops:
+        task, running = next(iter(ops.items()))
+        return ApiError("OTHER_OPERATION_IN_PROGRESS", "VM", ref, running, task)
+    blocked = (vm.get("blocked_operations") or {}).get(op)
+    if blocked is not None:
+        return ApiError("OPERATION_BLOCKED", ref, blocked)
+    if vm.get("is_a_template") and not vm.get("is_a_snapshot"):
+        default = vm.get("is_default_template") or (vm.get("other_config") or {}).get("default_template") in ("true", "1")
+        if not (op in TEMPLATE_OPS or (op in ("destroy", "migrate_send") and not default)):
+            return ApiError("VM_IS_TEMPLATE", ref, op)
+    if not vm.get("is_a_template") and op == "provision":
+        return ApiError("ONLY_PROVISION_TEMPLATE")
+    if vm.get("is_control_domain"):
+        if op in ("changing_VCPUs", "destroy"):
+            return ApiError("OPERATION_NOT_ALLOWED", "This operation is not allowed on dom0")
+        if op not in CONTROL_DOMAIN_OPS:
+            return ApiError("OPERATION_NOT_ALLOWED", "This operation is not allowed on a control domain")
+    states = allowed_power_states(op, vm)
+    if vm.get("power_state") not in states:
+        return ApiError("VM_BAD_POWER_STATE", ref, ", ".join(s.lower() for s in states),
+                        str(vm.get("power_state", "")).lower())
+    return None
+
+
+def allowed_operations(ref: str, vm: dict[str, Any], all_ops: list[str]) -> list[str]:
+    """update_allowed_operations: every op of the enum that would pass now, current ones aside."""
+    probe = dict(vm, current_operations={})
+    return sorted(op for op in all_ops if op not in IGNORED_OPS and operation_error(ref, probe, op) is None)
