@@ -42,32 +42,16 @@ from pyxen.images.demo import build  # noqa: E402
 from pyxen.testing.bench import run_facts  # noqa: E402
 from pyxen.testing.host import BOOT_TIMEOUT, UP_LINE, Host, started_host  # noqa: E402
 from pyxen.testing.xapi import (ROOT_PASSWORD, destroy_vm, login, set_root_password,  # noqa: E402
-                                vm_from_template, xapi_url)
+                                vm_from_template, vm_record, xapi_url)
 
 GAR_GOAL_S = 0.100
 BOOT_GOAL = 1.1
 MiB = 1 << 20
 
 
-def vm_record(i: int) -> dict[str, Any]:
-    """A minimal halted PV VM for VM.create (the datamodel's required keys; ints as strings, as
-    the SDK must send 64-bit values)."""
-    mem = str(128 * MiB)
-    return {"name_label": f"bench-{i:04d}", "name_description": "bench/xapi.py", "user_version": "1",
-            "is_a_template": False, "affinity": "OpaqueRef:NULL",
-            "memory_static_max": mem, "memory_dynamic_max": mem, "memory_dynamic_min": mem,
-            "memory_static_min": str(16 * MiB), "VCPUs_params": {}, "VCPUs_max": "1",
-            "VCPUs_at_startup": "1", "actions_after_shutdown": "destroy",
-            "actions_after_reboot": "restart", "actions_after_crash": "destroy",
-            "PV_bootloader": "", "PV_kernel": "", "PV_ramdisk": "", "PV_args": "",
-            "PV_bootloader_args": "", "PV_legacy_args": "", "HVM_boot_policy": "",
-            "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {},
-            "recommendations": ""}
-
-
 def seed(session: Any, count: int) -> tuple[float, list[str]]:
     t0 = time.perf_counter()
-    refs = [session.xenapi.VM.create(vm_record(i)) for i in range(count)]
+    refs = [session.xenapi.VM.create(vm_record(f"bench-{i:04d}")) for i in range(count)]
     return time.perf_counter() - t0, refs
 
 
@@ -95,7 +79,7 @@ def round_xmlrpc(url: str) -> dict[str, float | int]:
     t1 = time.perf_counter()
     body = post(url, "/", xmlrpc.client.dumps((s.handle,), "VM.get_all_records").encode(), "text/xml")
     t2 = time.perf_counter()
-    answer = xmlrpc.client.loads(body)[0][0]
+    answer: Any = xmlrpc.client.loads(body)[0][0]
     t3 = time.perf_counter()
     s.xenapi.session.logout()
     if answer.get("Status") != "Success":

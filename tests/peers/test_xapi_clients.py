@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 import xmlrpc.client
@@ -28,7 +30,7 @@ import pytest
 from pyxen.images.demo import DemoImage
 from pyxen.testing.host import Host, started_host
 from pyxen.testing.xapi import (ROOT_PASSWORD, destroy_vm, login, set_root_password,
-                                vm_from_template, xapi_url)
+                                vm_from_template, vm_record, xapi_url)
 
 pytestmark = pytest.mark.integration
 XenAPI = pytest.importorskip("XenAPI")
@@ -158,6 +160,65 @@ def test_underscore_spelling_and_rpc2(url: str, session: Any) -> None:
     answer = proxy.VM_get_all(session.handle)
     assert answer["Status"] == "Success"
     assert sorted(answer["Value"]) == sorted(session.xenapi.VM.get_all())
+
+
+def wait_task(x: Any, task: str, timeout: float = 60) -> dict[str, Any]:
+    """The task's record once it left ``pending`` (followed through event.from on it)."""
+    token = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = x.task.get_record(task)
+        if rec["status"] != "pending":
+            return dict(rec)
+        token = x.event_from([f"task/{task}"], token, 5.0)["token"]
+    raise AssertionError(f"task {task} still pending after {timeout} s")
+
+
+def test_events_and_async_tasks(session: Any) -> None:
+    x = session.xenapi
+    first = x.event_from(["vm"], "", 0.0)
+    assert re.fullmatch(r"\d{20},\d{20}", first["token"]), first["token"]
+    assert {e["ref"] for e in first["events"]} == set(x.VM.get_all())
+    assert {(e["class"], e["operation"]) for e in first["events"]} == {("vm", "add")}
+    assert int(first["valid_ref_counts"]["vm"]) == len(x.VM.get_all())
+    token = first["token"]
+
+    # an Async call returns a task at once; its result is the XML-RPC encoding of the VM ref
+    name = f"peer-{uuid.uuid4().hex[:8]}"
+    task = x.Async.VM.create(vm_record(name))
+    done = wait_task(x, task)
+    assert done["status"] == "success" and done["name_label"] == "Async.VM.create", done
+    assert float(done["progress"]) == 1.0 and done["error_info"] == []
+    vm = x.VM.get_by_name_label(name)[0]
+    assert done["result"] == f"<value>{vm}</value>"
+    x.task.destroy(task)
+
+    def next_events(tok: str, want: Any) -> tuple[str, list[dict[str, Any]]]:
+        deadline = time.monotonic() + 30
+        seen: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            batch = x.event_from(["vm"], tok, 10.0)
+            tok = batch["token"]
+            seen += [e for e in batch["events"] if e["ref"] == vm]
+            if any(want(e) for e in seen):
+                return tok, seen
+        raise AssertionError(f"no such event for {vm} within 30 s: {seen}")
+
+    token, seen = next_events(token, lambda e: e["operation"] == "add")
+    assert seen[-1]["snapshot"]["name_label"] == name and seen[-1]["class"] == "vm"
+    x.VM.set_name_label(vm, name + "-renamed")
+    token, seen = next_events(token, lambda e: e["operation"] == "mod")
+    assert seen[-1]["snapshot"]["name_label"] == name + "-renamed"
+    x.VM.destroy(vm)
+    token, seen = next_events(token, lambda e: e["operation"] == "del")
+    assert "snapshot" not in seen[-1] or not seen[-1]["snapshot"]
+
+    # a failing Async call ends in a failed task carrying the error
+    bogus = f"OpaqueRef:{uuid.uuid4()}"
+    task = x.Async.VM.destroy(bogus)
+    failed = wait_task(x, task)
+    assert failed["status"] == "failure" and failed["error_info"] == ["HANDLE_INVALID", "VM", bogus], failed
+    x.task.destroy(task)
 
 
 # ---- JSON-RPC envelopes ------------------------------------------------------------------------

@@ -65,6 +65,22 @@ def login(url: str, password: str = ROOT_PASSWORD, originator: str = "pyxen-test
     return session
 
 
+def vm_record(name: str, memory_mib: int = 128) -> dict[str, Any]:
+    """A halted PV VM for VM.create: the datamodel's required keys and a name, 64-bit ints as
+    strings (as the SDK must send them over XML-RPC)."""
+    mem = str(memory_mib << 20)
+    return {"name_label": name, "name_description": "made by pyxen.testing.xapi", "user_version": "1",
+            "is_a_template": False, "affinity": "OpaqueRef:NULL",
+            "memory_static_max": mem, "memory_dynamic_max": mem, "memory_dynamic_min": mem,
+            "memory_static_min": str(16 << 20), "VCPUs_params": {}, "VCPUs_max": "1",
+            "VCPUs_at_startup": "1", "actions_after_shutdown": "destroy",
+            "actions_after_reboot": "restart", "actions_after_crash": "destroy",
+            "PV_bootloader": "", "PV_kernel": "", "PV_ramdisk": "", "PV_args": "",
+            "PV_bootloader_args": "", "PV_legacy_args": "", "HVM_boot_policy": "",
+            "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {},
+            "recommendations": ""}
+
+
 def debian_template(session: Any) -> str:
     """The ref of the seed's "Debian ..." template (the first by name, as install.py picks)."""
     found = sorted((rec["name_label"], ref) for ref, rec in session.xenapi.VM.get_all_records().items()
