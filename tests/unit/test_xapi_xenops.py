@@ -143,3 +143,26 @@ def test_calls_without_a_host_fail_with_one_line(tmp_path: Path) -> None:
         assert "\n" not in str(err.value) and "cannot reach the hypervisor" in str(err.value)
     with pytest.raises(XenopsError, match="domain 7: pause: cannot reach"):
         xenops.pause(paths, 7)
+
+
+def test_the_build_lock_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    """start/resume take xl create's lock with a bound: a lock held elsewhere is a one-line
+    error after the timeout, not a wait for ever."""
+    import fcntl
+    import time
+    from pyxen.toolstack.domain import create_lock
+    lock = tmp_path / "xl.lock"
+    with open(lock, "a") as held:
+        fcntl.lockf(held, fcntl.LOCK_EX)
+        # (fcntl locks are per process: a second open in this process would get it; fork one)
+        import subprocess
+        import sys
+        code = ("import sys; from pyxen.toolstack.domain import create_lock, DomainBuildError\n"
+                f"try:\n  with create_lock({str(lock)!r}, timeout=0.5): print('got')\n"
+                "except DomainBuildError as e: print(e)\n")
+        start = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stdout
+        assert time.monotonic() - start >= 0.5
+        assert out == f"another domain is being built: the create lock {lock} was not free within 0.5 s\n"
+    with create_lock(str(lock), timeout=0.5):  # free again: taken at once
+        pass

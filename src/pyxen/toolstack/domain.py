@@ -195,6 +195,27 @@ def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
         domid_history.mark_recent(paths, domid)
 
 
+def retrieve_config(ctrl: XenCtrl, paths: Paths, domid: int) -> DomainConfig | None:
+    """The domain's config as it is now (libxl_retrieve_domain_configuration): the kept one
+    with the vCPUs online and the balloon target of the live domain, which ``xl vcpu-set`` and
+    ``xl mem-set`` changed since the build. A save or a migration sends this one, so that the
+    domain is rebuilt with what its saved state has (QEMU refuses a stream with a vCPU its
+    machine lacks). None when the toolstack keeps no config for the domain."""
+    cfg = userdata.retrieve(paths, domid)
+    info = find(ctrl, "domid", domid)
+    if cfg is None or info is None:
+        return cfg
+    cfg = replace(cfg, vcpus=max(1, min(int(info["online_vcpus"]), cfg.maxvcpus)))
+    try:
+        with XenstoreClient(paths.xenstored_socket) as xs:
+            target = xs.get(f"{xsdomain.dom_path(domid)}/memory/target")
+    except (OSError, XenstoreError):
+        target = None
+    if target is not None and target.isdigit() and int(target) >= 1024:
+        cfg = replace(cfg, memory=min(int(target) // 1024, cfg.maxmem))
+    return cfg
+
+
 def save(ctrl: XenCtrl, paths: Paths, domid: int, path: Path, keep: bool = False, paused: bool = False,
          config: DomainConfig | None = None, same_domid: bool = False) -> str:
     """xl save: xl's header with the domain's config, then its state; the domain is destroyed,
@@ -204,7 +225,7 @@ def save(ctrl: XenCtrl, paths: Paths, domid: int, path: Path, keep: bool = False
 
     :raise DomainBuildError: with xl's message; the domain is then running again.
     """
-    cfg = config or userdata.retrieve(paths, domid)
+    cfg = config or retrieve_config(ctrl, paths, domid)
     if cfg is None:
         raise DomainBuildError("unable to retrieve domain configuration")
     if same_domid and config is None:

@@ -364,7 +364,7 @@ def migrate_local(paths: Paths, domid: int, timeout: float = MIGRATE_TIMEOUT) ->
         info = _info(xc, domid, f"domain {domid}: migrate_local")
         name, uuid = str(info["name"]), str(info["uuid"])
         what = f"domain {domid} ({name}): migrate_local"
-        cfg = userdata.retrieve(paths, domid)
+        cfg = libxl.retrieve_config(xc, paths, domid)
         if cfg is None:
             raise XenopsError(f"{what}: the toolstack keeps no config for it")
         sent = replace(cfg, uuid=str(uuidlib.uuid4()))

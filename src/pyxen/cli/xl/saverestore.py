@@ -15,7 +15,7 @@ from ...hypervisor.errors import HypercallError
 from ...libxlu.cfg import ConfigSyntaxError
 from ...paths import Paths
 from ...toolstack import domain as libxl
-from ...toolstack import libxl_json, migration, savefile, userdata
+from ...toolstack import libxl_json, migration, savefile
 from ...toolstack.config import ConfigError, DomainConfig, load
 from ...toolstack.devices import DeviceSpecError
 from ..console import attach
@@ -217,7 +217,7 @@ def cmd_migrate(argv: list[str]) -> int:
                 print("unable to read overridden config file", file=sys.stderr)
                 return 1
         else:
-            cfg = userdata.retrieve(paths, ref.domid)
+            cfg = libxl.retrieve_config(xc, paths, ref.domid)
         if cfg is None or not ref.name:
             print("No config file stored for running domain and none supplied - cannot migrate.",
                   file=sys.stderr)
