@@ -18,6 +18,7 @@ import pytest
 
 from pyxen.testing.bridge import link_local_bridge
 from pyxen.xapi import xenops
+from pyxen.xapi.seed import demo_kernel
 from pyxen.xapi.xenops import DiskSpec, VifSpec, VmSpec, XenopsError
 
 from ..conftest import Host, qemu_pids_under
@@ -61,7 +62,7 @@ def counting_on(host: Host, name: str, n: int = 5) -> None:
 
 
 def test_a_vm_through_xenops(host: Host, tmp_path: Path) -> None:
-    kernel, ramdisk, cmdline = xenops.demo_boot()
+    kernel, ramdisk, cmdline = demo_kernel()
     assert Path(kernel) == host.image.kernel and Path(ramdisk) == host.image.ramdisk
     disk = tmp_path / "a.img"
     subprocess.run(["truncate", "-s", "16M", str(disk)], check=True)

@@ -441,7 +441,7 @@ def set_VCPUs_at_startup(ctx: Context, vm: str, value: int) -> None:
 def create(ctx: Context, record: dict[str, Any]) -> str:
     db = ctx.db
     with db.transaction():
-        vm = create_from_record(db, "VM", record, power_state="Halted")
+        vm = create_from_record(db, "VM", record, power_state="Halted", domid=-1)
         db.set("VM", vm, metrics=db.create("VM_metrics", {"VCPUs_number": 0, "memory_actual": 0}))
         refresh(db, vm)
     return vm

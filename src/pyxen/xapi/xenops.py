@@ -493,11 +493,3 @@ def live_domains(paths: Paths) -> list[LiveDomain]:
                        vcpus=int(d["online_vcpus"]), start_time=float(d["created"]),
                        shutdown_reason=d["shutdown_reason"] if d["shutdown"] else None)
             for d in infos]
-
-
-def demo_boot() -> tuple[str, str, str]:
-    """The demo guest's (kernel, ramdisk, cmdline), for a template whose kernel is pyxen's demo
-    image (built once into the cache; ImageBuildError if it cannot be)."""
-    from ..images.demo import build
-    image = build()
-    return str(image.kernel), str(image.ramdisk), "console=ttyS0 quiet panic=-1"
