@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import xenops
+from . import guest_metrics, xenops
 from .datamodel import NULL_REF
 from .dispatch import now
 from .vm import mark_halted, mark_running, refresh
@@ -80,10 +80,50 @@ def reconcile_once(server: "Xapi") -> None:
             m = rec["metrics"]
             if m != NULL_REF and db.exists("VM_metrics", m) and db.field("VM_metrics", m, "memory_actual") != d.memory_bytes:
                 db.set("VM_metrics", m, memory_actual=d.memory_bytes, VCPUs_number=d.vcpus, last_updated=now())
+    for vm, rec in snapshot.items():
+        d = by_uuid.get(rec["uuid"])
+        if d is not None and d.domid != 0 and d.state in ("running", "paused") and not rec["is_a_template"]:
+            update_guest_metrics(server, vm, d.domid)
     for d in live:
         if d.domid == 0 or d.uuid in known or d.state in ("dying", "building") or d.name.endswith("--incoming"):
             continue
         adopt(server, d)
+
+
+#: domid -> the data/updated last read, so a domain's nodes are read again only after its
+#: agent reported (or every AGENT_REREAD polls).
+_stamps: dict[int, tuple[str | None, int]] = {}
+AGENT_REREAD = 10
+
+
+def update_guest_metrics(server: "Xapi", vm: str, domid: int) -> None:
+    """VM_guest_metrics from the guest agent's nodes (xapi_guest_agent.ml), written only when
+    they changed, as xapi does."""
+    db = server.db
+    try:
+        stamp = xenops.agent_stamp(server.paths, domid)
+        seen, polls = _stamps.get(domid, (None, AGENT_REREAD))
+        if stamp is None or (stamp == seen and polls < AGENT_REREAD):
+            _stamps[domid] = (seen, polls + 1)
+            return
+        nodes, states = xenops.guest_nodes(server.paths, domid)
+    except xenops.XenopsError as err:
+        log.debug("%s", err)
+        return
+    _stamps[domid] = (stamp, 0)
+    metrics = guest_metrics.derive(guest_metrics.guest_agent_nodes(nodes))
+    detected = any(s == guest_metrics.XENBUS_CONNECTED for s in states)
+    with db.transaction():
+        if not db.exists("VM", vm) or db.field("VM", vm, "domid") != domid:
+            return
+        gm = db.field("VM", vm, "guest_metrics")
+        record = metrics.record(last_updated=now(), pv_drivers_detected=detected)
+        if gm == NULL_REF or not db.exists("VM_guest_metrics", gm):
+            db.set("VM", vm, guest_metrics=db.create("VM_guest_metrics", record))
+            return
+        cur = db.get("VM_guest_metrics", gm)
+        if any(cur.get(k) != v for k, v in record.items() if k != "last_updated"):
+            db.set("VM_guest_metrics", gm, **{k: v for k, v in record.items() if k in cur})
 
 
 def adopt(server: "Xapi", d: xenops.LiveDomain) -> str:

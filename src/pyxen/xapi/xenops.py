@@ -33,6 +33,7 @@ from ..toolstack import hotplug, migration, savefile, userdata
 from ..toolstack import sched as libxl_sched
 from ..toolstack.config import ConfigError, DomainConfig, from_settings
 from ..toolstack.devices import DeviceSpecError, parse_disk, parse_vif, vdev_to_devid
+from ..xenstore.client import XenstoreClient
 from ..xenstore.errors import XenstoreError
 
 #: How long a clean shutdown or reboot waits for the guest to act on the request (xapi's
@@ -493,3 +494,57 @@ def live_domains(paths: Paths) -> list[LiveDomain]:
                        vcpus=int(d["online_vcpus"]), start_time=float(d["created"]),
                        shutdown_reason=d["shutdown_reason"] if d["shutdown"] else None)
             for d in infos]
+
+
+# ---- the guest agent's xenstore nodes ----------------------------------------------------------
+#: The subtrees xenopsd reads for xapi's VM_guest_metrics (guest_metrics.GUEST_AGENT_DIRS filters).
+AGENT_TOPS = ("control", "feature/hotplug", "xenserver/attr", "attr", "drivers", "data")
+#: How deep a walk goes below a top (attr/vif/0/ipv4/0 is four levels under attr).
+AGENT_DEPTH = 5
+
+
+def agent_stamp(paths: Paths, domid: int) -> str | None:
+    """The guest agent's data/updated (it rewrites it after every report), None if absent."""
+    try:
+        with XenstoreClient(paths.xenstored_socket, timeout=5.0) as xs:
+            value = xs.get(f"/local/domain/{domid}/data/updated")
+    except (XenstoreError, OSError) as err:
+        raise XenopsError(f"domain {domid}: reading data/updated: {err}") from err
+    return None if value is None else value.decode(errors="replace")
+
+
+def guest_nodes(paths: Paths, domid: int) -> tuple[dict[str, str], list[str]]:
+    """The guest-agent nodes of the domain (path relative to /local/domain/<domid> -> value)
+    and the states of its backends (blkback, netback): what xenopsd hands xapi."""
+    base = f"/local/domain/{domid}"
+    nodes: dict[str, str] = {}
+    states: list[str] = []
+    try:
+        with XenstoreClient(paths.xenstored_socket, timeout=5.0) as xs:
+            def walk(rel: str, depth: int) -> None:
+                value = xs.get(f"{base}/{rel}")
+                if value is None:
+                    return
+                if value:
+                    nodes[rel] = value.decode(errors="replace")
+                if depth < AGENT_DEPTH:
+                    try:
+                        children = xs.directory(f"{base}/{rel}")
+                    except XenstoreError:
+                        return
+                    for child in children:
+                        walk(f"{rel}/{child}", depth + 1)
+            for top in AGENT_TOPS:
+                walk(top, 0)
+            for kind in ("vbd", "vif"):
+                try:
+                    devs = xs.directory(f"/local/domain/0/backend/{kind}/{domid}")
+                except XenstoreError:
+                    continue
+                for dev in devs:
+                    s = xs.get(f"/local/domain/0/backend/{kind}/{domid}/{dev}/state")
+                    if s is not None:
+                        states.append(s.decode(errors="replace"))
+    except (XenstoreError, OSError) as err:
+        raise XenopsError(f"domain {domid}: reading the guest agent's nodes: {err}") from err
+    return nodes, states
