@@ -15,6 +15,7 @@ from .cli.pyxen import host_start
 from .hypervisor.client import XenCtrl
 from .images.demo import ImageBuildError, build
 from .paths import Paths
+from .xapi.state import read_addresses
 
 UP_LINE = "pyxen demo guest up"
 #: How long the demo guest may take to print its up line (TCG on a loaded 2-core host).
@@ -67,6 +68,10 @@ def main() -> int:
     print(text[max(boot, 0):].strip())
     print("---\nThe demo domain keeps running: `xl console demo` attaches (Ctrl-] detaches), "
           "`make stop` stops everything.")
+    urls = read_addresses(paths)
+    if urls:
+        print(f"XenAPI (xapi): {' '.join(urls)} (user root; set the password with "
+              "`echo PASSWORD | pyxen host passwd`; docs/xenapi.md has a tutorial).")
     return 0
 
 

@@ -130,6 +130,11 @@ class Paths:
         """xenconsoled's control socket (up when it accepts)."""
         return self.run / "xenconsoled.sock"
 
+    @property
+    def dhcp_socket(self) -> Path:
+        """The xenbr0 DHCP service's control socket (host/dhcp.py; up when it accepts)."""
+        return self.run / "dhcp.sock"
+
     def console_socket(self, domid: int) -> Path:
         """Where ``xl console`` connects for ``domid`` (served by xenconsoled)."""
         return self.run / "console" / f"{domid}.sock"
@@ -191,6 +196,10 @@ class Paths:
     def dump_dir(self) -> Path:
         """Core files of on_crash = "coredump-*" (Xen: /var/lib/xen/dump)."""
         return self.lib / "dump"
+
+    def dhcp_leases(self, bridge: str) -> Path:
+        """dnsmasq's lease file for ``bridge`` (kept across restarts, so leases renew)."""
+        return self.lib / "dhcp" / f"{bridge}.leases"
 
     @property
     def xenstored_data(self) -> Path:

@@ -16,7 +16,7 @@ from pyxen.paths import Paths
 
 
 def test_services_are_in_xens_order() -> None:
-    assert [s.name for s in SERVICES] == ["hypervisor", "xenstored", "xenconsoled", "backendd", "monitor"]
+    assert [s.name for s in SERVICES] == ["hypervisor", "xenstored", "xenconsoled", "backendd", "monitor", "dhcp", "xapi"]
     assert SUPERVISOR not in SERVICES
 
 

@@ -346,7 +346,7 @@ def test_create_waits_for_another_xl_holding_the_lock(tmp_path: Path) -> None:
     """xl create's acquire_lock: an fcntl lock, so a second xl (another process) waits."""
     import subprocess
     import sys
-    from pyxen.cli.xl.domains import _create_lock
+    from pyxen.toolstack.domain import create_lock as _create_lock
     lock = tmp_path / "run" / "xl.lock"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"

@@ -1,5 +1,5 @@
 """Dom0's services and their order, Xen's: hypervisor, xenstored, xenconsoled, the backends,
-then xl's monitor (ARCHITECTURE.md).
+then xl's monitor (ARCHITECTURE.md), then xenbr0's DHCP service (host/dhcp.py).
 
 Each service is a Python module run as its own process, in its own session (so it survives the
 shell that started it), with a pid file and a log under PYXEN_ROOT. It is "up" when its socket
@@ -63,6 +63,7 @@ SERVICES: tuple[Service, ...] = (
     Service("xenconsoled", "pyxen.console", lambda p: p.xenconsoled_socket),
     Service("backendd", "pyxen.backends", lambda p: p.backendd_socket),
     Service("monitor", "pyxen.toolstack.monitor", lambda p: p.monitor_socket),
+    Service("dhcp", "pyxen.host.dhcp", lambda p: p.dhcp_socket),
     Service("xapi", "pyxen.xapi", lambda p: p.xapi_socket),
 )
 

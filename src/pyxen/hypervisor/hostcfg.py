@@ -8,6 +8,7 @@ is ``xendomains_save`` here.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -26,6 +27,11 @@ xen_commandline = "{DEFAULT_COMMANDLINE}"
 accel = "auto"
 # The QEMU binary that runs each DomU (and is the device model of HVM guests).
 qemu = "qemu-system-x86_64"
+# xenbr0, the guests' default bridge: Dom0's address on it, in a private subnet, and a DHCP
+# service (dnsmasq) on it that gives guests addresses in that subnet; "" for neither.
+xenbr0_address = "10.80.0.1/24"
+# Seconds a DHCP lease lasts (dnsmasq's minimum is 120); guests renew at half of it.
+xenbr0_dhcp_lease = 3600
 
 # xendomains (Xen's /etc/sysconfig/xendomains, read again at each host start and stop).
 # Relative paths are taken from PYXEN_ROOT.
@@ -110,6 +116,56 @@ XENDOMAINS_KEYS = ("xendomains_save", "xendomains_restore", "xendomains_migrate"
                    "xendomains_stop_maxwait")
 
 
+#: dnsmasq's shortest lease (seconds); it raises shorter ones to this.
+MIN_LEASE = 120
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """xenbr0's Dom0 side (host.cfg's xenbr0_* keys): Dom0's address on the bridge, whose subnet
+    the DHCP service (host/dhcp.py) hands out, and the lease time. ``address`` None: no
+    address and no DHCP service."""
+
+    address: ipaddress.IPv4Interface | None = ipaddress.IPv4Interface("10.80.0.1/24")
+    lease: int = 3600
+
+
+BRIDGE_KEYS = ("xenbr0_address", "xenbr0_dhcp_lease")
+
+
+def bridge(path: Path, settings: Mapping[str, object], text: Callable[[str, str], str]) -> BridgeConfig:
+    """The xenbr0_* keys of host.cfg.
+
+    :raise HostConfigError: an unknown key, an address that is not IPv4 with a prefix length
+        leaving room for guests, or a lease under dnsmasq's minimum.
+    """
+    unknown = sorted(k for k in settings if k.startswith("xenbr0_") and k not in BRIDGE_KEYS)
+    if unknown:
+        raise HostConfigError(f"{path}: unknown setting {unknown[0]} (xenbr0's are {', '.join(BRIDGE_KEYS)})")
+    d = BridgeConfig()
+    value = text("xenbr0_address", str(d.address))
+    address = None
+    if value:
+        try:
+            address = ipaddress.IPv4Interface(value)
+        except ValueError:
+            raise HostConfigError(f"{path}: xenbr0_address must be an IPv4 address with its prefix "
+                                  f"length (like 10.80.0.1/24), not '{value}'") from None
+        if "/" not in value or address.network.prefixlen > 29 or address.ip in (
+                address.network.network_address, address.network.broadcast_address):
+            raise HostConfigError(f"{path}: xenbr0_address '{value}' leaves no addresses for guests "
+                                  "(give a host address in a subnet of /29 or larger)")
+    lease_text = text("xenbr0_dhcp_lease", str(d.lease))
+    try:
+        lease = parse_number(lease_text)
+    except ValueError:
+        raise HostConfigError(f"{path}: xenbr0_dhcp_lease must be a number of seconds, not '{lease_text}'") from None
+    if lease < MIN_LEASE:
+        raise HostConfigError(f"{path}: xenbr0_dhcp_lease must be at least {MIN_LEASE} s (dnsmasq's "
+                              f"minimum), not {lease}")
+    return BridgeConfig(address, lease)
+
+
 @dataclass(frozen=True)
 class XapiConfig:
     """Where xapi listens (host.cfg's xapi_* keys). A port of 0 means any free port; -1
@@ -154,6 +210,7 @@ class HostConfig:
     accel: str = "auto"
     qemu: str = "qemu-system-x86_64"
     xendomains: XendomainsConfig = field(default_factory=XendomainsConfig)
+    xenbr0: BridgeConfig = field(default_factory=BridgeConfig)
     xapi: XapiConfig = field(default_factory=XapiConfig)
 
     @classmethod
@@ -183,7 +240,7 @@ class HostConfig:
         if accel not in ACCELS:
             raise HostConfigError(f"{path}: accel must be one of {', '.join(ACCELS)}, not '{accel}'")
         return cls(bootline, accel, text("qemu", "qemu-system-x86_64"), xendomains(path, settings, text),
-                   xapi(path, settings, text))
+                   xenbr0=bridge(path, settings, text), xapi=xapi(path, settings, text))
 
 
 def xendomains(path: Path, settings: Mapping[str, object], text: Callable[[str, str], str]) -> XendomainsConfig:

@@ -6,12 +6,15 @@ fails at any step destroys what it made, so no half-built domain is left behind.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import os
 import re
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.domctl import CreateDomain
@@ -19,7 +22,7 @@ from ..hypervisor.errors import HypercallError, NoSuchDomain
 from ..libxlu.cpumap import parse_cpulist
 from ..libxlu.domid import parse_uint
 from ..paths import Paths
-from ..xenstore.client import XenstoreClient
+from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import XenstoreError
 from . import devices, domid_history, hotplug, savefile, userdata, xsdomain
 from .config import DomainConfig
@@ -153,6 +156,32 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
     return domid
 
 
+@contextlib.contextmanager
+def create_lock(path: str, timeout: float | None = None) -> Iterator[None]:
+    """xl create's acquire_lock: one builder at a time on the host (xl.conf's lockfile, an
+    fcntl lock on the file, released when the domain is built). ``timeout``: give up after
+    that many seconds (DomainBuildError) instead of waiting for ever, as xl does."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as lock:
+        if timeout is None:
+            fcntl.lockf(lock, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        raise DomainBuildError(f"another domain is being built: the create lock "
+                                               f"{path} was not free within {timeout:g} s") from None
+                    time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.lockf(lock, fcntl.LOCK_UN)
+
+
 def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
     """Destroy the domain, then remove its xenstore records (fires @releaseDomain) and its
     userdata, and mark its domid recently used. The records go even if the hypervisor already
@@ -166,6 +195,27 @@ def destroy(ctrl: XenCtrl, paths: Paths, domid: int) -> None:
         domid_history.mark_recent(paths, domid)
 
 
+def retrieve_config(ctrl: XenCtrl, paths: Paths, domid: int) -> DomainConfig | None:
+    """The domain's config as it is now (libxl_retrieve_domain_configuration): the kept one
+    with the vCPUs online and the balloon target of the live domain, which ``xl vcpu-set`` and
+    ``xl mem-set`` changed since the build. A save or a migration sends this one, so that the
+    domain is rebuilt with what its saved state has (QEMU refuses a stream with a vCPU its
+    machine lacks). None when the toolstack keeps no config for the domain."""
+    cfg = userdata.retrieve(paths, domid)
+    info = find(ctrl, "domid", domid)
+    if cfg is None or info is None:
+        return cfg
+    cfg = replace(cfg, vcpus=max(1, min(int(info["online_vcpus"]), cfg.maxvcpus)))
+    try:
+        with XenstoreClient(paths.xenstored_socket) as xs:
+            target = xs.get(f"{xsdomain.dom_path(domid)}/memory/target")
+    except (OSError, XenstoreError):
+        target = None
+    if target is not None and target.isdigit() and int(target) >= 1024:
+        cfg = replace(cfg, memory=min(int(target) // 1024, cfg.maxmem))
+    return cfg
+
+
 def save(ctrl: XenCtrl, paths: Paths, domid: int, path: Path, keep: bool = False, paused: bool = False,
          config: DomainConfig | None = None, same_domid: bool = False) -> str:
     """xl save: xl's header with the domain's config, then its state; the domain is destroyed,
@@ -175,7 +225,7 @@ def save(ctrl: XenCtrl, paths: Paths, domid: int, path: Path, keep: bool = False
 
     :raise DomainBuildError: with xl's message; the domain is then running again.
     """
-    cfg = config or userdata.retrieve(paths, domid)
+    cfg = config or retrieve_config(ctrl, paths, domid)
     if cfg is None:
         raise DomainBuildError("unable to retrieve domain configuration")
     if same_domid and config is None:
@@ -220,6 +270,44 @@ def rename(ctrl: XenCtrl, paths: Paths, domid: int, old: str, new: str) -> None:
     cfg = userdata.retrieve(paths, domid)
     if cfg is not None:
         userdata.store(paths, domid, replace(cfg, name=new))
+
+
+def set_uuid(ctrl: XenCtrl, paths: Paths, domid: int, new_uuid: str) -> None:
+    """Give a live domain another uuid, as libxl_domain_preserve does: the hypervisor's handle
+    (refused if another domain has it), its ``/vm/<uuid>`` directory moved to the new uuid (with
+    ``uuid``, ``name`` and ``start_time``) and ``/local/domain/<id>/vm`` pointing there, and the
+    kept config. Used where a domain was built under a stand-in uuid (a same-host migration,
+    whose two copies may not share one).
+
+    :raise DomainBuildError: the domain is gone, the uuid is taken, or a step failed.
+    """
+    info = find(ctrl, "domid", domid)
+    if info is None:
+        raise DomainBuildError(f"domain {domid} does not exist")
+    old_vm = xsdomain.vm_path(str(info["uuid"]))
+    new_vm = xsdomain.vm_path(new_uuid)
+    try:
+        ctrl.call("domctl.setdomainhandle", domid=domid, uuid=new_uuid)
+        with XenstoreClient(paths.xenstored_socket) as xs:
+            def move(t: ClientTransaction) -> None:
+                start = t.get(f"{old_vm}/start_time")
+                if t.exists(new_vm):
+                    t.rm(new_vm)
+                t.mkdir(new_vm)
+                t.set_perms(new_vm, ["n0", f"r{domid}"])
+                t.write(f"{new_vm}/uuid", new_uuid)
+                t.write(f"{new_vm}/name", str(info["name"]))
+                if start is not None:
+                    t.write(f"{new_vm}/start_time", start.decode())
+                t.write(f"{xsdomain.dom_path(domid)}/vm", new_vm)
+                if old_vm != new_vm and t.exists(old_vm):
+                    t.rm(old_vm)
+            xs.transact(move)
+    except (HypercallError, OSError, XenstoreError) as err:
+        raise DomainBuildError(f"cannot give domain {domid} the uuid {new_uuid}: {err}") from err
+    cfg = userdata.retrieve(paths, domid)
+    if cfg is not None:
+        userdata.store(paths, domid, replace(cfg, uuid=new_uuid))
 
 
 def pin_vcpus(ctrl: XenCtrl, domid: int, cpulist: str, vcpus: Iterable[int], kind: str = "hard") -> list[int]:

@@ -19,6 +19,16 @@ import fcntl
 import os
 import select
 import time
+from dataclasses import replace
+from typing import Callable
+
+from ..hypervisor.client import XenCtrl
+from ..hypervisor.errors import HypercallError
+from ..paths import Paths
+from . import domain as libxl
+from . import libxl_json, savefile
+from .config import ConfigError, DomainConfig
+from .devices import DeviceSpecError
 
 BANNER = b"xl migration receiver ready, send binary domain data.\n"
 READY = b"domain received, ready to unpause\0"
@@ -166,3 +176,190 @@ def status_byte(rc: int) -> bytes:
 def status_code(byte: int) -> int:
     """The status byte as the sender prints it (``%d`` of a signed char)."""
     return byte - 256 if byte > 127 else byte
+
+
+def one_line(text: str) -> str:
+    """A daemon's message as one line (its non-empty lines joined with "; ")."""
+    return "; ".join(line for line in text.splitlines() if line.strip()) or text
+
+
+#: Where each side's messages go: one line at a time (xl's stderr, or a caller's list).
+Say = Callable[[str], None]
+
+
+def send(xc: XenCtrl, paths: Paths, ref: libxl.DomainRef, cfg: DomainConfig, send_fd: int, recv_fd: int,
+         say: Say, transport_done: Callable[[], None], rune_text: str | None = None) -> int:
+    """xl_migrate.c:migrate_domain: the sender's side of the protocol on ``send_fd`` (to the
+    receiver) and ``recv_fd`` (from it), with xl's messages, and who resumes or destroys the
+    domain on each path. ``cfg`` is the config sent in the header (the receiver builds from
+    it). ``transport_done`` closes the sender's end and waits for the transport, on the paths
+    where xl does (migration_child_report); ``rune_text`` is named in a protocol error.
+    Returns xl's exit status: 0 when the domain runs at the receiver and is gone here."""
+
+    def failed_resume() -> int:
+        transport_done()
+        say("Migration failed, resuming at sender.")
+        try:
+            xc.call("domctl.unpausedomain", domid=ref.domid)
+        except HypercallError as err:
+            say(f"libxl: error: {one_line(str(err))}")
+        return 1
+
+    def failed_badly() -> int:
+        say("** Migration failed during final handshake **\n"
+            "Domain state is now undefined !\n"
+            "Please CHECK AT BOTH ENDS for running instances, before renaming and\n"
+            " resuming at most one instance.  Two simultaneous instances of the domain\n"
+            " would probably result in SEVERE DATA LOSS and it is now your\n"
+            " responsibility to avoid that.  Sorry.")
+        transport_done()
+        return 1
+
+    try:
+        read_fixed(recv_fd, BANNER, "banner", RECEIVER_STREAM, rune_text)
+        header = savefile.encode(cfg.to_json())
+        write_exactly(send_fd, header, SENDER_STREAM, "header")
+    except StreamError as err:
+        say(str(err))
+        transport_done()
+        return 1
+    say(f"Saving to migration stream new xl format (info {savefile.info_of(header)})")
+    try:
+        xc.call("dm_op.migrate_send", domid=ref.domid, live=True, fds=[send_fd])
+    except HypercallError as err:
+        say(f"libxl: error: {one_line(str(err))}")
+        say(f"migration sender: libxl_domain_suspend failed (rc={ERROR_FAIL})")
+        return failed_resume()
+    try:
+        read_fixed(recv_fd, READY, "ready message", RECEIVER_STREAM, rune_text)
+    except StreamError as err:
+        say(str(err))
+        return failed_resume()
+    say("migration sender: Target has acknowledged transfer.")
+    away = ref.name + AWAY_SUFFIX
+    try:
+        libxl.rename(xc, paths, ref.domid, ref.name, away)
+    except libxl.DomainBuildError as err:
+        say(f"libxl: error: {err}")
+        return failed_resume()
+    # The point of no return: once GO may have reached the receiver, two copies could run.
+    say("migration sender: Giving target permission to start.")
+    try:
+        write_exactly(send_fd, GO, SENDER_STREAM, "GO message")
+        read_fixed(recv_fd, REPORT, "success/failure report message", RECEIVER_STREAM, rune_text)
+        status = read_exactly(recv_fd, 1, ACK_STREAM, "success/failure status")[0]
+    except StreamError as err:
+        say(str(err))
+        return failed_badly()
+    if status:
+        say(f"migration sender: Target reports startup failure (status code {status_code(status)}).")
+        try:
+            read_fixed(recv_fd, GO, "permission for sender to resume", RECEIVER_STREAM, rune_text)
+        except StreamError as err:
+            say(str(err))
+            return failed_badly()
+        say("migration sender: Trying to resume at our end.")
+        try:
+            libxl.rename(xc, paths, ref.domid, away, ref.name)
+        except libxl.DomainBuildError as err:
+            say(f"libxl: error: {err}")
+        try:
+            xc.call("domctl.unpausedomain", domid=ref.domid)
+            say("migration sender: Resumed OK.")
+        except HypercallError as err:
+            say(f"libxl: error: {one_line(str(err))}")
+        say("Migration failed due to problems at target.")
+        return 1
+    say("migration sender: Target reports successful startup.")
+    libxl.destroy(xc, paths, ref.domid)
+    say("Migration successful.")
+    return 0
+
+
+def receive(xc: XenCtrl, paths: Paths, recv_fd: int, send_fd: int, say: Say, paused: bool = False,
+            debug: bool = False, run_scripts: bool = True, on_built: Callable[[int], None] | None = None) -> int:
+    """xl_migrate.c:migrate_receive: the receiver's side, reading the sender on ``recv_fd``
+    and answering on ``send_fd``, with xl's messages. The domain is built paused as
+    ``<name>--incoming``, renamed and (unless ``paused``) unpaused when the sender says go.
+    ``debug`` says the config it builds from; ``run_scripts`` is xl.conf's
+    run_hotplug_scripts; ``on_built`` is told the new domid once the domain exists.
+    Returns xl's exit status (0 also when the start failed and the sender got its domain back,
+    as xl's migrate-receive does)."""
+    widen_pipe(recv_fd)
+    say("migration target: Ready to receive domain.")
+    try:
+        write_exactly(send_fd, BANNER, ACK_STREAM, "banner")
+    except StreamError as err:
+        say(str(err))
+        return 1
+    source = "<incoming migration stream>"
+    try:
+        header = savefile.decode(TimedReader(recv_fd, SENDER_STREAM), source)
+        say(f"Loading new save file {source} (new xl fmt info {header.info()})")
+        if header.config is None:
+            raise savefile.SaveFileError("Config file not specified and none in save file")
+        say(" Savefile contains xl domain config in JSON format")
+        say("Parsing config from <saved>")
+        cfg = DomainConfig.from_json(header.config)
+    except (savefile.SaveFileError, StreamError, ConfigError, TypeError) as err:
+        say(str(err))
+        say(f"migration target: Domain creation failed (code {ERROR_INVAL}).")
+        return 1
+    incoming = replace(cfg, name=cfg.name + INCOMING_SUFFIX)
+    if debug:  # xl_vmcontrol.c prints the config once it has the --incoming name
+        try:
+            say(libxl_json.create_dryrun(incoming).rstrip("\n"))
+        except DeviceSpecError as err:
+            say(str(err))
+    try:
+        domid = libxl.create(xc, paths, incoming, paused=True, migrate_fd=recv_fd, run_scripts=run_scripts)
+    except (libxl.DomainBuildError, HypercallError) as err:
+        say(f"libxl: error: {one_line(str(err))}")
+        say(f"migration target: Domain creation failed (code {ERROR_FAIL}).")
+        return 1
+    finally:
+        os.set_blocking(recv_fd, True)  # (QEMU set the shared description non-blocking)
+    if on_built is not None:
+        on_built(domid)
+    say("migration target: Transfer complete, requesting permission to start domain.")
+    try:
+        write_exactly(send_fd, READY, ACK_STREAM, "ready message")
+    except StreamError as err:
+        say(str(err))
+        return 1
+    rc = 0
+    try:
+        read_fixed(recv_fd, GO, "GO message", SENDER_STREAM)
+    except StreamError as err:
+        say(str(err))
+        rc = 1  # (migrate_read_fixedmessage's failure, as xl sends it)
+    if rc == 0:
+        say("migration target: Got permission, starting domain.")
+        try:
+            libxl.rename(xc, paths, domid, incoming.name, cfg.name)
+            if not paused:
+                xc.call("domctl.unpausedomain", domid=domid)
+            say("migration target: Domain started successsfully.")
+        except (libxl.DomainBuildError, HypercallError) as err:
+            say(f"libxl: error: {one_line(str(err))}")
+            rc = ERROR_FAIL
+    try:
+        write_exactly(send_fd, REPORT, ACK_STREAM, "success/failure report")
+        write_exactly(send_fd, status_byte(rc), ACK_STREAM, "success/failure code")
+    except StreamError as err:
+        say(str(err))
+        return 1
+    if rc:
+        say("migration target: Failure, destroying our copy.")
+        try:
+            libxl.destroy(xc, paths, domid)
+        except HypercallError:
+            say(f"migration target: Failed to destroy our copy (code {ERROR_FAIL}).")
+            return 1
+        say("migration target: Cleanup OK, granting sender permission to resume.")
+        try:
+            write_exactly(send_fd, GO, ACK_STREAM, "permission to sender to have domain back")
+        except StreamError as err:
+            say(str(err))
+            return 1
+    return 0

@@ -63,6 +63,11 @@ def mark_unmonitored(paths: Paths, domid: int) -> None:
     _no_monitor_path(paths, domid).touch()
 
 
+def mark_monitored(paths: Paths, domid: int) -> None:
+    """Undo ``mark_unmonitored``: the monitor applies the domain's on_* actions again."""
+    _no_monitor_path(paths, domid).unlink(missing_ok=True)
+
+
 def unmonitored(paths: Paths, domid: int) -> bool:
     """Whether the domain was started without a monitor (``mark_unmonitored``)."""
     return _no_monitor_path(paths, domid).exists()

@@ -320,6 +320,6 @@ class Database:
                 continue
             for target in {record.get(ref_field), (changed or {}).get(ref_field)}:
                 row = self._rows.get(target) if isinstance(target, str) else None
-                if row is not None and row.cls == one:
+                if row is not None and row.cls == one and isinstance(target, str):
                     row.modified = self.generation
                     self._dirty[target] = row

@@ -8,7 +8,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from . import events, session, tasks  # noqa: F401  (they register handlers)
+from . import events, network, session, storage, tasks, vm  # noqa: F401  (they register handlers)
+from .reconcile import reconcile_loop
 
 if TYPE_CHECKING:
     from .server import Xapi
@@ -31,3 +32,4 @@ async def session_gc(server: "Xapi") -> None:
 
 def install(server: "Xapi") -> None:
     server.background.append(session_gc)
+    server.background.append(reconcile_loop)

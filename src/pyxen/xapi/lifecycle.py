@@ -92,7 +92,17 @@ def operation_error(ref: str, vm: dict[str, Any], op: str) -> ApiError | None:
     return None
 
 
+#: The operations pyxen has built; allowed_operations lists only these (xapi lists every op
+#: of the enum that passes its checks, including snapshot, export, vTPMs... which pyxen has not).
+BUILT_OPS = {"start", "start_on", "clean_shutdown", "hard_shutdown", "clean_reboot", "hard_reboot", "pause",
+             "unpause", "suspend", "resume", "resume_on", "pool_migrate", "clone", "copy", "provision",
+             "destroy", "changing_dynamic_range", "changing_static_range", "changing_memory_limits",
+             "changing_VCPUs_live", "changing_VCPUs", "shutdown"}
+
+
 def allowed_operations(ref: str, vm: dict[str, Any], all_ops: list[str]) -> list[str]:
-    """update_allowed_operations: every op of the enum that would pass now, current ones aside."""
+    """update_allowed_operations: every built op of the enum that would pass now (xapi's strict
+    check with the current operations set aside)."""
     probe = dict(vm, current_operations={})
-    return sorted(op for op in all_ops if op not in IGNORED_OPS and operation_error(ref, probe, op) is None)
+    return sorted(op for op in all_ops if op in BUILT_OPS and op not in IGNORED_OPS
+                  and operation_error(ref, probe, op) is None)

@@ -99,7 +99,7 @@ def seed(db: Database, root: Path, memory_total: int, cpus: int) -> str:
         kernel, ramdisk, args = demo_kernel()
         _one(db, "VM", {"name_label": DEBIAN_TEMPLATE, "is_default_template": True}, {
             "name_description": "The pyxen demo guest (a Debian cloud kernel and a busybox initramfs) as a PV template",
-            "is_a_template": True, "user_version": 1,
+            "is_a_template": True, "user_version": 1, "domid": -1,
             "memory_static_min": 64 * MiB, "memory_dynamic_min": 128 * MiB, "memory_dynamic_max": 128 * MiB,
             "memory_static_max": 128 * MiB, "VCPUs_max": 1, "VCPUs_at_startup": 1,
             "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",

@@ -21,7 +21,7 @@ import ssl
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from aiohttp import web
 
@@ -57,7 +57,7 @@ class Xapi:
         self.host_ref = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[asyncio.Future[None]] = []
-        self.background: list[Callable[["Xapi"], Awaitable[None]]] = []
+        self.background: list[Callable[["Xapi"], Coroutine[Any, Any, None]]] = []
         self.db.listeners.append(self._changed)
 
     # -- change notification (db writes come from worker threads too) ------------------------
@@ -186,8 +186,8 @@ class Xapi:
 
 
 def _bound(site: web.TCPSite) -> str:
-    server = site._server  # aiohttp keeps the asyncio server here; its sockets know the port
-    sock = server.sockets[0] if server is not None and server.sockets else None  # type: ignore[union-attr]
+    server: Any = site._server  # aiohttp keeps the asyncio server here; its sockets know the port
+    sock = server.sockets[0] if server is not None and server.sockets else None
     host, port = sock.getsockname()[:2] if sock else ("?", 0)
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"

@@ -62,37 +62,50 @@ def _from_xml(v: Any) -> Any:
     return v
 
 
-_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+def _escape(s: str) -> str:
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    return s
 
 
 def _xml_value(v: Any, out: list[str]) -> None:
-    if isinstance(v, bool):
-        out.append("<value><boolean>1</boolean></value>" if v else "<value><boolean>0</boolean></value>")
-    elif isinstance(v, str):
-        if isinstance(v, DateTime):
-            out.append(f"<value><dateTime.iso8601>{v}</dateTime.iso8601></value>")
-        else:
-            out.append(f"<value>{v.translate(_ESC)}</value>")
-    elif isinstance(v, Int32):
-        out.append(f"<value><i4>{int(v)}</i4></value>")
-    elif isinstance(v, int):
-        out.append(f"<value>{v}</value>")
-    elif isinstance(v, float):
-        out.append(f"<value><double>{v!r}</double></value>")
-    elif isinstance(v, dict):
+    """Append ``<value>...</value>``; the common types are tested by exact type first (this is
+    the hot loop of get_all_records)."""
+    t = type(v)
+    if t is str:
+        out.append(f"<value>{_escape(v)}</value>")
+    elif t is dict:
         out.append("<value><struct>")
         for k, x in v.items():
-            out.append(f"<member><name>{str(k).translate(_ESC)}</name>")
+            out.append(f"<member><name>{_escape(str(k))}</name>")
             _xml_value(x, out)
             out.append("</member>")
         out.append("</struct></value>")
-    elif isinstance(v, (list, tuple)):
+    elif t is bool:
+        out.append("<value><boolean>1</boolean></value>" if v else "<value><boolean>0</boolean></value>")
+    elif t is int:
+        out.append(f"<value>{v}</value>")
+    elif t is list or t is tuple:
         out.append("<value><array><data>")
         for x in v:
             _xml_value(x, out)
         out.append("</data></array></value>")
+    elif t is float:
+        out.append(f"<value><double>{v!r}</double></value>")
+    elif t is DateTime:
+        out.append(f"<value><dateTime.iso8601>{v}</dateTime.iso8601></value>")
+    elif t is Int32:
+        out.append(f"<value><i4>{int(v)}</i4></value>")
     elif v is None:
         out.append("<value></value>")
+    elif isinstance(v, str):
+        out.append(f"<value>{_escape(str(v))}</value>")
+    elif isinstance(v, int):
+        out.append(f"<value>{int(v)}</value>")
     else:
         raise TypeError(f"cannot encode {type(v).__name__} for XML-RPC")
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, NoReturn, TypeVar
 from ...hypervisor.client import XenCtrl
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
+from ...toolstack.migration import one_line  # (re-exported: the commands print daemons' messages with it)
 from ...xenstore.client import XenstoreClient
 from . import cmdtable
 
@@ -171,10 +172,3 @@ def positionals(p: XlParser, argv: list[str]) -> argparse.Namespace:
     if extra:
         raise Usage(p.format_help(), 1)
     return ns
-
-
-
-def one_line(text: str) -> str:
-    """A daemon's message as one line of stderr."""
-    return "; ".join(line for line in text.splitlines() if line.strip()) or text
-

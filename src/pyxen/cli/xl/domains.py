@@ -5,14 +5,12 @@ uptime, dmesg, debug-keys, block-list, network-list.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import os
 import sys
 import time
 from dataclasses import replace
-from typing import Callable, Iterator
+from typing import Callable
 
 from ...hypervisor.client import XenCtrl
 from ...hypervisor.errors import HypercallError, NoSuchDomain
@@ -153,7 +151,7 @@ def cmd_create(argv: list[str]) -> int:
     try:
         libxl.check_files(cfg)
         with ctrl() as xc:
-            with interrupts_on_termination(), _create_lock(conf.lock_path(paths)):
+            with interrupts_on_termination(), libxl.create_lock(conf.lock_path(paths)):
                 domid = libxl.create(xc, paths, cfg, paused=ns.paused,
                                      run_scripts=conf.runs_hotplug_scripts)
     except libxl.DomainBuildError as err:
@@ -177,19 +175,6 @@ def _hotplug_notice(conf: xlconf.XlConf, cfg: DomainConfig) -> None:
     notice = conf.skipped_scripts_notice([d.script for d in disks] + [n.script for n in nics])
     if notice:
         print(notice, file=sys.stderr)
-
-
-@contextlib.contextmanager
-def _create_lock(path: str) -> Iterator[None]:
-    """xl create's acquire_lock: one xl at a time builds a domain on the host (xl.conf's
-    lockfile, an fcntl lock on the file, released when the domain is built)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "a") as lock:
-        fcntl.lockf(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(lock, fcntl.LOCK_UN)
 
 
 def _domain_cmd(name: str, desc: str, op: Callable[[XenCtrl, Paths, int], None],

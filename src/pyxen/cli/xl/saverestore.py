@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,13 +15,13 @@ from ...hypervisor.errors import HypercallError
 from ...libxlu.cfg import ConfigSyntaxError
 from ...paths import Paths
 from ...toolstack import domain as libxl
-from ...toolstack import libxl_json, migration, savefile, userdata
+from ...toolstack import libxl_json, migration, savefile
 from ...toolstack.config import ConfigError, DomainConfig, load
 from ...toolstack.devices import DeviceSpecError
 from ..console import attach
 
 from . import xlconf
-from .common import (Usage, interrupts_on_termination, GLOBALS, new_parser, ctrl, positionals, one_line)
+from .common import (Usage, interrupts_on_termination, GLOBALS, new_parser, ctrl, positionals)
 
 
 def cmd_save(argv: list[str]) -> int:
@@ -218,7 +217,7 @@ def cmd_migrate(argv: list[str]) -> int:
                 print("unable to read overridden config file", file=sys.stderr)
                 return 1
         else:
-            cfg = userdata.retrieve(paths, ref.domid)
+            cfg = libxl.retrieve_config(xc, paths, ref.domid)
         if cfg is None or not ref.name:
             print("No config file stored for running domain and none supplied - cannot migrate.",
                   file=sys.stderr)
@@ -231,10 +230,8 @@ def cmd_migrate(argv: list[str]) -> int:
 
 
 def _migrate_domain(xc: XenCtrl, paths: Paths, ref: libxl.DomainRef, cfg: DomainConfig, rune: str) -> int:
-    """xl_migrate.c:migrate_domain: the sender's side of the protocol (toolstack/migration.py),
-    with xl's messages, and who resumes or destroys the domain on each path."""
-    say = say_line
-
+    """xl_migrate.c:migrate_domain over the rune's stdin/stdout: the sender's side of the
+    protocol is the toolstack's (migration.send); the transport child is xl's."""
     # stderr is inherited: the receiver's messages appear here, as with xl.
     child = subprocess.Popen(["sh", "-c", rune], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert child.stdin is not None and child.stdout is not None
@@ -247,94 +244,15 @@ def _migrate_domain(xc: XenCtrl, paths: Paths, ref: libxl.DomainRef, cfg: Domain
         try:
             status = child.wait(migration.CHILD_WAIT)
         except subprocess.TimeoutExpired:
-            say(f"migration child [{child.pid}] not exiting, no longer waiting "
-                "(exit status will be unreported)")
+            say_line(f"migration child [{child.pid}] not exiting, no longer waiting "
+                     "(exit status will be unreported)")
             return
         if status > 0:
-            say(f"migration transport process [{child.pid}] exited with error status {status}")
+            say_line(f"migration transport process [{child.pid}] exited with error status {status}")
         elif status < 0:
-            say(f"migration transport process [{child.pid}] died due to fatal signal {-status}")
+            say_line(f"migration transport process [{child.pid}] died due to fatal signal {-status}")
 
-    def failed_resume() -> int:
-        child_report()
-        say("Migration failed, resuming at sender.")
-        try:
-            xc.call("domctl.unpausedomain", domid=ref.domid)
-        except HypercallError as err:
-            say(f"libxl: error: {one_line(str(err))}")
-        return 1
-
-    def failed_badly() -> int:
-        say("** Migration failed during final handshake **\n"
-            "Domain state is now undefined !\n"
-            "Please CHECK AT BOTH ENDS for running instances, before renaming and\n"
-            " resuming at most one instance.  Two simultaneous instances of the domain\n"
-            " would probably result in SEVERE DATA LOSS and it is now your\n"
-            " responsibility to avoid that.  Sorry.")
-        child_report()
-        return 1
-
-    try:
-        migration.read_fixed(recv_fd, migration.BANNER, "banner", migration.RECEIVER_STREAM, rune)
-        header = savefile.encode(cfg.to_json())
-        migration.write_exactly(send_fd, header, migration.SENDER_STREAM, "header")
-    except migration.StreamError as err:
-        say(str(err))
-        child_report()
-        return 1
-    say(f"Saving to migration stream new xl format (info {savefile.info_of(header)})")
-    try:
-        xc.call("dm_op.migrate_send", domid=ref.domid, live=True, fds=[send_fd])
-    except HypercallError as err:
-        say(f"libxl: error: {one_line(str(err))}")
-        say(f"migration sender: libxl_domain_suspend failed (rc={migration.ERROR_FAIL})")
-        return failed_resume()
-    try:
-        migration.read_fixed(recv_fd, migration.READY, "ready message", migration.RECEIVER_STREAM, rune)
-    except migration.StreamError as err:
-        say(str(err))
-        return failed_resume()
-    say("migration sender: Target has acknowledged transfer.")
-    away = ref.name + migration.AWAY_SUFFIX
-    try:
-        libxl.rename(xc, paths, ref.domid, ref.name, away)
-    except libxl.DomainBuildError as err:
-        say(f"libxl: error: {err}")
-        return failed_resume()
-    # The point of no return: once GO may have reached the receiver, two copies could run.
-    say("migration sender: Giving target permission to start.")
-    try:
-        migration.write_exactly(send_fd, migration.GO, migration.SENDER_STREAM, "GO message")
-        migration.read_fixed(recv_fd, migration.REPORT, "success/failure report message",
-                             migration.RECEIVER_STREAM, rune)
-        status = migration.read_exactly(recv_fd, 1, migration.ACK_STREAM, "success/failure status")[0]
-    except migration.StreamError as err:
-        say(str(err))
-        return failed_badly()
-    if status:
-        say(f"migration sender: Target reports startup failure (status code {migration.status_code(status)}).")
-        try:
-            migration.read_fixed(recv_fd, migration.GO, "permission for sender to resume",
-                                 migration.RECEIVER_STREAM, rune)
-        except migration.StreamError as err:
-            say(str(err))
-            return failed_badly()
-        say("migration sender: Trying to resume at our end.")
-        try:
-            libxl.rename(xc, paths, ref.domid, away, ref.name)
-        except libxl.DomainBuildError as err:
-            say(f"libxl: error: {err}")
-        try:
-            xc.call("domctl.unpausedomain", domid=ref.domid)
-            say("migration sender: Resumed OK.")
-        except HypercallError as err:
-            say(f"libxl: error: {one_line(str(err))}")
-        say("Migration failed due to problems at target.")
-        return 1
-    say("migration sender: Target reports successful startup.")
-    libxl.destroy(xc, paths, ref.domid)
-    say("Migration successful.")
-    return 0
+    return migration.send(xc, paths, ref, cfg, send_fd, recv_fd, say_line, child_report, rune)
 
 
 def cmd_migrate_receive(argv: list[str]) -> int:
@@ -364,90 +282,12 @@ def cmd_migrate_receive(argv: list[str]) -> int:
 
 
 def _migrate_receive(xc: XenCtrl, paths: Paths, paused: bool, debug: bool) -> int:
-    """xl_migrate.c:migrate_receive, on fds 0 (from the sender) and 1 (to it). pyxen's monitor
-    is the host's daemon, so nothing is forked here (-e and -F change nothing) and nothing
-    keeps the sender's pipes open once this process exits."""
-    say = say_line
-
-    recv_fd, send_fd = 0, 1
-    migration.widen_pipe(recv_fd)
-    say("migration target: Ready to receive domain.")
-    try:
-        migration.write_exactly(send_fd, migration.BANNER, migration.ACK_STREAM, "banner")
-    except migration.StreamError as err:
-        say(str(err))
-        return 1
-    source = "<incoming migration stream>"
-    try:
-        header = savefile.decode(migration.TimedReader(recv_fd, migration.SENDER_STREAM), source)
-        say(f"Loading new save file {source} (new xl fmt info {header.info()})")
-        if header.config is None:
-            raise savefile.SaveFileError("Config file not specified and none in save file")
-        say(" Savefile contains xl domain config in JSON format")
-        say("Parsing config from <saved>")
-        cfg = DomainConfig.from_json(header.config)
-    except (savefile.SaveFileError, migration.StreamError, ConfigError, TypeError) as err:
-        say(str(err))
-        say(f"migration target: Domain creation failed (code {migration.ERROR_INVAL}).")
-        return 1
-    incoming = replace(cfg, name=cfg.name + migration.INCOMING_SUFFIX)
-    if debug:  # xl_vmcontrol.c prints the config once it has the --incoming name
-        try:
-            say(libxl_json.create_dryrun(incoming).rstrip("\n"))
-        except DeviceSpecError as err:
-            say(str(err))
-    try:
-        domid = libxl.create(xc, paths, incoming, paused=True, migrate_fd=recv_fd,
+    """xl_migrate.c:migrate_receive, on fds 0 (from the sender) and 1 (to it): the toolstack's
+    receiver (migration.receive). pyxen's monitor is the host's daemon, so nothing is forked
+    here (-e and -F change nothing) and nothing keeps the sender's pipes open once this
+    process exits."""
+    return migration.receive(xc, paths, 0, 1, say_line, paused=paused, debug=debug,
                              run_scripts=xlconf.current().runs_hotplug_scripts)
-    except (libxl.DomainBuildError, HypercallError) as err:
-        say(f"libxl: error: {one_line(str(err))}")
-        say(f"migration target: Domain creation failed (code {migration.ERROR_FAIL}).")
-        return 1
-    finally:
-        os.set_blocking(recv_fd, True)  # (QEMU set the shared description non-blocking)
-    say("migration target: Transfer complete, requesting permission to start domain.")
-    try:
-        migration.write_exactly(send_fd, migration.READY, migration.ACK_STREAM, "ready message")
-    except migration.StreamError as err:
-        say(str(err))
-        return 1
-    rc = 0
-    try:
-        migration.read_fixed(recv_fd, migration.GO, "GO message", migration.SENDER_STREAM)
-    except migration.StreamError as err:
-        say(str(err))
-        rc = 1  # (migrate_read_fixedmessage's failure, as xl sends it)
-    if rc == 0:
-        say("migration target: Got permission, starting domain.")
-        try:
-            libxl.rename(xc, paths, domid, incoming.name, cfg.name)
-            if not paused:
-                xc.call("domctl.unpausedomain", domid=domid)
-            say("migration target: Domain started successsfully.")
-        except (libxl.DomainBuildError, HypercallError) as err:
-            say(f"libxl: error: {one_line(str(err))}")
-            rc = migration.ERROR_FAIL
-    try:
-        migration.write_exactly(send_fd, migration.REPORT, migration.ACK_STREAM, "success/failure report")
-        migration.write_exactly(send_fd, migration.status_byte(rc), migration.ACK_STREAM, "success/failure code")
-    except migration.StreamError as err:
-        say(str(err))
-        return 1
-    if rc:
-        say("migration target: Failure, destroying our copy.")
-        try:
-            libxl.destroy(xc, paths, domid)
-        except HypercallError:
-            say(f"migration target: Failed to destroy our copy (code {migration.ERROR_FAIL}).")
-            return 1
-        say("migration target: Cleanup OK, granting sender permission to resume.")
-        try:
-            migration.write_exactly(send_fd, migration.GO, migration.ACK_STREAM,
-                                    "permission to sender to have domain back")
-        except migration.StreamError as err:
-            say(str(err))
-            return 1
-    return 0
 
 
 

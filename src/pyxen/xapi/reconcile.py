@@ -1,0 +1,165 @@
+"""Keeping the database true to the hypervisor: xapi's xenopsd event thread, as a poll.
+
+Once a second (and at start) the live domains are compared with the VM rows. A domain no VM
+knows (made with ``xl create``) gets a VM row, marked ``other_config:pyxen_origin=xl``, removed
+again when the domain goes; a VM whose domain died (the guest shut down, ``xl destroy``) goes
+Halted; a domain rebooted by the monitor or paused with ``xl pause`` has its domid and power
+state followed. VMs with an operation in progress are left to that operation, and every write
+re-checks the row under the database lock, so an operation that ends mid-poll always wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import guest_metrics, xenops
+from .datamodel import NULL_REF
+from .dispatch import now
+from .vm import mark_halted, mark_running, refresh
+
+if TYPE_CHECKING:
+    from .server import Xapi
+
+log = logging.getLogger("xapi.reconcile")
+PERIOD = 1.0
+ORIGIN = "pyxen_origin"
+
+
+def _same(db: Any, vm: str, snap: dict[str, Any]) -> bool:
+    if not db.exists("VM", vm):
+        return False
+    cur = db.get("VM", vm)
+    return (not cur["current_operations"] and cur["power_state"] == snap["power_state"]
+            and cur["domid"] == snap["domid"])
+
+
+def reconcile_once(server: "Xapi") -> None:
+    db = server.db
+    snapshot = db.records("VM")  # first: see the module docstring
+    try:
+        live = xenops.live_domains(server.paths)
+    except xenops.XenopsError as err:
+        log.debug("no live domains: %s", err)
+        return
+    by_uuid = {d.uuid: d for d in live}
+    known = set()
+    for vm, rec in snapshot.items():
+        known.add(rec["uuid"])
+        if rec["is_control_domain"]:
+            d0 = next((d for d in live if d.domid == 0), None)
+            if d0 is not None and rec["metrics"] != NULL_REF and db.exists("VM_metrics", rec["metrics"]):
+                if db.field("VM_metrics", rec["metrics"], "memory_actual") != d0.memory_bytes:
+                    db.set("VM_metrics", rec["metrics"], memory_actual=d0.memory_bytes, last_updated=now())
+            continue
+        if rec["is_a_template"] or rec["current_operations"]:
+            continue
+        d = by_uuid.get(rec["uuid"])
+        state = rec["power_state"]
+        with db.transaction():
+            if not _same(db, vm, rec):
+                continue
+            if d is None or d.state == "dying":
+                if state in ("Running", "Paused"):
+                    if rec["other_config"].get(ORIGIN) == "xl":
+                        forget(db, vm)
+                        continue
+                    mark_halted(db, vm)
+                    refresh(db, vm)
+                continue
+            if d.state in ("shutdown", "building"):
+                continue  # the monitor is applying on_poweroff/on_reboot; look next time
+            want = "Paused" if d.state == "paused" else "Running"
+            if state in ("Halted",):
+                mark_running(db, server.host_ref, vm, d.domid, paused=want == "Paused")
+                refresh(db, vm)
+            elif state in ("Running", "Paused") and (state != want or rec["domid"] != d.domid):
+                db.set("VM", vm, power_state=want, domid=d.domid)
+                refresh(db, vm)
+            m = rec["metrics"]
+            if m != NULL_REF and db.exists("VM_metrics", m) and db.field("VM_metrics", m, "memory_actual") != d.memory_bytes:
+                db.set("VM_metrics", m, memory_actual=d.memory_bytes, VCPUs_number=d.vcpus, last_updated=now())
+    for vm, rec in snapshot.items():
+        d = by_uuid.get(rec["uuid"])
+        if d is not None and d.domid != 0 and d.state in ("running", "paused") and not rec["is_a_template"]:
+            update_guest_metrics(server, vm, d.domid)
+    for d in live:
+        if d.domid == 0 or d.uuid in known or d.state in ("dying", "building") or d.name.endswith("--incoming"):
+            continue
+        adopt(server, d)
+
+
+#: domid -> the data/updated last read, so a domain's nodes are read again only after its
+#: agent reported (or every AGENT_REREAD polls).
+_stamps: dict[int, tuple[str | None, int]] = {}
+AGENT_REREAD = 10
+
+
+def update_guest_metrics(server: "Xapi", vm: str, domid: int) -> None:
+    """VM_guest_metrics from the guest agent's nodes (xapi_guest_agent.ml), written only when
+    they changed, as xapi does."""
+    db = server.db
+    try:
+        stamp = xenops.agent_stamp(server.paths, domid)
+        seen, polls = _stamps.get(domid, (None, AGENT_REREAD))
+        if stamp is None or (stamp == seen and polls < AGENT_REREAD):
+            _stamps[domid] = (seen, polls + 1)
+            return
+        nodes, states = xenops.guest_nodes(server.paths, domid)
+    except xenops.XenopsError as err:
+        log.debug("%s", err)
+        return
+    _stamps[domid] = (stamp, 0)
+    metrics = guest_metrics.derive(guest_metrics.guest_agent_nodes(nodes))
+    detected = any(s == guest_metrics.XENBUS_CONNECTED for s in states)
+    with db.transaction():
+        if not db.exists("VM", vm) or db.field("VM", vm, "domid") != domid:
+            return
+        gm = db.field("VM", vm, "guest_metrics")
+        record = metrics.record(last_updated=now(), pv_drivers_detected=detected)
+        if gm == NULL_REF or not db.exists("VM_guest_metrics", gm):
+            db.set("VM", vm, guest_metrics=db.create("VM_guest_metrics", record))
+            return
+        cur = db.get("VM_guest_metrics", gm)
+        if any(cur.get(k) != v for k, v in record.items() if k != "last_updated"):
+            db.set("VM_guest_metrics", gm, **{k: v for k, v in record.items() if k in cur})
+
+
+def adopt(server: "Xapi", d: xenops.LiveDomain) -> str:
+    """A VM row for a domain made outside xapi (xl create), as xapi imports one it finds."""
+    db = server.db
+    with db.transaction():
+        vm = db.create("VM", {
+            "uuid": d.uuid, "name_label": d.name, "name_description": "Made with xl",
+            "power_state": "Halted", "domid": -1, "is_a_template": False,
+            "memory_static_max": d.memory_bytes, "memory_dynamic_max": d.memory_bytes,
+            "memory_dynamic_min": d.memory_bytes, "memory_static_min": d.memory_bytes,
+            "VCPUs_max": d.vcpus, "VCPUs_at_startup": d.vcpus, "domain_type": "pv",
+            "other_config": {ORIGIN: "xl"}})
+        db.set("VM", vm, metrics=db.create("VM_metrics", {}))
+        mark_running(db, server.host_ref, vm, d.domid, paused=d.state == "paused")
+        refresh(db, vm)
+    return vm
+
+
+def forget(db: Any, vm: str) -> None:
+    rec = db.get("VM", vm)
+    with db.transaction():
+        for cls, field in (("console", "consoles"), ("VBD", "VBDs"), ("VIF", "VIFs")):
+            for ref in rec[field]:
+                db.destroy(cls, ref)
+        for cls, ref in (("VM_metrics", rec["metrics"]), ("VM_guest_metrics", rec["guest_metrics"])):
+            if ref != NULL_REF and db.exists(cls, ref):
+                db.destroy(cls, ref)
+        db.destroy("VM", vm)
+
+
+async def reconcile_loop(server: "Xapi") -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await loop.run_in_executor(server.executor, reconcile_once, server)
+        except Exception:
+            log.exception("reconcile failed")
+        await asyncio.sleep(PERIOD)
