@@ -154,8 +154,8 @@ class Xapi:
             for ref, rec in self.db.records(cls).items():
                 if rec.get("current_operations"):
                     self.db.set(cls, ref, current_operations={})
-                    if cls == "VM":
-                        refresh(self.db, ref)
+        for ref in self.db.refs("VM"):
+            refresh(self.db, ref)
 
     async def serve(self, cfg: XapiConfig, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
