@@ -223,3 +223,15 @@ def test_migrate_local_that_fails_at_the_receiver_leaves_the_guest_running(fake,
     live = sorted((d.domid, d.name, d.uuid, d.state) for d in xenops.live_domains(paths) if d.domid != 0)
     assert live == [(domid, "g", UUID, "running"),
                     (other, "g--incoming", "5f1e6a3c-7a43-4e8e-8a57-7b5b4d3c2a10", "running")]
+
+
+def test_domain_names_for_free_text_labels() -> None:
+    from pyxen.toolstack.config import _NAME_RE
+    cases = {("Debian Bookworm 12", ()): "Debian-Bookworm-12",
+             ("Debian Bookworm 12", ("Debian-Bookworm-12",)): f"Debian-Bookworm-12-{UUID[:8]}",
+             ("web", ()): "web", ("  ", ()): f"vm-{UUID[:8]}", ("1234", ()): f"1234-{UUID[:8]}",
+             ("Domain-0", ()): f"Domain-0-{UUID[:8]}", ("é/ü", ()): f"vm-{UUID[:8]}",
+             ("x" * 100, ()): "x" * 55}
+    for (label, taken), want in cases.items():
+        got = xenops.domain_name(label, UUID, taken)
+        assert got == want and _NAME_RE.fullmatch(got), (label, got)
