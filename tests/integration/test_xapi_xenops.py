@@ -175,7 +175,7 @@ def test_reboots_vif_hotplug_and_shutdowns_xapi_asks_for(host: Host) -> None:
     """A clean shutdown halts the VM even when its on_poweroff says restart (xapi asked for a
     halt); reboots rebuild it with the same uuid and name; a guest that does not answer a
     clean shutdown keeps running and the error says so; vifs come and go in the guest."""
-    kernel, ramdisk, cmdline = xenops.demo_boot()
+    kernel, ramdisk, cmdline = demo_kernel()
     vm_uuid = str(uuidlib.uuid4())
     name = "xreb"
     paths = host.paths
