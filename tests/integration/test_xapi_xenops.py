@@ -162,3 +162,82 @@ def test_a_vm_through_xenops(host: Host, tmp_path: Path) -> None:
         assert qemu_pids_under(paths.root) == []
         with pytest.raises(XenopsError, match=rf"domain {domid}: pause: "):
             xenops.pause(paths, domid)
+
+
+NICS = ('while true; do echo "nics $(ls /sys/class/net | grep -v ^lo | tr "\\n" +)"; sleep 1; done &')
+
+
+def boots(host: Host, name: str) -> int:
+    return logs(host, name).count("pyxen demo guest up")
+
+
+def test_reboots_vif_hotplug_and_shutdowns_xapi_asks_for(host: Host) -> None:
+    """A clean shutdown halts the VM even when its on_poweroff says restart (xapi asked for a
+    halt); reboots rebuild it with the same uuid and name; a guest that does not answer a
+    clean shutdown keeps running and the error says so; vifs come and go in the guest."""
+    kernel, ramdisk, cmdline = demo_kernel()
+    vm_uuid = str(uuidlib.uuid4())
+    name = "xreb"
+    paths = host.paths
+
+    def spec(extra: str = "") -> VmSpec:
+        return VmSpec(uuid=vm_uuid, name=name, memory_static_max=128 * MiB, memory_dynamic_max=128 * MiB,
+                      kernel=kernel, ramdisk=ramdisk, on_poweroff="restart",
+                      cmdline=f"{cmdline} {extra}pyxen.run={base64.b64encode(NICS.encode()).decode()}")
+
+    def nics() -> str:
+        found = re.findall(r"^nics (\S*)\r?$", logs(host, name), re.M)
+        return found[-1] if found else "?"
+
+    with link_local_bridge() as (bridge, _):
+        domid = xenops.start(paths, spec(), paused=True)
+        assert host.domains()[name]["state"][2] == "p"
+        time.sleep(1.0)
+        assert boots(host, name) == 0
+        xenops.unpause(paths, domid)
+        host.wait_console(name)
+        wait_for(lambda: nics() == "", f"nics: {nics()}")
+
+        xenops.plug_vif(paths, domid, VifSpec(1, "00:16:3e:5a:00:02", bridge))
+        wait_for(lambda: nics() == "eth0+", f"nics: {nics()}")
+        rows = host.xl("network-list", name).stdout.splitlines()
+        assert len(rows) == 2 and "00:16:3e:5a:00:02" in rows[1]
+        with pytest.raises(XenopsError, match=rf"domain {domid}: plug vif 1: vif 1 of domain {domid} exists already"):
+            xenops.plug_vif(paths, domid, VifSpec(1, "00:16:3e:5a:00:03", bridge))
+        xenops.unplug_vif(paths, domid, 1)
+        wait_for(lambda: nics() == "", f"nics: {nics()}")
+        assert len(host.xl("network-list", name).stdout.splitlines()) == 1
+        with pytest.raises(XenopsError, match=rf"domain {domid}: unplug vif 1: no such vif"):
+            xenops.unplug_vif(paths, domid, 1)
+
+        # clean reboot: the guest reboots itself, the VM comes back as a new domain
+        old = domid
+        domid = xenops.clean_reboot(paths, old, timeout=60)
+        assert domid != old and host.domains()[name]["id"] == str(domid)
+        assert "pyxen: reboot requested" in logs(host, name)
+        assert [d.uuid for d in xenops.live_domains(paths) if d.name == name] == [vm_uuid]
+        wait_for(lambda: boots(host, name) == 2, "no second boot")
+
+        old = domid
+        domid = xenops.hard_reboot(paths, old)
+        assert domid != old and [d.domid for d in xenops.live_domains(paths) if d.uuid == vm_uuid] == [domid]
+        wait_for(lambda: boots(host, name) == 3, "no third boot")
+
+        # clean shutdown halts it although on_poweroff is restart, and it stays halted
+        xenops.clean_shutdown(paths, domid, timeout=60)
+        assert name not in host.domains()
+        time.sleep(3.0)  # the monitor's pass after @releaseDomain: nothing to restart
+        assert name not in host.domains() and not paths.restart_note(name).exists()
+
+    # A guest without its PV control agent never answers: the error says so, it runs on, and
+    # its on_* actions are the monitor's again.
+    domid = xenops.start(paths, spec("pyxen.xsagent=0 "))
+    host.wait_console(name)
+    with pytest.raises(XenopsError, match=rf"^domain {domid} \({name}\): clean_shutdown: the guest did not "
+                                          r"shut down within 3 s$"):
+        xenops.clean_shutdown(paths, domid, timeout=3)
+    assert host.domains()[name]["id"] == str(domid)
+    from pyxen.toolstack import userdata
+    assert not userdata.unmonitored(paths, domid)
+    xenops.hard_shutdown(paths, domid)
+    assert name not in host.domains() and qemu_pids_under(paths.root) == []

@@ -166,3 +166,72 @@ def test_the_build_lock_gives_up_after_its_timeout(tmp_path: Path) -> None:
         assert out == f"another domain is being built: the create lock {lock} was not free within 0.5 s\n"
     with create_lock(str(lock), timeout=0.5):  # free again: taken at once
         pass
+
+
+# ---- on the declared fake host (real hypervisor and xenstored daemons, FakeDeviceModel) --------
+@pytest.fixture
+def fake(tmp_path: Path):  # type: ignore[no-untyped-def]
+    import os
+    import shutil
+    import time
+    from pyxen.testing.fakes import FakeHost
+    root = Path(os.path.realpath("/tmp")) / f"pyxen-xo-{os.getpid()}-{time.monotonic_ns()}"
+    with FakeHost(root) as host:
+        yield host
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def small_vm(tmp_path: Path, name: str = "g", uuid: str = UUID) -> VmSpec:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"\0" * 16)
+    return VmSpec(uuid=uuid, name=name, memory_static_max=64 * MiB, memory_dynamic_max=64 * MiB,
+                  vcpus_max=2, kernel=str(kernel))
+
+
+def test_migrate_local_new_domid_same_uuid_everywhere(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from pyxen.toolstack import userdata
+    from pyxen.xenstore.client import XenstoreClient
+    paths = fake.paths
+    old = xenops.start(paths, small_vm(tmp_path))
+    xenops.set_vcpus_online(paths, old, 2)
+    new = xenops.migrate_local(paths, old)
+    assert new != old
+    live = [(d.domid, d.name, d.uuid, d.state, d.vcpus) for d in xenops.live_domains(paths) if d.domid != 0]
+    assert live == [(new, "g", UUID, "running", 2)]
+    with XenstoreClient(paths.xenstored_socket) as xs:
+        assert xs.get(f"/local/domain/{new}/vm") == f"/vm/{UUID}".encode()
+        assert xs.get(f"/vm/{UUID}/uuid") == UUID.encode() and xs.get(f"/vm/{UUID}/name") == b"g"
+        assert xs.get(f"/vm/{UUID}/start_time") is not None
+        assert [p for p in xs.directory("/vm")] == [UUID]  # the stand-in uuid's directory is gone
+        assert not xs.exists(f"/local/domain/{old}")
+    kept = userdata.retrieve(paths, new)
+    assert kept is not None and (kept.uuid, kept.name, kept.vcpus) == (UUID, "g", 2)
+    assert userdata.retrieve(paths, old) is None
+
+
+def test_migrate_local_that_fails_at_the_receiver_leaves_the_guest_running(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The receiver cannot build ``g--incoming`` (the name is taken): one line that says so,
+    and the guest runs on where it was, under its own name and uuid."""
+    paths = fake.paths
+    domid = xenops.start(paths, small_vm(tmp_path))
+    other = xenops.start(paths, small_vm(tmp_path, "g--incoming", "5f1e6a3c-7a43-4e8e-8a57-7b5b4d3c2a10"))
+    with pytest.raises(XenopsError) as err:
+        xenops.migrate_local(paths, domid)
+    message = str(err.value)
+    assert message.startswith(f"domain {domid} (g): migrate_local: ") and "\n" not in message
+    assert 'Domain with name "g--incoming" already exists' in message, message
+    live = sorted((d.domid, d.name, d.uuid, d.state) for d in xenops.live_domains(paths) if d.domid != 0)
+    assert live == [(domid, "g", UUID, "running"),
+                    (other, "g--incoming", "5f1e6a3c-7a43-4e8e-8a57-7b5b4d3c2a10", "running")]
+
+
+def test_domain_names_for_free_text_labels() -> None:
+    from pyxen.toolstack.config import _NAME_RE
+    cases = {("Debian Bookworm 12", ()): "Debian-Bookworm-12",
+             ("Debian Bookworm 12", ("Debian-Bookworm-12",)): f"Debian-Bookworm-12-{UUID[:8]}",
+             ("web", ()): "web", ("  ", ()): f"vm-{UUID[:8]}", ("1234", ()): f"1234-{UUID[:8]}",
+             ("Domain-0", ()): f"Domain-0-{UUID[:8]}", ("é/ü", ()): f"vm-{UUID[:8]}",
+             ("x" * 100, ()): "x" * 55}
+    for (label, taken), want in cases.items():
+        got = xenops.domain_name(label, UUID, taken)
+        assert got == want and _NAME_RE.fullmatch(got), (label, got)

@@ -85,7 +85,7 @@ def reconcile_once(server: "Xapi") -> None:
         if d is not None and d.domid != 0 and d.state in ("running", "paused") and not rec["is_a_template"]:
             update_guest_metrics(server, vm, d.domid)
     for d in live:
-        if d.domid == 0 or d.uuid in known or d.state in ("dying", "building") or d.name.endswith("--incoming"):
+        if d.domid == 0 or d.uuid in known or d.state in ("dying", "building") or d.name.endswith(("--incoming", "--migratedaway")):
             continue
         adopt(server, d)
 

@@ -144,6 +144,18 @@ class Xapi:
         from .seed import seed
         self.host_ref = seed(self.db, self.paths.root, memory_total, cpus)
         self.tasks.fail_orphans()
+        self.clear_orphan_operations()
+
+    def clear_orphan_operations(self) -> None:
+        """Operations a previous xapi was running when it died are over: their threads are
+        gone. The reconcile poll then sets each VM's power state from its domain."""
+        from .vm import refresh
+        for cls in ("VM", "VBD", "VIF", "VDI", "SR", "host", "pool", "network", "task"):
+            for ref, rec in self.db.records(cls).items():
+                if rec.get("current_operations"):
+                    self.db.set(cls, ref, current_operations={})
+        for ref in self.db.refs("VM"):
+            refresh(self.db, ref)
 
     async def serve(self, cfg: XapiConfig, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()

@@ -87,7 +87,8 @@ def fail(vm: str, err: xenops.XenopsError, code: str = "INTERNAL_ERROR") -> ApiE
 
 # -- VM -> domain ---------------------------------------------------------------------------
 
-def spec_of(db: Any, vm: str) -> xenops.VmSpec:
+def spec_of(db: Any, vm: str, taken: tuple[str, ...] = ()) -> xenops.VmSpec:
+    """The domain a VM becomes; ``taken``: the live domains' names (xl names are unique)."""
     rec = db.get("VM", vm)
     hvm = rec["HVM_boot_policy"] != "" or rec["domain_type"] == "hvm"
     disks = []
@@ -110,7 +111,7 @@ def spec_of(db: Any, vm: str) -> xenops.VmSpec:
                "coredump_and_destroy": "coredump-destroy", "coredump_and_restart": "coredump-restart",
                "rename_restart": "rename-restart"}
     return xenops.VmSpec(
-        uuid=rec["uuid"], name=rec["name_label"] or rec["uuid"],
+        uuid=rec["uuid"], name=xenops.domain_name(rec["name_label"], rec["uuid"], taken),
         memory_static_max=rec["memory_static_max"], memory_dynamic_max=rec["memory_dynamic_max"],
         vcpus_max=rec["VCPUs_max"], vcpus_at_startup=rec["VCPUs_at_startup"],
         kernel=rec["PV_kernel"], ramdisk=rec["PV_ramdisk"], cmdline=rec["PV_args"], hvm=hvm,
@@ -169,9 +170,9 @@ def domid_of(db: Any, vm: str) -> int:
 @message("VM.start")
 def start(ctx: Context, vm: str, start_paused: bool, force: bool) -> None:
     with operation(ctx, vm, "start"):
-        spec = spec_of(ctx.db, vm)
         try:
-            domid = xenops.start(ctx.paths, spec, paused=start_paused)
+            taken = tuple(d.name for d in xenops.live_domains(ctx.paths))
+            domid = xenops.start(ctx.paths, spec_of(ctx.db, vm, taken), paused=start_paused)
         except xenops.XenopsError as err:
             raise ApiError("INTERNAL_ERROR", str(err)) from err
         mark_running(ctx.db, ctx.host, vm, domid, start_paused)

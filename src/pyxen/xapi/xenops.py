@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from ..hypervisor.client import CALL_TIMEOUT, XenCtrl
 from ..hypervisor.errors import HypercallError
@@ -118,6 +119,19 @@ class LiveDomain:
     vcpus: int
     start_time: float
     shutdown_reason: int | None = None
+
+
+def domain_name(name_label: str, uuid: str, taken: Iterable[str] = ()) -> str:
+    """A domain name for a VM whose name_label is free text (xapi allows any label, and the
+    same label twice; xl names are letters, digits and ``_.-``, at most 64, unique, not all
+    digits, not Domain-0): the label with every other character made ``-``, and when that is
+    empty, all digits, Domain-0 or one of ``taken`` (the live domains' names), followed by
+    the first 8 characters of the uuid."""
+    base = re.sub(r"[^A-Za-z0-9_.\-]+", "-", name_label).strip("-_.")[:55]
+    taken = set(taken)
+    if base and not base.isdigit() and base != "Domain-0" and base not in taken:
+        return base
+    return f"{base}-{uuid[:8]}" if base else f"vm-{uuid[:8]}"
 
 
 # ---- the config -------------------------------------------------------------------------------
