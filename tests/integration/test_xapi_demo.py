@@ -40,6 +40,7 @@ def run_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
                           timeout=600)
 
 
+@pytest.mark.timeout(900)
 def test_demo_runs_a_guest_to_its_ip_and_cleans_up(xapi_host: tuple[Host, str]) -> None:
     host, url = xapi_host
     s = login(url)

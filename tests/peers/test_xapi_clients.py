@@ -249,6 +249,7 @@ def test_jsonrpc_v1_and_v2_envelopes(url: str) -> None:
 
 # ---- async-xenapi's own benchmark --------------------------------------------------------------
 
+@pytest.mark.timeout(900)
 def test_async_xenapi_benchmark(url: str) -> None:
     pytest.importorskip("aiohttp")
     env = dict(os.environ, HOST_URL=url, USERNAME="root", PASSWORD=ROOT_PASSWORD, PYXEN_RUN_ASYNC_XENAPI="1")
@@ -303,6 +304,7 @@ def ansible_vm(url: str) -> Iterator[tuple[str, str]]:
         s.xenapi.session.logout()
 
 
+@pytest.mark.timeout(900)
 def test_ansible_guest_info_and_powerstate(url: str, ansible_vm: tuple[str, str], tmp_path: Path) -> None:
     name, vm = ansible_vm
     s = login(url)
