@@ -88,13 +88,13 @@ async def wait_for(ctx: Context, gen: int, names: set[str], refs: set[str], time
     deadline = time.monotonic() + timeout
     delay = 0.0 if names == {"task"} and not refs else BATCH_DELAY
     while True:
-        current = ctx.db.generation
+        current = ctx.db.committed
         if current > gen:
             events = records_since(ctx, gen, names, refs, stamp)
             if events:
                 if delay:
                     await asyncio.sleep(delay)
-                    current = ctx.db.generation
+                    current = ctx.db.committed
                     events = records_since(ctx, gen, names, refs, stamp)
                 return events, current
             gen = current
@@ -119,7 +119,7 @@ async def from_(ctx: Context, classes: list[str], token_text: str, timeout: floa
 def register(ctx: Context, classes: list[str]) -> None:
     names, refs = subscription(ctx, classes)
     reg = ctx.server.registrations.setdefault(ctx.session, {"names": set(), "refs": set(),
-                                                          "gen": ctx.db.generation})
+                                                          "gen": ctx.db.committed})
     reg["names"] |= names
     reg["refs"] |= refs
 
@@ -148,7 +148,7 @@ async def next_(ctx: Context) -> list[dict[str, Any]]:
 
 @message("event.get_current_id")
 def get_current_id(ctx: Context) -> int:
-    return int(ctx.db.generation)
+    return int(ctx.db.committed)
 
 
 @message("event.inject")
@@ -156,5 +156,7 @@ def inject(ctx: Context, cls: str, ref: str) -> str:
     c = ctx.db.dm.cls(cls)
     if c is None or not ctx.db.exists(c.name, ref):
         raise ApiError("HANDLE_INVALID", cls, ref)
-    ctx.db.touch(c.name, ref)
-    return token(ctx.db.generation - 1)
+    with ctx.db.transaction():  # the touch's own generation, whatever other threads commit
+        ctx.db.touch(c.name, ref)
+        gen = ctx.db.generation
+    return token(gen - 1)
