@@ -327,8 +327,9 @@ class Dispatcher:
                 cur.pop(key, None)
                 db.set(cls, ref, **{fname: cur})
 
-        return {"get": get, "set": set_, "add": add, "remove": remove, "add_to": add_to,
-                "remove_from": remove_from}[kind]
+        accessors: dict[str, Handler] = {"get": get, "set": set_, "add": add, "remove": remove,
+                                         "add_to": add_to, "remove_from": remove_from}
+        return accessors[kind]
 
 
 def check_enum(dm: Datamodel, cls: str, fname: str, value: Any) -> None:
