@@ -327,9 +327,8 @@ class Dispatcher:
                 cur.pop(key, None)
                 db.set(cls, ref, **{fname: cur})
 
-        accessors: dict[str, Handler] = {"get": get, "set": set_, "add": add, "remove": remove,
-                                         "add_to": add_to, "remove_from": remove_from}
-        return accessors[kind]
+        return {"get": get, "set": set_, "add": add, "remove": remove, "add_to": add_to,
+                "remove_from": remove_from}[kind]
 
 
 def check_enum(dm: Datamodel, cls: str, fname: str, value: Any) -> None:
