@@ -336,9 +336,7 @@ class Database:
             if changed is not None and ref_field not in changed:
                 continue
             for target in {record.get(ref_field), (changed or {}).get(ref_field)}:
-                if not isinstance(target, str):
-                    continue
-                row = self._rows.get(target)
-                if row is not None and row.cls == one:
+                row = self._rows.get(target) if isinstance(target, str) else None
+                if row is not None and row.cls == one and isinstance(target, str):
                     row.modified = self.generation
                     self._dirty[target] = row
