@@ -11,6 +11,7 @@ value conventions: :class:`DateTime` marks a datetime (xapi's ``%Y%m%dT%H:%M:%SZ
 from __future__ import annotations
 
 import json
+import re
 import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,8 @@ class Call:
 
 def decode_xmlrpc(body: bytes) -> Call:
     try:
-        params, method = xmlrpc.client.loads(body, use_builtin_types=True)
+        # not use_builtin_types: its datetime parser refuses xapi's own "...T13:20:11Z"
+        params, method = xmlrpc.client.loads(body)
     except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError) as err:
         raise WireError(f"bad XML-RPC request: {err}") from err
     if method is None:
@@ -49,8 +51,10 @@ def decode_xmlrpc(body: bytes) -> Call:
 
 
 def _from_xml(v: Any) -> Any:
-    if isinstance(v, xmlrpc.client.DateTime):
-        return DateTime(v.value)
+    if isinstance(v, xmlrpc.client.DateTime):  # the text as sent; xapi's form ends in Z
+        return DateTime(v.value + "Z" if len(v.value) == 17 else v.value)
+    if isinstance(v, xmlrpc.client.Binary):
+        v = v.data
     if hasattr(v, "strftime"):  # datetime.datetime from use_builtin_types
         return DateTime(v.strftime("%Y%m%dT%H:%M:%SZ"))
     if isinstance(v, (bytes, bytearray)):
@@ -62,7 +66,22 @@ def _from_xml(v: Any) -> Any:
     return v
 
 
-_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+#: What XML 1.0 cannot carry: C0 controls but tab, LF and CR; lone surrogates; U+FFFE/FFFF.
+#: xapi's encoder (ocaml-rpc's Xmlrpc.encode) drops such characters rather than send a body
+#: no client can parse (one guest-reported name would break every get_all_records).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escape(s: str) -> str:
+    if not s.isprintable():  # the rare string that may hold a character XML cannot carry
+        s = _NOT_XML.sub("", s)
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    return s
 
 
 def _xml_value(v: Any, out: list[str]) -> None:
@@ -72,7 +91,7 @@ def _xml_value(v: Any, out: list[str]) -> None:
         if isinstance(v, DateTime):
             out.append(f"<value><dateTime.iso8601>{v}</dateTime.iso8601></value>")
         else:
-            out.append(f"<value>{v.translate(_ESC)}</value>")
+            out.append(f"<value>{_escape(v)}</value>")
     elif isinstance(v, Int32):
         out.append(f"<value><i4>{int(v)}</i4></value>")
     elif isinstance(v, int):
@@ -82,7 +101,7 @@ def _xml_value(v: Any, out: list[str]) -> None:
     elif isinstance(v, dict):
         out.append("<value><struct>")
         for k, x in v.items():
-            out.append(f"<member><name>{str(k).translate(_ESC)}</name>")
+            out.append(f"<member><name>{_escape(str(k))}</name>")
             _xml_value(x, out)
             out.append("</member>")
         out.append("</struct></value>")
