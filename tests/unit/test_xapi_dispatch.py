@@ -264,3 +264,17 @@ async def test_client_task_create(xapi: Xapi) -> None:
     assert rec["name_label"] == "upload" and rec["status"] == "pending" and rec["resident_on"] == xapi.host_ref
     assert rec["created"] != "19700101T00:00:00Z"
     await call(xapi, "task.destroy", s, t)
+
+
+async def test_invalid_utf8_is_invalid_value(xapi: Xapi) -> None:
+    """A lone surrogate (JSON-RPC's "\\ud800" escape) in any parameter: INVALID_VALUE, as
+    gen_server.ml checks every parameter before dispatching; nothing is written."""
+    s = await login(xapi)
+    vm = await call(xapi, "VM.create", s, vm_record(name_label="clean"))
+    assert await fails(xapi, "VM.set_name_label", s, vm, "bad\ud800name") == \
+        ["INVALID_VALUE", "Invalid UTF-8 string in parameter", "badname"]
+    assert (await fails(xapi, "VM.create", s, vm_record(other_config={"k": ["\udfff"]})))[0] == "INVALID_VALUE"
+    assert (await fails(xapi, "VM.create", s, vm_record(other_config={"\udfff": "v"})))[0] == "INVALID_VALUE"
+    assert await call(xapi, "VM.get_name_label", s, vm) == "clean"
+    await call(xapi, "VM.set_name_label", s, vm, "ünïcödé ✓")  # real non-ASCII text is fine
+    assert await call(xapi, "VM.get_name_label", s, vm) == "ünïcödé ✓"

@@ -219,6 +219,10 @@ class Dispatcher:
 
     async def call(self, method: str, params: tuple[Any, ...], extras: dict[str, Any] | None = None) -> Any:
         """Run one call; the value is ready for the codec. Raises ApiError."""
+        for p in params:
+            bad = invalid_utf8(p)
+            if bad is not None:  # gen_server.ml's first check, before the name is even looked up
+                raise ApiError("INVALID_VALUE", "Invalid UTF-8 string in parameter", bad)
         if method == "system.listMethods":
             return self.list_methods()
         r = self.resolve(method)
@@ -340,6 +344,24 @@ class Dispatcher:
 
         return {"get": get, "set": set_, "add": add, "remove": remove, "add_to": add_to,
                 "remove_from": remove_from}[kind]
+
+
+def invalid_utf8(value: Any) -> str | None:
+    """A string in ``value`` that is not Unicode text (a lone surrogate, which JSON's "\\ud800"
+    escapes can carry; xapi checks each parameter's UTF-8), with the bad code points dropped."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "ignore").decode()
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        bad = invalid_utf8(k) if isinstance(k, str) else None
+        bad = bad if bad is not None else invalid_utf8(v)
+        if bad is not None:
+            return bad
+    return None
 
 
 def check_enum(dm: Datamodel, cls: str, fname: str, value: Any) -> None:
