@@ -278,3 +278,22 @@ async def test_invalid_utf8_is_invalid_value(xapi: Xapi) -> None:
     assert await call(xapi, "VM.get_name_label", s, vm) == "clean"
     await call(xapi, "VM.set_name_label", s, vm, "ünïcödé ✓")  # real non-ASCII text is fine
     assert await call(xapi, "VM.get_name_label", s, vm) == "ünïcödé ✓"
+
+
+def test_session_expiry_is_utc_in_any_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """last_active is UTC; 23.5 h idle is not expired, 24.5 h is (xapi's 24 h), also where
+    daylight saving time is in force (mktime-based arithmetic was an hour out there)."""
+    import calendar
+    import time
+
+    from pyxen.xapi.session import expired
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        then = calendar.timegm((2026, 7, 1, 0, 0, 0, 0, 0, 0))
+        assert not expired("20260701T00:00:00Z", then + 23.5 * 3600)
+        assert expired("20260701T00:00:00Z", then + 24.5 * 3600)
+        assert expired("garbage", then)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
