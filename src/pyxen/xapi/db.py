@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 from .datamodel import NULL_REF, Datamodel, load
 from .errors import ApiError, handle_invalid
 
-#: How many deletions event.from can still report; older tokens get every live object again.
+#: How many deletions event.from can still report: a token older than the oldest one kept
+#: misses the deletions before it (its client sees the drop in valid_ref_counts).
 DELETED_KEPT = 100_000
 
 
