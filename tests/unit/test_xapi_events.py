@@ -210,3 +210,29 @@ async def test_logout_ends_a_waiting_next(xapi: Xapi) -> None:
         assert getattr(err, "description", None) == ["SESSION_INVALID", s]
     else:
         raise AssertionError("event.next returned after its session logged out")
+
+
+async def test_a_generation_given_back_is_not_in_a_token(xapi: Xapi) -> None:
+    """A transaction that writes nothing (or rolls back) gives its generation back, and the next
+    commit takes the same number. A waiting event.from that saw the number while it was in use
+    must not treat it as delivered: the later change would be lost."""
+    import threading
+    s = await login(xapi)
+    tok = (await event_from(xapi, s, ["VM"], ""))["token"]
+    vm = (await call(xapi, "VM.get_all", s))[0]
+    inside = threading.Event()
+
+    def idle_transaction() -> None:
+        with xapi.db.transaction():
+            inside.set()
+            time.sleep(0.3)
+
+    worker = threading.Thread(target=idle_transaction)
+    worker.start()
+    inside.wait(5)
+    waiter = asyncio.create_task(event_from(xapi, s, ["VM"], tok, timeout=3.0))
+    await asyncio.sleep(0.1)
+    await asyncio.get_running_loop().run_in_executor(None, worker.join)
+    await call(xapi, "VM.set_name_description", s, vm, "after the idle transaction")
+    got = await asyncio.wait_for(waiter, 5)
+    assert ops(got) == [("mod", "vm", vm)]
