@@ -29,8 +29,19 @@ from typing import Any, Callable, Iterator
 from .datamodel import NULL_REF, Datamodel, load
 from .errors import ApiError, handle_invalid
 
-#: How many deletions event.from can still report; older tokens get every live object again.
+#: How many deletions event.from can still report: a token older than the oldest one kept
+#: misses the deletions before it (its client sees the drop in valid_ref_counts).
 DELETED_KEPT = 100_000
+
+
+def _copy(v: Any) -> Any:
+    """A stored value's own containers: a caller that keeps mutating the map or list it wrote
+    must not change memory behind SQLite's back."""
+    if type(v) is dict:
+        return {k: _copy(x) for k, x in v.items()}
+    if type(v) is list:
+        return [_copy(x) for x in v]
+    return v
 
 
 def new_ref() -> str:
@@ -69,7 +80,11 @@ class Database:
             for set_field, (many, ref_field) in c.links.items():
                 self._link_fields[many].append((ref_field, one, set_field))
         self.deleted: list[Deleted] = []
+        #: The counter, bumped when a transaction begins (so a reader in another thread may see
+        #: a generation still being written, or one a rollback gives back); ``committed`` is the
+        #: last one whose writes are all visible, the only one an event token may carry.
         self.generation = 0
+        self.committed = 0
         self._depth = 0
         self._dirty: dict[str, Row | None] = {}
         self._dead: dict[str, Deleted] = {}
@@ -100,6 +115,7 @@ class Database:
             "SELECT ref, cls, created, deleted FROM deleted ORDER BY deleted")]
         row = self._sql.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         self.generation = int(row[0]) if row else 0
+        self.committed = self.generation
 
     def close(self) -> None:
         with self._lock:
@@ -189,6 +205,7 @@ class Database:
             self._rollback()
             raise
         self._dirty = {}
+        self.committed = gen
         for listener in list(self.listeners):
             listener(gen)
 
@@ -215,7 +232,9 @@ class Database:
         return out
 
     def get(self, cls: str, ref: str) -> dict[str, Any]:
-        """The whole record (a copy; link fields computed). HANDLE_INVALID if absent."""
+        """The whole record (link fields computed). HANDLE_INVALID if absent. A new dict, but
+        its maps and sets are the stored ones (copying them would cost get_all_records a sixth
+        of its time): read them, write changes back with :meth:`set`."""
         with self._lock:
             return self._full(cls, ref, self._row(cls, ref).record)
 
@@ -265,7 +284,7 @@ class Database:
             raise ApiError("INTERNAL_ERROR", f"no such class {cls}")
         record = self.dm.defaults(cls)
         links = self.dm.classes[cls].links
-        record.update({k: v for k, v in fields.items() if k in record and k not in links})
+        record.update({k: _copy(v) for k, v in fields.items() if k in record and k not in links})
         if "uuid" in record and not record["uuid"]:
             record["uuid"] = str(uuidlib.uuid4())
         ref = ref or new_ref()
@@ -284,13 +303,12 @@ class Database:
         with self.transaction():
             row = self._row(cls, ref)
             links = self.dm.classes[cls].links
+            for k in fields:  # all checked before any is written: a refused set changes nothing
+                if k not in row.record or k in links:
+                    raise ApiError("INTERNAL_ERROR", f"{cls} has no stored field {k}")
             before = dict(row.record)
             self._unindex(ref)
-            for k, v in fields.items():
-                if k not in row.record or k in links:
-                    self._index(ref, row)
-                    raise ApiError("INTERNAL_ERROR", f"{cls} has no stored field {k}")
-                row.record[k] = v
+            row.record.update({k: _copy(v) for k, v in fields.items()})
             row.modified = self.generation
             self._index(ref, row)
             self._dirty[ref] = row

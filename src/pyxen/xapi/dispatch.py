@@ -179,26 +179,31 @@ class Dispatcher:
         self.marker = Marker(self.dm)
         self._last_active: dict[str, float] = {}
 
-    def resolve(self, method: str) -> Resolved:
-        is_async = False
-        name = method
+    @staticmethod
+    def unprefixed(method: str) -> tuple[bool, str]:
+        """(async?, the name without ``Async.``/``InternalAsync.``): xapi strips the prefix
+        first (sync_ty_and_maybe_remove_prefix), and its errors name what is left."""
         for prefix in ("Async.", "InternalAsync."):
-            if name.startswith(prefix):
-                is_async, name = True, name[len(prefix):]
+            if method.startswith(prefix):
+                return True, method[len(prefix):]
+        return False, method
+
+    def resolve(self, method: str) -> Resolved:
+        is_async, name = self.unprefixed(method)
         msg: Message | None = None
         if "." in name:
             cls, _, m = name.partition(".")
             msg = self.dm.message(cls, m)
-        elif not is_async:
+        else:  # Class_message, xapi's alternative wire name (so Async.VM_start works too)
             for i, ch in enumerate(name):
                 if ch == "_" and name[:i] in self.dm.classes:
                     msg = self.dm.message(name[:i], name[i + 1:])
                     if msg is not None:
                         break
         if msg is None:
-            raise ApiError("MESSAGE_METHOD_UNKNOWN", method)
+            raise ApiError("MESSAGE_METHOD_UNKNOWN", name)
         if is_async and not self.has_async(msg):
-            raise ApiError("Fault", f"No async mode for this operation (rpc: {method})")
+            raise ApiError("Fault", f"No async mode for this operation (rpc: {name})")
         return Resolved(msg, is_async, msg.wire_name)
 
     @staticmethod
@@ -214,6 +219,10 @@ class Dispatcher:
 
     async def call(self, method: str, params: tuple[Any, ...], extras: dict[str, Any] | None = None) -> Any:
         """Run one call; the value is ready for the codec. Raises ApiError."""
+        for p in params:
+            bad = invalid_utf8(p)
+            if bad is not None:  # gen_server.ml's first check, before the name is even looked up
+                raise ApiError("INVALID_VALUE", "Invalid UTF-8 string in parameter", bad)
         if method == "system.listMethods":
             return self.list_methods()
         r = self.resolve(method)
@@ -223,8 +232,14 @@ class Dispatcher:
         defaults = PARAM_DEFAULTS.get(r.wire, {})
         names = [n for _, n in msg.params]
         required = len(names) - sum(1 for n in names if n in defaults)
-        if not required <= len(given) <= len(names) or (takes_session and not params):
-            raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method, required, max(len(params) - takes_session, 0))
+        # xapi's generated match: exactly the parameters, or (a message with defaults) at least
+        # the required ones, anything after them ignored; received counts all but the session
+        # (so -1 for a call that sent nothing), and the name is the one called, prefix removed.
+        most = len(names) if not defaults else len(params)
+        if not required <= len(given) <= most or (takes_session and not params):
+            raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", self.unprefixed(method)[1], required,
+                           len(params) - takes_session)
+        given = given[:len(names)]
         args = [coerce(v, t, n) for v, (t, n) in zip(given, msg.params)]
         args += [defaults[n] for n in names[len(given):]]
         session = ""
@@ -330,6 +345,24 @@ class Dispatcher:
         table: dict[str, Handler] = {"get": get, "set": set_, "add": add, "remove": remove,
                                      "add_to": add_to, "remove_from": remove_from}
         return table[kind]
+
+
+def invalid_utf8(value: Any) -> str | None:
+    """A string in ``value`` that is not Unicode text (a lone surrogate, which JSON's "\\ud800"
+    escapes can carry; xapi checks each parameter's UTF-8), with the bad code points dropped."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "ignore").decode()
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        bad = invalid_utf8(k) if isinstance(k, str) else None
+        bad = bad if bad is not None else invalid_utf8(v)
+        if bad is not None:
+            return bad
+    return None
 
 
 def check_enum(dm: Datamodel, cls: str, fname: str, value: Any) -> None:

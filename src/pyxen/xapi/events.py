@@ -30,71 +30,74 @@ def token(gen: int) -> str:
 
 
 def parse_token(text: str) -> int:
+    """xapi's Token.of_string: ``""`` or exactly two comma-separated integers."""
     if text == "":
         return 0
     parts = text.split(",")
     try:
         if len(parts) == 2:
-            return int(parts[0])
-        if len(parts) == 1:
+            int(parts[1])
             return int(parts[0])
     except ValueError:
         pass
     raise ApiError("EVENT_FROM_TOKEN_PARSE_FAILURE", text)
 
 
-def subscription(ctx: Context, classes: list[str]) -> tuple[set[str], set[str]]:
-    """(classes, refs) the subscription covers; "*" is every class that has events."""
+def subscription(ctx: Context, classes: list[str]) -> tuple[set[str], set[tuple[str, str]]]:
+    """(classes, (lowercase class, ref) pairs) the subscription covers; "*" is every class
+    that has events. As xapi's Subscription.of_string, no string is refused: a class that
+    does not exist (or has no events) selects nothing, "vm/<ref>" one object of that class."""
     dm = ctx.db.dm
     names: set[str] = set()
-    refs: set[str] = set()
+    refs: set[tuple[str, str]] = set()
     for sub in classes:
         if sub == "*":
             names.update(c for c in dm.classes if c not in NO_EVENTS)
             continue
-        cls, _, ref = sub.partition("/")
+        cls, slash, ref = sub.partition("/")
         c = dm.cls(cls)
-        if c is None or (ref == "" and "/" in sub):
-            raise ApiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", sub)
-        if ref:
-            refs.add(ref)
-        else:
+        if slash:
+            refs.add((cls.lower(), ref))
+        elif c is not None and c.name not in NO_EVENTS:
             names.add(c.name)
     return names, refs
 
 
-def records_since(ctx: Context, gen: int, names: set[str], refs: set[str],
+def records_since(ctx: Context, gen: int, names: set[str], refs: set[tuple[str, str]],
                   stamp: bool = False) -> list[dict[str, Any]]:
     db = ctx.db
     rows, dels = db.changes_since(gen)
     out = []
     for ref, cls, row in sorted(rows, key=lambda r: r[2].modified):
-        if cls in names or ref in refs:
-            out.append({"id": str(row.modified), "timestamp": f"{time.time():.6f}" if stamp else "0.0",
-                        "class": cls.lower(), "operation": "add" if row.created > gen else "mod",
+        if (cls in names or (cls.lower(), ref) in refs) and cls not in NO_EVENTS:
+            added = row.created > gen  # xapi's id is the generation of what it reports
+            out.append({"id": str(row.created if added else row.modified),
+                        "timestamp": f"{time.time():.6f}" if stamp else "0.0",
+                        "class": cls.lower(), "operation": "add" if added else "mod",
                         "ref": ref, "snapshot": ctx.server.dispatcher.marker.mark(
                             row.record, db.dm.message(cls, "get_record").result
                             if db.dm.message(cls, "get_record") else row.record)})
     for d in dels:
-        if d.cls in names or d.ref in refs:
+        if (d.cls in names or (d.cls.lower(), d.ref) in refs) and d.cls not in NO_EVENTS:
             out.append({"id": str(d.deleted), "timestamp": f"{time.time():.6f}" if stamp else "0.0",
                         "class": d.cls.lower(), "operation": "del", "ref": d.ref})
     return out
 
 
-async def wait_for(ctx: Context, gen: int, names: set[str], refs: set[str], timeout: float,
+async def wait_for(ctx: Context, gen: int, names: set[str], refs: set[tuple[str, str]], timeout: float,
                    stamp: bool = False) -> tuple[list[dict[str, Any]], int]:
     server = ctx.server
     deadline = time.monotonic() + timeout
-    delay = 0.0 if names == {"task"} and not refs else BATCH_DELAY
+    task_only = bool(names or refs) and names <= {"task"} and all(c == "task" for c, _ in refs)
+    delay = 0.0 if task_only else BATCH_DELAY
     while True:
-        current = ctx.db.generation
+        current = ctx.db.committed
         if current > gen:
             events = records_since(ctx, gen, names, refs, stamp)
             if events:
                 if delay:
                     await asyncio.sleep(delay)
-                    current = ctx.db.generation
+                    current = ctx.db.committed
                     events = records_since(ctx, gen, names, refs, stamp)
                 return events, current
             gen = current
@@ -119,7 +122,7 @@ async def from_(ctx: Context, classes: list[str], token_text: str, timeout: floa
 def register(ctx: Context, classes: list[str]) -> None:
     names, refs = subscription(ctx, classes)
     reg = ctx.server.registrations.setdefault(ctx.session, {"names": set(), "refs": set(),
-                                                          "gen": ctx.db.generation})
+                                                          "gen": ctx.db.committed})
     reg["names"] |= names
     reg["refs"] |= refs
 
@@ -148,7 +151,7 @@ async def next_(ctx: Context) -> list[dict[str, Any]]:
 
 @message("event.get_current_id")
 def get_current_id(ctx: Context) -> int:
-    return int(ctx.db.generation)
+    return int(ctx.db.committed)
 
 
 @message("event.inject")
@@ -156,5 +159,7 @@ def inject(ctx: Context, cls: str, ref: str) -> str:
     c = ctx.db.dm.cls(cls)
     if c is None or not ctx.db.exists(c.name, ref):
         raise ApiError("HANDLE_INVALID", cls, ref)
-    ctx.db.touch(c.name, ref)
-    return token(ctx.db.generation - 1)
+    with ctx.db.transaction():  # the touch's own generation, whatever other threads commit
+        ctx.db.touch(c.name, ref)
+        gen = ctx.db.generation
+    return token(gen - 1)

@@ -79,7 +79,7 @@ class Xapi:
 
     async def wait_change(self, gen: int, timeout: float) -> None:
         """Return when the database moves past ``gen`` or ``timeout`` passes."""
-        if self.db.generation > gen:
+        if self.db.committed > gen:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)

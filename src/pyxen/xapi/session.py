@@ -10,6 +10,7 @@ request. Over the Unix socket the credentials are not checked, as xapi does for
 
 from __future__ import annotations
 
+import calendar
 import time
 
 from ..paths import Paths
@@ -94,7 +95,7 @@ def logout_subject_identifier(ctx: Context, subject_identifier: str) -> None:
 
 def expired(last_active: str, t: float | None = None) -> bool:
     try:
-        then = time.mktime(time.strptime(last_active, "%Y%m%dT%H:%M:%SZ")) - time.timezone
+        then = calendar.timegm(time.strptime(last_active, "%Y%m%dT%H:%M:%SZ"))  # UTC, whatever the zone
     except ValueError:
         return True
     return (t or time.time()) - then > INACTIVE_SESSION_TIMEOUT

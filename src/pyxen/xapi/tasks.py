@@ -51,12 +51,13 @@ class Tasks:
 
     def _finish(self, ref: str, status: str, result: str = "", error_info: list[str] | None = None) -> None:
         db = self.server.db
-        if not db.exists("task", ref):
-            return
-        if db.field("task", ref, "status") == "cancelling":
-            status, error_info, result = "cancelled", ["TASK_CANCELLED", ref], ""
-        db.set("task", ref, status=status, progress=1.0, finished=now(), result=result,
-               error_info=error_info or [], allowed_operations=[])
+        with db.transaction():  # one step, so a task.cancel cannot land between the read and the write
+            if not db.exists("task", ref):
+                return
+            if db.field("task", ref, "status") == "cancelling":
+                status, error_info, result = "cancelled", ["TASK_CANCELLED", ref], ""
+            db.set("task", ref, status=status, progress=1.0, finished=now(), result=result,
+                   error_info=error_info or [], allowed_operations=[])
 
     def fail_orphans(self) -> None:
         """At start: tasks left pending by a previous xapi end as failures."""
@@ -70,10 +71,11 @@ class Tasks:
 def cancel(ctx: Context, task: str) -> None:
     """Ask a pending task to stop; it ends as cancelled (TASK_CANCELLED) rather than success."""
     db = ctx.db
-    status = db.field("task", task, "status")
-    if status != "pending":
-        raise ApiError("OPERATION_NOT_ALLOWED", f"task {task} is {status}, not pending")
-    db.set("task", task, status="cancelling", allowed_operations=[])
+    with db.transaction():  # against the task finishing between the check and the write
+        status = db.field("task", task, "status")
+        if status != "pending":
+            raise ApiError("OPERATION_NOT_ALLOWED", f"task {task} is {status}, not pending")
+        db.set("task", task, status="cancelling", allowed_operations=[])
 
 
 @message("task.create")

@@ -70,7 +70,7 @@ def operation(ctx: Context, vm: str, op: str) -> Iterator[dict[str, Any]]:
         err = operation_error(vm, rec, op)
         if err is not None:
             raise err
-        db.set("VM", vm, current_operations={key: op}, allowed_operations=[])
+        db.set("VM", vm, current_operations={**rec["current_operations"], key: op}, allowed_operations=[])
     try:
         yield rec
     finally:

@@ -11,6 +11,7 @@ value conventions: :class:`DateTime` marks a datetime (xapi's ``%Y%m%dT%H:%M:%SZ
 from __future__ import annotations
 
 import json
+import re
 import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ class Call:
 
 def decode_xmlrpc(body: bytes) -> Call:
     try:
-        params, method = xmlrpc.client.loads(body, use_builtin_types=True)
+        params, method = xmlrpc.client.loads(body)
     except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError) as err:
         raise WireError(f"bad XML-RPC request: {err}") from err
     if method is None:
@@ -50,7 +51,10 @@ def decode_xmlrpc(body: bytes) -> Call:
 
 def _from_xml(v: Any) -> Any:
     if isinstance(v, xmlrpc.client.DateTime):
-        return DateTime(v.value)
+        # xapi's own form ends in Z, which the standard library's datetime parser rejects
+        return DateTime(v.value + "Z" if len(v.value) == 17 else v.value)
+    if isinstance(v, xmlrpc.client.Binary):
+        v = v.data
     if hasattr(v, "strftime"):  # datetime.datetime from use_builtin_types
         return DateTime(v.strftime("%Y%m%dT%H:%M:%SZ"))
     if isinstance(v, (bytes, bytearray)):
@@ -62,7 +66,14 @@ def _from_xml(v: Any) -> Any:
     return v
 
 
+#: What XML cannot carry (control characters, lone surrogates): dropped, as ocaml-rpc does, so
+#: one such character a guest reports cannot make a whole response unparseable.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _escape(s: str) -> str:
+    if not s.isprintable():
+        s = _NOT_XML.sub("", s)
     if "&" in s:
         s = s.replace("&", "&amp;")
     if "<" in s:
