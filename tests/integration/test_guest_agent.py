@@ -118,7 +118,7 @@ def test_dhcp_address_reported_pinged_and_renewed_across_a_kill(host: Host, demo
 
     nodes = wait_for(lambda: (t := subtree(host, domid)).get("data/updated") and t, 30, "data/updated")
     gm = derive(guest_agent_nodes(nodes))
-    assert gm.os_version == {"name": "pyxen demo guest 1.0 (BusyBox v1.35.0)", "uname": demo_image.release,
+    assert gm.os_version == {"name": "pyxen demo guest 1.0 (BusyBox v1.35.0)", "uname": demo_image.kernel_release,
                              "distro": "pyxen-demo", "major": "1", "minor": "0"}
     assert gm.networks["0/ip"] == gm.networks["0/ipv4/0"] == ip
     assert gm.networks["0/ipv6/0"].startswith("fe80::"), gm.networks
@@ -143,7 +143,7 @@ def test_dhcp_address_reported_pinged_and_renewed_across_a_kill(host: Host, demo
                        "a renewal of the guest's lease")
     assert renewed["ip"] == ip
     assert subtree(host, domid).get("attr/vif/0/ipv4/0") == ip
-    assert "dhcp renew eth0" in host.console_text("ga")
+    wait_for(lambda: f"dhcp renew eth0 {ip}/24" in host.console_text("ga"), 10, "the guest's renew line")
     done = ping(ip)
     assert done.returncode == 0, done.stdout + done.stderr
     host.xl("destroy", "ga")
