@@ -194,7 +194,7 @@ xs_agent() {
             reboot) xs_write control/shutdown ""; echo "pyxen: reboot requested"; reboot -f ;;
         esac
         key="$(xs_read control/sysrq)"
-        if [ "${#key}" = 1 ]; then  # (a missing node would read as the error text)
+        if [ "${#key}" = 1 ]; then
             xs_write control/sysrq ""
             echo "$key" > /proc/sysrq-trigger
         fi
