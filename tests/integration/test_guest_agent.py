@@ -175,3 +175,23 @@ def test_a_second_host_stands_by_and_takes_over(host: Host, demo_image: DemoImag
         st = wait_for(lambda: (s := query(host.paths)) and s["state"] == "standby" and s, 10, "standby")
         assert str(other.paths.root) in st["served_by"]
     serving(host)  # the second host stopped: the first serves again
+
+
+def test_the_agent_reports_again_after_save_and_restore(host: Host, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """xl restore builds the domain's xenstore area anew (a new domid): the agent notices its
+    data/updated is gone and writes everything again, the address the guest still holds too."""
+    serving(host)
+    domid = host.create("gr", memory=128, extra_lines="vif = ['mac=00:16:3e:00:81:02,bridge=xenbr0']\n")
+    ip = wait_for(lambda: subtree(host, domid).get("attr/vif/0/ipv4/0"), 180,
+                  lambda: f"the guest's address (console: {host.console_text('gr')[-1500:]})")
+    host.xl("save", "gr", str(tmp_path / "gr.save"))
+    host.xl("restore", str(tmp_path / "gr.save"))
+    new = int(host.xl("domid", "gr").stdout)
+    assert new != domid
+    nodes = wait_for(lambda: (t := subtree(host, new)).get("attr/vif/0/ipv4/0") and t.get("data/os_name") and t,
+                     60, lambda: f"the restored guest's reports: {subtree(host, new)}")
+    gm = derive(guest_agent_nodes(nodes))
+    assert gm.networks["0/ip"] == ip and gm.os_version["distro"] == "pyxen-demo"
+    done = ping(ip)
+    assert done.returncode == 0, done.stdout + done.stderr
+    host.xl("destroy", "gr")
