@@ -73,14 +73,18 @@ def _perms_be(domid: int) -> list[str]:
 def _write_device(t: ClientTransaction, domid: int, dev: DiskSpec | NicSpec, be_nodes: dict[str, str],
                   fe_nodes: dict[str, str]) -> None:
     """One device's nodes in a transaction, as libxl__device_generic_add writes them: the
-    backend and frontend directories with their permissions, and libxl's own record of both."""
+    backend and frontend directories with their permissions first, so that the nodes written
+    into them inherit those (the guest reads its backend's nodes, such as ``bridge``, and owns
+    its frontend's), and libxl's own record of both."""
     be, fe = backend_path(dev.kind, domid, dev.devid), frontend_path(dev.kind, domid, dev.devid)
+    t.mkdir(be)
+    t.set_perms(be, _perms_be(domid))
+    t.mkdir(fe)
+    t.set_perms(fe, _perms_fe(domid))
     for k, v in be_nodes.items():
         t.write(f"{be}/{k}", v)
     for k, v in fe_nodes.items():
         t.write(f"{fe}/{k}", v)
-    t.set_perms(be, _perms_be(domid))
-    t.set_perms(fe, _perms_fe(domid))
     lib = f"/libxl/{domid}/device/{dev.kind}/{dev.devid}"
     t.write(f"{lib}/frontend", fe)
     t.write(f"{lib}/backend", be)
