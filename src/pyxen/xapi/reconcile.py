@@ -6,18 +6,28 @@ again when the domain goes; a VM whose domain died (the guest shut down, ``xl de
 Halted; a domain rebooted by the monitor or paused with ``xl pause`` has its domid and power
 state followed. VMs with an operation in progress are left to that operation, and every write
 re-checks the row under the database lock, so an operation that ends mid-poll always wins.
+
+After xapi itself died mid-operation (kill -9, a crash), two things are left over, and both are
+taken care of here: the dead operation's entry in the VM's current_operations (cleared, as
+xapi's start-up cancels the operations of tasks it no longer runs; otherwise the VM refuses
+every call with OTHER_OPERATION_IN_PROGRESS for ever), and a domain that shut down while its
+monitor was set aside for the operation (xenops' clean shutdown and reboot do that): nobody else
+will act on it, so the VM's actions_after_* are applied here, as xenopsd does on the domain's
+shutdown event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
+from ..toolstack import userdata
 from . import xenops
 from .datamodel import NULL_REF
 from .dispatch import now
-from .vm import mark_halted, mark_running, refresh
+from .vm import IN_PROGRESS, mark_halted, mark_running, refresh
 
 if TYPE_CHECKING:
     from .server import Xapi
@@ -25,6 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("xapi.reconcile")
 PERIOD = 1.0
 ORIGIN = "pyxen_origin"
+#: The hypervisor's shutdown reasons (SHUTDOWN_* in xen/include/public/sched.h) -> the VM field
+#: with the action xapi applies; suspend and soft_reset belong to the operation that asked.
+REASON_ACTION = {0: "actions_after_shutdown", 1: "actions_after_reboot", 3: "actions_after_crash",
+                 4: "actions_after_crash"}
+RESTARTS = {"restart", "rename_restart", "coredump_and_restart"}
 
 
 def _same(db: Any, vm: str, snap: dict[str, Any]) -> bool:
@@ -53,10 +68,15 @@ def reconcile_once(server: "Xapi") -> None:
                 if db.field("VM_metrics", rec["metrics"], "memory_actual") != d0.memory_bytes:
                     db.set("VM_metrics", rec["metrics"], memory_actual=d0.memory_bytes, last_updated=now())
             continue
-        if rec["is_a_template"] or rec["current_operations"]:
+        if rec["is_a_template"]:
             continue
+        if rec["current_operations"]:
+            if not clear_orphaned_operations(db, vm, rec):
+                continue
+            rec = db.get("VM", vm)
         d = by_uuid.get(rec["uuid"])
         state = rec["power_state"]
+        claimed = ""
         with db.transaction():
             if not _same(db, vm, rec):
                 continue
@@ -68,22 +88,85 @@ def reconcile_once(server: "Xapi") -> None:
                     mark_halted(db, vm)
                     refresh(db, vm)
                 continue
-            if d.state in ("shutdown", "building"):
-                continue  # the monitor is applying on_poweroff/on_reboot; look next time
-            want = "Paused" if d.state == "paused" else "Running"
-            if state in ("Halted",):
-                mark_running(db, server.host_ref, vm, d.domid, paused=want == "Paused")
-                refresh(db, vm)
-            elif state in ("Running", "Paused") and (state != want or rec["domid"] != d.domid):
-                db.set("VM", vm, power_state=want, domid=d.domid)
-                refresh(db, vm)
-            m = rec["metrics"]
-            if m != NULL_REF and db.exists("VM_metrics", m) and db.field("VM_metrics", m, "memory_actual") != d.memory_bytes:
-                db.set("VM_metrics", m, memory_actual=d.memory_bytes, VCPUs_number=d.vcpus, last_updated=now())
+            if d.state == "shutdown":
+                if (state in ("Running", "Paused") and rec["other_config"].get(ORIGIN) != "xl"
+                        and d.shutdown_reason in REASON_ACTION and userdata.unmonitored(server.paths, d.domid)):
+                    claimed = claim(db, vm, d)
+                if not claimed:
+                    continue  # the monitor is applying on_poweroff/on_reboot; look next time
+            elif d.state == "building":
+                continue
+            else:
+                want = "Paused" if d.state == "paused" else "Running"
+                if state in ("Halted",):
+                    mark_running(db, server.host_ref, vm, d.domid, paused=want == "Paused")
+                    refresh(db, vm)
+                elif state in ("Running", "Paused") and (state != want or rec["domid"] != d.domid):
+                    db.set("VM", vm, power_state=want, domid=d.domid)
+                    refresh(db, vm)
+                m = rec["metrics"]
+                if m != NULL_REF and db.exists("VM_metrics", m) and db.field("VM_metrics", m, "memory_actual") != d.memory_bytes:
+                    db.set("VM_metrics", m, memory_actual=d.memory_bytes, VCPUs_number=d.vcpus, last_updated=now())
+        if claimed:
+            after_shutdown(server, vm, d, claimed)
     for d in live:
         if d.domid == 0 or d.uuid in known or d.state in ("dying", "building") or d.name.endswith("--incoming"):
             continue
         adopt(server, d)
+
+
+def clear_orphaned_operations(db: Any, vm: str, rec: dict[str, Any]) -> bool:
+    """Drop the VM's current operations that no live operation of this xapi holds (left by an
+    xapi that died mid-operation); True if none is left."""
+    with db.transaction():
+        if not db.exists("VM", vm):
+            return False
+        ops = db.field("VM", vm, "current_operations")
+        live = {k: op for k, op in ops.items() if k in IN_PROGRESS}
+        if live != ops:
+            log.warning("VM %s: dropping operations of a previous xapi: %s", rec["uuid"],
+                        ", ".join(f"{op} ({k})" for k, op in ops.items() if k not in live))
+            db.set("VM", vm, current_operations=live)
+            refresh(db, vm)
+        return not live
+
+
+def claim(db: Any, vm: str, d: xenops.LiveDomain) -> str:
+    """Hold the VM (current_operations) while after_shutdown acts on its domain; the key."""
+    action = db.field("VM", vm, REASON_ACTION[d.shutdown_reason or 0])
+    if action == "preserve":
+        return ""
+    key = f"OpaqueRef:{uuidlib.uuid4()}"
+    IN_PROGRESS.add(key)
+    db.set("VM", vm, current_operations={key: "hard_reboot" if action in RESTARTS else "hard_shutdown"},
+           allowed_operations=[])
+    return key
+
+
+def after_shutdown(server: "Xapi", vm: str, d: xenops.LiveDomain, key: str) -> None:
+    """xenopsd on a domain that shut down with nobody to act on it: the VM's action for the
+    reason (destroy, or restart in a new domain)."""
+    db = server.db
+    try:
+        op = db.field("VM", vm, "current_operations").get(key)
+        log.info("VM %s: domain %d shut down (reason %s) with no one to act on it: %s", d.uuid, d.domid,
+                 d.shutdown_reason, op)
+        try:
+            if op == "hard_reboot":
+                domid = xenops.hard_reboot(server.paths, d.domid)
+                mark_running(db, server.host_ref, vm, domid)
+            else:
+                xenops.hard_shutdown(server.paths, d.domid)
+                mark_halted(db, vm)
+        except xenops.XenopsError as err:
+            log.error("VM %s: %s", d.uuid, err)
+    finally:
+        IN_PROGRESS.discard(key)
+        if db.exists("VM", vm):
+            ops = dict(db.field("VM", vm, "current_operations"))
+            ops.pop(key, None)
+            db.set("VM", vm, current_operations=ops)
+            refresh(db, vm)
 
 
 def adopt(server: "Xapi", d: xenops.LiveDomain) -> str:

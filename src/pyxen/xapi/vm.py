@@ -60,25 +60,35 @@ def refresh(db: Any, vm: str) -> None:
                 db.set("VIF", vif, allowed_operations=want)
 
 
+#: The current_operations keys of operations running in this process. A key in the database
+#: but not here was left by an xapi that died mid-operation (reconcile.py clears it, as xapi's
+#: start-up cancels the operations of tasks it no longer runs).
+IN_PROGRESS: set[str] = set()
+
+
 @contextmanager
 def operation(ctx: Context, vm: str, op: str) -> Iterator[dict[str, Any]]:
     """Check ``op`` and hold it in current_operations while the block runs."""
     db = ctx.db
     key = ctx.task or f"OpaqueRef:{uuidlib.uuid4()}"
-    with db.transaction():
-        rec = db.get("VM", vm)
-        err = operation_error(vm, rec, op)
-        if err is not None:
-            raise err
-        db.set("VM", vm, current_operations={key: op}, allowed_operations=[])
+    IN_PROGRESS.add(key)
     try:
-        yield rec
+        with db.transaction():
+            rec = db.get("VM", vm)
+            err = operation_error(vm, rec, op)
+            if err is not None:
+                raise err
+            db.set("VM", vm, current_operations={key: op}, allowed_operations=[])
+        try:
+            yield rec
+        finally:
+            if db.exists("VM", vm):
+                ops = dict(db.field("VM", vm, "current_operations"))
+                ops.pop(key, None)
+                db.set("VM", vm, current_operations=ops)
+                refresh(db, vm)
     finally:
-        if db.exists("VM", vm):
-            ops = dict(db.field("VM", vm, "current_operations"))
-            ops.pop(key, None)
-            db.set("VM", vm, current_operations=ops)
-            refresh(db, vm)
+        IN_PROGRESS.discard(key)
 
 
 def fail(vm: str, err: xenops.XenopsError, code: str = "INTERNAL_ERROR") -> ApiError:
