@@ -319,12 +319,15 @@ def test_a_template_vm_through_its_lifecycle(xhost: Host, session: Any) -> None:
     assert after and 0 not in after and guest.ups() == 1
 
     # memory: the balloon target follows memory_dynamic_max, and xl list's Mem with it
-    assert failure(api.VM.set_memory_dynamic_range, vm, str(32 * MiB), str(96 * MiB)) == [
-        "MEMORY_CONSTRAINT_VIOLATION",
-        "Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max"]
-    api.VM.set_memory_dynamic_range(vm, str(96 * MiB), str(96 * MiB))
+    before = api.VM.get_record(vm)
+    for lo, hi in ((32, 96), (96, 64), (96, 256)):  # static_min 64 MiB, static_max 128 MiB
+        assert failure(api.VM.set_memory_dynamic_range, vm, str(lo * MiB), str(hi * MiB)) == [
+            "MEMORY_CONSTRAINT_VIOLATION_ORDER"]
+    unchanged(api, vm, before)
+    assert xl_row(host, "xint")["mem"] == "128"  # type: ignore[index]
+    api.VM.set_memory_dynamic_range(vm, str(80 * MiB), str(96 * MiB))
     rec = check_state(api, vm, "Running")
-    assert rec["memory_dynamic_max"] == str(96 * MiB)
+    assert (rec["memory_dynamic_min"], rec["memory_dynamic_max"]) == (str(80 * MiB), str(96 * MiB))
     ev.expect(vm, memory_dynamic_max=str(96 * MiB))
     wait_for(lambda: xl_row(host, "xint")["mem"] == "96", lambda: f"mem: {xl_row(host, 'xint')}")  # type: ignore[index]
 
@@ -335,7 +338,11 @@ def test_a_template_vm_through_its_lifecycle(xhost: Host, session: Any) -> None:
     guest.wait_status("cpus", "0-1")
     assert xl_row(host, "xint")["vcpus"] == "2"  # type: ignore[index]
     assert api.VM_metrics.get_VCPUs_number(api.VM.get_metrics(vm)) == "2"
-    assert failure(api.VM.set_VCPUs_number_live, vm, "3")[0] == "INVALID_VALUE"
+    before = api.VM.get_record(vm)
+    for n in ("3", "0"):
+        assert failure(api.VM.set_VCPUs_number_live, vm, n) == [
+            "INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs ≤ VCPUs_max", n]
+    unchanged(api, vm, before)
 
     # a second disk: VDI.create makes a sparse file, VBD.plug hotplugs it into the guest
     sr = api.pool.get_default_SR(api.pool.get_all()[0])

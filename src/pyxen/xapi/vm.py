@@ -354,16 +354,20 @@ def power_state_reset(ctx: Context, vm: str) -> None:
 
 # -- memory and vCPUs -----------------------------------------------------------------------
 
-def check_memory(smin: int, dmin: int, dmax: int, smax: int) -> None:
-    if not smin <= dmin <= dmax <= smax:
-        raise ApiError("MEMORY_CONSTRAINT_VIOLATION",
-                       "Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max")
+def check_memory(rec: dict[str, Any], smin: int, dmin: int, dmax: int, smax: int) -> None:
+    """Vm_memory_constraints.assert_valid_for_current_context: static_min <= dynamic_min <=
+    dynamic_max <= static_max, and a control domain pinned at static_max."""
+    if rec.get("is_control_domain"):
+        if not smin <= dmin == dmax == smax:
+            raise ApiError("MEMORY_CONSTRAINT_VIOLATION_MAXPIN", "control domain")
+    elif not smin <= dmin <= dmax <= smax:
+        raise ApiError("MEMORY_CONSTRAINT_VIOLATION_ORDER")
 
 
 @message("VM.set_memory_dynamic_range")
 def set_memory_dynamic_range(ctx: Context, vm: str, lo: int, hi: int) -> None:
     with operation(ctx, vm, "changing_dynamic_range") as rec:
-        check_memory(rec["memory_static_min"], lo, hi, rec["memory_static_max"])
+        check_memory(rec, rec["memory_static_min"], lo, hi, rec["memory_static_max"])
         if rec["power_state"] == "Running" and not rec["is_control_domain"]:
             try:
                 xenops.set_memory_target(ctx.paths, rec["domid"], hi)
@@ -371,7 +375,8 @@ def set_memory_dynamic_range(ctx: Context, vm: str, lo: int, hi: int) -> None:
                 raise ApiError("INTERNAL_ERROR", str(err)) from err
             if rec["metrics"] != NULL_REF:
                 ctx.db.set("VM_metrics", rec["metrics"], memory_actual=hi)
-        ctx.db.set("VM", vm, memory_dynamic_min=lo, memory_dynamic_max=hi)
+        # (memory_target is unused; xapi keeps it at dynamic_min)
+        ctx.db.set("VM", vm, memory_dynamic_min=lo, memory_dynamic_max=hi, memory_target=lo)
 
 
 def _halted_memory(ctx: Context, vm: str, op: str, **new: int) -> None:
@@ -379,7 +384,7 @@ def _halted_memory(ctx: Context, vm: str, op: str, **new: int) -> None:
         m = {k: rec[k] for k in ("memory_static_min", "memory_dynamic_min", "memory_dynamic_max",
                                  "memory_static_max")}
         m.update(new)
-        check_memory(m["memory_static_min"], m["memory_dynamic_min"], m["memory_dynamic_max"],
+        check_memory(rec, m["memory_static_min"], m["memory_dynamic_min"], m["memory_dynamic_max"],
                      m["memory_static_max"])
         ctx.db.set("VM", vm, **new)
 
@@ -419,7 +424,7 @@ for _f, _op in (("static_min", "changing_static_range"), ("static_max", "changin
 def set_VCPUs_number_live(ctx: Context, vm: str, nvcpu: int) -> None:
     with operation(ctx, vm, "changing_VCPUs_live") as rec:
         if not 1 <= nvcpu <= rec["VCPUs_max"]:
-            raise ApiError("INVALID_VALUE", "nvcpu", nvcpu)
+            raise ApiError("INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs ≤ VCPUs_max", str(nvcpu))
         try:
             xenops.set_vcpus_online(ctx.paths, rec["domid"], nvcpu)
         except xenops.XenopsError as err:
