@@ -372,6 +372,10 @@ def test_a_template_vm_through_its_lifecycle(xhost: Host, session: Any) -> None:
         assert rec["domid"] != old and xl_row(host, "xint")["id"] == rec["domid"]  # type: ignore[index]
         ev.expect(vm, domid=rec["domid"])
         guest.wait_up(n)
+        # the new domain is built from the VM as it is now: two vCPUs, memory_dynamic_max
+        assert xl_row(host, "xint")["vcpus"] == "2"  # type: ignore[index]
+        guest.wait_status("cpus", "0-1")
+        wait_for(lambda: xl_row(host, "xint")["mem"] == "96", lambda: f"mem: {xl_row(host, 'xint')}")  # type: ignore[index]
     assert "pyxen: reboot requested" in guest.text()
     guest.wait_status("nics", "eth0+")
     assert len(host.xl("network-list", "xint").stdout.splitlines()) == 2

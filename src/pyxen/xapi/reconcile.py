@@ -27,7 +27,7 @@ from ..toolstack import userdata
 from . import xenops
 from .datamodel import NULL_REF
 from .dispatch import now
-from .vm import IN_PROGRESS, mark_halted, mark_running, refresh
+from .vm import IN_PROGRESS, mark_halted, mark_running, refresh, spec_of
 
 if TYPE_CHECKING:
     from .server import Xapi
@@ -153,7 +153,7 @@ def after_shutdown(server: "Xapi", vm: str, d: xenops.LiveDomain, key: str) -> N
                  d.shutdown_reason, op)
         try:
             if op == "hard_reboot":
-                domid = xenops.hard_reboot(server.paths, d.domid)
+                domid = xenops.hard_reboot(server.paths, d.domid, spec=spec_of(db, vm))
                 mark_running(db, server.host_ref, vm, domid)
             else:
                 xenops.hard_shutdown(server.paths, d.domid)

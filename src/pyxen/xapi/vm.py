@@ -239,7 +239,8 @@ def shutdown(ctx: Context, vm: str) -> None:
 def clean_reboot(ctx: Context, vm: str) -> None:
     with operation(ctx, vm, "clean_reboot"):
         try:
-            domid = xenops.clean_reboot(ctx.paths, domid_of(ctx.db, vm), CLEAN_SHUTDOWN_TIMEOUT)
+            domid = xenops.clean_reboot(ctx.paths, domid_of(ctx.db, vm), CLEAN_SHUTDOWN_TIMEOUT,
+                                        spec=spec_of(ctx.db, vm))
         except xenops.XenopsError as err:
             raise ApiError("INTERNAL_ERROR", str(err)) from err
         mark_running(ctx.db, ctx.host, vm, domid)
@@ -249,7 +250,7 @@ def clean_reboot(ctx: Context, vm: str) -> None:
 def hard_reboot(ctx: Context, vm: str) -> None:
     with operation(ctx, vm, "hard_reboot"):
         try:
-            domid = xenops.hard_reboot(ctx.paths, domid_of(ctx.db, vm))
+            domid = xenops.hard_reboot(ctx.paths, domid_of(ctx.db, vm), spec=spec_of(ctx.db, vm))
         except xenops.XenopsError as err:
             raise ApiError("INTERNAL_ERROR", str(err)) from err
         mark_running(ctx.db, ctx.host, vm, domid)
