@@ -364,6 +364,20 @@ def test_a_template_vm_through_its_lifecycle(xhost: Host, session: Any) -> None:
     api.VDI.destroy(disk)
     assert not disk_file.exists() and disk not in api.SR.get_VDIs(sr)
 
+    # a second NIC, hotplugged and unplugged
+    vif2 = api.VIF.create({"VM": vm, "network": xenbr0[0], "device": "1", "MAC": "00:16:3e:5a:01:02", "MTU": "1500",
+                           "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    assert api.VIF.get_allowed_operations(vif2) == ["plug"]
+    api.VIF.plug(vif2)
+    assert api.VIF.get_currently_attached(vif2)
+    guest.wait_status("nics", "eth0+eth1+")
+    assert len(host.xl("network-list", "xint").stdout.splitlines()) == 3
+    assert failure(api.VIF.destroy, vif2)[0] == "VIF_IN_USE"
+    api.VIF.unplug(vif2)
+    guest.wait_status("nics", "eth0+")
+    api.VIF.destroy(vif2)
+    assert api.VM.get_VIFs(vm) == [vif]
+
     # clean_reboot and hard_reboot: a new domain each time, the guest boots again
     for n, reboot in ((2, api.VM.clean_reboot), (3, api.VM.hard_reboot)):
         old = api.VM.get_domid(vm)
@@ -478,6 +492,7 @@ def test_async_failure_and_xapi_restart_mid_clean_shutdown(xhost: Host, session:
     xapi = by_name("xapi")
     old_pid = running_pid(host.paths, xapi)
     assert old_pid
+    ev = Events(api)
     task = api.Async.VM.clean_shutdown(vm)
     with XenstoreClient(host.paths.xenstored_socket) as xs:
         # killed once the request is on its way to the guest (its agent reads it within 1 s)
@@ -496,6 +511,8 @@ def test_async_failure_and_xapi_restart_mid_clean_shutdown(xhost: Host, session:
              lambda: f"VM is {api.VM.get_power_state(vm)}; xl list: {host.domains()}", 30)
     wait_for(lambda: xl_row(host, "restart") is None, lambda: f"xl list: {host.domains()}", 30)
     check_state(api, vm, "Halted")
+    ev.api = api
+    ev.expect(vm, power_state="Halted")  # (with the token the first xapi gave)
     assert api.task.get_status(task) == "failure" and api.task.get_error_info(task)[0] == "INTERNAL_ERROR"
     # (the new xapi found the dead one's operation on the VM and took it off)
     log = host.paths.daemon_log("xapi").read_text()
