@@ -71,23 +71,21 @@ def operation(ctx: Context, vm: str, op: str) -> Iterator[dict[str, Any]]:
     """Check ``op`` and hold it in current_operations while the block runs."""
     db = ctx.db
     key = ctx.task or f"OpaqueRef:{uuidlib.uuid4()}"
-    IN_PROGRESS.add(key)
+    with db.transaction():
+        rec = db.get("VM", vm)
+        err = operation_error(vm, rec, op)
+        if err is not None:
+            raise err
+        IN_PROGRESS.add(key)  # (before it is written: see reconcile.clear_orphaned_operations)
+        db.set("VM", vm, current_operations={key: op}, allowed_operations=[])
     try:
-        with db.transaction():
-            rec = db.get("VM", vm)
-            err = operation_error(vm, rec, op)
-            if err is not None:
-                raise err
-            db.set("VM", vm, current_operations={key: op}, allowed_operations=[])
-        try:
-            yield rec
-        finally:
-            if db.exists("VM", vm):
-                ops = dict(db.field("VM", vm, "current_operations"))
-                ops.pop(key, None)
-                db.set("VM", vm, current_operations=ops)
-                refresh(db, vm)
+        yield rec
     finally:
+        if db.exists("VM", vm):
+            ops = dict(db.field("VM", vm, "current_operations"))
+            ops.pop(key, None)
+            db.set("VM", vm, current_operations=ops)
+            refresh(db, vm)
         IN_PROGRESS.discard(key)
 
 
