@@ -339,9 +339,9 @@ def test_a_template_vm_through_its_lifecycle(xhost: Host, session: Any) -> None:
     assert xl_row(host, "xint")["vcpus"] == "2"  # type: ignore[index]
     assert api.VM_metrics.get_VCPUs_number(api.VM.get_metrics(vm)) == "2"
     before = api.VM.get_record(vm)
-    for n in ("3", "0"):
-        assert failure(api.VM.set_VCPUs_number_live, vm, n) == [
-            "INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs ≤ VCPUs_max", n]
+    for bad in ("3", "0"):
+        assert failure(api.VM.set_VCPUs_number_live, vm, bad) == [
+            "INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs ≤ VCPUs_max", bad]
     unchanged(api, vm, before)
 
     # a second disk: VDI.create makes a sparse file, VBD.plug hotplugs it into the guest
