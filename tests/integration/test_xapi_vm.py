@@ -30,7 +30,7 @@ import XenAPI
 
 from pyxen.host.services import by_name, connects, running_pid
 from pyxen.images.demo import DemoImage
-from pyxen.testing.host import UP_LINE, Host, started_host
+from pyxen.testing.host import UP_LINE, Host, qemu_pids_under, started_host
 from pyxen.xenstore.client import XenstoreClient
 
 pytestmark = pytest.mark.integration
@@ -483,6 +483,7 @@ def test_async_failure_and_xapi_restart_mid_clean_shutdown(xhost: Host, session:
     task = api.Async.VM.clean_shutdown(vm)
     assert wait_task(api, task) == "failure"
     assert api.task.get_error_info(task) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
+    qemus = set(qemu_pids_under(host.paths.root))
     api.VM.start(vm, False, False)
     Guest(host, "restart").wait_up()
     domid = int(api.VM.get_domid(vm))
@@ -510,6 +511,7 @@ def test_async_failure_and_xapi_restart_mid_clean_shutdown(xhost: Host, session:
     wait_for(lambda: api.VM.get_power_state(vm) == "Halted",
              lambda: f"VM is {api.VM.get_power_state(vm)}; xl list: {host.domains()}", 30)
     wait_for(lambda: xl_row(host, "restart") is None, lambda: f"xl list: {host.domains()}", 30)
+    wait_for(lambda: set(qemu_pids_under(host.paths.root)) == qemus, "the guest's QEMU is still there", 30)
     check_state(api, vm, "Halted")
     ev.api = api
     ev.expect(vm, power_state="Halted")  # (with the token the first xapi gave)
