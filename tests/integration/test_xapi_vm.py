@@ -463,13 +463,21 @@ def test_xl_and_xapi_agree(xhost: Host, session: Any) -> None:
     ev.expect(vm, "del")
     assert uuid not in [r["uuid"] for r in api.VM.get_all_records().values()]
 
-    # a VM started over XenAPI whose guest powers itself off goes Halted
-    vm = new_vm(api, "selfoff", "(sleep 3; poweroff -f) &")
+    # a VM started over XenAPI whose guest reboots itself (the monitor makes a new domain: xapi
+    # follows its domid), then powers itself off (Halted); its disk remembers the first boot
+    script = ('if [ "$(dd if=/dev/vda bs=1 count=1 2>/dev/null)" = R ]; then (sleep 3; poweroff -f) & '
+              'else printf R | dd of=/dev/vda conv=fsync 2>/dev/null; (sleep 3; reboot -f) & fi')
+    vm = new_vm(api, "selfoff", script)
     ev.expect(vm, "add", power_state="Halted")
     api.VM.start(vm, False, False)
     rec = check_state(api, vm, "Running")
     assert xl_row(host, "selfoff")["id"] == rec["domid"] and xl_uuid(host, "selfoff") == rec["uuid"]  # type: ignore[index]
     ev.expect(vm, power_state="Running")
+    Guest(host, "selfoff").wait_up(2)
+    row = wait_for(lambda: xl_row(host, "selfoff"), "no domain after the guest's reboot", 10)
+    assert row["id"] != rec["domid"]
+    ev.expect(vm, power_state="Running", domid=row["id"])
+    check_state(api, vm, "Running")
     ev.expect(vm, power_state="Halted", timeout=180)
     check_state(api, vm, "Halted")
     assert xl_row(host, "selfoff") is None
