@@ -184,6 +184,12 @@ def check_state(api: Any, vm: str, state: str) -> dict[str, Any]:
     return rec  # type: ignore[no-any-return]
 
 
+def console_follows(api: Any, vm: str) -> None:
+    """The VM's console record names its current domain."""
+    locations = [api.console.get_location(c) for c in api.VM.get_consoles(vm)]
+    assert locations == [f"pyxen://console/{api.VM.get_domid(vm)}"], locations
+
+
 def unchanged(api: Any, vm: str, before: dict[str, Any]) -> None:
     assert api.VM.get_record(vm) == before
 
@@ -314,6 +320,7 @@ def test_a_template_vm_through_its_lifecycle(xhost: Host, session: Any) -> None:
     assert rec["domid"] != old
     ev.expect(vm, domid=rec["domid"])
     assert xl_row(host, "xint")["id"] == rec["domid"] and xl_uuid(host, "xint") == uuid  # type: ignore[index]
+    console_follows(api, vm)
     guest.counting_on()
     after = [int(n) for n in re.findall(r"^tick (\d+)\r?$", guest.text()[mark:], re.M)]
     assert after and 0 not in after and guest.ups() == 1
@@ -386,6 +393,7 @@ def test_a_template_vm_through_its_lifecycle(xhost: Host, session: Any) -> None:
         assert rec["domid"] != old and xl_row(host, "xint")["id"] == rec["domid"]  # type: ignore[index]
         ev.expect(vm, domid=rec["domid"])
         guest.wait_up(n)
+        console_follows(api, vm)
         # the new domain is built from the VM as it is now: two vCPUs, memory_dynamic_max
         assert xl_row(host, "xint")["vcpus"] == "2"  # type: ignore[index]
         guest.wait_status("cpus", "0-1")
@@ -478,6 +486,7 @@ def test_xl_and_xapi_agree(xhost: Host, session: Any) -> None:
     assert row["id"] != rec["domid"]
     ev.expect(vm, power_state="Running", domid=row["id"])
     check_state(api, vm, "Running")
+    console_follows(api, vm)
     ev.expect(vm, power_state="Halted", timeout=180)
     check_state(api, vm, "Halted")
     assert xl_row(host, "selfoff") is None

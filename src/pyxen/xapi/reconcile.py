@@ -27,7 +27,7 @@ from ..toolstack import userdata
 from . import xenops
 from .datamodel import NULL_REF
 from .dispatch import now
-from .vm import IN_PROGRESS, mark_halted, mark_running, refresh, spec_of
+from .vm import IN_PROGRESS, mark_halted, mark_running, refresh, set_domid, spec_of
 
 if TYPE_CHECKING:
     from .server import Xapi
@@ -102,7 +102,7 @@ def reconcile_once(server: "Xapi") -> None:
                     mark_running(db, server.host_ref, vm, d.domid, paused=want == "Paused")
                     refresh(db, vm)
                 elif state in ("Running", "Paused") and (state != want or rec["domid"] != d.domid):
-                    db.set("VM", vm, power_state=want, domid=d.domid)
+                    set_domid(db, vm, d.domid, power_state=want)
                     refresh(db, vm)
                 m = rec["metrics"]
                 if m != NULL_REF and db.exists("VM_metrics", m) and db.field("VM_metrics", m, "memory_actual") != d.memory_bytes:

@@ -146,8 +146,23 @@ def mark_running(db: Any, host: str, vm: str, domid: int, paused: bool = False) 
             db.set("VBD", vbd, currently_attached=True, device=vdev(r["userdevice"], bool(rec["HVM_boot_policy"])))
         for vif in rec["VIFs"]:
             db.set("VIF", vif, currently_attached=True)
+        for con in rec["consoles"]:
+            db.set("console", con, location=console_location(domid))
         if not rec["consoles"]:
-            db.create("console", {"protocol": "vt100", "location": f"pyxen://console/{domid}", "VM": vm})
+            db.create("console", {"protocol": "vt100", "location": console_location(domid), "VM": vm})
+
+
+def console_location(domid: int) -> str:
+    return f"pyxen://console/{domid}"
+
+
+def set_domid(db: Any, vm: str, domid: int, **fields: Any) -> None:
+    """The VM's domain changed under it (a migration, the monitor's restart): its domid and its
+    consoles' location follow."""
+    with db.transaction():
+        db.set("VM", vm, domid=domid, **fields)
+        for con in db.field("VM", vm, "consoles"):
+            db.set("console", con, location=console_location(domid))
 
 
 def mark_halted(db: Any, vm: str) -> None:
@@ -338,7 +353,7 @@ def pool_migrate(ctx: Context, vm: str, host: str, options: dict[str, str]) -> N
             domid = xenops.migrate_local(ctx.paths, domid_of(ctx.db, vm))
         except xenops.XenopsError as err:
             raise ApiError("VM_MIGRATE_FAILED", vm, ctx.host, host, str(err)) from err
-        ctx.db.set("VM", vm, domid=domid)
+        set_domid(ctx.db, vm, domid)
 
 
 @message("VM.power_state_reset")
