@@ -77,7 +77,7 @@ def operation(ctx: Context, vm: str, op: str) -> Iterator[dict[str, Any]]:
         if err is not None:
             raise err
         IN_PROGRESS.add(key)  # (before it is written: see reconcile.clear_orphaned_operations)
-        db.set("VM", vm, current_operations={key: op}, allowed_operations=[])
+        db.set("VM", vm, current_operations={**rec["current_operations"], key: op}, allowed_operations=[])
     try:
         yield rec
     finally:
