@@ -57,7 +57,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
         assert spec is not None and spec.uuid == UUID  # rebuilt from the VM as it is now
         return domid + 1
     monkeypatch.setattr(xenops, "hard_reboot", hard_reboot)
-    monkeypatch.setattr(reconcile.userdata, "unmonitored", lambda paths, domid: domid in s.unmonitored)
+    monkeypatch.setattr(xenops, "monitor_set_aside", lambda paths, domid: domid in s.unmonitored)
     return s
 
 

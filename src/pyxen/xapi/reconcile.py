@@ -23,7 +23,6 @@ import logging
 import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
-from ..toolstack import userdata
 from . import xenops
 from .datamodel import NULL_REF
 from .dispatch import now
@@ -59,6 +58,7 @@ def reconcile_once(server: "Xapi") -> None:
         log.debug("no live domains: %s", err)
         return
     by_uuid = {d.uuid: d for d in live}
+    put_right(server, snapshot, by_uuid)  # (what it changes, the loop below sees next time)
     known = set()
     for vm, rec in snapshot.items():
         known.add(rec["uuid"])
@@ -68,15 +68,10 @@ def reconcile_once(server: "Xapi") -> None:
                 if db.field("VM_metrics", rec["metrics"], "memory_actual") != d0.memory_bytes:
                     db.set("VM_metrics", rec["metrics"], memory_actual=d0.memory_bytes, last_updated=now())
             continue
-        if rec["is_a_template"]:
+        if rec["is_a_template"] or rec["current_operations"]:
             continue
-        if rec["current_operations"]:
-            if not clear_orphaned_operations(db, vm, rec):
-                continue
-            rec = db.get("VM", vm)
         d = by_uuid.get(rec["uuid"])
         state = rec["power_state"]
-        claimed = ""
         with db.transaction():
             if not _same(db, vm, rec):
                 continue
@@ -88,31 +83,45 @@ def reconcile_once(server: "Xapi") -> None:
                     mark_halted(db, vm)
                     refresh(db, vm)
                 continue
-            if d.state == "shutdown":
-                if (state in ("Running", "Paused") and rec["other_config"].get(ORIGIN) != "xl"
-                        and d.shutdown_reason in REASON_ACTION and userdata.unmonitored(server.paths, d.domid)):
-                    claimed = claim(db, vm, d)
-                if not claimed:
-                    continue  # the monitor is applying on_poweroff/on_reboot; look next time
-            elif d.state == "building":
-                continue
-            else:
-                want = "Paused" if d.state == "paused" else "Running"
-                if state in ("Halted",):
-                    mark_running(db, server.host_ref, vm, d.domid, paused=want == "Paused")
-                    refresh(db, vm)
-                elif state in ("Running", "Paused") and (state != want or rec["domid"] != d.domid):
-                    set_domid(db, vm, d.domid, power_state=want)
-                    refresh(db, vm)
-                m = rec["metrics"]
-                if m != NULL_REF and db.exists("VM_metrics", m) and db.field("VM_metrics", m, "memory_actual") != d.memory_bytes:
-                    db.set("VM_metrics", m, memory_actual=d.memory_bytes, VCPUs_number=d.vcpus, last_updated=now())
-        if claimed:
-            after_shutdown(server, vm, d, claimed)
+            if d.state in ("shutdown", "building"):
+                continue  # the monitor is applying on_poweroff/on_reboot; look next time
+            want = "Paused" if d.state == "paused" else "Running"
+            if state in ("Halted",):
+                mark_running(db, server.host_ref, vm, d.domid, paused=want == "Paused")
+                refresh(db, vm)
+            elif state in ("Running", "Paused") and (state != want or rec["domid"] != d.domid):
+                set_domid(db, vm, d.domid, power_state=want)
+                refresh(db, vm)
+            m = rec["metrics"]
+            if m != NULL_REF and db.exists("VM_metrics", m) and db.field("VM_metrics", m, "memory_actual") != d.memory_bytes:
+                db.set("VM_metrics", m, memory_actual=d.memory_bytes, VCPUs_number=d.vcpus, last_updated=now())
     for d in live:
         if d.domid == 0 or d.uuid in known or d.state in ("dying", "building") or d.name.endswith("--incoming"):
             continue
         adopt(server, d)
+
+
+def put_right(server: "Xapi", snapshot: dict[str, dict[str, Any]], by_uuid: dict[str, xenops.LiveDomain]) -> None:
+    """What a dead xapi left (see the module docstring): its operations' entries, and the
+    domains of its clean shutdowns and reboots that shut down with their monitor set aside."""
+    db = server.db
+    for vm, rec in snapshot.items():
+        if rec["is_control_domain"] or rec["is_a_template"]:
+            continue
+        if rec["current_operations"] and not clear_orphaned_operations(db, vm, rec):
+            continue
+        d = by_uuid.get(rec["uuid"])
+        if d is None or d.state != "shutdown" or d.shutdown_reason not in REASON_ACTION \
+                or rec["other_config"].get(ORIGIN) == "xl" or not xenops.monitor_set_aside(server.paths, d.domid):
+            continue
+        with db.transaction():
+            cur = db.get("VM", vm) if db.exists("VM", vm) else None
+            if cur is None or cur["current_operations"] or cur["power_state"] not in ("Running", "Paused") \
+                    or cur["domid"] != d.domid:
+                continue
+            claimed = claim(db, vm, d)
+        if claimed:
+            after_shutdown(server, vm, d, claimed)
 
 
 def clear_orphaned_operations(db: Any, vm: str, rec: dict[str, Any]) -> bool:

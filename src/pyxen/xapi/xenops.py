@@ -487,6 +487,12 @@ def _state(info: Mapping[str, object]) -> str:
     return "paused" if info["paused"] else "running"
 
 
+def monitor_set_aside(paths: Paths, domid: int) -> bool:
+    """Whether the host's monitor leaves the domain alone (xl's -e mark, which clean_shutdown
+    and clean_reboot set while they finish the domain themselves)."""
+    return userdata.unmonitored(paths, domid)
+
+
 def live_domains(paths: Paths) -> list[LiveDomain]:
     """Every domain the hypervisor has (Domain-0 included), as ``xl list`` reads them."""
     with _ctrl(paths, "live_domains") as xc:
