@@ -101,6 +101,35 @@ def reconcile_once(server: "Xapi") -> None:
         adopt(server, d)
 
 
+def adopt(server: "Xapi", d: xenops.LiveDomain) -> str:
+    """A VM row for a domain made outside xapi (xl create), as xapi imports one it finds."""
+    db = server.db
+    with db.transaction():
+        vm = db.create("VM", {
+            "uuid": d.uuid, "name_label": d.name, "name_description": "Made with xl",
+            "power_state": "Halted", "domid": -1, "is_a_template": False,
+            "memory_static_max": d.memory_bytes, "memory_dynamic_max": d.memory_bytes,
+            "memory_dynamic_min": d.memory_bytes, "memory_static_min": d.memory_bytes,
+            "VCPUs_max": d.vcpus, "VCPUs_at_startup": d.vcpus, "domain_type": "pv",
+            "other_config": {ORIGIN: "xl"}})
+        db.set("VM", vm, metrics=db.create("VM_metrics", {}))
+        mark_running(db, server.host_ref, vm, d.domid, paused=d.state == "paused")
+        refresh(db, vm)
+    return vm
+
+
+def forget(db: Any, vm: str) -> None:
+    rec = db.get("VM", vm)
+    with db.transaction():
+        for cls, field in (("console", "consoles"), ("VBD", "VBDs"), ("VIF", "VIFs")):
+            for ref in rec[field]:
+                db.destroy(cls, ref)
+        for cls, ref in (("VM_metrics", rec["metrics"]), ("VM_guest_metrics", rec["guest_metrics"])):
+            if ref != NULL_REF and db.exists(cls, ref):
+                db.destroy(cls, ref)
+        db.destroy("VM", vm)
+
+
 def put_right(server: "Xapi", snapshot: dict[str, dict[str, Any]], by_uuid: dict[str, xenops.LiveDomain]) -> None:
     """What a dead xapi left (see the module docstring): its operations' entries, and the
     domains of its clean shutdowns and reboots that shut down with their monitor set aside."""
@@ -176,35 +205,6 @@ def after_shutdown(server: "Xapi", vm: str, d: xenops.LiveDomain, key: str) -> N
             ops.pop(key, None)
             db.set("VM", vm, current_operations=ops)
             refresh(db, vm)
-
-
-def adopt(server: "Xapi", d: xenops.LiveDomain) -> str:
-    """A VM row for a domain made outside xapi (xl create), as xapi imports one it finds."""
-    db = server.db
-    with db.transaction():
-        vm = db.create("VM", {
-            "uuid": d.uuid, "name_label": d.name, "name_description": "Made with xl",
-            "power_state": "Halted", "domid": -1, "is_a_template": False,
-            "memory_static_max": d.memory_bytes, "memory_dynamic_max": d.memory_bytes,
-            "memory_dynamic_min": d.memory_bytes, "memory_static_min": d.memory_bytes,
-            "VCPUs_max": d.vcpus, "VCPUs_at_startup": d.vcpus, "domain_type": "pv",
-            "other_config": {ORIGIN: "xl"}})
-        db.set("VM", vm, metrics=db.create("VM_metrics", {}))
-        mark_running(db, server.host_ref, vm, d.domid, paused=d.state == "paused")
-        refresh(db, vm)
-    return vm
-
-
-def forget(db: Any, vm: str) -> None:
-    rec = db.get("VM", vm)
-    with db.transaction():
-        for cls, field in (("console", "consoles"), ("VBD", "VBDs"), ("VIF", "VIFs")):
-            for ref in rec[field]:
-                db.destroy(cls, ref)
-        for cls, ref in (("VM_metrics", rec["metrics"]), ("VM_guest_metrics", rec["guest_metrics"])):
-            if ref != NULL_REF and db.exists(cls, ref):
-                db.destroy(cls, ref)
-        db.destroy("VM", vm)
 
 
 async def reconcile_loop(server: "Xapi") -> None:
