@@ -58,6 +58,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
         return domid + 1
     monkeypatch.setattr(xenops, "hard_reboot", hard_reboot)
     monkeypatch.setattr(xenops, "monitor_set_aside", lambda paths, domid: domid in s.unmonitored)
+    # (the guest agent's nodes, which main's reconcile also reads, are not these tests' business)
+    monkeypatch.setattr(xenops, "agent_stamp", lambda paths, domid: None, raising=False)
     return s
 
 
