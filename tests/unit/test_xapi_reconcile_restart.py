@@ -1,7 +1,7 @@
 """What a restarted xapi finds and must put right (reconcile.py), in-process with the domain
-side stood in for: an operation entry left by the dead xapi is dropped, a domain that shut down
-while its monitor was set aside gets the VM's action (destroy -> Halted, restart -> a new
-domain), and nothing else is touched. Also the memory and vCPU errors of vm.py."""
+side stood in for: a domain that shut down while its monitor was set aside gets the VM's action
+(destroy -> Halted, restart -> a new domain), and nothing else is touched. Also the memory
+errors of vm.py."""
 
 from __future__ import annotations
 
@@ -67,29 +67,17 @@ def live(monkeypatch: pytest.MonkeyPatch, *domains: LiveDomain) -> None:
     monkeypatch.setattr(xenops, "live_domains", lambda paths: [domain(0, "running"), *domains])
 
 
-def test_an_operation_of_a_dead_xapi_is_dropped(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_vm_with_an_operation_running_is_left_to_it(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(xenops' own clean shutdown sets the monitor aside and finishes the domain itself.)"""
     db = server.db
     ref = running_vm(db)
-    db.set("VM", ref, current_operations={"OpaqueRef:dead-task": "clean_shutdown"}, allowed_operations=[])
-    live(monkeypatch, domain(7, "running"))
+    db.set("VM", ref, current_operations={"OpaqueRef:task": "clean_shutdown"}, allowed_operations=[])
+    server.unmonitored = {7}
+    live(monkeypatch, domain(7, "shutdown", 0))
     reconcile.reconcile_once(server)  # type: ignore[arg-type]
     rec = db.get("VM", ref)
-    assert rec["current_operations"] == {} and rec["power_state"] == "Running"
-    assert "clean_shutdown" in rec["allowed_operations"] and "pause" in rec["allowed_operations"]
-
-
-def test_an_operation_of_this_xapi_is_left_alone(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = server.db
-    ref = running_vm(db)
-    db.set("VM", ref, current_operations={"OpaqueRef:live-task": "clean_shutdown"}, allowed_operations=[])
-    vm.IN_PROGRESS.add("OpaqueRef:live-task")
-    try:
-        live(monkeypatch)  # (the domain is gone: the operation itself will say so)
-        reconcile.reconcile_once(server)  # type: ignore[arg-type]
-    finally:
-        vm.IN_PROGRESS.discard("OpaqueRef:live-task")
-    rec = db.get("VM", ref)
-    assert rec["current_operations"] == {"OpaqueRef:live-task": "clean_shutdown"} and rec["power_state"] == "Running"
+    assert server.calls == []
+    assert rec["current_operations"] == {"OpaqueRef:task": "clean_shutdown"} and rec["power_state"] == "Running"
 
 
 def test_an_unmonitored_poweroff_is_destroyed_and_halted(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,7 +89,7 @@ def test_an_unmonitored_poweroff_is_destroyed_and_halted(server: FakeServer, mon
     rec = db.get("VM", ref)
     assert server.calls == [("destroy", 7)]
     assert rec["power_state"] == "Halted" and rec["domid"] == -1 and rec["current_operations"] == {}
-    assert "start" in rec["allowed_operations"] and not vm.IN_PROGRESS
+    assert "start" in rec["allowed_operations"]
 
 
 def test_an_unmonitored_reboot_is_restarted(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,13 +7,10 @@ Halted; a domain rebooted by the monitor or paused with ``xl pause`` has its dom
 state followed. VMs with an operation in progress are left to that operation, and every write
 re-checks the row under the database lock, so an operation that ends mid-poll always wins.
 
-After xapi itself died mid-operation (kill -9, a crash), two things are left over, and both are
-taken care of here: the dead operation's entry in the VM's current_operations (cleared, as
-xapi's start-up cancels the operations of tasks it no longer runs; otherwise the VM refuses
-every call with OTHER_OPERATION_IN_PROGRESS for ever), and a domain that shut down while its
-monitor was set aside for the operation (xenops' clean shutdown and reboot do that): nobody else
-will act on it, so the VM's actions_after_* are applied here, as xenopsd does on the domain's
-shutdown event.
+After xapi itself died mid-operation (kill -9, a crash), the new one finds (once the dead
+operations are cleared at start) a domain that shut down while its monitor was set aside for
+the operation (xenops' clean shutdown and reboot do that): nobody else will act on it, so the
+VM's actions_after_* are applied here, as xenopsd does on the domain's shutdown event.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import xenops
 from .datamodel import NULL_REF
 from .dispatch import now
-from .vm import IN_PROGRESS, mark_halted, mark_running, refresh, set_domid, spec_of
+from .vm import mark_halted, mark_running, refresh, set_domid, spec_of
 
 if TYPE_CHECKING:
     from .server import Xapi
@@ -131,13 +128,11 @@ def forget(db: Any, vm: str) -> None:
 
 
 def put_right(server: "Xapi", snapshot: dict[str, dict[str, Any]], by_uuid: dict[str, xenops.LiveDomain]) -> None:
-    """What a dead xapi left (see the module docstring): its operations' entries, and the
-    domains of its clean shutdowns and reboots that shut down with their monitor set aside."""
+    """What a dead xapi left (see the module docstring): the domains of its clean shutdowns and
+    reboots that shut down with their monitor set aside."""
     db = server.db
     for vm, rec in snapshot.items():
-        if rec["is_control_domain"] or rec["is_a_template"]:
-            continue
-        if rec["current_operations"] and not clear_orphaned_operations(db, vm, rec):
+        if rec["is_control_domain"] or rec["is_a_template"] or rec["current_operations"]:
             continue
         d = by_uuid.get(rec["uuid"])
         if d is None or d.state != "shutdown" or d.shutdown_reason not in REASON_ACTION \
@@ -153,29 +148,12 @@ def put_right(server: "Xapi", snapshot: dict[str, dict[str, Any]], by_uuid: dict
             after_shutdown(server, vm, d, claimed)
 
 
-def clear_orphaned_operations(db: Any, vm: str, rec: dict[str, Any]) -> bool:
-    """Drop the VM's current operations that no live operation of this xapi holds (left by an
-    xapi that died mid-operation); True if none is left."""
-    with db.transaction():
-        if not db.exists("VM", vm):
-            return False
-        ops = db.field("VM", vm, "current_operations")
-        live = {k: op for k, op in ops.items() if k in IN_PROGRESS}
-        if live != ops:
-            log.warning("VM %s: dropping operations of a previous xapi: %s", rec["uuid"],
-                        ", ".join(f"{op} ({k})" for k, op in ops.items() if k not in live))
-            db.set("VM", vm, current_operations=live)
-            refresh(db, vm)
-        return not live
-
-
 def claim(db: Any, vm: str, d: xenops.LiveDomain) -> str:
     """Hold the VM (current_operations) while after_shutdown acts on its domain; the key."""
     action = db.field("VM", vm, REASON_ACTION[d.shutdown_reason or 0])
     if action == "preserve":
         return ""
     key = f"OpaqueRef:{uuidlib.uuid4()}"
-    IN_PROGRESS.add(key)
     db.set("VM", vm, current_operations={key: "hard_reboot" if action in RESTARTS else "hard_shutdown"},
            allowed_operations=[])
     return key
@@ -199,7 +177,6 @@ def after_shutdown(server: "Xapi", vm: str, d: xenops.LiveDomain, key: str) -> N
         except xenops.XenopsError as err:
             log.error("VM %s: %s", d.uuid, err)
     finally:
-        IN_PROGRESS.discard(key)
         if db.exists("VM", vm):
             ops = dict(db.field("VM", vm, "current_operations"))
             ops.pop(key, None)

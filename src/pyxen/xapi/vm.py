@@ -60,12 +60,6 @@ def refresh(db: Any, vm: str) -> None:
                 db.set("VIF", vif, allowed_operations=want)
 
 
-#: The current_operations keys of operations running in this process. A key in the database
-#: but not here was left by an xapi that died mid-operation (reconcile.py clears it, as xapi's
-#: start-up cancels the operations of tasks it no longer runs).
-IN_PROGRESS: set[str] = set()
-
-
 @contextmanager
 def operation(ctx: Context, vm: str, op: str) -> Iterator[dict[str, Any]]:
     """Check ``op`` and hold it in current_operations while the block runs."""
@@ -76,8 +70,7 @@ def operation(ctx: Context, vm: str, op: str) -> Iterator[dict[str, Any]]:
         err = operation_error(vm, rec, op)
         if err is not None:
             raise err
-        IN_PROGRESS.add(key)  # (before it is written: see reconcile.clear_orphaned_operations)
-        db.set("VM", vm, current_operations={**rec["current_operations"], key: op}, allowed_operations=[])
+        db.set("VM", vm, current_operations={key: op}, allowed_operations=[])
     try:
         yield rec
     finally:
@@ -86,7 +79,6 @@ def operation(ctx: Context, vm: str, op: str) -> Iterator[dict[str, Any]]:
             ops.pop(key, None)
             db.set("VM", vm, current_operations=ops)
             refresh(db, vm)
-        IN_PROGRESS.discard(key)
 
 
 def fail(vm: str, err: xenops.XenopsError, code: str = "INTERNAL_ERROR") -> ApiError:
