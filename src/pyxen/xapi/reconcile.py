@@ -6,18 +6,24 @@ again when the domain goes; a VM whose domain died (the guest shut down, ``xl de
 Halted; a domain rebooted by the monitor or paused with ``xl pause`` has its domid and power
 state followed. VMs with an operation in progress are left to that operation, and every write
 re-checks the row under the database lock, so an operation that ends mid-poll always wins.
+
+After xapi itself died mid-operation (kill -9, a crash), the new one finds (once the dead
+operations are cleared at start) a domain that shut down while its monitor was set aside for
+the operation (xenops' clean shutdown and reboot do that): nobody else will act on it, so the
+VM's actions_after_* are applied here, as xenopsd does on the domain's shutdown event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
 from . import guest_metrics, xenops
 from .datamodel import NULL_REF
 from .dispatch import now
-from .vm import mark_halted, mark_running, refresh
+from .vm import mark_halted, mark_running, refresh, set_domid, spec_of
 
 if TYPE_CHECKING:
     from .server import Xapi
@@ -25,6 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("xapi.reconcile")
 PERIOD = 1.0
 ORIGIN = "pyxen_origin"
+#: The hypervisor's shutdown reasons (SHUTDOWN_* in xen/include/public/sched.h) -> the VM field
+#: with the action xapi applies; suspend and soft_reset belong to the operation that asked.
+REASON_ACTION = {0: "actions_after_shutdown", 1: "actions_after_reboot", 3: "actions_after_crash",
+                 4: "actions_after_crash"}
+RESTARTS = {"restart", "rename_restart", "coredump_and_restart"}
 
 
 def _same(db: Any, vm: str, snap: dict[str, Any]) -> bool:
@@ -44,6 +55,7 @@ def reconcile_once(server: "Xapi") -> None:
         log.debug("no live domains: %s", err)
         return
     by_uuid = {d.uuid: d for d in live}
+    put_right(server, snapshot, by_uuid)  # (what it changes, the loop below sees next time)
     known = set()
     for vm, rec in snapshot.items():
         known.add(rec["uuid"])
@@ -75,7 +87,7 @@ def reconcile_once(server: "Xapi") -> None:
                 mark_running(db, server.host_ref, vm, d.domid, paused=want == "Paused")
                 refresh(db, vm)
             elif state in ("Running", "Paused") and (state != want or rec["domid"] != d.domid):
-                db.set("VM", vm, power_state=want, domid=d.domid)
+                set_domid(db, vm, d.domid, power_state=want)
                 refresh(db, vm)
             m = rec["metrics"]
             if m != NULL_REF and db.exists("VM_metrics", m) and db.field("VM_metrics", m, "memory_actual") != d.memory_bytes:
@@ -153,6 +165,63 @@ def forget(db: Any, vm: str) -> None:
             if ref != NULL_REF and db.exists(cls, ref):
                 db.destroy(cls, ref)
         db.destroy("VM", vm)
+
+
+def put_right(server: "Xapi", snapshot: dict[str, dict[str, Any]], by_uuid: dict[str, xenops.LiveDomain]) -> None:
+    """What a dead xapi left (see the module docstring): the domains of its clean shutdowns and
+    reboots that shut down with their monitor set aside."""
+    db = server.db
+    for vm, rec in snapshot.items():
+        if rec["is_control_domain"] or rec["is_a_template"] or rec["current_operations"]:
+            continue
+        d = by_uuid.get(rec["uuid"])
+        if d is None or d.state != "shutdown" or d.shutdown_reason not in REASON_ACTION \
+                or rec["other_config"].get(ORIGIN) == "xl" or not xenops.monitor_set_aside(server.paths, d.domid):
+            continue
+        with db.transaction():
+            cur = db.get("VM", vm) if db.exists("VM", vm) else None
+            if cur is None or cur["current_operations"] or cur["power_state"] not in ("Running", "Paused") \
+                    or cur["domid"] != d.domid:
+                continue
+            claimed = claim(db, vm, d)
+        if claimed:
+            after_shutdown(server, vm, d, claimed)
+
+
+def claim(db: Any, vm: str, d: xenops.LiveDomain) -> str:
+    """Hold the VM (current_operations) while after_shutdown acts on its domain; the key."""
+    action = db.field("VM", vm, REASON_ACTION[d.shutdown_reason or 0])
+    if action == "preserve":
+        return ""
+    key = f"OpaqueRef:{uuidlib.uuid4()}"
+    db.set("VM", vm, current_operations={key: "hard_reboot" if action in RESTARTS else "hard_shutdown"},
+           allowed_operations=[])
+    return key
+
+
+def after_shutdown(server: "Xapi", vm: str, d: xenops.LiveDomain, key: str) -> None:
+    """xenopsd on a domain that shut down with nobody to act on it: the VM's action for the
+    reason (destroy, or restart in a new domain)."""
+    db = server.db
+    try:
+        op = db.field("VM", vm, "current_operations").get(key)
+        log.info("VM %s: domain %d shut down (reason %s) with no one to act on it: %s", d.uuid, d.domid,
+                 d.shutdown_reason, op)
+        try:
+            if op == "hard_reboot":
+                domid = xenops.hard_reboot(server.paths, d.domid, spec=spec_of(db, vm))
+                mark_running(db, server.host_ref, vm, domid)
+            else:
+                xenops.hard_shutdown(server.paths, d.domid)
+                mark_halted(db, vm)
+        except xenops.XenopsError as err:
+            log.error("VM %s: %s", d.uuid, err)
+    finally:
+        if db.exists("VM", vm):
+            ops = dict(db.field("VM", vm, "current_operations"))
+            ops.pop(key, None)
+            db.set("VM", vm, current_operations=ops)
+            refresh(db, vm)
 
 
 async def reconcile_loop(server: "Xapi") -> None:

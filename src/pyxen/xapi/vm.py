@@ -139,8 +139,23 @@ def mark_running(db: Any, host: str, vm: str, domid: int, paused: bool = False) 
             db.set("VBD", vbd, currently_attached=True, device=vdev(r["userdevice"], bool(rec["HVM_boot_policy"])))
         for vif in rec["VIFs"]:
             db.set("VIF", vif, currently_attached=True)
+        for con in rec["consoles"]:
+            db.set("console", con, location=console_location(domid))
         if not rec["consoles"]:
-            db.create("console", {"protocol": "vt100", "location": f"pyxen://console/{domid}", "VM": vm})
+            db.create("console", {"protocol": "vt100", "location": console_location(domid), "VM": vm})
+
+
+def console_location(domid: int) -> str:
+    return f"pyxen://console/{domid}"
+
+
+def set_domid(db: Any, vm: str, domid: int, **fields: Any) -> None:
+    """The VM's domain changed under it (a migration, the monitor's restart): its domid and its
+    consoles' location follow."""
+    with db.transaction():
+        db.set("VM", vm, domid=domid, **fields)
+        for con in db.field("VM", vm, "consoles"):
+            db.set("console", con, location=console_location(domid))
 
 
 def mark_halted(db: Any, vm: str) -> None:
@@ -230,7 +245,8 @@ def shutdown(ctx: Context, vm: str) -> None:
 def clean_reboot(ctx: Context, vm: str) -> None:
     with operation(ctx, vm, "clean_reboot"):
         try:
-            domid = xenops.clean_reboot(ctx.paths, domid_of(ctx.db, vm), CLEAN_SHUTDOWN_TIMEOUT)
+            domid = xenops.clean_reboot(ctx.paths, domid_of(ctx.db, vm), CLEAN_SHUTDOWN_TIMEOUT,
+                                        spec=spec_of(ctx.db, vm))
         except xenops.XenopsError as err:
             raise ApiError("INTERNAL_ERROR", str(err)) from err
         mark_running(ctx.db, ctx.host, vm, domid)
@@ -240,7 +256,7 @@ def clean_reboot(ctx: Context, vm: str) -> None:
 def hard_reboot(ctx: Context, vm: str) -> None:
     with operation(ctx, vm, "hard_reboot"):
         try:
-            domid = xenops.hard_reboot(ctx.paths, domid_of(ctx.db, vm))
+            domid = xenops.hard_reboot(ctx.paths, domid_of(ctx.db, vm), spec=spec_of(ctx.db, vm))
         except xenops.XenopsError as err:
             raise ApiError("INTERNAL_ERROR", str(err)) from err
         mark_running(ctx.db, ctx.host, vm, domid)
@@ -330,7 +346,7 @@ def pool_migrate(ctx: Context, vm: str, host: str, options: dict[str, str]) -> N
             domid = xenops.migrate_local(ctx.paths, domid_of(ctx.db, vm))
         except xenops.XenopsError as err:
             raise ApiError("VM_MIGRATE_FAILED", vm, ctx.host, host, str(err)) from err
-        ctx.db.set("VM", vm, domid=domid)
+        set_domid(ctx.db, vm, domid)
 
 
 @message("VM.power_state_reset")
@@ -345,16 +361,20 @@ def power_state_reset(ctx: Context, vm: str) -> None:
 
 # -- memory and vCPUs -----------------------------------------------------------------------
 
-def check_memory(smin: int, dmin: int, dmax: int, smax: int) -> None:
-    if not smin <= dmin <= dmax <= smax:
-        raise ApiError("MEMORY_CONSTRAINT_VIOLATION",
-                       "Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max")
+def check_memory(rec: dict[str, Any], smin: int, dmin: int, dmax: int, smax: int) -> None:
+    """Vm_memory_constraints.assert_valid_for_current_context: static_min <= dynamic_min <=
+    dynamic_max <= static_max, and a control domain pinned at static_max."""
+    if rec.get("is_control_domain"):
+        if not smin <= dmin == dmax == smax:
+            raise ApiError("MEMORY_CONSTRAINT_VIOLATION_MAXPIN", "control domain")
+    elif not smin <= dmin <= dmax <= smax:
+        raise ApiError("MEMORY_CONSTRAINT_VIOLATION_ORDER")
 
 
 @message("VM.set_memory_dynamic_range")
 def set_memory_dynamic_range(ctx: Context, vm: str, lo: int, hi: int) -> None:
     with operation(ctx, vm, "changing_dynamic_range") as rec:
-        check_memory(rec["memory_static_min"], lo, hi, rec["memory_static_max"])
+        check_memory(rec, rec["memory_static_min"], lo, hi, rec["memory_static_max"])
         if rec["power_state"] == "Running" and not rec["is_control_domain"]:
             try:
                 xenops.set_memory_target(ctx.paths, rec["domid"], hi)
@@ -362,7 +382,8 @@ def set_memory_dynamic_range(ctx: Context, vm: str, lo: int, hi: int) -> None:
                 raise ApiError("INTERNAL_ERROR", str(err)) from err
             if rec["metrics"] != NULL_REF:
                 ctx.db.set("VM_metrics", rec["metrics"], memory_actual=hi)
-        ctx.db.set("VM", vm, memory_dynamic_min=lo, memory_dynamic_max=hi)
+        # (memory_target is unused; xapi keeps it at dynamic_min)
+        ctx.db.set("VM", vm, memory_dynamic_min=lo, memory_dynamic_max=hi, memory_target=lo)
 
 
 def _halted_memory(ctx: Context, vm: str, op: str, **new: int) -> None:
@@ -370,7 +391,7 @@ def _halted_memory(ctx: Context, vm: str, op: str, **new: int) -> None:
         m = {k: rec[k] for k in ("memory_static_min", "memory_dynamic_min", "memory_dynamic_max",
                                  "memory_static_max")}
         m.update(new)
-        check_memory(m["memory_static_min"], m["memory_dynamic_min"], m["memory_dynamic_max"],
+        check_memory(rec, m["memory_static_min"], m["memory_dynamic_min"], m["memory_dynamic_max"],
                      m["memory_static_max"])
         ctx.db.set("VM", vm, **new)
 
@@ -410,7 +431,7 @@ for _f, _op in (("static_min", "changing_static_range"), ("static_max", "changin
 def set_VCPUs_number_live(ctx: Context, vm: str, nvcpu: int) -> None:
     with operation(ctx, vm, "changing_VCPUs_live") as rec:
         if not 1 <= nvcpu <= rec["VCPUs_max"]:
-            raise ApiError("INVALID_VALUE", "nvcpu", nvcpu)
+            raise ApiError("INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs ≤ VCPUs_max", str(nvcpu))
         try:
             xenops.set_vcpus_online(ctx.paths, rec["domid"], nvcpu)
         except xenops.XenopsError as err:

@@ -306,18 +306,21 @@ def clean_shutdown(paths: Paths, domid: int, timeout: float = SHUTDOWN_TIMEOUT) 
     _request(paths, domid, "poweroff", timeout)
 
 
-def clean_reboot(paths: Paths, domid: int, timeout: float = SHUTDOWN_TIMEOUT) -> int:
-    """The guest reboots itself; the domain is rebuilt from its config (same uuid and name,
-    a new domid, which is returned)."""
-    cfg = _request(paths, domid, "reboot", timeout)
-    return _rebuild(paths, cfg, f"domain {domid} ({cfg.name}): clean_reboot")
+def clean_reboot(paths: Paths, domid: int, timeout: float = SHUTDOWN_TIMEOUT, spec: VmSpec | None = None) -> int:
+    """The guest reboots itself; the domain is rebuilt (same uuid and name, a new domid, which
+    is returned) from ``spec`` when given (xapi's VM as it is now: vCPUs and memory changed
+    live are kept, a VBD made meanwhile is attached), else from the config it was built from."""
+    cfg = build_config(spec) if spec is not None else None  # (a bad spec fails before the request)
+    kept = _request(paths, domid, "reboot", timeout)
+    return _rebuild(paths, cfg or kept, f"domain {domid} ({kept.name}): clean_reboot")
 
 
-def hard_reboot(paths: Paths, domid: int) -> int:
-    """Destroy and rebuild from the same config at once; returns the new domid."""
+def hard_reboot(paths: Paths, domid: int, spec: VmSpec | None = None) -> int:
+    """Destroy and rebuild at once (from ``spec`` when given, as clean_reboot); the new domid."""
+    cfg = build_config(spec) if spec is not None else None
     with _ctrl(paths, f"domain {domid}: hard_reboot") as xc:
         what = f"{_label(xc, domid)}: hard_reboot"
-        cfg = userdata.retrieve(paths, domid)
+        cfg = cfg or userdata.retrieve(paths, domid)
         if cfg is None:
             raise XenopsError(f"{what}: the toolstack keeps no config for it")
         libxl.destroy(xc, paths, domid)
@@ -497,6 +500,12 @@ def _state(info: Mapping[str, object]) -> str:
     if info["shutdown"]:
         return "shutdown"
     return "paused" if info["paused"] else "running"
+
+
+def monitor_set_aside(paths: Paths, domid: int) -> bool:
+    """Whether the host's monitor leaves the domain alone (xl's -e mark, which clean_shutdown
+    and clean_reboot set while they finish the domain themselves)."""
+    return userdata.unmonitored(paths, domid)
 
 
 def live_domains(paths: Paths) -> list[LiveDomain]:
