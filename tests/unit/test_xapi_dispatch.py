@@ -5,6 +5,7 @@ and parameter lists xapi sends (ocaml/xapi-consts/api_errors.ml)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -297,3 +298,24 @@ def test_session_expiry_is_utc_in_any_time_zone(monkeypatch: pytest.MonkeyPatch)
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+async def test_hidden_where_messages(xapi: Xapi) -> None:
+    """get_all_records_where / get_all_where: served, filtered by xapi's expression language,
+    and not listed by system.listMethods (they are hidden in xapi too)."""
+    s = await login(xapi)
+    running = await call(xapi, "VM.get_all_records_where", s, 'field "power_state" = "Running"')
+    assert [r["is_control_domain"] for r in running.values()] == [True]
+    templates = await call(xapi, "VM.get_all_where", s, 'field "is_a_template" = "true"')
+    assert [await call(xapi, "VM.get_name_label", s, t) for t in templates] == ["Debian Bookworm 12"]
+    assert await call(xapi, "VM_get_all_where", s, "false") == []
+    err = await fails(xapi, "VM.get_all_where", s, 'field "x" =')
+    assert err[0] == "INTERNAL_ERROR" and "Expression_error" in err[1]
+    assert "VM.get_all_where" not in await call(xapi, "system.listMethods")
+
+
+async def test_host_servertime(xapi: Xapi) -> None:
+    s = await login(xapi)
+    host = (await call(xapi, "host.get_all", s))[0]
+    t = await call(xapi, "host.get_servertime", s, host)
+    assert re.fullmatch(r"\d{8}T\d\d:\d\d:\d\dZ", t), t

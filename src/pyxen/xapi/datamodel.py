@@ -152,6 +152,13 @@ class Datamodel:
                 takes = bool(params) and params[0][0] == Type("ref", "session") and params[0][1] == "session_id"
                 messages[m[0]] = Message(name, m[0], tuple(params[1:] if takes else params), takes,
                                          parse_type(m[2]), tuple(m[3]), m[4])
+            if "get_all_records" in messages:  # xapi's hidden messages (not in xenapi.json)
+                where = ((Type("string"), "expr"),)
+                messages["get_all_records_where"] = Message(
+                    name, "get_all_records_where", where, True,
+                    Type("map", args=(Type("ref", name), Type("record", name))), (), True)
+                messages["get_all_where"] = Message(name, "get_all_where", where, True,
+                                                    Type("set", args=(Type("ref", name),)), (), True)
             self.classes[name] = ClassDef(name, fields, messages)
             self._lower[name.lower()] = name
         for many, ref_field, one, set_field in doc["relations"]:

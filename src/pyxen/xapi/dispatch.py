@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from . import dbfilter
 from .datamodel import NULL_REF, Datamodel, Message, Type
 from .errors import ApiError
 from .wire import DateTime
@@ -48,6 +49,9 @@ PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
     "VIF.configure_ipv4": {"address": "", "gateway": ""},
     "VIF.configure_ipv6": {"address": "", "gateway": ""},
 }
+
+#: xapi's hidden messages: served, not listed by system.listMethods.
+HIDDEN = ("get_all_records_where", "get_all_where")
 
 #: Messages that take no session although the datamodel lists other parameters first.
 NO_SESSION = {"session.login_with_password", "session.slave_local_login_with_password"}
@@ -215,7 +219,8 @@ class Dispatcher:
         return not msg.implicit or msg.name in ("create", "destroy")
 
     def list_methods(self) -> list[str]:
-        return sorted(m.wire_name for c in self.dm.classes.values() for m in c.messages.values())
+        return sorted(m.wire_name for c in self.dm.classes.values() for m in c.messages.values()
+                      if m.name not in HIDDEN)
 
     async def call(self, method: str, params: tuple[Any, ...], extras: dict[str, Any] | None = None) -> Any:
         """Run one call; the value is ready for the codec. Raises ApiError."""
@@ -294,6 +299,15 @@ class Dispatcher:
             return lambda ctx: db.refs(cls)
         if name == "get_all_records":
             return lambda ctx: db.records(cls)
+        if name in HIDDEN:
+            def where(ctx: Context, expr: str) -> Any:
+                try:
+                    match = dbfilter.parse(expr)
+                except dbfilter.FilterError as err:
+                    raise ApiError("INTERNAL_ERROR", f"Db_filter.Expression_error: {err}") from None
+                found = {ref: rec for ref, rec in db.records(cls).items() if match(rec)}
+                return found if name == "get_all_records_where" else list(found)
+            return where
         if name == "get_by_uuid":
             return lambda ctx, uuid: db.by_uuid(cls, uuid)
         if name == "get_by_name_label":

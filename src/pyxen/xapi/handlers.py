@@ -8,7 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from . import events, network, session, storage, tasks, vm  # noqa: F401  (they register handlers)
+from . import events, host, network, session, storage, tasks, vm  # noqa: F401  (they register handlers)
 from .reconcile import reconcile_loop
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from . import wire
 from .db import Database
 from .dispatch import Dispatcher
 from .errors import ApiError
-from .state import database_file, state_dir, write_addresses
+from .state import database_file, read_addresses, state_dir, write_addresses
 from .tasks import Tasks
 
 log = logging.getLogger("xapi")
@@ -172,17 +172,26 @@ class Xapi:
                 await site.start()
                 os.chmod(sock_path, 0o600)
                 continue
-            if cfg.port >= 0:
-                site = web.TCPSite(runner, cfg.bind, cfg.port, reuse_address=True)
-                await site.start()
-                addresses.append(("http", _bound(site)))
-            if cfg.https_port >= 0:
-                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                pem = certificate(self.paths, cfg)
-                ctx.load_cert_chain(pem)
-                site = web.TCPSite(runner, cfg.bind, cfg.https_port, ssl_context=ctx, reuse_address=True)
-                await site.start()
-                addresses.append(("https", _bound(site)))
+            previous = {u.split("://")[0]: int(u.rstrip("/").rsplit(":", 1)[1])
+                        for u in read_addresses(self.paths) if u.rstrip("/").rsplit(":", 1)[-1].isdigit()}
+            for kind, port in (("http", cfg.port), ("https", cfg.https_port)):
+                if port < 0:
+                    continue
+                ssl_ctx = None
+                if kind == "https":
+                    ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                    ssl_ctx.load_cert_chain(certificate(self.paths, cfg))
+                # Port 0 takes a free port, but the one a previous xapi of this host had is
+                # tried first, so clients of a restarted xapi find it where it was.
+                for attempt in ([previous[kind], 0] if port == 0 and previous.get(kind) else [port]):
+                    tcp = web.TCPSite(runner, cfg.bind, attempt, ssl_context=ssl_ctx, reuse_address=True)
+                    try:
+                        await tcp.start()
+                        break
+                    except OSError:
+                        if attempt == 0 or port != 0:
+                            raise
+                addresses.append((kind, _bound(tcp)))
         write_addresses(self.paths, addresses)
         jobs = [asyncio.create_task(job(self)) for job in self.background]
         log.info("xapi listening on %s", ", ".join(f"{k}://{a}/" for k, a in addresses))

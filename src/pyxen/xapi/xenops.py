@@ -571,3 +571,10 @@ def guest_nodes(paths: Paths, domid: int) -> tuple[dict[str, str], list[str]]:
     except (XenstoreError, OSError) as err:
         raise XenopsError(f"domain {domid}: reading the guest agent's nodes: {err}") from err
     return nodes, states
+
+
+def host_memory(paths: Paths) -> tuple[int, int]:
+    """(total, free) bytes of the host's memory pool, as ``xl info`` reads them."""
+    with _ctrl(paths, "host memory") as xc:
+        info = xc.call("sysctl.physinfo")
+    return int(info["total_pages"]) * 4096, int(info["free_pages"]) * 4096
