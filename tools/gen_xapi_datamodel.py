@@ -43,6 +43,28 @@ def relations(datamodel_ml: str, common_ml: str) -> list[list[str]]:
     return out
 
 
+def sync_only(repo: Path, rev: str) -> list[str]:
+    """Message names every ``call`` of ocaml/idl/datamodel*.ml declares without `Async in its
+    ``~flags`` (the default is [`Session; `Async]): xapi serves no Async form of them.
+    xenapi.json does not carry the flags. By name: a name declared both ways stays async."""
+    names = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", rev, "ocaml/idl/"],
+                           capture_output=True, text=True).stdout.split()
+    if not names:
+        names = [str(p.relative_to(repo)) for p in (repo / "ocaml" / "idl").glob("*.ml")]
+    seen: dict[str, set[bool]] = {}
+    for path in names:
+        if not re.search(r"datamodel[^/]*\.ml$", path):
+            continue
+        src = re.sub(r"\(\*.*?\*\)", "", read(repo, rev, path), flags=re.S)
+        for m in re.finditer(r"\bcall\b(.*?)\(\s*\)", src, re.S):
+            name = re.search(r'~name:"(\w+)"', m.group(1))
+            if name is None:
+                continue
+            flags = re.search(r"~flags:\[([^\]]*)\]", m.group(1))
+            seen.setdefault(name.group(1), set()).add(flags is None or "Async" in flags.group(1))
+    return sorted(n for n, kinds in seen.items() if kinds == {False})
+
+
 def main(argv: list[str]) -> int:
     repo = Path(argv[1])
     rev = argv[2] if len(argv) > 2 else "HEAD"
@@ -63,7 +85,7 @@ def main(argv: list[str]) -> int:
                          for m in c["messages"]],
         }
     doc = {"source": f"xapi-project/xen-api {commit} doc/data/xenapi.json, ocaml/idl/datamodel.ml",
-           "classes": classes, "enums": enums, "relations": rels}
+           "classes": classes, "enums": enums, "relations": rels, "sync_only": sync_only(repo, rev)}
     OUT.write_text(json.dumps(doc, separators=(",", ":"), sort_keys=True) + "\n")
     print(f"{OUT}: {len(classes)} classes, {sum(len(c['messages']) for c in classes.values())} messages, "
           f"{len(enums)} enums, {len(rels)} relations")

@@ -319,3 +319,16 @@ async def test_host_servertime(xapi: Xapi) -> None:
     host = (await call(xapi, "host.get_all", s))[0]
     t = await call(xapi, "host.get_servertime", s, host)
     assert re.fullmatch(r"\d{8}T\d\d:\d\d:\d\dZ", t), t
+
+
+async def test_sync_only_messages_have_no_async_form(xapi: Xapi) -> None:
+    """Messages xapi's IDL declares with ~flags:[`Session] (no `Async) get the Fault xapi
+    answers; custom messages with the default flags do get a task."""
+    s = await login(xapi)
+    vm = (await call(xapi, "VM.get_all", s))[0]
+    err = await fails(xapi, "Async.VM.get_allowed_VBD_devices", s, vm)
+    assert err[0] == "Fault" and "No async mode" in err[1]
+    host = (await call(xapi, "host.get_all", s))[0]
+    assert (await fails(xapi, "Async.host.get_servertime", s, host))[0] == "Fault"
+    task = await call(xapi, "Async.VM.assert_operation_valid", s, vm, "start")
+    assert (await wait_task(xapi, s, task))["status"] in ("success", "failure")

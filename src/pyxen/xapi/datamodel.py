@@ -141,6 +141,8 @@ class Datamodel:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.source: str = doc["source"]
         self.enums: dict[str, list[str]] = doc["enums"]
+        #: Message names xapi declares without an Async form (the IDL's ~flags).
+        self.sync_only: frozenset[str] = frozenset(doc.get("sync_only", ()))
         self.classes: dict[str, ClassDef] = {}
         self._lower: dict[str, str] = {}
         for name, c in doc["classes"].items():

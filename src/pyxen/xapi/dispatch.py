@@ -210,13 +210,15 @@ class Dispatcher:
             raise ApiError("Fault", f"No async mode for this operation (rpc: {name})")
         return Resolved(msg, is_async, msg.wire_name)
 
-    @staticmethod
-    def has_async(msg: Message) -> bool:
-        """xapi gives an Async form to create, destroy and every custom message, but not to
-        session.*, event.* or the field accessors."""
+    def has_async(self, msg: Message) -> bool:
+        """xapi gives an Async form to create, destroy and every custom message, except
+        session.*, event.*, the field accessors and the messages its IDL declares sync-only
+        (``~flags:[`Session]``: VM.get_allowed_VBD_devices, host.get_servertime, ...)."""
         if msg.cls in ("session", "event"):
             return False
-        return not msg.implicit or msg.name in ("create", "destroy")
+        if msg.implicit:
+            return msg.name in ("create", "destroy")
+        return msg.name not in self.dm.sync_only
 
     def list_methods(self) -> list[str]:
         return sorted(m.wire_name for c in self.dm.classes.values() for m in c.messages.values()
