@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYXEN_ROOT ?= /var/lib/pyxen
 
 # Debian packages pyxen runs on (checked with dpkg, installed when missing).
-DEBS := python3-venv qemu-system-x86 qemu-utils busybox-static xenstore-utils lvm2 bridge-utils iproute2 openssh-server openssh-client dnsmasq-base
+DEBS := python3-venv qemu-system-x86 qemu-utils busybox-static xenstore-utils lvm2 bridge-utils iproute2 openssh-server openssh-client dnsmasq-base openssl
 
 .PHONY: run test stop deps image bench clean
 
