@@ -6,7 +6,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYXEN_ROOT ?= /var/lib/pyxen
 
 # Debian packages pyxen runs on (checked with dpkg, installed when missing).
-DEBS := python3-venv qemu-system-x86 qemu-utils busybox-static xenstore-utils lvm2 bridge-utils iproute2 openssh-server openssh-client dnsmasq-base openssl
+DEBS := python3-venv qemu-system-x86 qemu-utils busybox-static xenstore-utils lvm2 bridge-utils iproute2 openssh-server openssh-client dnsmasq-base openssl \
+        debootstrap debian-installer-12-netboot-amd64 xorriso isolinux syslinux-common pxelinux tesseract-ocr e2fsprogs
 
 .PHONY: run test stop deps image bench clean
 
