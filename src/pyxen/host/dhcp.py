@@ -46,6 +46,7 @@ from ..backends.net.device import NetDeviceError, find_bridge
 from ..daemon import arguments, daemon_process
 from ..hypervisor.hostcfg import BridgeConfig, HostConfig, HostConfigError
 from ..paths import Paths
+from .services import status_line
 
 log = logging.getLogger("pyxen.host.dhcp")
 
@@ -329,22 +330,7 @@ class DhcpService:
 
 def query(paths: Paths, timeout: float = 2.0) -> dict[str, Any] | None:
     """The running service's status line, or None if it does not answer within ``timeout``."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(str(paths.dhcp_socket))
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        result: dict[str, Any] = json.loads(data)
-        return result
-    except (OSError, ValueError):
-        return None
-    finally:
-        s.close()
+    return status_line(paths.dhcp_socket, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

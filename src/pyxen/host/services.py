@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ..paths import Paths
 
@@ -98,6 +99,27 @@ def connects(path: Path) -> bool:
         return True
     except OSError:
         return False
+    finally:
+        s.close()
+
+
+def status_line(path: Path, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The one JSON line a daemon's control socket answers (the supervisor's, the DHCP
+    service's), or None if it does not answer within ``timeout``."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(path))
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        result: dict[str, Any] = json.loads(data)
+        return result
+    except (OSError, ValueError):
+        return None
     finally:
         s.close()
 

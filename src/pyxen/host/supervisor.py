@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from ..daemon import arguments, daemon_process
 from ..paths import Paths
-from .services import Service, ServiceError, available_services, running_pid, start_service
+from .services import Service, ServiceError, available_services, running_pid, start_service, status_line
 
 log = logging.getLogger("pyxen.host.supervisor")
 
@@ -198,22 +198,7 @@ def _describe(status: int) -> str:
 
 def query(paths: Paths, timeout: float = 2.0) -> dict[str, Any] | None:
     """The running supervisor's status line, or None if it does not answer within ``timeout``."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(str(paths.supervisor_socket))
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        result: dict[str, Any] = json.loads(data)
-        return result
-    except (OSError, ValueError):
-        return None
-    finally:
-        s.close()
+    return status_line(paths.supervisor_socket, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

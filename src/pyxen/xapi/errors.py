@@ -7,6 +7,9 @@ Every parameter is a string on the wire, as in xapi.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class ApiError(Exception):
     """``ApiError("HANDLE_INVALID", "VM", ref)`` -> ``["HANDLE_INVALID", "VM", ref]``."""
@@ -26,3 +29,15 @@ class ApiError(Exception):
 
 def handle_invalid(cls: str, ref: str) -> ApiError:
     return ApiError("HANDLE_INVALID", cls, ref)
+
+
+@contextmanager
+def domain_work() -> Iterator[None]:
+    """Around a call into xenops: its failure (one line naming the domain and the step) becomes
+    xapi's ``INTERNAL_ERROR [message]``. Calls whose failure has its own xapi code
+    (VM_MIGRATE_FAILED, DEVICE_DETACH_REJECTED, VM_SHUTDOWN_TIMEOUT) catch it themselves."""
+    from .xenops import XenopsError  # (xenops loads the toolstack: only when there is domain work)
+    try:
+        yield
+    except XenopsError as err:
+        raise ApiError("INTERNAL_ERROR", str(err)) from err

@@ -7,7 +7,7 @@ import time
 
 from . import xenops
 from .dispatch import Context, message, now
-from .errors import ApiError
+from .errors import ApiError, domain_work
 from .wire import DateTime
 
 
@@ -27,10 +27,8 @@ def get_server_localtime(ctx: Context, host: str) -> str:
 def compute_free_memory(ctx: Context, host: str) -> int:
     """The hypervisor's free memory (what a new VM could get), as xapi's host.compute_free_memory."""
     ctx.db.get("host", host)
-    try:
+    with domain_work():
         total, free = xenops.host_memory(ctx.paths)
-    except xenops.XenopsError as err:
-        raise ApiError("INTERNAL_ERROR", str(err)) from err
     metrics = ctx.db.field("host", host, "metrics")
     if ctx.db.exists("host_metrics", metrics):
         ctx.db.set("host_metrics", metrics, memory_total=total, memory_free=free, last_updated=now())

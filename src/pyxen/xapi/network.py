@@ -8,7 +8,8 @@ from typing import Any
 from . import xenops
 from .datamodel import NULL_REF
 from .dispatch import Context, create_from_record, message
-from .errors import ApiError
+from .errors import ApiError, domain_work
+from .storage import device_on_running_vm
 
 
 @message("VIF.create")
@@ -32,26 +33,16 @@ def vif_create(ctx: Context, record: dict[str, Any]) -> str:
     return ref
 
 
-def _vm_running(db: Any, vif: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    r = db.get("VIF", vif)
-    vm = db.get("VM", r["VM"])
-    if vm["power_state"] != "Running":
-        raise ApiError("VM_BAD_POWER_STATE", r["VM"], "running", vm["power_state"].lower())
-    return r, vm
-
-
 @message("VIF.plug")
 def vif_plug(ctx: Context, vif: str) -> None:
     from .vm import refresh
     db = ctx.db
-    r, vm = _vm_running(db, vif)
+    r, vm = device_on_running_vm(db, "VIF", vif)
     if r["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_ATTACHED", vif)
     spec = xenops.VifSpec(int(r["device"]), r["MAC"], db.field("network", r["network"], "bridge"), int(r["MTU"]))
-    try:
+    with domain_work():
         xenops.plug_vif(ctx.paths, vm["domid"], spec)
-    except xenops.XenopsError as err:
-        raise ApiError("INTERNAL_ERROR", str(err)) from err
     db.set("VIF", vif, currently_attached=True)
     refresh(db, r["VM"])
 
@@ -60,7 +51,7 @@ def vif_plug(ctx: Context, vif: str) -> None:
 def vif_unplug(ctx: Context, vif: str) -> None:
     from .vm import refresh
     db = ctx.db
-    r, vm = _vm_running(db, vif)
+    r, vm = device_on_running_vm(db, "VIF", vif)
     if not r["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_DETACHED", vif)
     try:

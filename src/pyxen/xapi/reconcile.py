@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import guest_metrics, xenops
 from .datamodel import NULL_REF
 from .dispatch import now
-from .vm import mark_halted, mark_running, refresh, set_domid, spec_of
+from .vm import mark_halted, mark_running, refresh, release, set_domid, spec_of
 
 if TYPE_CHECKING:
     from .server import Xapi
@@ -217,11 +217,7 @@ def after_shutdown(server: "Xapi", vm: str, d: xenops.LiveDomain, key: str) -> N
         except xenops.XenopsError as err:
             log.error("VM %s: %s", d.uuid, err)
     finally:
-        if db.exists("VM", vm):
-            ops = dict(db.field("VM", vm, "current_operations"))
-            ops.pop(key, None)
-            db.set("VM", vm, current_operations=ops)
-            refresh(db, vm)
+        release(db, vm, key)
 
 
 async def reconcile_loop(server: "Xapi") -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from . import xenops
 from .datamodel import NULL_REF
 from .dispatch import Context, create_from_record, message
-from .errors import ApiError
+from .errors import ApiError, domain_work
 
 
 def sr_dir(db: Any, sr: str) -> Path:
@@ -207,8 +207,9 @@ def vbd_create(ctx: Context, record: dict[str, Any]) -> str:
     return ref
 
 
-def _vbd_vm_running(db: Any, vbd: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    r = db.get("VBD", vbd)
+def device_on_running_vm(db: Any, cls: str, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A VBD's or VIF's record and its VM's, which must be Running to plug or unplug it."""
+    r = db.get(cls, ref)
     vm = db.get("VM", r["VM"])
     if vm["power_state"] != "Running":
         raise ApiError("VM_BAD_POWER_STATE", r["VM"], "running", vm["power_state"].lower())
@@ -218,24 +219,22 @@ def _vbd_vm_running(db: Any, vbd: str) -> tuple[dict[str, Any], dict[str, Any]]:
 @message("VBD.plug")
 def vbd_plug(ctx: Context, vbd: str) -> None:
     db = ctx.db
-    r, vm = _vbd_vm_running(db, vbd)
+    r, vm = device_on_running_vm(db, "VBD", vbd)
     if r["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_ATTACHED", vbd)
     from .vm import refresh, vdev
     dev = vdev(r["userdevice"], bool(vm["HVM_boot_policy"]))
     disk = xenops.DiskSpec(disk_path(db, r["VDI"]) if r["VDI"] != NULL_REF else "", dev,
                            "w" if r["mode"] == "RW" else "r", cdrom=r["type"] == "CD")
-    try:
+    with domain_work():
         xenops.plug_disk(ctx.paths, vm["domid"], disk)
-    except xenops.XenopsError as err:
-        raise ApiError("INTERNAL_ERROR", str(err)) from err
     db.set("VBD", vbd, currently_attached=True, device=dev)
     refresh(db, r["VM"])
 
 
 def _unplug(ctx: Context, vbd: str, force: bool) -> None:
     db = ctx.db
-    r, vm = _vbd_vm_running(db, vbd)
+    r, vm = device_on_running_vm(db, "VBD", vbd)
     if not r["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_DETACHED", vbd)
     if not r["unpluggable"] and not force:

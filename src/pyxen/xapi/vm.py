@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from . import xenops
 from .datamodel import NULL_REF
 from .dispatch import Context, create_from_record, message, now
-from .errors import ApiError
+from .errors import ApiError, domain_work
 from .lifecycle import allowed_operations, operation_error
 from .storage import disk_path, new_vdi, remove_vdi_file, clone_vdi
 
@@ -74,15 +74,17 @@ def operation(ctx: Context, vm: str, op: str) -> Iterator[dict[str, Any]]:
     try:
         yield rec
     finally:
-        if db.exists("VM", vm):
-            ops = dict(db.field("VM", vm, "current_operations"))
-            ops.pop(key, None)
-            db.set("VM", vm, current_operations=ops)
-            refresh(db, vm)
+        release(db, vm, key)
 
 
-def fail(vm: str, err: xenops.XenopsError, code: str = "INTERNAL_ERROR") -> ApiError:
-    return ApiError(code, str(err)) if code == "INTERNAL_ERROR" else ApiError(code, vm, str(err))
+def release(db: Any, vm: str, key: str) -> None:
+    """End the operation held under ``key`` in the VM's current_operations (if the VM is still
+    there) and work its allowed_operations out again."""
+    if db.exists("VM", vm):
+        ops = dict(db.field("VM", vm, "current_operations"))
+        ops.pop(key, None)
+        db.set("VM", vm, current_operations=ops)
+        refresh(db, vm)
 
 
 # -- VM -> domain ---------------------------------------------------------------------------
@@ -185,11 +187,9 @@ def domid_of(db: Any, vm: str) -> int:
 @message("VM.start")
 def start(ctx: Context, vm: str, start_paused: bool, force: bool) -> None:
     with operation(ctx, vm, "start"):
-        try:
+        with domain_work():
             taken = tuple(d.name for d in xenops.live_domains(ctx.paths))
             domid = xenops.start(ctx.paths, spec_of(ctx.db, vm, taken), paused=start_paused)
-        except xenops.XenopsError as err:
-            raise ApiError("INTERNAL_ERROR", str(err)) from err
         mark_running(ctx.db, ctx.host, vm, domid, start_paused)
 
 
@@ -221,10 +221,8 @@ def hard_shutdown(ctx: Context, vm: str) -> None:
         if rec["power_state"] == "Suspended":
             drop_suspend_image(ctx.db, vm)
         else:
-            try:
+            with domain_work():
                 xenops.hard_shutdown(ctx.paths, domid_of(ctx.db, vm))
-            except xenops.XenopsError as err:
-                raise ApiError("INTERNAL_ERROR", str(err)) from err
         mark_halted(ctx.db, vm)
 
 
@@ -244,41 +242,33 @@ def shutdown(ctx: Context, vm: str) -> None:
 @message("VM.clean_reboot")
 def clean_reboot(ctx: Context, vm: str) -> None:
     with operation(ctx, vm, "clean_reboot"):
-        try:
+        with domain_work():
             domid = xenops.clean_reboot(ctx.paths, domid_of(ctx.db, vm), CLEAN_SHUTDOWN_TIMEOUT,
                                         spec=spec_of(ctx.db, vm))
-        except xenops.XenopsError as err:
-            raise ApiError("INTERNAL_ERROR", str(err)) from err
         mark_running(ctx.db, ctx.host, vm, domid)
 
 
 @message("VM.hard_reboot")
 def hard_reboot(ctx: Context, vm: str) -> None:
     with operation(ctx, vm, "hard_reboot"):
-        try:
+        with domain_work():
             domid = xenops.hard_reboot(ctx.paths, domid_of(ctx.db, vm), spec=spec_of(ctx.db, vm))
-        except xenops.XenopsError as err:
-            raise ApiError("INTERNAL_ERROR", str(err)) from err
         mark_running(ctx.db, ctx.host, vm, domid)
 
 
 @message("VM.pause")
 def pause(ctx: Context, vm: str) -> None:
     with operation(ctx, vm, "pause"):
-        try:
+        with domain_work():
             xenops.pause(ctx.paths, domid_of(ctx.db, vm))
-        except xenops.XenopsError as err:
-            raise ApiError("INTERNAL_ERROR", str(err)) from err
         ctx.db.set("VM", vm, power_state="Paused")
 
 
 @message("VM.unpause")
 def unpause(ctx: Context, vm: str) -> None:
     with operation(ctx, vm, "unpause"):
-        try:
+        with domain_work():
             xenops.unpause(ctx.paths, domid_of(ctx.db, vm))
-        except xenops.XenopsError as err:
-            raise ApiError("INTERNAL_ERROR", str(err)) from err
         ctx.db.set("VM", vm, power_state="Running")
 
 
@@ -311,10 +301,8 @@ def resume(ctx: Context, vm: str, start_paused: bool, force: bool) -> None:
         vdi = rec["suspend_VDI"]
         if vdi == NULL_REF or not db.exists("VDI", vdi):
             raise ApiError("VM_HAS_NO_SUSPEND_VDI", vm)
-        try:
+        with domain_work():
             domid = xenops.resume(ctx.paths, disk_path(db, vdi), paused=start_paused)
-        except xenops.XenopsError as err:
-            raise ApiError("INTERNAL_ERROR", str(err)) from err
         db.set("VM", vm, power_state="Halted")  # (mark_running writes the state it resumed in)
         mark_running(db, ctx.host, vm, domid, start_paused)
         drop_suspend_image(db, vm)
@@ -376,10 +364,8 @@ def set_memory_dynamic_range(ctx: Context, vm: str, lo: int, hi: int) -> None:
     with operation(ctx, vm, "changing_dynamic_range") as rec:
         check_memory(rec, rec["memory_static_min"], lo, hi, rec["memory_static_max"])
         if rec["power_state"] == "Running" and not rec["is_control_domain"]:
-            try:
+            with domain_work():
                 xenops.set_memory_target(ctx.paths, rec["domid"], hi)
-            except xenops.XenopsError as err:
-                raise ApiError("INTERNAL_ERROR", str(err)) from err
             if rec["metrics"] != NULL_REF:
                 ctx.db.set("VM_metrics", rec["metrics"], memory_actual=hi)
         # (memory_target is unused; xapi keeps it at dynamic_min)
@@ -432,10 +418,8 @@ def set_VCPUs_number_live(ctx: Context, vm: str, nvcpu: int) -> None:
     with operation(ctx, vm, "changing_VCPUs_live") as rec:
         if not 1 <= nvcpu <= rec["VCPUs_max"]:
             raise ApiError("INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs ≤ VCPUs_max", str(nvcpu))
-        try:
+        with domain_work():
             xenops.set_vcpus_online(ctx.paths, rec["domid"], nvcpu)
-        except xenops.XenopsError as err:
-            raise ApiError("INTERNAL_ERROR", str(err)) from err
         ctx.db.set("VM", vm, VCPUs_at_startup=nvcpu)
         if rec["metrics"] != NULL_REF:
             ctx.db.set("VM_metrics", rec["metrics"], VCPUs_number=nvcpu)
