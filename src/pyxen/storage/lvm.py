@@ -174,6 +174,20 @@ def activate(vg: str, name: str) -> Path:
     return link
 
 
+def activate_path(path: str) -> bool:
+    """Make a missing ``/dev/<vg>/<lv>`` exist when lvm2 knows that volume (a host reboot
+    forgot the loop device, or the LV was made with activation off), as udev's lvm2 rules
+    would at boot. False (nothing done) when the path exists, does not look like an LV's path,
+    or names a volume group lvm2 does not know; LvmError when the LV cannot be activated."""
+    if os.path.exists(path):
+        return False
+    parsed = parse_lv_path(path)
+    if parsed is None or parsed[0] not in volume_groups():
+        return False
+    activate(*parsed)
+    return True
+
+
 def deactivate(vg: str, name: str) -> None:
     """Undo ``activate``: lvchange -an, or detach the loop device and remove the link."""
     if device_mapper_present():
@@ -233,3 +247,17 @@ def lvresize(vg: str, name: str, size: int) -> Path:
     finally:
         path = activate(vg, name)
     return path
+
+
+def lvsnapshot(vg: str, origin: str, name: str, size: int) -> Path:
+    """``lvcreate -s -L <size>b -n <name> <vg>/<origin>``: a copy-on-write snapshot with ``size``
+    bytes for changed extents. It needs device-mapper's snapshot target in the kernel, so
+    without device-mapper it is refused before lvm2 runs (a loop device cannot stand in)."""
+    check_name("logical volume", name)
+    find(vg, origin)
+    if not device_mapper_present():
+        raise LvmError(f"cannot snapshot {vg}/{origin}: LVM snapshots need the kernel's device-mapper "
+                       "(dm-snapshot), which this kernel does not have")
+    _run(["lvcreate", "--yes", "-s", "-L", f"{size}b", "-n", name, f"{vg}/{origin}"],
+         f"logical volume {vg}/{name}")
+    return activate(vg, name)
