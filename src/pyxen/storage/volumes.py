@@ -250,6 +250,11 @@ def qcow2_backing(header: bytes) -> str | None:
     return header[offset:offset + size].decode(errors="replace")
 
 
+def _fs_of(kind: str | None) -> str | None:
+    """A volume's ``fs`` from its content_kind (a qcow2 image holds no filesystem we read)."""
+    return {"ext": "ext4", "swap": "swap"}.get(kind or "")
+
+
 def check_resize(hostname: str, path: Path, current: int, wanted: int, fs_size: int | None) -> None:
     """Refuse any shrink: a filesystem cannot be cut from underneath, and xen-resize-guest
     only ever adds space. :raise StorageError:"""
@@ -331,6 +336,8 @@ def _allocate_file(vol: Volume, sparse: bool, progress: ProgressFactory | None) 
             os.ftruncate(fd, vol.size)
             return
         bar = progress(f"Allocating {vol.path.name}", vol.size) if progress else None
+        if bar:
+            bar.update(0)
         zeros = bytes(ZERO_CHUNK)
         done = 0
         while done < vol.size:
@@ -434,7 +441,7 @@ def find_volumes(hostname: str, location: Location) -> list[Volume]:
             size = path.stat().st_size
         kind = content_kind(_head(path)) if path.exists() else None
         vdev = root_vdev(has_swap) if name == "disk" else f"{DISK_DEVICE}1"
-        out.append(Volume(hostname, name, path, size, vdev, "ext4" if kind == "ext" else kind, location.prefix))
+        out.append(Volume(hostname, name, path, size, vdev, _fs_of(kind), location.prefix))
     return out
 
 
@@ -634,7 +641,7 @@ def list_volumes(*, lvm: str | None = None, dir: str | os.PathLike[str] | None =
                 if f.suffix not in (".img", ".qcow2") or not f.is_file():
                     continue
                 kind = content_kind(_head(f))
-                vol = Volume(gdir.name, f.stem, f, f.stat().st_size, "", "ext4" if kind == "ext" else kind,
+                vol = Volume(gdir.name, f.stem, f, f.stat().st_size, "", _fs_of(kind),
                              "file:", "qcow2" if kind == "qcow2" else "raw")
                 rows.append((str(base), gdir.name, vol))
     else:
@@ -644,7 +651,7 @@ def list_volumes(*, lvm: str | None = None, dir: str | os.PathLike[str] | None =
                 host, _, name = lv.name.rpartition("-")
                 kind = content_kind(_head(lv.path)) if lv.path.exists() else None
                 vol = Volume(host or lv.name, name if host else "", lv.path, lv.size, "",
-                             "ext4" if kind == "ext" else kind, "phy:", "qcow2" if kind == "qcow2" else "raw")
+                             _fs_of(kind), "phy:", "qcow2" if kind == "qcow2" else "raw")
                 rows.append((vg, host or lv.name, vol))
     by_disk = hotplug.disk_users(paths)
     return [Listed(loc, host, vol, tuple(sorted({n for _, n in by_disk.get(os.path.realpath(vol.path), [])})))
