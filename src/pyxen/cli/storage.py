@@ -93,7 +93,7 @@ def run(ns: argparse.Namespace, paths: Paths) -> int:
             print(f"{v.name:<5} {v.path} ({volumes.format_size(v.size)}, {v.fs or 'raw'}) as {v.vdev}")
         print(volumes.disk_lines(made), end="")
     elif ns.action == "resize":
-        disk = volumes.resize(ns.hostname, **where, size=ns.size, log=_say, paths=paths)
+        disk = volumes.resize(ns.hostname, **where, size=ns.size, progress=_bar, log=_say, paths=paths)
         print(f"disk  {disk.path} ({volumes.format_size(disk.size)})")
     elif ns.action == "snapshot":
         snap = volumes.snapshot(ns.hostname, **where, name=ns.name, qcow2=ns.qcow2, log=_say, paths=paths)

@@ -352,11 +352,14 @@ def _allocate_file(vol: Volume, sparse: bool, progress: ProgressFactory | None) 
         os.close(fd)
 
 
-def _make_fs(vol: Volume) -> None:
+def _make_fs(vol: Volume, sparse: bool) -> None:
+    """mkswap or ``mkfs.<fs> -F`` (xen-tools' make_fs_* commands). A full image stays full:
+    mkfs.ext* would otherwise discard (punch out) the zeros just written."""
     if vol.fs == "swap":
         _tool(["mkswap", str(vol.path)], f"swap on {vol.path}")
     elif vol.fs is not None:
-        _tool([f"mkfs.{vol.fs}", "-F", "-q", str(vol.path)], f"{vol.fs} filesystem on {vol.path}")
+        keep = ["-E", "nodiscard"] if not sparse and vol.fs.startswith("ext") else []
+        _tool([f"mkfs.{vol.fs}", "-F", "-q", *keep, str(vol.path)], f"{vol.fs} filesystem on {vol.path}")
 
 
 def create(hostname: str, *, lvm: str | None = None, dir: str | os.PathLike[str] | None = None,
@@ -402,7 +405,7 @@ def create(hostname: str, *, lvm: str | None = None, dir: str | os.PathLike[str]
             made.append(vol)
             if vol.fs is not None:
                 say(f"Creating {vol.fs} on {vol.path}")
-                _make_fs(vol)
+                _make_fs(vol, sparse or location.lvm is not None)
     except BaseException:
         for vol in made:
             _discard(location, hostname, vol)
@@ -491,10 +494,12 @@ def _mounted(path: Path) -> str | None:
 
 
 def resize(hostname: str, *, lvm: str | None = None, dir: str | os.PathLike[str] | None = None,
-           size: str | int, log: Log | None = None, paths: Paths | None = None) -> Volume:
+           size: str | int, progress: ProgressFactory | None = None, log: Log | None = None,
+           paths: Paths | None = None) -> Volume:
     """Grow the guest's disk to ``size`` (xen-resize-guest): extend the LV or the image file,
     then, when it holds an ext filesystem, ``e2fsck -f`` and ``resize2fs`` it to fill the
-    disk. Returns the disk as it is now.
+    disk. Without device-mapper an LV with no free extents after it is moved to grow (a copy,
+    shown on ``progress``). Returns the disk as it is now.
 
     :raise StorageError: no such disk, a shrink, the disk mounted on the host; GuestRunning
         ("The guest H appears to be running!") when a running domain is the guest or uses it.
@@ -520,9 +525,17 @@ def resize(hostname: str, *, lvm: str | None = None, dir: str | os.PathLike[str]
         raise StorageError(f"{disk.path} is mounted on {where}: unmount it before resizing")
     say(f"Resizing {disk.path} from {format_size(disk.size)} to {format_size(wanted)}")
     if location.lvm is not None:
-        _lvm(lambda: lvm2.lvresize(location.vg, location.lv_name(hostname, "disk"), wanted))
+        bar = progress(f"Moving {disk.path.name} to grow it", disk.size) if progress else None
+        _lvm(lambda: lvm2.lvresize(location.vg, location.lv_name(hostname, "disk"), wanted,
+                                   progress=(lambda done, _total: bar.update(done)) if bar else None))
+        if bar and bar.done:  # the LV was moved: end the bar's line
+            bar.finish()
     else:
-        os.truncate(disk.path, wanted)
+        full = os.stat(disk.path).st_blocks * 512 >= disk.size  # --image=full stays full
+        with open(disk.path, "r+b") as f:
+            f.truncate(wanted)
+            if full:
+                os.posix_fallocate(f.fileno(), disk.size, wanted - disk.size)
     if fs_size is not None:
         say("Checking filesystem")
         # e2fsck: 0 clean, 1 errors corrected; anything else needs a human.
@@ -629,7 +642,8 @@ def list_volumes(*, lvm: str | None = None, dir: str | os.PathLike[str] | None =
                  paths: Paths | None = None) -> list[Listed]:
     """The guests' volumes: of one volume group, one directory, or (neither given) of every
     volume group lvm2 sees. An LV ``<host>-<name>`` is ``name`` of ``host``; a directory's
-    ``domains/<host>/<name>.img|.qcow2`` likewise. Each with the domains using it."""
+    ``domains/<host>/<name>.img|.qcow2`` likewise (a qcow2 file's size is its virtual size).
+    Each with the domains using it."""
     from ..toolstack import hotplug
 
     paths = paths or Paths.from_env()
@@ -640,8 +654,10 @@ def list_volumes(*, lvm: str | None = None, dir: str | os.PathLike[str] | None =
             for f in sorted(gdir.iterdir()):
                 if f.suffix not in (".img", ".qcow2") or not f.is_file():
                     continue
-                kind = content_kind(_head(f))
-                vol = Volume(gdir.name, f.stem, f, f.stat().st_size, "", _fs_of(kind),
+                head = _head(f)
+                kind = content_kind(head)
+                size = struct.unpack_from(">Q", head, 24)[0] if kind == "qcow2" else f.stat().st_size
+                vol = Volume(gdir.name, f.stem, f, size, "", _fs_of(kind),
                              "file:", "qcow2" if kind == "qcow2" else "raw")
                 rows.append((str(base), gdir.name, vol))
     else:
