@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..paths import Paths
 from ..storage import volumes
-from ..storage.progress import Progress
+from ..storage.lvm import LvmError
+from ..storage.progress import Progress, QemuImgError
 from ..storage.volumes import StorageError
 
 
@@ -117,6 +118,9 @@ def main(argv: list[str], root: str | None = None) -> int:
         return run(ns, Paths.from_env(root))
     except StorageError as err:
         print(err, file=sys.stderr)
+        return 1
+    except (LvmError, QemuImgError, OSError) as err:
+        print(f"pyxen storage: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pyxen storage: interrupted", file=sys.stderr)

@@ -322,7 +322,9 @@ def users(hostname: str, volumes: Iterable[Path], paths: Paths | None = None) ->
 def _exists(location: Location, hostname: str, name: str) -> bool:
     if location.lvm is not None:
         lv = location.lv_name(hostname, name)
-        return any(v.name == lv for v in lvm2.lvs(location.lvm))
+        if location.vg not in _lvm(lvm2.volume_groups):
+            raise StorageError(f"volume group {location.vg} not found")
+        return any(v.name == lv for v in _lvm(lambda: lvm2.lvs(location.vg)))
     return location.path(hostname, name).exists()
 
 
