@@ -137,6 +137,8 @@ def test_guest_reads_and_writes_through_qcow2_overlays(host: Host, vg: str, tmp_
     r = storage(host, "snapshot", "--hostname", "r", "--lvm", vg, "--name", "lvsnap")
     assert r.returncode == 1 and "device-mapper" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
 
+    lvm.deactivate(vg, "r-s")  # the overlay and its backing: both activated by the toolstack
+    lvm.deactivate(vg, "r-disk")
     script = FIND + "".join(
         f"w {v}; echo \"{v}-sum $(dd if=$D bs=1M count=1 2>/dev/null | sha256sum)\"\n"
         f"echo overlay-{v} | dd of=$D bs=512 conv=sync,fsync 2>/dev/null; echo 3 > /proc/sys/vm/drop_caches\n"

@@ -295,3 +295,36 @@ def test_qemu_img_progress_and_errors(tmp_path: Path) -> None:
     assert lines[0] == "convert: 0%" and lines[-1] == "convert: 100%"
     with pytest.raises(QemuImgError, match="Could not open '.*/missing.raw'"):
         run_qemu_img(["info", str(tmp_path / "missing.raw")])
+
+
+# ---- the CLI's own refusals (before anything runs) --------------------------------------------
+@pytest.mark.parametrize("argv,message", [
+    (["create", "--hostname", "web"], "pyxen storage: one of the arguments --lvm --dir is required"),
+    (["create", "--hostname", "web", "--dir", "/x", "--swap", "1G", "--noswap"],
+     "pyxen storage: argument --noswap: not allowed with argument --swap"),
+    (["create", "--hostname", "web", "--dir", "/x", "--image", "thin"],
+     "pyxen storage: argument --image: invalid choice: 'thin' (choose from 'sparse', 'full')"),
+    (["create", "--hostname=-web", "--dir", "/x"], "ERROR: 'hostname' argument must be a valid hostname."),
+    (["resize", "--hostname", "web", "--lvm", "vg0"], "pyxen storage: the following arguments are required: --size"),
+    (["snapshot", "--hostname", "web", "--dir", "/nonexistent", "--name", "s"],
+     "pyxen storage: /nonexistent is not a directory"),
+])
+def test_cli_refusals_are_one_line(argv: list[str], message: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from pyxen.cli import storage
+    try:
+        rc = storage.main(argv, str(tmp_path))
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    out = capsys.readouterr()
+    assert (rc, out.err, out.out) == (1, message + "\n", "")
+    assert not Path("/x").exists()
+
+
+def test_cli_list_table() -> None:
+    from pyxen.cli.storage import render_list
+    vol = volumes.plan("web", Location(lvm="vg0"), "4G", "512M")[0]
+    rows = [volumes.Listed("vg0", "web", vol, ("web", "web2"))]
+    assert render_list(rows).splitlines() == [
+        "Host                 Volume        Size Content  Used by      Path",
+        "web                  disk            4G ext4     web,web2     /dev/vg0/web-disk"]

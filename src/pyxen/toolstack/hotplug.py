@@ -41,6 +41,7 @@ from ..xenstore.errors import NoEntry, XenstoreError
 from ..backends.net import DEFAULT_MTU
 from ..backends.net.device import NetDeviceError, open_emulated_tap
 from ..storage import lvm
+from ..storage.volumes import qcow2_backing
 from . import userdata
 from .devices import (DEFAULT_BLOCK_SCRIPT, DEFAULT_VIF_SCRIPT, XEN_SCRIPT_DIR, DeviceSpecError, DiskSpec, NicSpec,
                       backend_nodes, backend_path, check_nic_types, frontend_nodes, frontend_path, parse_disk,
@@ -155,14 +156,26 @@ def activate_volume(domid: int, disk: DiskSpec) -> None:
     """A ``/dev/<vg>/<lv>`` target that is missing but known to lvm2 is activated before any
     backend opens it (what lvm2's boot-time activation does on a Xen host; after a reboot of
     this device-mapper-less host the LV's loop device is gone). A disk with its own ``script=``
-    is left to the script. :raise DeviceError: one line, when the LV cannot be activated."""
+    is left to the script. A qcow2 overlay's backing files get the same (QEMU opens them).
+    :raise DeviceError: one line, when an LV cannot be activated."""
     if not disk.target or disk.script or disk.devtype == "cdrom":
         return
-    try:
-        lvm.activate_path(disk.target)
-    except lvm.LvmError as err:
-        raise DeviceError(f"{disk.kind}-{domid}-{disk.devid}: {disk.target} is missing and cannot be "
-                          f"activated: {err}") from err
+    path, depth = disk.target, 0
+    while path and depth < 16:  # a qcow2 overlay's backing files are opened by QEMU too
+        depth += 1
+        try:
+            lvm.activate_path(path)
+        except lvm.LvmError as err:
+            raise DeviceError(f"{disk.kind}-{domid}-{disk.devid}: {path} is missing and cannot be "
+                              f"activated: {err}") from err
+        if disk.format != "qcow2":
+            break
+        try:
+            with open(path, "rb") as f:
+                backing = qcow2_backing(f.read(65536))
+        except OSError:
+            break
+        path = os.path.join(os.path.dirname(path), backing) if backing else ""
 
 
 def plug(ctrl: XenCtrl, paths: Paths, domid: int, dev: DiskSpec | NicSpec) -> None:
