@@ -75,3 +75,18 @@ def test_parse_lv_path():
     assert lvm.parse_lv_path("/dev/vg0/web-disk") == ("vg0", "web-disk")
     assert lvm.parse_lv_path("/dev/loop0") is None
     assert lvm.parse_lv_path("/srv/vg0/disk") is None
+
+
+def test_growing_a_volume_with_no_room_after_it_moves_it(vg):
+    a = lvm.lvcreate(vg, "a", 8 << 20)
+    lvm.lvcreate(vg, "b", 4 << 20)  # right after a: a cannot grow in place
+    data = os.urandom(8 << 20)
+    with open(a, "r+b") as f:
+        f.write(data)
+    seen = []
+    path = lvm.lvresize(vg, "a", 24 << 20, progress=lambda done, total: seen.append((done, total)))
+    assert path == a and lvm.find(vg, "a").size == 24 << 20 and len(lvm.find(vg, "a").segments) == 1
+    with open(a, "rb") as f:
+        assert f.read(8 << 20) == data
+    assert seen[-1] == (8 << 20, 8 << 20)
+    assert sorted(lv.name for lv in lvm.lvs(vg)) == ["a", "b"]

@@ -1,5 +1,5 @@
 """``pyxen``: the host's own commands (``pyxen host start|stop|status|passwd``, ``pyxen xenstore ...``,
-``pyxen evtchn [domain]``).
+``pyxen evtchn [domain]``, ``pyxen storage ...``: cli/storage.py).
 
 ``host start`` brings Dom0's services up in Xen's order and leaves the supervisor that restarts
 any of them that dies (host/supervisor.py); run again, it starts only what is down. ``host stop``
@@ -122,12 +122,17 @@ def main(argv: list[str] | None = None) -> int:
             print("pyxen: xenstore commands are not built yet", file=sys.stderr)
             return 1
         return int(mod.main(args[1:]))
+    root = args[1] if len(args) >= 3 and args[0] == "--root" else None
+    if args[2 if root is not None else 0:][:1] == ["storage"]:
+        from . import storage
+        return storage.main(args[3 if root is not None else 1:], root)
     ap = argparse.ArgumentParser(prog="pyxen", description="pyxen host control")
     ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     host = sub.add_parser("host", help="start, stop or show Dom0's services")
     host.add_argument("action", choices=("start", "stop", "status", "destroy-all", "passwd"))
     sub.add_parser("xenstore", help="xenstore read|write|ls|rm|watch|chmod ...")
+    sub.add_parser("storage", help="create|resize|snapshot|remove|list a guest's volumes (xen-tools' way)")
     ev = sub.add_parser("evtchn", help="list event channels (of every domain, or of one)")
     ev.add_argument("domain", nargs="?", help="domain name or id")
     ns = ap.parse_args(args)

@@ -18,6 +18,7 @@ import logging
 import os
 import shlex
 import signal
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,8 +390,13 @@ class DeviceModel:
         """A disk served by QEMU's own block layer (Xen's qdisk backend): any image format."""
         node, did = f"qdisk-{devid}", f"qdisk-{devid}"
         driver = QDISK_DRIVERS[fmt]
+        # QEMU's "file" protocol refuses a block device (a qcow2 image on an LV): host_device.
+        try:
+            protocol = "host_device" if stat.S_ISBLK(os.stat(target).st_mode) else "file"
+        except OSError:
+            protocol = "file"  # QEMU's own error names the missing target
         blockdev = {"driver": driver, "node-name": node, "read-only": readonly,
-                    "file": {"driver": "file", "filename": target, "read-only": readonly}}
+                    "file": {"driver": protocol, "filename": target, "read-only": readonly}}
         try:
             await self.execute("blockdev-add", blockdev)
         except DeviceModelError as err:

@@ -23,6 +23,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 #: lvm2's switch that keeps every command away from device-mapper (lvm.conf global/activation).
 NO_ACTIVATION = "global{activation=0}"
@@ -174,6 +175,20 @@ def activate(vg: str, name: str) -> Path:
     return link
 
 
+def activate_path(path: str) -> bool:
+    """Make a missing ``/dev/<vg>/<lv>`` exist when lvm2 knows that volume (a host reboot
+    forgot the loop device, or the LV was made with activation off), as udev's lvm2 rules
+    would at boot. False (nothing done) when the path exists, does not look like an LV's path,
+    or names a volume group lvm2 does not know; LvmError when the LV cannot be activated."""
+    if os.path.exists(path):
+        return False
+    parsed = parse_lv_path(path)
+    if parsed is None or parsed[0] not in volume_groups():
+        return False
+    activate(*parsed)
+    return True
+
+
 def deactivate(vg: str, name: str) -> None:
     """Undo ``activate``: lvchange -an, or detach the loop device and remove the link."""
     if device_mapper_present():
@@ -215,10 +230,13 @@ def lvremove(vg: str, name: str) -> None:
     _run(["lvremove", "-fy", f"{vg}/{name}"], f"logical volume {vg}/{name}")
 
 
-def lvresize(vg: str, name: str, size: int) -> Path:
+def lvresize(vg: str, name: str, size: int,
+             progress: Callable[[int, int], None] | None = None) -> Path:
     """Grow or shrink ``vg/name`` to ``size`` bytes (rounded up to whole extents) and activate
     it again. Without device-mapper the loop device is made anew, so the caller must know the
-    volume is not in use."""
+    volume is not in use; and when the extents after the LV are taken, a grown LV is moved:
+    a new contiguous LV is made, the data copied (``progress(done, total)`` after each chunk),
+    the old one removed and the new one renamed (what pvmove would do with device-mapper)."""
     lv = find(vg, name)
     if size <= 0:
         raise LvmError(f"logical volume {vg}/{name}: size must be positive")
@@ -230,6 +248,60 @@ def lvresize(vg: str, name: str, size: int) -> Path:
         deactivate(vg, name)
     try:
         _run(argv, f"logical volume {vg}/{name}")
-    finally:
-        path = activate(vg, name)
-    return path
+    except LvmError as err:
+        if device_mapper_present() or size < lv.size or "contiguous" not in str(err):
+            activate(vg, name)
+            raise
+        return _relocate(vg, name, size, lv.size, progress)
+    return activate(vg, name)
+
+
+#: Bytes copied per step when an LV is moved to grow it.
+COPY_CHUNK = 4 << 20
+
+
+def _relocate(vg: str, name: str, size: int, old_size: int,
+              progress: Callable[[int, int], None] | None) -> Path:
+    """Grow ``vg/name`` by moving it to a new contiguous place of ``size`` bytes."""
+    tmp = f"{name}_grow"
+    check_name("logical volume", tmp)
+    _run(["lvcreate", "--yes", "-Zn", "--alloc", "contiguous", "-L", f"{size}b", "-n", tmp, vg],
+         f"logical volume {vg}/{name} (no room to grow it in place or elsewhere)")
+    try:
+        src, dst = activate(vg, name), activate(vg, tmp)
+        with open(src, "rb") as fin, open(dst, "r+b") as fout:
+            done = 0
+            while done < old_size:
+                chunk = fin.read(min(COPY_CHUNK, old_size - done))
+                if not chunk:
+                    break
+                fout.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, old_size)
+            fout.flush()
+            os.fsync(fout.fileno())
+    except BaseException:
+        deactivate(vg, tmp)
+        _run(["lvremove", "-fy", f"{vg}/{tmp}"], f"logical volume {vg}/{tmp}")
+        activate(vg, name)
+        raise
+    deactivate(vg, tmp)
+    deactivate(vg, name)
+    _run(["lvremove", "-fy", f"{vg}/{name}"], f"logical volume {vg}/{name}")
+    _run(["lvrename", vg, tmp, name], f"logical volume {vg}/{name}")
+    return activate(vg, name)
+
+
+def lvsnapshot(vg: str, origin: str, name: str, size: int) -> Path:
+    """``lvcreate -s -L <size>b -n <name> <vg>/<origin>``: a copy-on-write snapshot with ``size``
+    bytes for changed extents. It needs device-mapper's snapshot target in the kernel, so
+    without device-mapper it is refused before lvm2 runs (a loop device cannot stand in)."""
+    check_name("logical volume", name)
+    find(vg, origin)
+    if not device_mapper_present():
+        raise LvmError(f"cannot snapshot {vg}/{origin}: LVM snapshots need the kernel's device-mapper "
+                       "(dm-snapshot), which this kernel does not have")
+    _run(["lvcreate", "--yes", "-s", "-L", f"{size}b", "-n", name, f"{vg}/{origin}"],
+         f"logical volume {vg}/{name}")
+    return activate(vg, name)

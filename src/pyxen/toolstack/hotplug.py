@@ -40,6 +40,8 @@ from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
 from ..backends.net import DEFAULT_MTU
 from ..backends.net.device import NetDeviceError, open_emulated_tap
+from ..storage import lvm
+from ..storage.volumes import qcow2_backing
 from . import userdata
 from .devices import (DEFAULT_BLOCK_SCRIPT, DEFAULT_VIF_SCRIPT, XEN_SCRIPT_DIR, DeviceSpecError, DiskSpec, NicSpec,
                       backend_nodes, backend_path, check_nic_types, frontend_nodes, frontend_path, parse_disk,
@@ -98,6 +100,8 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
     devices: list[DiskSpec | NicSpec] = [*disks, *nics]
     if not devices:
         return
+    for disk in disks:
+        activate_volume(domid, disk)
     extra: dict[tuple[str, int], dict[str, str]] = {}
     for dev in devices:
         label = f"{dev.kind}-{domid}-{dev.devid}"
@@ -146,6 +150,32 @@ def add_all(ctrl: XenCtrl, paths: Paths, domid: int, disks: list[DiskSpec], nics
     for nic in nics:
         if nic.script is not None and run_scripts:  # a vif's own script=, once its interface exists
             run_vif_script(paths, domid, nic, add=True)
+
+
+def activate_volume(domid: int, disk: DiskSpec) -> None:
+    """A ``/dev/<vg>/<lv>`` target that is missing but known to lvm2 is activated before any
+    backend opens it (what lvm2's boot-time activation does on a Xen host; after a reboot of
+    this device-mapper-less host the LV's loop device is gone). A disk with its own ``script=``
+    is left to the script. A qcow2 overlay's backing files get the same (QEMU opens them).
+    :raise DeviceError: one line, when an LV cannot be activated."""
+    if not disk.target or disk.script or disk.devtype == "cdrom":
+        return
+    path, depth = disk.target, 0
+    while path and depth < 16:  # a qcow2 overlay's backing files are opened by QEMU too
+        depth += 1
+        try:
+            lvm.activate_path(path)
+        except lvm.LvmError as err:
+            raise DeviceError(f"{disk.kind}-{domid}-{disk.devid}: {path} is missing and cannot be "
+                              f"activated: {err}") from err
+        if disk.format != "qcow2":
+            break
+        try:
+            with open(path, "rb") as f:
+                backing = qcow2_backing(f.read(65536))
+        except OSError:
+            break
+        path = os.path.join(os.path.dirname(path), backing) if backing else ""
 
 
 def plug(ctrl: XenCtrl, paths: Paths, domid: int, dev: DiskSpec | NicSpec) -> None:
@@ -683,3 +713,84 @@ def _forget_nic(ctrl: XenCtrl, paths: Paths, domid: int, devid: int) -> None:
             ctrl.call("event_channel_op.close", dom=domid, port=port)
         except HypercallError:
             pass
+
+
+# ---- which domains use which disks (storage helpers refuse to touch a disk in use) ------------
+def _disk_path(params: str) -> str:
+    """A backend's ``params`` without qdisk's ``<format>:`` prefix (``aio:/x``, ``qcow2:/x``)."""
+    head, sep, rest = params.partition(":")
+    return rest if sep and head.isalnum() and not head.startswith("/") else params
+
+
+def disk_users(paths: Paths) -> dict[str, list[tuple[int, str]]]:
+    """Every disk target of the host's domains (the real path, links resolved) -> the domains
+    using it as (domid, name). Read from the backend nodes in xenstore, as ``xl block-list``
+    does; when xenstored cannot be reached, from the toolstack's records of each domain's
+    config (userdata), which outlive a stopped xenstored but not the domain."""
+    users: dict[str, list[tuple[int, str]]] = {}
+
+    def add(target: str, domid: int, name: str) -> None:
+        if target:
+            users.setdefault(os.path.realpath(target), []).append((domid, name))
+
+    try:
+        with XenstoreClient(paths.xenstored_socket, timeout=10.0) as xs:
+            for kind in DISK_KINDS:
+                try:
+                    domids = xs.directory(f"/local/domain/0/backend/{kind}")
+                except NoEntry:
+                    continue
+                for dom in filter(str.isdigit, domids):
+                    raw = xs.get(f"/local/domain/{dom}/name")
+                    name = raw.decode(errors="replace") if raw is not None else f"domain {dom}"
+                    try:
+                        devids = xs.directory(f"/local/domain/0/backend/{kind}/{dom}")
+                    except NoEntry:
+                        continue
+                    for devid in devids:
+                        be = f"/local/domain/0/backend/{kind}/{dom}/{devid}"
+                        for key in ("params", "physical-device-path"):
+                            value = xs.get(f"{be}/{key}")
+                            if value:
+                                add(_disk_path(value.decode(errors="replace")), int(dom), name)
+        return {path: sorted(set(doms)) for path, doms in users.items()}
+    except (XenstoreError, OSError):
+        pass
+    for domid in sorted(userdata.domids(paths)):
+        try:
+            cfg = userdata.retrieve(paths, domid)
+        except (OSError, ValueError):
+            continue
+        if cfg is None:
+            continue
+        for spec in cfg.disks:
+            try:
+                disk = parse_disk(spec)
+            except DeviceSpecError:
+                continue
+            add(disk.target or "", domid, cfg.name)
+    return users
+
+
+def domain_names(paths: Paths) -> dict[int, str]:
+    """The host's domains other than Dom0, domid -> name: from xenstore, or from the toolstack's
+    records when xenstored cannot be reached (as ``disk_users``)."""
+    try:
+        with XenstoreClient(paths.xenstored_socket, timeout=10.0) as xs:
+            names = {}
+            for dom in filter(str.isdigit, xs.directory("/local/domain")):
+                raw = xs.get(f"/local/domain/{dom}/name")
+                if int(dom) != 0 and raw is not None:
+                    names[int(dom)] = raw.decode(errors="replace")
+            return names
+    except (XenstoreError, OSError):
+        pass
+    names = {}
+    for domid in userdata.domids(paths):
+        try:
+            cfg = userdata.retrieve(paths, domid)
+        except (OSError, ValueError):
+            continue
+        if cfg is not None and domid != 0:
+            names[domid] = cfg.name
+    return names
