@@ -853,22 +853,24 @@ def _console(paths: Paths, domid: int) -> None:
     attach(paths, domid)
 
 
-def _wait_for_domain(plan: Plan, domid: int, waited_console: bool) -> bool:
-    """virtinstall.py's _wait_for_domain: True when the installer domain has ended; False when
-    virt-install leaves it running (and exits)."""
+def _wait_for_domain(plan: Plan, domid: int, waited_console: bool) -> str:
+    """virtinstall.py's _wait_for_domain: "ended" when the installer domain has ended;
+    "running" when it runs on and virt-install goes on (a one-phase install); "leave" when
+    virt-install leaves a two-phase install running and exits (--noautoconsole, no --wait)."""
     if not _alive(domid):
         _out("Domain has shutdown. Continuing.")
-        return True
+        return "ended"
     if waited_console:
         time.sleep(2)  # the console closed as the domain was going: let it go
         if not _alive(domid):
             _out("Domain has shutdown. Continuing.")
-            return True
+            return "ended"
     msg = "\nDomain is still running. Installation may be in progress."
     if plan.wait is None:
-        if plan.two_phase:
-            _out(msg + "\nYou can reconnect to the console to complete the installation process.")
-        return False
+        if not plan.two_phase:
+            return "running"
+        _out(msg + "\nYou can reconnect to the console to complete the installation process.")
+        return "leave"
     _out(msg)
     _out("Waiting for the installation to complete." if plan.wait < 0 else
          f"Waiting {plan.wait} minute{'s' if plan.wait != 1 else ''} for the installation to complete.")
@@ -879,7 +881,7 @@ def _wait_for_domain(plan: Plan, domid: int, waited_console: bool) -> bool:
             raise SystemExit(1)
         time.sleep(POLL)
     _out("Domain has shutdown. Continuing.")
-    return True
+    return "ended"
 
 
 def run(plan: Plan, paths: Paths) -> int:
@@ -950,15 +952,15 @@ def _follow(plan: Plan, paths: Paths, domid: int, downloads: list[Path]) -> int:
     elif plan.autoconsole == "graphical" and plan.wait is None:
         _err("WARNING", "No console to launch for the guest, defaulting to --wait -1")
         wait_plan = replace(plan, wait=-1)
-    if not _wait_for_domain(wait_plan, domid, waited):
+    state = _wait_for_domain(wait_plan, domid, waited)
+    if state == "leave":
         return 0
     for f in downloads:  # the installer's kernel is not booted again
         f.unlink(missing_ok=True)
     _out("Domain creation completed.")
-    if not plan.two_phase:
-        _out(f"You can restart your domain by running:\n  xl create {plan.config_path}")
+    if state == "running":
         return 0
-    if plan.noreboot:
+    if plan.noreboot or not plan.two_phase:
         _out(f"You can restart your domain by running:\n  xl create {plan.config_path}")
         return 0
     _out("Restarting guest.")
