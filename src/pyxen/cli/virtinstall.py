@@ -598,7 +598,7 @@ def make_plan(argv: list[str], paths: Paths, rand: random.Random, facts: HostFac
         msg += f"\nAn install method must be specified\n({INSTALL_METHODS})"
     if msg:
         raise VirtInstallError(msg)
-    assert memory is not None
+    assert memory is not None and method is not None
     if ns.extra_args and method != "location":
         raise VirtInstallError("Kernel arguments are only supported with location or kernel installs.")
     if not hvm and method in ("cdrom", "pxe"):
