@@ -207,3 +207,31 @@ def test_pv_import_boots_the_disk_through_pygrub(host: Host, tmp_path: Path) -> 
     cfg = (host.paths.root / "imp.cfg").read_text()
     assert 'bootloader = "pygrub"' in cfg and f"file:{disk},xvda,w" in cfg
     host.wait_console("imp")
+
+
+@pytest.fixture
+def vg() -> Iterator[str]:
+    from pyxen.testing.lvm import loop_volume_group
+    with loop_volume_group() as name:
+        yield name
+
+
+def test_the_seeds_lv_install(vg: str, host: Host, tree: Path) -> None:
+    """``-f /dev/<vg>/<lv> -s N``: the LV is made in the volume group and the guest's disk is
+    ``phy:`` on it (the seed's ``lvcreate`` + ``virt-install -f /dev/vg/f13``)."""
+    from pyxen.storage import lvm
+    done = virt_install(host, "-n", "f13", "-r", "512", "--vcpus=1", "-f", f"/dev/{vg}/f13",
+                        "-s", "1", "--vnc", "-p", "-l", str(tree / TREE), "--noautoconsole")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "no framebuffer" in done.stderr  # --vnc on a PV guest: said, not silently dropped
+    lv = lvm.find(vg, "f13")
+    assert lv.size == 1 << 30 and os.path.realpath(lv.path).startswith("/dev/loop")
+    final = (host.paths.root / "f13.cfg").read_text()
+    assert f"phy:/dev/{vg}/f13,xvda,w" in final and 'bootloader = "pygrub"' in final
+    wait_first_screen(host, "f13")
+    host.xl("destroy", "f13")
+    # a second run with the LV in place: the name is what is refused, and the LV stays
+    again = virt_install(host, "-n", "f13", "-r", "512", "-f", f"/dev/{vg}/f13", "-p", "-l",
+                         str(tree / TREE), "--noautoconsole")
+    assert again.returncode == 1 and "Guest name 'f13' is already in use." in again.stderr
+    assert lvm.find(vg, "f13").size == 1 << 30
