@@ -235,3 +235,34 @@ def test_the_seeds_lv_install(vg: str, host: Host, tree: Path) -> None:
                          str(tree / TREE), "--noautoconsole")
     assert again.returncode == 1 and "Guest name 'f13' is already in use." in again.stderr
     assert lvm.find(vg, "f13").size == 1 << 30
+
+
+def test_hvm_cdrom_and_pxe_start_with_vnc(host: Host, tmp_path: Path) -> None:
+    """``--hvm --cdrom ISO`` and ``--hvm --pxe``: the install phase starts (the installer itself
+    seen over VNC is the HVM installer-media test's), virt-install says where VNC is, and the
+    final config boots the disk."""
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "README").write_text("not bootable\n")
+    iso = tmp_path / "d.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(iso), str(media)], check=True,
+                   capture_output=True, timeout=60)
+    done = virt_install(host, "-n", "hcd", "-r", "128", "--hvm", "--cdrom", str(iso), "--disk",
+                        f"{tmp_path}/hcd.img,size=0.1", "--graphics", "vnc,password=s3cret,port=5942",
+                        "--network", "none", "--noautoconsole")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "VNC console of hcd" in done.stdout and "127.0.0.1:42 (port 5942)" in done.stdout
+    assert "hcd" in host.domains()
+    final = (host.paths.root / "hcd.cfg").read_text()
+    assert f'"file:{iso},hdc:cdrom,r"' in final and 'boot = "c"' in final
+    assert 'vncpasswd = "s3cret"' in final and "vncdisplay = 42" in final
+    host.xl("destroy", "hcd")
+
+    done = virt_install(host, "-n", "hpxe", "-r", "128", "--hvm", "--pxe", "--disk", "size=0.1",
+                        "--noautoconsole")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "VNC console of hpxe" in done.stdout
+    assert (host.paths.images_dir / "hpxe.img").stat().st_size == int(0.1 * (1 << 30))
+    final = (host.paths.root / "hpxe.cfg").read_text()
+    assert "bridge=xenbr0" in final and "hda,w" in final and "vncunused = 1" in final
+    assert "hpxe" in host.domains()
