@@ -729,10 +729,22 @@ def live_facts(paths: Paths, live_names: Callable[[], set[str]]) -> HostFacts:
                 vgs = []
         return vg in vgs
 
+    def path_exists(path: str) -> bool:
+        """A file or node; an LV lvm2 knows counts even before its node is made (activated)."""
+        if os.path.exists(path):
+            return True
+        lv = lvm.parse_lv_path(path)
+        if lv is None or not vg_exists(lv[0]):
+            return False
+        try:
+            return any(v.name == lv[1] for v in lvm.lvs(lv[0]))
+        except lvm.LvmError:
+            return False
+
     return HostFacts(
         name_in_use=lambda n: n in names or paths.domain_cfg(n).exists(),
         bridge_exists=lambda br: os.path.isdir(f"/sys/class/net/{br}/bridge"),
-        path_exists=os.path.exists,
+        path_exists=path_exists,
         volume_group_exists=vg_exists)
 
 
@@ -848,9 +860,10 @@ def _alive(domid: int) -> bool:
     return info is not None and not info.get("shutdown")
 
 
-def _console(paths: Paths, domid: int) -> None:
+def _console(paths: Paths, domid: int, hvm: bool) -> None:
+    """The guest's primary console, as ``xl console`` picks it (serial for HVM, PV otherwise)."""
     from .console import attach
-    attach(paths, domid)
+    attach(paths, domid, ctype="serial" if hvm else "pv")
 
 
 def _wait_for_domain(plan: Plan, domid: int, waited_console: bool) -> str:
@@ -947,7 +960,7 @@ def _follow(plan: Plan, paths: Paths, domid: int, downloads: list[Path]) -> int:
     waited = False
     wait_plan = plan
     if plan.autoconsole == "text":
-        _console(paths, domid)
+        _console(paths, domid, plan.hvm)
         waited = True
     elif plan.autoconsole == "graphical" and plan.wait is None:
         _err("WARNING", "No console to launch for the guest, defaulting to --wait -1")
@@ -973,7 +986,7 @@ def _follow(plan: Plan, paths: Paths, domid: int, downloads: list[Path]) -> int:
         raise VirtInstallError(f"{err}\nThe installed domain did not start; its config is "
                                f"{plan.config_path}") from err
     if plan.autoconsole == "text":
-        _console(paths, domid)
+        _console(paths, domid, plan.hvm)
     return 0
 
 
