@@ -55,6 +55,23 @@ class Paths:
         """xl's global configuration (Xen's /etc/xen/xl.conf; cli/xl/xlconf.py reads it)."""
         return self.root / "xl.conf"
 
+    def domain_cfg(self, name: str) -> Path:
+        """A domain's xl.cfg as virt-install writes it, next to the others (Xen's
+        /etc/xen/<name>.cfg)."""
+        return self.root / f"{name}.cfg"
+
+    @property
+    def boot_dir(self) -> Path:
+        """Installer kernels and initrds virt-install fetched from an install tree (virtinst's
+        /var/lib/xen/virtinst-*)."""
+        return self.root / "boot"
+
+    @property
+    def images_dir(self) -> Path:
+        """Disk images virt-install makes when ``--disk size=N`` names no path (libvirt's
+        default pool, /var/lib/libvirt/images)."""
+        return self.root / "images"
+
     @property
     def scripts_dir(self) -> Path:
         """Where a relative hotplug ``script=`` is found (Xen's /etc/xen/scripts)."""
