@@ -82,6 +82,25 @@ def menu(cfg: conf.BootConfig, stdin: TextIO, out: TextIO) -> int:
               "the selected OS.", file=out)
         out.flush()
 
+    fd, pending = stdin.fileno(), b""
+
+    def next_line(wait: float | None) -> str | None:
+        """The next line typed, "" at end of input, None when ``wait`` seconds pass first
+        (read from the descriptor itself: a buffered reader would hide typed-ahead lines
+        from select)."""
+        nonlocal pending
+        while b"\n" not in pending:
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                return None
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                line, pending = pending, b""
+                return line.decode(errors="replace")
+            pending += chunk
+        line, pending = pending.split(b"\n", 1)
+        return line.decode(errors="replace") + "\n"
+
     draw()
     while True:
         if timeout != -1:
@@ -89,11 +108,10 @@ def menu(cfg: conf.BootConfig, stdin: TextIO, out: TextIO) -> int:
                 return sel
             print(f"Will boot selected entry in {timeout - waited:2d} seconds", file=out)
             out.flush()
-        ready, _, _ = select.select([stdin], [], [], 1.0 if timeout != -1 else None)
-        if not ready:
+        line = next_line(1.0 if timeout != -1 else None)
+        if line is None:
             waited += 1
             continue
-        line = stdin.readline()
         if not line:
             return sel  # end of input: boot what is selected
         timeout = -1  # a key stops the countdown, as in Xen
@@ -112,6 +130,8 @@ def menu(cfg: conf.BootConfig, stdin: TextIO, out: TextIO) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
     prog = os.path.basename(argv[0]) if argv else "pygrub"
+    if prog in ("__main__.py", "-m", "-c", ""):
+        prog = "pygrub"  # run as python -m pyxen.pygrub
     try:
         opts, args = getopt.gnu_getopt(argv[1:], "qilnh::", LONG_OPTS)
     except getopt.GetoptError:
