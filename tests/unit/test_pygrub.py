@@ -574,3 +574,22 @@ def test_run_pyxens_pygrub_and_failures(grub_image: Path, tmp_path: Path) -> Non
     with pytest.raises(bootloader.BootloaderError, match="killing bootloader because of timeout"):
         bootloader.run(paths, stuck, limit=0.5)
     assert list(paths.bootloader_dir.iterdir()) == []
+
+
+def test_a_loop_device_reads_like_its_file(grub_image: Path, tmp_path: Path) -> None:
+    """An LV is a block device (pyxen.storage.lvm makes it a loop device): the same reads,
+    sized by seeking to its end; boot_config gives the config pygrub would use."""
+    from pyxen.pygrub import boot_config
+    done = subprocess.run(["losetup", "-f", "--show", "-r", str(grub_image)], capture_output=True,
+                          text=True, timeout=30)
+    if done.returncode != 0:
+        pytest.skip(f"no loop device: {done.stderr.strip()}")
+    dev = done.stdout.strip()
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        got = boot(dev, str(out), entry="0")
+        assert Path(got.kernel).read_bytes() == b"KERNEL-6.1" * 1000
+        assert [e.title for e in boot_config(dev).entries][0] == "Debian GNU/Linux"
+    finally:
+        subprocess.run(["losetup", "-d", dev], timeout=30)

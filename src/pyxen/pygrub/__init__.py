@@ -8,9 +8,9 @@ copying out) and ``__main__`` (Xen's command line, run by the toolstack for
 ``bootloader = "pygrub"``).
 """
 
-from .boot import Choice, Extracted, PygrubError, boot, choose, extract
+from .boot import Choice, Extracted, PygrubError, boot, boot_config, choose, extract
 from .disk import Disk, DiskError, partition_offsets
 from .ext4 import Ext4, FsError
 
 __all__ = ["Choice", "Disk", "DiskError", "Ext4", "Extracted", "FsError", "PygrubError", "boot",
-           "choose", "extract", "partition_offsets"]
+           "boot_config", "choose", "extract", "partition_offsets"]

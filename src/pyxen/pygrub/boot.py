@@ -207,3 +207,23 @@ def boot(image: str, output_directory: str, *, entry: str | None = None,
         fs, choice = choose(disk, entry=entry, kernel=kernel, ramdisk=ramdisk, args=args,
                             offset=offset)
         return extract(fs, choice, output_directory)
+
+
+def boot_config(image: str, offset: int | None = None) -> conf.BootConfig:
+    """The boot config pygrub would use on ``image`` (the first partition that has one), for
+    callers that check an image before booting it (``pygrub -l`` without the printing).
+
+    :raise PygrubError: no partition has a readable config; DiskError: unreadable disk."""
+    found: list[conf.BootConfig] = []
+
+    def keep(cfg: conf.BootConfig) -> int | None:
+        found.append(cfg)
+        return None
+
+    with Disk(image) as disk:
+        try:
+            choose(disk, offset=offset, pick=keep)
+        except PygrubError:
+            if not found:
+                raise
+    return found[-1]
