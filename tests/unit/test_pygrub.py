@@ -593,3 +593,14 @@ def test_a_loop_device_reads_like_its_file(grub_image: Path, tmp_path: Path) -> 
         assert [e.title for e in boot_config(dev).entries][0] == "Debian GNU/Linux"
     finally:
         subprocess.run(["losetup", "-d", dev], timeout=30)
+
+
+def test_xapi_pv_bootloader_becomes_xl_cfg_keys() -> None:
+    """VM.PV_bootloader / PV_bootloader_args reach the toolstack as xl.cfg's keys."""
+    from pyxen.xapi import xenops
+    spec = xenops.VmSpec(uuid="6f1b3a2e-1111-4c3b-9a51-0123456789ab", name="vm",
+                         memory_static_max=256 << 20, memory_dynamic_max=256 << 20,
+                         bootloader="pygrub", bootloader_args="-q  --entry=1",
+                         disks=(xenops.DiskSpec("/d.img", "xvda", "w"),))
+    cfg = cfg_of(xenops.xl_cfg(spec))
+    assert (cfg.bootloader, cfg.bootloader_args, cfg.kernel) == ("pygrub", ("-q", "--entry=1"), None)
