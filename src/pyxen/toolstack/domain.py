@@ -93,8 +93,8 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
     the domain on the kernel, ramdisk and args it chose; the config kept with the domain is the
     one given, so every rebuild (on_reboot restart, xendomains, xapi's VM.start) runs the
     bootloader again and a changed grub.cfg takes effect. A restore or an incoming migration
-    runs it too, where libxl does not: QEMU must be started on a kernel to accept the saved
-    machine (its RAM holds the running kernel; which one QEMU was given does not matter).
+    runs it too, where libxl does not: the hypervisor starts a PV domain's QEMU with -kernel
+    (the restored RAM holds the running kernel; the one given serves a QEMU reset only).
     """
     if cfg.bootloader is None:
         check_files(cfg)
