@@ -262,6 +262,12 @@ def test_not_an_ext_filesystem_and_a_short_disk(tmp_path: Path) -> None:
             Ext4(disk)
         with pytest.raises(FsError, match="no ext2/3/4 filesystem at offset 8192"):
             Ext4(disk, 8192)
+    empty = tmp_path / "e"
+    empty.mkdir()
+    encrypted = mkfs(tmp_path, empty, "8M", options=("-O", "encrypt"))
+    with Disk(str(encrypted)) as disk:
+        with pytest.raises(FsError, match="incompatible features 0x10000 this reader does not know"):
+            Ext4(disk)
 
 
 # ---- config parsers -----------------------------------------------------------------------

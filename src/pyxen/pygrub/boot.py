@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, TextIO
 
 from . import conf
-from .disk import Disk
+from .disk import Disk, partition_offsets
 from .ext4 import Ext4, FsError, NotFound
 
 #: A boot config larger than this is not read whole (Xen's FS_READ_MAX).
@@ -138,7 +138,6 @@ def choose(disk: Disk, *, entry: str | None = None, kernel: str | None = None,
     with each config found and returns an index, or None for the default.
 
     :raise PygrubError: with Xen's "Unable to find partition containing kernel"."""
-    from .disk import partition_offsets
     offsets = [offset] if offset is not None else partition_offsets(disk)
     reasons: list[str] = []
     for off in offsets:

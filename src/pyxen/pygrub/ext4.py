@@ -122,10 +122,9 @@ class Ext4:
         unknown = self.incompat & ~SUPPORTED_INCOMPAT
         if self.incompat & INCOMPAT_JOURNAL_DEV:
             raise FsError(f"offset {offset} holds an external ext journal, not a filesystem")
-        if self.incompat & (INCOMPAT_ENCRYPT | INCOMPAT_DIRDATA) or unknown:
+        if unknown:  # encrypt and dirdata among them: names this reader cannot compare
             raise FsError(f"ext filesystem at offset {offset} has incompatible features "
-                          f"0x{self.incompat & ~SUPPORTED_INCOMPAT | self.incompat & INCOMPAT_ENCRYPT:x} "
-                          "this reader does not know")
+                          f"0x{unknown:x} this reader does not know")
         if not self.inodes_per_group or not self.blocks_per_group or self.inode_size < 128:
             raise FsError(f"ext superblock at offset {offset} is corrupt")
         self.group_count = -(-(self.blocks_count - self.first_data_block) // self.blocks_per_group)
