@@ -183,6 +183,8 @@ def parse_grub2(text: str, path: str = "/boot/grub/grub.cfg",
             continue
         if com == "set:default":
             default_text = arg
+            if arg == "${next_entry}":  # Xen warns as it reads the line
+                cfg.warnings.append(SAVED_UNSUPPORTED)
         elif com == "set:timeout":
             cfg.timeout = _integer(arg, cfg.timeout)
         elif com not in ("set:root", "terminal", "insmod", "load_env", "save_env", "search",
@@ -208,8 +210,7 @@ def _grub2_default(cfg: BootConfig, text: str, grubenv: dict[str, str] | None) -
             cfg.warnings.append(SAVED_UNSUPPORTED)
         return 0
     if text == "${next_entry}":
-        cfg.warnings.append(SAVED_UNSUPPORTED)
-        return 0
+        return 0  # (warned when the line was read)
     try:
         value = int(text)
     except ValueError:
