@@ -722,3 +722,13 @@ def test_a_debian_grub_mkconfig_file(grubenv: dict[str, str] | None, index: int,
     assert (first.kernel, first.args, first.initrd, first.root) == (
         "/boot/vmlinuz-6.1.0-18-amd64", "root=UUID=0f3c ro console=hvc0 quiet",
         "/boot/initrd.img-6.1.0-18-amd64", "hd0")
+
+
+def test_pygrub_stands_alone() -> None:
+    """pygrub is a program of its own (Xen ships it apart from libxl): importing it loads no
+    other part of pyxen, so it starts fast and runs wherever the disk is."""
+    code = "import sys, pyxen.pygrub.__main__; print('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=60)
+    ours = {m for m in out.stdout.split() if m.startswith("pyxen.")}
+    assert ours and all(m.startswith("pyxen.pygrub") for m in ours), sorted(ours)
