@@ -303,7 +303,7 @@ def _string_list(settings: dict[str, Setting], key: str, source: str,
 
 
 def _bootloader(settings: dict[str, Setting], dtype: str, get: Callable[..., object],
-                source: str, warnings: list[str]) -> tuple[str | None, tuple[str, ...]]:
+                warnings: list[str]) -> tuple[str | None, tuple[str, ...]]:
     """bootloader= and bootloader_args= as xl_parse.c reads them, for PV and PVH guests only
     (an HVM guest's are ignored): the args a list of strings, or a string split on blanks with
     xl's deprecation warning."""
@@ -421,7 +421,7 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
     if not 0 <= cap <= 100 * maxvcpus:
         raise err("cap", f"cap {cap} is out of range 0..{100 * maxvcpus}")
 
-    bootloader, bootloader_args = _bootloader(settings, dtype, get, source, warnings)
+    bootloader, bootloader_args = _bootloader(settings, dtype, get, warnings)
     kernel, ramdisk = get("kernel", "str"), get("ramdisk", "str")
     if dtype in ("pv", "pvh") and not kernel and bootloader is None:
         raise ConfigError("Neither kernel nor bootloader specified")
@@ -431,6 +431,7 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
         if not path:
             return None
         return str(path) if bootloader is not None else here.absolute(str(path))
+
     warnings += [f"{source}:{settings[k].line}: warning: '{k}' is not acted on by pyxen yet "
                  "(it is reported in libxl's JSON only)" for k in NOT_ACTED_ON if k in settings]
 
