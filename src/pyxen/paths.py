@@ -222,6 +222,12 @@ class Paths:
     def xenstored_data(self) -> Path:
         return self.lib / "xenstored"
 
+    @property
+    def bootloader_dir(self) -> Path:
+        """The bootloader's work folders (libxl's /var/lib/xen/bootloader.<domid>.{out,d}):
+        the kernel and ramdisk pygrub extracted, kept until QEMU has loaded them."""
+        return self.lib / "bootloader"
+
     # --- logs -------------------------------------------------------------------------------
     @property
     def log(self) -> Path:
@@ -234,6 +240,11 @@ class Paths:
     def hotplug_log(self) -> Path:
         """The hotplug scripts' stderr, as libxl leaves it in /var/log/xen/xen-hotplug.log."""
         return self.log / "xen-hotplug.log"
+
+    def bootloader_log(self, name: str) -> Path:
+        """The bootloader's stderr for domain ``name`` (Xen: /var/log/xen/bootloader.<domid>.log;
+        pyxen runs it before the domain has a domid)."""
+        return self.log / f"bootloader.{name}.log"
 
     @property
     def console_log_dir(self) -> Path:

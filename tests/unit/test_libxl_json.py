@@ -34,7 +34,7 @@ from pyxen.cli import xl
 from pyxen.hypervisor.qemu import BuildInfo, argv, serial_args, vnc_arg
 from pyxen.paths import Paths
 from pyxen.toolstack import libxl_json
-from pyxen.toolstack.config import BOOTLOADER_REFUSAL, ConfigError, from_settings, load
+from pyxen.toolstack.config import ConfigError, from_settings, load
 from pyxen.toolstack.domain import build_request
 from pyxen.libxlu.cfg import parse
 
@@ -212,7 +212,7 @@ def test_dom0_is_xen_init_dom0s_stub() -> None:
 
 # ---- keys consumed or refused ----------------------------------------------------------------
 @pytest.mark.parametrize("text, message", [
-    ('name = "d"\nbootloader = "pygrub"\n', BOOTLOADER_REFUSAL),
+    ('name = "d"\nbootloader = ""\n', "bootloader: an empty program name"),
     ('name = "d"\n', "Neither kernel nor bootloader specified"),
     ('name = "h"\ntype = "hvm"\nserial = "stdio"\n', "'stdio' is not a serial device"),
     ('name = "h"\ntype = "hvm"\nusbdevice = "joystick"\n', "'joystick' is not one of"),
@@ -299,15 +299,29 @@ def test_libxl_json_is_pure() -> None:
     assert not loaded & set(DAEMON), sorted(loaded & set(DAEMON))
 
 
-def test_bootloader_is_refused_before_anything_runs(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_bootloader_is_refused_before_anything_runs(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "b.cfg"
-    cfg.write_text('name = "b"\nbootloader = "pygrub"\n')
+    cfg.write_text('name = "b"\nbootloader = ""\n')
     for args in (["create", str(cfg)], ["create", "-n", str(cfg)]):
         assert xl.main(args) == 1
         out, err = capsys.readouterr()
         assert out == ""
-        assert err == f"Parsing config from {cfg}\n{cfg}:2: bootloader: {BOOTLOADER_REFUSAL}\n"
+        assert err == f"Parsing config from {cfg}\n{cfg}:2: bootloader: an empty program name\n"
+
+
+def test_bootloader_and_its_args_are_in_b_info(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """libxl keeps bootloader and bootloader_args in b_info (PV and PVH); --kernel stays a
+    path in the guest, not made absolute against xl's directory."""
+    cfg = tmp_path / "b.cfg"
+    cfg.write_text('name = "b"\nbootloader = "pygrub"\nbootloader_args = ["-q", "--entry=1"]\n'
+                   'kernel = "boot/vmlinuz"\ndisk = ["/x.img,raw,xvda,rw"]\n')
+    assert xl.main(["create", "-n", str(cfg)]) == 0
+    out, _ = capsys.readouterr()
+    b_info = json.loads(out)["b_info"]
+    assert (b_info["bootloader"], b_info["bootloader_args"], b_info["kernel"]) == \
+        ("pygrub", ["-q", "--entry=1"], "boot/vmlinuz")
 
 
 def test_a_config_without_the_files_settings_still_shows_its_values() -> None:

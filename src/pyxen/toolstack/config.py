@@ -43,8 +43,9 @@ KNOWN_KEYS = frozenset({
 #: guest pyxen builds: named in a warning, so a user knows pyxen does not act on them.
 NOT_ACTED_ON = ("on_soft_reset",)
 
-#: The message a bootloader= config gets until pygrub exists (issue 12).
-BOOTLOADER_REFUSAL = "pygrub is not built yet (issue 12)"
+#: libxl's warning for the old spelling of pyxen's own pygrub (libxl_bootloader.c).
+PYGRUB_DEPRECATED = ("bootloader='/usr/bin/pygrub' is deprecated; use bootloader='pygrub' "
+                     "instead")
 
 
 class ConfigError(ValueError):
@@ -65,6 +66,11 @@ class DomainConfig:
     kernel: str | None = None
     ramdisk: str | None = None
     cmdline: str = ""
+    #: PV/PVH: the program that picks the kernel from the guest's first disk (libxl's
+    #: b_info.bootloader; "pygrub" is pyxen's), and its extra arguments. With one, kernel and
+    #: ramdisk are paths inside the guest, handed to it as --kernel/--ramdisk.
+    bootloader: str | None = None
+    bootloader_args: tuple[str, ...] = ()
     on_poweroff: str = "destroy"
     on_reboot: str = "restart"
     on_crash: str = "destroy"
@@ -296,6 +302,34 @@ def _string_list(settings: dict[str, Setting], key: str, source: str,
     raise ConfigError(f"xl: Unable to parse {key}.")
 
 
+def _bootloader(settings: dict[str, Setting], dtype: str, get: Callable[..., object],
+                warnings: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    """bootloader= and bootloader_args= as xl_parse.c reads them, for PV and PVH guests only
+    (an HVM guest's are ignored): the args a list of strings, or a string split on blanks with
+    xl's deprecation warning."""
+    if dtype not in ("pv", "pvh") or "bootloader" not in settings:
+        return None, ()
+    program = get("bootloader", "str")
+    if program is None:
+        return None, ()
+    if not str(program).strip():
+        raise get.err("bootloader", "an empty program name")  # type: ignore[attr-defined]
+    if program == "/usr/bin/pygrub":
+        warnings.append(f"libxl: warning: {PYGRUB_DEPRECATED}")
+    args: tuple[str, ...] = ()
+    if "bootloader_args" in settings:
+        value = settings["bootloader_args"].value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            args = tuple(str(v) for v in value)
+        elif isinstance(value, str):
+            warnings.append('WARNING: Specifying "bootloader_args" as a string is deprecated. '
+                            "Please use a list of arguments.")
+            args = tuple(value.split())
+        else:
+            raise ConfigError("xl: Unable to parse bootloader_args.")
+    return str(program), args
+
+
 def from_settings(settings: dict[str, Setting], source: str = "<config>",
                   cwd: str | None = None) -> DomainConfig:
     """Turn parsed settings into a DomainConfig, checking every value this module knows.
@@ -387,11 +421,17 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
     if not 0 <= cap <= 100 * maxvcpus:
         raise err("cap", f"cap {cap} is out of range 0..{100 * maxvcpus}")
 
-    if "bootloader" in settings:
-        raise err("bootloader", BOOTLOADER_REFUSAL)
+    bootloader, bootloader_args = _bootloader(settings, dtype, get, warnings)
     kernel, ramdisk = get("kernel", "str"), get("ramdisk", "str")
-    if dtype in ("pv", "pvh") and not kernel:
+    if dtype in ("pv", "pvh") and not kernel and bootloader is None:
         raise ConfigError("Neither kernel nor bootloader specified")
+
+    def host_path(path: object) -> str | None:
+        # A bootloader's --kernel/--ramdisk name files in the guest: left as written.
+        if not path:
+            return None
+        return str(path) if bootloader is not None else here.absolute(str(path))
+
     warnings += [f"{source}:{settings[k].line}: warning: '{k}' is not acted on by pyxen yet "
                  "(it is reported in libxl's JSON only)" for k in NOT_ACTED_ON if k in settings]
 
@@ -431,8 +471,8 @@ def from_settings(settings: dict[str, Setting], source: str = "<config>",
     return DomainConfig(
         name=name, type=dtype, uuid=str(uid) if uid else str(uuidlib.uuid4()),
         memory=memory, maxmem=maxmem, vcpus=vcpus, maxvcpus=maxvcpus,
-        kernel=here.absolute(str(kernel)) if kernel else None,
-        ramdisk=here.absolute(str(ramdisk)) if ramdisk else None,
+        kernel=host_path(kernel), ramdisk=host_path(ramdisk),
+        bootloader=bootloader, bootloader_args=bootloader_args,
         cmdline=str(cmdline), cpus=_cpus(settings, source, warnings),
         cpus_soft=_cpus(settings, source, warnings, "cpus_soft"),
         pool=(str(get("pool", "str")) if "pool" in settings else None),

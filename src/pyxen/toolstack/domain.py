@@ -24,7 +24,7 @@ from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import XenstoreError
-from . import devices, domid_history, hotplug, savefile, userdata, xsdomain
+from . import bootloader, devices, domid_history, hotplug, savefile, userdata, xsdomain
 from .config import DomainConfig
 
 
@@ -39,7 +39,10 @@ class DomainRef:
 
 
 def check_files(cfg: DomainConfig) -> None:
-    """The kernel and ramdisk must be readable files in Dom0 (libxl checks before building)."""
+    """The kernel and ramdisk must be readable files in Dom0 (libxl checks before building);
+    with a bootloader they are paths in the guest, which the bootloader checks."""
+    if cfg.bootloader is not None:
+        return
     for key in ("kernel", "ramdisk"):
         path = getattr(cfg, key)
         if path is None:
@@ -85,8 +88,37 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
     A config with a ``domid`` (a save file of ``xl save -D``) asks for that domid: refused as
     libxl does if it was destroyed less than LIBXL_DOMID_REUSE_TIMEOUT seconds ago, and by the
     hypervisor (EEXIST) if a domain has it.
+
+    A config with a ``bootloader`` (PV/PVH) runs it first (toolstack/bootloader.py) and builds
+    the domain on the kernel, ramdisk and args it chose; the config kept with the domain is the
+    one given, so every rebuild (on_reboot restart, xendomains, xapi's VM.start) runs the
+    bootloader again and a changed grub.cfg takes effect. A restore or an incoming migration
+    runs it too, where libxl does not: the hypervisor starts a PV domain's QEMU with -kernel
+    (the restored RAM holds the running kernel; the one given serves a QEMU reset only).
     """
-    check_files(cfg)
+    if cfg.bootloader is None:
+        check_files(cfg)
+        return _build(ctrl, paths, cfg, cfg, paused, restore_from, migrate_fd, monitored,
+                      run_scripts)
+    try:
+        boot = bootloader.run(paths, cfg)
+    except bootloader.BootloaderError as err:
+        raise DomainBuildError(f"{cfg.source}: {err}") from err
+    try:
+        # QEMU reads the kernel and ramdisk as it starts (before createdomain returns); they
+        # are deleted when the build is over, so the domain never depends on them after.
+        booted = replace(cfg, kernel=boot.kernel, ramdisk=boot.ramdisk, cmdline=boot.args)
+        return _build(ctrl, paths, cfg, booted, paused, restore_from, migrate_fd, monitored,
+                      run_scripts)
+    finally:
+        boot.remove()
+
+
+def _build(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, booted: DomainConfig, paused: bool,
+           restore_from: tuple[Path, int] | None, migrate_fd: int | None, monitored: bool,
+           run_scripts: bool) -> int:
+    """create's work: ``cfg`` is kept with the domain, ``booted`` (the same, with a
+    bootloader's kernel, ramdisk and args) is what the hypervisor builds."""
     if cfg.domid is not None:
         if not isinstance(cfg.domid, int) or isinstance(cfg.domid, bool) or cfg.domid < 1:
             raise DomainBuildError(f"{cfg.source}: domid {cfg.domid!r} is not a domain id")
@@ -111,7 +143,7 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         raise DomainBuildError(f"{cfg.source}: disk {empty.vdev}: an empty cdrom drive needs an hvm guest "
                                "(a pv guest's cdrom needs a target)")
     try:
-        request = replace(build_request(cfg, cpupool), cdroms=tuple(
+        request = replace(build_request(booted, cpupool), cdroms=tuple(
             (hotplug.cdrom_index(d), d.target or "") for d in cdroms))
     except hotplug.DeviceError as err:
         raise DomainBuildError(f"{cfg.source}: {err}") from err

@@ -391,6 +391,7 @@ def parsed(cfg: DomainConfig, nr_cpus: int | None = None) -> dict[str, Any]:
         "sched_params": sched, "claim_mode": _defbool(CLAIM_MODE),
         "event_channels": s.long("max_event_channels") or None,
         "kernel": kernel, "cmdline": _cmdline(s), "ramdisk": cfg.ramdisk,
+        "bootloader": cfg.bootloader, "bootloader_args": list(cfg.bootloader_args) or None,
         "acpi": s.defbool("acpi"), "nested_hvm": s.defbool("nestedhvm"),
         "apic": s.defbool("apic") if cfg.type == "hvm" else None,
         "dm_restrict": s.defbool("dm_restrict"), "arch_arm": {},

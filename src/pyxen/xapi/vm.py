@@ -117,6 +117,7 @@ def spec_of(db: Any, vm: str, taken: tuple[str, ...] = ()) -> xenops.VmSpec:
         memory_static_max=rec["memory_static_max"], memory_dynamic_max=rec["memory_dynamic_max"],
         vcpus_max=rec["VCPUs_max"], vcpus_at_startup=rec["VCPUs_at_startup"],
         kernel=rec["PV_kernel"], ramdisk=rec["PV_ramdisk"], cmdline=rec["PV_args"], hvm=hvm,
+        bootloader=rec.get("PV_bootloader", ""), bootloader_args=rec.get("PV_bootloader_args", ""),
         disks=tuple(disks), vifs=tuple(vifs), on_poweroff=actions[rec["actions_after_shutdown"]],
         on_reboot=actions[rec["actions_after_reboot"]], on_crash=actions.get(rec["actions_after_crash"], "destroy"),
         platform=dict(rec["platform"]))

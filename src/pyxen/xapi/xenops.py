@@ -96,6 +96,9 @@ class VmSpec:
     kernel: str = ""
     ramdisk: str = ""
     cmdline: str = ""
+    #: VM.PV_bootloader ("pygrub") and PV_bootloader_args (one string, split on blanks).
+    bootloader: str = ""
+    bootloader_args: str = ""
     hvm: bool = False
     disks: tuple[DiskSpec, ...] = ()
     vifs: tuple[VifSpec, ...] = ()
@@ -171,6 +174,11 @@ def xl_cfg(spec: VmSpec) -> str:
     for key, value in (("kernel", spec.kernel), ("ramdisk", spec.ramdisk), ("cmdline", spec.cmdline)):
         if value:
             lines.append(f"{key} = {quote(value)}")
+    if spec.bootloader and not spec.hvm:
+        lines.append(f"bootloader = {quote(spec.bootloader)}")
+        if spec.bootloader_args.split():
+            lines.append("bootloader_args = [" + ", ".join(quote(a) for a in
+                                                           spec.bootloader_args.split()) + "]")
     for key in ("on_poweroff", "on_reboot", "on_crash"):
         lines.append(f"{key} = {quote(getattr(spec, key))}")
     if spec.hvm:
