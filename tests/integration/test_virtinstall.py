@@ -197,7 +197,6 @@ def _pygrub_disk(host: Host, path: Path) -> None:
 
 
 def test_pv_import_boots_the_disk_through_pygrub(host: Host, tmp_path: Path) -> None:
-    pytest.importorskip("pyxen.pygrub")
     disk = tmp_path / "imported.img"
     _pygrub_disk(host, disk)
     done = virt_install(host, "-n", "imp", "-r", "128", "-p", "--import", "--disk", str(disk),

@@ -13,7 +13,7 @@ from pyxen.cli import virtinstall as vi
 from pyxen.libxlu.cfg import parse
 from pyxen.paths import Paths
 from pyxen.toolstack import installtree
-from pyxen.toolstack.config import BOOTLOADER_REFUSAL, ConfigError, from_settings
+from pyxen.toolstack.config import ConfigError, from_settings
 
 ROOT = Paths(Path("/srv/pyxen"))
 URL = "http://127.0.0.1:8000/debian/dists/bookworm/main/installer-amd64/"
@@ -254,12 +254,8 @@ def test_pv_location_phases():
     final = vi.render_cfg(p, "final")
     assert 'bootloader = "pygrub"' in final and "kernel" not in final and "extra" not in final
     assert 'on_reboot = "restart"' in final and f'uuid = "{p.uuid}"' in final
-    try:
-        fcfg = read_back(final)
-    except ConfigError as err:  # until pygrub is merged, pyxen's parser refuses bootloader=
-        assert BOOTLOADER_REFUSAL in str(err)
-    else:
-        assert fcfg.kernel is None and fcfg.on_reboot == "restart"
+    fcfg = read_back(final)
+    assert fcfg.kernel is None and fcfg.on_reboot == "restart" and fcfg.bootloader == "pygrub"
 
 
 def test_extra_args_keep_a_given_console():
@@ -512,12 +508,9 @@ def test_wait_starts_the_final_config_when_the_installer_ends(tmp_path, monkeypa
     monkeypatch.setattr(vi, "POLL", 0)
     monkeypatch.setattr(vi, "_start", lambda paths_, cfg: started.append(cfg) or len(started))
     monkeypatch.setattr(vi, "_alive", lambda domid: next(alive))
-    try:
-        vi.run(p, paths)
-    except vi.VirtInstallError as err:  # until pygrub is merged the final config is refused
-        assert BOOTLOADER_REFUSAL in str(err)
-    else:
-        assert started[1].kernel is None and started[1].on_reboot == "restart"
+    vi.run(p, paths)
+    assert started[1].kernel is None and started[1].on_reboot == "restart"
+    assert started[1].bootloader == "pygrub"
     out = capsys.readouterr().out
     assert ("Waiting 5 minutes for the installation to complete.\nDomain has shutdown. Continuing.\n"
             "Domain creation completed.\nRestarting guest.\n") in out
