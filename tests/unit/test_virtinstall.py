@@ -13,7 +13,7 @@ from pyxen.cli import virtinstall as vi
 from pyxen.libxlu.cfg import parse
 from pyxen.paths import Paths
 from pyxen.toolstack import installtree
-from pyxen.toolstack.config import ConfigError, from_settings
+from pyxen.toolstack.config import from_settings
 
 ROOT = Paths(Path("/srv/pyxen"))
 URL = "http://127.0.0.1:8000/debian/dists/bookworm/main/installer-amd64/"
@@ -137,7 +137,7 @@ def test_networks():
     assert plan(f"-n a -r 64 --disk none -p -l {URL} --nonetworks").nics == ()
     two = plan(f"-n a -r 64 --disk none -p -l {URL} -m 00:16:3E:AA:00:01 -m 00:16:3e:aa:00:02")
     assert [n.mac for n in two.nics] == ["00:16:3e:aa:00:01", "00:16:3e:aa:00:02"]
-    hvm = plan(f"-n a -r 64 --disk none --hvm --pxe -w bridge=br1,model=e1000")
+    hvm = plan("-n a -r 64 --disk none --hvm --pxe -w bridge=br1,model=e1000")
     assert hvm.nics[0].xl_spec().endswith(",bridge=br1,model=e1000")
     assert refused(f"-n a -r 64 --disk none -p -l {URL} -w bridge=nobr") == \
         "Cannot get interface MTU on 'nobr': No such device"
@@ -155,7 +155,7 @@ def test_random_macs_are_xen_ones_and_differ():
 
 
 def test_graphics():
-    base = f"-n a -r 64 --disk none --hvm --pxe"
+    base = "-n a -r 64 --disk none --hvm --pxe"
     assert plan(base).graphics == vi.Graphics()  # HVM default: VNC, autoport
     g = plan(base + " --graphics vnc,password=s3cret,port=5907,listen=0.0.0.0").graphics
     assert g == vi.Graphics(5907, "0.0.0.0", "s3cret") and g.display == 7

@@ -372,7 +372,7 @@ def _vcpus(ns: argparse.Namespace) -> tuple[int, int | None, str | None]:
     if cpuset == "auto":
         cpuset = None  # libvirt's NUMA placement; Xen places the vCPUs itself
     elif cpuset is not None and not re.fullmatch(r"\^?\d+(-\d+)?(,\^?\d+(-\d+)?)*", cpuset):
-        raise VirtInstallError(f"cpuset can only contain numeric, ',', '^', or '-' characters")
+        raise VirtInstallError("cpuset can only contain numeric, ',', '^', or '-' characters")
     return vcpus, maxv, cpuset
 
 
