@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shutil
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pyxen.hypervisor.accel import choose  # noqa: E402
 from pyxen.images.demo import build  # noqa: E402
-from pyxen.testing.bench import run_facts  # noqa: E402
+from pyxen.testing.bench import run_facts, time_to_output  # noqa: E402
 
 UP = b"pyxen demo guest up"
 BIN = Path(sys.executable).parent
@@ -57,24 +56,7 @@ def time_bare(kernel: str, ramdisk: str, accel: str) -> float:
     cmd = ["qemu-system-x86_64", "-machine", "pc", "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
            "-m", str(MEMORY), "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
            "-serial", "stdio", "-kernel", kernel, "-initrd", ramdisk, "-append", "console=ttyS0 quiet panic=-1"]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    seen = b""
-    try:
-        while time.perf_counter() - t0 < TIMEOUT:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                seen += chunk
-                if UP in seen:
-                    return time.perf_counter() - t0
-        raise RuntimeError("bare guest did not come up")
-    finally:
-        proc.kill()
-        proc.wait()
+    return time_to_output(cmd, UP, TIMEOUT)
 
 
 def main() -> int:

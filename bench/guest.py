@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shutil
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pyxen.hypervisor.accel import choose  # noqa: E402
-from pyxen.testing.bench import run_facts  # noqa: E402
+from pyxen.testing.bench import run_facts, time_to_output  # noqa: E402
 
 BIN = Path(sys.executable).parent
 HOST = "benchdeb"
@@ -73,24 +72,7 @@ def time_bare(boot: dict[str, str], disk: Path, accel: str, marker: bytes) -> fl
            "-m", str(MEMORY), "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
            "-serial", "stdio", "-kernel", boot["kernel"], "-initrd", boot["ramdisk"], "-append", boot["args"],
            "-drive", f"file={disk},if=virtio,format=raw,cache=none,aio=threads"]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    seen = b""
-    try:
-        while time.perf_counter() - t0 < TIMEOUT:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                seen += chunk
-                if marker in seen:
-                    return time.perf_counter() - t0
-        raise RuntimeError("bare guest showed no login prompt")
-    finally:
-        proc.kill()
-        proc.wait()
+    return time_to_output(cmd, marker, TIMEOUT)
 
 
 def pygrub_entry(disk: Path, outdir: Path) -> dict[str, str]:

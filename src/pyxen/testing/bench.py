@@ -39,3 +39,29 @@ def run_facts(repo: Path) -> dict[str, Any]:
         "machine": {"cores": os.cpu_count(), "cpu": _cpu_model(), "memory_mib": mem_kb >> 10,
                     "kernel": platform.release(), "loadavg_before": list(os.getloadavg())},
     }
+
+
+def time_to_output(cmd: list[str], marker: bytes, timeout: float) -> float:
+    """Seconds from starting ``cmd`` until ``marker`` appears on its stdout (a bare QEMU's
+    serial console); the process is killed afterwards. RuntimeError if it never appears."""
+    import select
+    import time
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    seen = b""
+    try:
+        while time.perf_counter() - t0 < timeout:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                seen += chunk
+                if marker in seen:
+                    return time.perf_counter() - t0
+        raise RuntimeError(f"{cmd[0]} printed no '{marker.decode(errors='replace')}'")
+    finally:
+        proc.kill()
+        proc.wait()
