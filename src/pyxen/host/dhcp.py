@@ -150,6 +150,34 @@ def nat_ruleset(bridge: str, network: ipaddress.IPv4Network, uplink: str) -> str
             f'\t\tip saddr {network} oifname "{uplink}" masquerade\n\t}}\n}}\n')
 
 
+def nat_add_argv() -> list[str]:
+    return [NFT, "-f", "-"]
+
+
+def nat_delete_argv(bridge: str) -> list[str]:
+    return [NFT, "delete", "table", "ip", nat_table(bridge)]
+
+
+def default_uplink(routes: str) -> str | None:
+    """The device of the first default route in ``ip -o -4 route show default``'s output."""
+    for line in routes.splitlines():
+        words = line.split()
+        if words[:1] == ["default"] and "dev" in words[:-1]:
+            return words[words.index("dev") + 1]
+    return None
+
+
+def _nft(argv: list[str], script: str | None = None) -> None:
+    try:
+        done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=NFT_TIMEOUT)
+    except FileNotFoundError:
+        raise DhcpError(f"xenbr0_nat: cannot run {argv[0]} (install Debian's nftables)") from None
+    except subprocess.TimeoutExpired:
+        raise DhcpError(f"{' '.join(argv)}: no answer in {NFT_TIMEOUT:.0f} s") from None
+    if done.returncode != 0:
+        raise DhcpError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+
 def read_leases(path: Path) -> list[dict[str, str]]:
     """dnsmasq's lease file: one dict per lease (expiry as epoch seconds, mac, ip, hostname,
     client id)."""

@@ -63,10 +63,9 @@ class Frame:
             ">BBBBHHHBBBxxx", self.pixel_format)
         if not true_colour or bits not in (8, 16, 32):
             raise VncError(f"cannot convert a {bits}-bit{'' if true_colour else ' colour-map'} frame to RGB")
-        order = "big" if big else "little"
         out = bytearray()
         for i in range(0, len(self.pixels), self.bpp):
-            v = int.from_bytes(self.pixels[i:i + self.bpp], order)
+            v = int.from_bytes(self.pixels[i:i + self.bpp], "big" if big else "little")
             out += bytes(((v >> sh) & mx) * 255 // (mx or 1) for sh, mx in ((rsh, rmax), (gsh, gmax), (bsh, bmax)))
         return bytes(out)
 
