@@ -76,7 +76,11 @@ def test_installer_iso_boots_to_its_menu_and_first_screen(host: Host, tmp_path: 
     assert qemu_pids_under(host.paths.root) == []
 
 
-def test_installer_over_pxe_from_the_tftp_service(host: Host, tmp_path: Path) -> None:
+@pytest.mark.parametrize("vif", [
+    "type=ioemu,model=e1000,bridge=xenbr0",  # Xen's HVM NIC: QEMU's e1000 and iPXE's ROM for it
+    "bridge=xenbr0",  # pyxen's default vif: virtio-net (vhost-user), iPXE's virtio ROM
+])
+def test_installer_over_pxe_from_the_tftp_service(host: Host, tmp_path: Path, vif: str) -> None:
     tree = build_tftp_tree()
     text = host.paths.host_cfg.read_text()
     host.paths.host_cfg.write_text(text.replace('xenbr0_tftp_root = "tftp"', f'xenbr0_tftp_root = "{tree}"'))
@@ -89,7 +93,7 @@ def test_installer_over_pxe_from_the_tftp_service(host: Host, tmp_path: Path) ->
         time.sleep(1)
     assert status["tftp_root"] == str(tree)
     disp = display()
-    cfg = hvm_cfg(host, "di-pxe", disp, "vif = ['type=ioemu,model=e1000,bridge=xenbr0']\nboot = \"n\"\n")
+    cfg = hvm_cfg(host, "di-pxe", disp, f"vif = ['{vif}']\nboot = \"n\"\n")
     host.xl("create", str(cfg))
     boot_to_first_screen(host, "di-pxe", 5900 + disp, tmp_path)
     host.xl("destroy", "di-pxe")
