@@ -102,13 +102,15 @@ def build_tftp_tree(dest: Path | None = None, netboot: Path = NETBOOT) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for entry in sorted(netboot.iterdir()):
         link = dest / entry.name
-        if link.is_symlink() or link.is_file():
-            link.unlink()
-        elif link.is_dir():
+        if link.is_dir() and not link.is_symlink():
             shutil.rmtree(link)
         # Links to the resolved target: dnsmasq follows them, and the package's own top-level
-        # links are relative (pxelinux.0 -> debian-installer/amd64/pxelinux.0).
-        link.symlink_to(entry.resolve())
+        # links are relative (pxelinux.0 -> debian-installer/amd64/pxelinux.0). Made aside and
+        # renamed over the old one, so two builders at once both succeed.
+        tmp = dest / f".{entry.name}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(entry.resolve())
+        os.replace(tmp, link)
     stamp.write_text(want)
     return dest
 
