@@ -38,7 +38,8 @@ def test_settings_and_off(tmp_path: Path) -> None:
     ('xenbr0_address = "10.80.0.1/33"\n', "must be an IPv4 address with its prefix length"),
     ("xenbr0_dhcp_lease = 60\n", "at least 120 s (dnsmasq's minimum), not 60"),
     ('xenbr0_dhcp_lease = "1h"\n', "must be a number of seconds, not '1h'"),
-    ('xenbr0_dhcp = "on"\n', "unknown setting xenbr0_dhcp (xenbr0's are xenbr0_address, xenbr0_dhcp_lease)"),
+    ('xenbr0_dhcp = "on"\n', "unknown setting xenbr0_dhcp (xenbr0's are xenbr0_address, xenbr0_dhcp_lease, "
+     "xenbr0_tftp_root, xenbr0_nat, xenbr0_nat_uplink)"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path: Path, extra: str, message: str) -> None:
     with pytest.raises(HostConfigError) as exc:

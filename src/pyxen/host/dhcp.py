@@ -17,10 +17,24 @@ namespace (``/run/pyxen/dhcp-xenbr0-netns<inode>.lock``) serves; any other stand
 on its socket, and takes over within a second when the serving one stops. The Dom0 address is
 added when serving begins and removed when it ends cleanly.
 
+dnsmasq also serves TFTP on the bridge (``xenbr0_tftp_root``, default ``tftp`` under
+PYXEN_ROOT) and tells PXE clients (DHCP vendor class "PXEClient": the option ROM of an HVM
+guest's emulated NIC booting with boot = "n") to load ``pxelinux.0`` from it, so an unmodified
+installer boots over the network (pyxen.testing.installer_media.build_tftp_tree makes Debian's).
+dnsmasq drops root after start (to "nobody"), so the folder and what it holds must be readable
+by everyone, every folder above it too.
+
+With ``xenbr0_nat = 1`` the serving service also masquerades the subnet out through the
+uplink (``xenbr0_nat_uplink``, or the default route's device): an nftables table of its own,
+``ip pyxen_<bridge>``, added atomically (replacing one a killed service left) and deleted when
+serving ends, and IPv4 forwarding switched on while it serves (set back to what it was).
+
 Settings (host.cfg, read at each start): ``xenbr0_address`` (default "10.80.0.1/24"; "" turns
-the service into a no-op that only answers its socket) and ``xenbr0_dhcp_lease`` (seconds).
+the service into a no-op that only answers its socket), ``xenbr0_dhcp_lease`` (seconds),
+``xenbr0_tftp_root``, ``xenbr0_nat`` and ``xenbr0_nat_uplink``.
 The socket answers each connection with one JSON line: state ("serving", "standby" or "off"),
-bridge, address, range, lease, dnsmasq's pid, the lease file, and who serves.
+bridge, address, range, lease, dnsmasq's pid, the lease file, the TFTP root, the NAT uplink,
+and who serves.
 """
 
 from __future__ import annotations
@@ -54,6 +68,11 @@ log = logging.getLogger("pyxen.host.dhcp")
 #: is one host's; the bridge belongs to every host in the namespace).
 LOCK_DIR = Path("/run/pyxen")
 DNSMASQ = "dnsmasq"
+NFT = "nft"
+#: What PXE clients are told to load from the TFTP root (pxelinux's, as Debian's netboot tree has).
+PXE_BOOT_FILE = "pxelinux.0"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+NFT_TIMEOUT = 10.0
 #: How often a standby service tries the lock, and the service checks dnsmasq (seconds).
 POLL = 0.5
 #: How long dnsmasq must live after its start to count as started (a bad option or a port it
@@ -91,16 +110,73 @@ def current_netns() -> int:
     return os.stat("/proc/self/ns/net").st_ino
 
 
+def tftp_root(paths: Paths, cfg: BridgeConfig) -> Path | None:
+    """The folder the TFTP server serves (host.cfg's relative paths are PYXEN_ROOT's), or None."""
+    return None if cfg.tftp_root is None else paths.root / cfg.tftp_root
+
+
 def dnsmasq_argv(paths: Paths, cfg: BridgeConfig, bridge: str = DEFAULT_BRIDGE) -> list[str]:
-    """dnsmasq's command line: DHCP only on ``bridge``, in the foreground, logging to stderr
-    (the service's log), nothing read from /etc."""
+    """dnsmasq's command line: DHCP (and TFTP for PXE clients, when configured) only on
+    ``bridge``, no DNS, in the foreground, logging to stderr (the service's log), nothing read
+    from /etc."""
     assert cfg.address is not None
     first, last = dhcp_range(cfg.address)
-    return [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--no-resolv",
+    argv = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--no-resolv",
             "--no-hosts", f"--interface={bridge}", "--bind-interfaces", "--except-interface=lo",
             f"--dhcp-range={first},{last},{cfg.address.netmask},{cfg.lease}",
             f"--dhcp-leasefile={paths.dhcp_leases(bridge)}", f"--pid-file={paths.pidfile('dnsmasq')}",
             "--dhcp-authoritative", "--log-facility=-"]
+    root = tftp_root(paths, cfg)
+    if root is not None:
+        # PXE ROMs say "PXEClient..." in the vendor class (option 60); only they get a boot file.
+        argv += ["--enable-tftp", f"--tftp-root={root}", "--dhcp-vendorclass=set:pxe,PXEClient",
+                 f"--dhcp-boot=tag:pxe,{PXE_BOOT_FILE}"]
+    return argv
+
+
+# --- NAT to the uplink (xenbr0_nat) ------------------------------------------------------------
+def nat_table(bridge: str) -> str:
+    """The nftables table (family ip) the service owns for ``bridge``'s NAT."""
+    return f"pyxen_{bridge}"
+
+
+def nat_ruleset(bridge: str, network: ipaddress.IPv4Network, uplink: str) -> str:
+    """``nft -f -``'s input: the bridge's table replaced atomically (declared, deleted, made
+    again, so one left by a killed service goes) with one rule: what leaves through ``uplink``
+    from the bridge's subnet is masqueraded."""
+    table = nat_table(bridge)
+    return (f"table ip {table} {{}}\ndelete table ip {table}\n"
+            f"table ip {table} {{\n"
+            "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
+            f'\t\tip saddr {network} oifname "{uplink}" masquerade\n\t}}\n}}\n')
+
+
+def nat_add_argv() -> list[str]:
+    return [NFT, "-f", "-"]
+
+
+def nat_delete_argv(bridge: str) -> list[str]:
+    return [NFT, "delete", "table", "ip", nat_table(bridge)]
+
+
+def default_uplink(routes: str) -> str | None:
+    """The device of the first default route in ``ip -o -4 route show default``'s output."""
+    for line in routes.splitlines():
+        words = line.split()
+        if words[:1] == ["default"] and "dev" in words[:-1]:
+            return words[words.index("dev") + 1]
+    return None
+
+
+def _nft(argv: list[str], script: str | None = None) -> None:
+    try:
+        done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=NFT_TIMEOUT)
+    except FileNotFoundError:
+        raise DhcpError(f"xenbr0_nat: cannot run {argv[0]} (install Debian's nftables)") from None
+    except subprocess.TimeoutExpired:
+        raise DhcpError(f"{' '.join(argv)}: no answer in {NFT_TIMEOUT:.0f} s") from None
+    if done.returncode != 0:
+        raise DhcpError(f"{' '.join(argv)}: {done.stderr.strip()}")
 
 
 def read_leases(path: Path) -> list[dict[str, str]]:
@@ -167,6 +243,9 @@ class DhcpService:
         self.dnsmasq: subprocess.Popen[bytes] | None = None
         self.stopping = False
         self.served_by = ""
+        #: The uplink masqueraded through while serving, and ip_forward's value before.
+        self.nat_uplink: str | None = None
+        self.forward_before: str | None = None
 
     @property
     def state(self) -> str:
@@ -181,6 +260,7 @@ class DhcpService:
                 "range": f"{first_last[0]}-{first_last[1]}" if first_last else "",
                 "lease": self.cfg.lease, "dnsmasq": self.dnsmasq.pid if self.dnsmasq else None,
                 "leases": str(self.paths.dhcp_leases(self.bridge)),
+                "tftp_root": str(tftp_root(self.paths, self.cfg) or ""), "nat": self.nat_uplink or "",
                 "served_by": "" if self.dnsmasq else self.served_by}
 
     # --- serving -------------------------------------------------------------------------------
@@ -206,8 +286,10 @@ class DhcpService:
         self.lock = lock
         try:
             self._start_dnsmasq()
+            if self.cfg.nat:
+                self._start_nat()
         except BaseException:
-            self._release()
+            self.stop_serving()
             raise
         lock.truncate(0)
         lock.write(f"pid {os.getpid()} root {self.paths.root}\n")
@@ -232,6 +314,11 @@ class DhcpService:
         leases = self.paths.dhcp_leases(self.bridge)
         leases.parent.mkdir(parents=True, exist_ok=True)
         leases.touch()
+        root = tftp_root(self.paths, self.cfg)
+        if root is not None:
+            if "," in str(root):
+                raise DhcpError(f"xenbr0_tftp_root {root}: dnsmasq takes no ',' in it")
+            root.mkdir(parents=True, exist_ok=True)
         argv = dnsmasq_argv(self.paths, self.cfg, self.bridge)
         log.info("starting %s", " ".join(argv))
         try:
@@ -248,9 +335,42 @@ class DhcpService:
         log.info("serving DHCP on %s: %s-%s, lease %d s (dnsmasq pid %d)", self.bridge, first, last,
                  self.cfg.lease, proc.pid)
 
+    def _start_nat(self) -> None:
+        """Masquerade the bridge's subnet out through the uplink, and forward IPv4."""
+        assert self.cfg.address is not None
+        uplink = self.cfg.nat_uplink or default_uplink(_ip("-o", "-4", "route", "show", "default"))
+        if not uplink:
+            raise DhcpError("xenbr0_nat: no default route, and no xenbr0_nat_uplink set")
+        _nft(nat_add_argv(), nat_ruleset(self.bridge, self.cfg.address.network, uplink))
+        self.nat_uplink = uplink
+        try:
+            before = IP_FORWARD.read_text().strip()
+            if before != "1":
+                IP_FORWARD.write_text("1\n")
+                self.forward_before = before
+        except OSError as err:
+            raise DhcpError(f"{IP_FORWARD}: {err.strerror}") from err
+        log.info("NAT: %s masqueraded out through %s", self.cfg.address.network, uplink)
+
+    def _stop_nat(self) -> None:
+        """Undo _start_nat (errors logged: stopping goes on)."""
+        if self.nat_uplink is not None:
+            try:
+                _nft(nat_delete_argv(self.bridge))
+            except DhcpError as err:
+                log.error("%s", err)
+            self.nat_uplink = None
+        if self.forward_before is not None:
+            try:
+                IP_FORWARD.write_text(self.forward_before + "\n")
+            except OSError as err:
+                log.error("%s: %s", IP_FORWARD, err.strerror)
+            self.forward_before = None
+
     def stop_serving(self) -> None:
-        """Stop dnsmasq, remove Dom0's address (a standby host's service adds it again when
-        it takes over), release the lock."""
+        """Stop dnsmasq and NAT, remove Dom0's address (a standby host's service adds it again
+        when it takes over), release the lock."""
+        self._stop_nat()
         proc, self.dnsmasq = self.dnsmasq, None
         if proc is not None:
             proc.terminate()

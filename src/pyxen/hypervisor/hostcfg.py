@@ -32,6 +32,15 @@ qemu = "qemu-system-x86_64"
 xenbr0_address = "10.80.0.1/24"
 # Seconds a DHCP lease lasts (dnsmasq's minimum is 120); guests renew at half of it.
 xenbr0_dhcp_lease = 3600
+# The DHCP service's TFTP server, for HVM guests that boot from the network (boot = "n"): the
+# folder it serves (relative to PYXEN_ROOT; "" for no TFTP); PXE clients are told to load
+# pxelinux.0 from it (pyxen.testing.installer_media builds Debian's installer tree).
+xenbr0_tftp_root = "tftp"
+# NAT from xenbr0's subnet to the host's uplink (1: nftables masquerade and IPv4 forwarding
+# while the DHCP service serves, removed when it stops), through xenbr0_nat_uplink ("": the
+# device of the default route).
+xenbr0_nat = 0
+xenbr0_nat_uplink = ""
 
 # xendomains (Xen's /etc/sysconfig/xendomains, read again at each host start and stop).
 # Relative paths are taken from PYXEN_ROOT.
@@ -124,13 +133,19 @@ MIN_LEASE = 120
 class BridgeConfig:
     """xenbr0's Dom0 side (host.cfg's xenbr0_* keys): Dom0's address on the bridge, whose subnet
     the DHCP service (host/dhcp.py) hands out, and the lease time. ``address`` None: no
-    address and no DHCP service."""
+    address and no DHCP service. ``tftp_root``: the folder the service's TFTP server gives PXE
+    clients (relative to PYXEN_ROOT), None for no TFTP. ``nat``: masquerade the subnet out
+    through ``nat_uplink`` ("" for the default route's device)."""
 
     address: ipaddress.IPv4Interface | None = ipaddress.IPv4Interface("10.80.0.1/24")
     lease: int = 3600
+    tftp_root: Path | None = Path("tftp")
+    nat: bool = False
+    nat_uplink: str = ""
 
 
-BRIDGE_KEYS = ("xenbr0_address", "xenbr0_dhcp_lease")
+BRIDGE_KEYS = ("xenbr0_address", "xenbr0_dhcp_lease", "xenbr0_tftp_root", "xenbr0_nat",
+               "xenbr0_nat_uplink")
 
 
 def bridge(path: Path, settings: Mapping[str, object], text: Callable[[str, str], str]) -> BridgeConfig:
@@ -163,7 +178,16 @@ def bridge(path: Path, settings: Mapping[str, object], text: Callable[[str, str]
     if lease < MIN_LEASE:
         raise HostConfigError(f"{path}: xenbr0_dhcp_lease must be at least {MIN_LEASE} s (dnsmasq's "
                               f"minimum), not {lease}")
-    return BridgeConfig(address, lease)
+    tftp = text("xenbr0_tftp_root", str(d.tftp_root))
+    nat = text("xenbr0_nat", "0")
+    if nat not in ("0", "1"):
+        raise HostConfigError(f"{path}: xenbr0_nat must be 0 or 1, not '{nat}'")
+    uplink = text("xenbr0_nat_uplink", d.nat_uplink)
+    if uplink and (len(uplink) > 15 or "/" in uplink or uplink != uplink.strip() or " " in uplink):
+        raise HostConfigError(f"{path}: xenbr0_nat_uplink must be a network device's name, not '{uplink}'")
+    if nat == "1" and address is None:
+        raise HostConfigError(f"{path}: xenbr0_nat = 1 needs xenbr0_address (the subnet to masquerade)")
+    return BridgeConfig(address, lease, Path(tftp) if tftp else None, nat == "1", uplink)
 
 
 @dataclass(frozen=True)

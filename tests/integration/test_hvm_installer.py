@@ -1,0 +1,118 @@
+"""Issue 12, HVM: Debian's unmodified installer (debian-installer-12-netboot-amd64) in a pyxen
+HVM guest, from an ISO built with xorriso and isolinux (boot = "d") and over PXE from the DHCP
+service's TFTP server (boot = "n"), to its boot menu and its first screen, seen on the guest's
+VNC console and read by tesseract; and the VNC server's password check.
+
+The guests are TCG: the installer's kernel and its 40 MB initrd take a minute or two, so the
+deadlines are generous. The PXE test gives the guest a vif: run it under
+``flock /tmp/pyxen-net.lock`` (TAP names are host-global).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pyxen.host.dhcp import query
+from pyxen.testing import vnc
+from pyxen.testing.installer_media import build_iso, build_tftp_tree
+
+from ..conftest import Host, qemu_pids_under
+
+pytestmark = pytest.mark.integration
+
+#: The installer's syslinux menu (its title), and an entry of it.
+MENU_WORDS = ("Debian GNU/Linux installer menu", "Advanced options")
+#: The installer's first screen (debconf's language question).
+FIRST_SCREEN = ("Select a language", "Choose the language")
+#: Until the menu shows (BIOS, isolinux or PXE + TFTP of pxelinux and vesamenu).
+MENU_TIMEOUT = 180.0
+#: From Enter on the menu to the first screen: the kernel and initrd (over TFTP for PXE:
+#: 48 MB) loaded, the initrd unpacked and the installer started, under TCG on a busy machine.
+FIRST_SCREEN_TIMEOUT = 420.0
+PASSWORD = "d1-pass"
+#: How long the PXE test waits for another pyxen host to stop serving xenbr0.
+SERVE_TIMEOUT = 120.0
+
+
+def display() -> int:
+    return 20 + os.getpid() % 60
+
+
+def hvm_cfg(host: Host, name: str, disp: int, lines: str) -> Path:
+    """An HVM guest's xl.cfg as virt-install --hvm writes it: no kernel, VNC with a password."""
+    cfg = host.paths.root / f"{name}.cfg"
+    cfg.write_text(f'name = "{name}"\ntype = "hvm"\nmemory = 1024\nvcpus = 1\n'
+                   f'vnc = 1\nvnclisten = "127.0.0.1"\nvncdisplay = {disp}\nvncpasswd = "{PASSWORD}"\n'
+                   'serial = "pty"\n' + lines)
+    return cfg
+
+
+def boot_to_first_screen(host: Host, name: str, port: int, shots: Path) -> dict[str, float]:
+    """Wait for the installer's menu, choose its default entry (Install) with Enter, wait for
+    the first screen; the seconds each took, from ``xl create``'s return."""
+    t0 = time.monotonic()
+    with vnc.Session("127.0.0.1", port, PASSWORD) as screen:
+        menu = vnc.wait_for_text(screen, MENU_WORDS, MENU_TIMEOUT, shots / f"{name}-menu.ppm")
+        t_menu = time.monotonic() - t0
+        assert "Help" in menu  # (an entry below Install, which is highlighted)
+        screen.key("Return")
+        vnc.wait_for_text(screen, FIRST_SCREEN, FIRST_SCREEN_TIMEOUT, shots / f"{name}-language.ppm")
+    times = {"menu": round(t_menu, 1), "first_screen": round(time.monotonic() - t0, 1)}
+    print(f"{name}: {times}")
+    return times
+
+
+def test_installer_iso_boots_to_its_menu_and_first_screen(host: Host, tmp_path: Path) -> None:
+    iso = build_iso()
+    disp = display()
+    cfg = hvm_cfg(host, "di-cd", disp, f"disk = ['file:{iso},hdc:cdrom,r']\nboot = \"d\"\n")
+    host.xl("create", str(cfg))
+    boot_to_first_screen(host, "di-cd", 5900 + disp, tmp_path)
+    host.xl("destroy", "di-cd")
+    assert qemu_pids_under(host.paths.root) == []
+
+
+@pytest.mark.parametrize("vif", [
+    "type=ioemu,model=e1000,bridge=xenbr0",  # Xen's HVM NIC: QEMU's e1000 and iPXE's ROM for it
+    "bridge=xenbr0",  # pyxen's default vif: virtio-net (vhost-user), iPXE's virtio ROM
+])
+def test_installer_over_pxe_from_the_tftp_service(host: Host, tmp_path: Path, vif: str) -> None:
+    tree = build_tftp_tree()
+    text = host.paths.host_cfg.read_text()
+    host.paths.host_cfg.write_text(text.replace('xenbr0_tftp_root = "tftp"', f'xenbr0_tftp_root = "{tree}"'))
+    host.run("pyxen", "host", "stop", check=True)
+    host.run("pyxen", "host", "start", check=True)
+    # xenbr0 is host-global: another pyxen host may serve it for a while (this one stands by).
+    deadline = time.monotonic() + SERVE_TIMEOUT
+    while (status := query(host.paths)) is None or status["state"] != "serving":
+        assert time.monotonic() < deadline, f"another host serves xenbr0's DHCP: {status}"
+        time.sleep(1)
+    assert status["tftp_root"] == str(tree)
+    disp = display()
+    cfg = hvm_cfg(host, "di-pxe", disp, f"vif = ['{vif}']\nboot = \"n\"\n")
+    host.xl("create", str(cfg))
+    boot_to_first_screen(host, "di-pxe", 5900 + disp, tmp_path)
+    host.xl("destroy", "di-pxe")
+
+
+def test_vnc_refuses_a_wrong_password(host: Host) -> None:
+    """The guest's VNC server asks for vncpasswd (VNC Authentication only), refuses another
+    password, and shows the screen to the right one."""
+    iso = build_iso()
+    disp = display()
+    host.xl("create", str(hvm_cfg(host, "di-pw", disp, f"disk = ['file:{iso},hdc:cdrom,r']\nboot = \"d\"\n")))
+    port = 5900 + disp
+    assert vnc.security_types("127.0.0.1", port) == [2]
+    assert vnc.authenticate("127.0.0.1", port, "wrong-pw") is False
+    with pytest.raises(vnc.VncError, match="refused the password"):
+        vnc.Session("127.0.0.1", port, "d1-pasS")
+    with pytest.raises(vnc.VncError, match="wants a password"):
+        vnc.frame("127.0.0.1", port)
+    assert vnc.authenticate("127.0.0.1", port, PASSWORD) is True
+    with vnc.Session("127.0.0.1", port, PASSWORD) as screen:
+        assert screen.frame().width > 0
+    host.xl("destroy", "di-pw")
