@@ -11,6 +11,8 @@ deadlines are generous. The PXE test gives the guest a vif: run it under
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,13 +44,17 @@ def display() -> int:
     return 20 + os.getpid() % 60
 
 
-def hvm_cfg(host: Host, name: str, disp: int, lines: str) -> Path:
-    """An HVM guest's xl.cfg as virt-install --hvm writes it: no kernel, VNC with a password."""
-    cfg = host.paths.root / f"{name}.cfg"
-    cfg.write_text(f'name = "{name}"\ntype = "hvm"\nmemory = 1024\nvcpus = 1\n'
-                   f'vnc = 1\nvnclisten = "127.0.0.1"\nvncdisplay = {disp}\nvncpasswd = "{PASSWORD}"\n'
-                   'serial = "pty"\n' + lines)
-    return cfg
+def virt_install(host: Host, name: str, disp: int, *how: str) -> str:
+    """``virt-install --hvm`` as a user runs it: 1 GiB, no disk, VNC on ``disp`` with a
+    password; returns what it printed (where the VNC console is)."""
+    done = subprocess.run([sys.executable, "-m", "pyxen.cli.virtinstall", "-n", name, "-r", "1024", "--vcpus", "1",
+                           "--hvm", *how, "--disk", "none", "--os-variant", "debian12",
+                           "--graphics", f"vnc,listen=127.0.0.1,port={5900 + disp},password={PASSWORD}",
+                           "--noautoconsole"], env=host.env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"VNC console of {name}" in done.stdout and f"(port {5900 + disp})" in done.stdout
+    return done.stdout
 
 
 def boot_to_first_screen(host: Host, name: str, port: int, shots: Path) -> dict[str, float]:
@@ -69,8 +75,8 @@ def boot_to_first_screen(host: Host, name: str, port: int, shots: Path) -> dict[
 def test_installer_iso_boots_to_its_menu_and_first_screen(host: Host, tmp_path: Path) -> None:
     iso = build_iso()
     disp = display()
-    cfg = hvm_cfg(host, "di-cd", disp, f"disk = ['file:{iso},hdc:cdrom,r']\nboot = \"d\"\n")
-    host.xl("create", str(cfg))
+    virt_install(host, "di-cd", disp, "--cdrom", str(iso))
+    assert "di-cd" in host.domains()
     boot_to_first_screen(host, "di-cd", 5900 + disp, tmp_path)
     host.xl("destroy", "di-cd")
     assert qemu_pids_under(host.paths.root) == []
@@ -81,6 +87,7 @@ def test_installer_iso_boots_to_its_menu_and_first_screen(host: Host, tmp_path: 
     "bridge=xenbr0",  # pyxen's default vif: virtio-net (vhost-user), iPXE's virtio ROM
 ])
 def test_installer_over_pxe_from_the_tftp_service(host: Host, tmp_path: Path, vif: str) -> None:
+    """``xl create`` of an HVM config with ``boot = "n"``: both vif kinds PXE-boot the installer."""
     tree = build_tftp_tree()
     text = host.paths.host_cfg.read_text()
     host.paths.host_cfg.write_text(text.replace('xenbr0_tftp_root = "tftp"', f'xenbr0_tftp_root = "{tree}"'))
@@ -93,8 +100,14 @@ def test_installer_over_pxe_from_the_tftp_service(host: Host, tmp_path: Path, vi
         time.sleep(1)
     assert status["tftp_root"] == str(tree)
     disp = display()
-    cfg = hvm_cfg(host, "di-pxe", disp, f"vif = ['{vif}']\nboot = \"n\"\n")
-    host.xl("create", str(cfg))
+    if vif == "bridge=xenbr0":  # as the seed's user would: virt-install --hvm --pxe
+        virt_install(host, "di-pxe", disp, "--pxe", "--network", "bridge=xenbr0")
+    else:
+        cfg = host.paths.root / "di-pxe.cfg"
+        cfg.write_text(f'name = "di-pxe"\ntype = "hvm"\nmemory = 1024\nvcpus = 1\nvnc = 1\n'
+                       f'vnclisten = "127.0.0.1"\nvncdisplay = {disp}\nvncpasswd = "{PASSWORD}"\n'
+                       f'vif = [\'{vif}\']\nboot = "n"\n')
+        host.xl("create", str(cfg))
     boot_to_first_screen(host, "di-pxe", 5900 + disp, tmp_path)
     host.xl("destroy", "di-pxe")
 
@@ -104,7 +117,7 @@ def test_vnc_refuses_a_wrong_password(host: Host) -> None:
     password, and shows the screen to the right one."""
     iso = build_iso()
     disp = display()
-    host.xl("create", str(hvm_cfg(host, "di-pw", disp, f"disk = ['file:{iso},hdc:cdrom,r']\nboot = \"d\"\n")))
+    virt_install(host, "di-pw", disp, "--cdrom", str(iso))
     port = 5900 + disp
     assert vnc.security_types("127.0.0.1", port) == [2]
     assert vnc.authenticate("127.0.0.1", port, "wrong-pw") is False
