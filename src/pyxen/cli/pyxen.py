@@ -122,12 +122,16 @@ def main(argv: list[str] | None = None) -> int:
             print("pyxen: xenstore commands are not built yet", file=sys.stderr)
             return 1
         return int(mod.main(args[1:]))
+    if args[:1] == ["image"]:
+        from . import image
+        return image.main(args[1:])
     ap = argparse.ArgumentParser(prog="pyxen", description="pyxen host control")
     ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     host = sub.add_parser("host", help="start, stop or show Dom0's services")
     host.add_argument("action", choices=("start", "stop", "status", "destroy-all", "passwd"))
     sub.add_parser("xenstore", help="xenstore read|write|ls|rm|watch|chmod ...")
+    sub.add_parser("image", help="image create: a Debian guest and its xl config (xen-create-image)")
     ev = sub.add_parser("evtchn", help="list event channels (of every domain, or of one)")
     ev.add_argument("domain", nargs="?", help="domain name or id")
     ns = ap.parse_args(args)
