@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TextIO
 
 from ..paths import cache_dir
 from ..storage import lvm
@@ -383,7 +383,7 @@ def _run(argv: list[str], what: str, timeout: float | None = None, input: str | 
 Report = Callable[[int | None, str], None]
 
 
-def progress_printer(verbose: bool = False, out=None) -> Report:  # type: ignore[no-untyped-def]
+def progress_printer(out: TextIO | None = None) -> Report:
     """One status line per step, with a percentage where the step is known."""
     stream = out or sys.stdout
 
@@ -414,7 +414,8 @@ def debootstrap(tree: Path, release: str, mirror: str, cache: Path, report: Repo
     except FileNotFoundError:
         raise ImageError("debootstrap not found (apt-get install debootstrap)") from None
     deadline = time.monotonic() + TIMEOUTS["debootstrap"]
-    phase, last = "", []
+    phase = ""
+    last: list[str] = []
     assert proc.stdout is not None
     # debootstrap's "I: <Verb>ing <package>..." lines: the verb is the phase shown.
     pct = {"Retrieving": 12, "Validating": 14, "Extracting": 20, "Installing": 26, "Unpacking": 32,
@@ -597,7 +598,8 @@ def make_volume(spec: ImageSpec, name: str, target: str, size: int, undo: Undo) 
         undo.add(f"logical volume {vg}/{lv}", lambda: lvm.lvremove(vg, lv))
         return path
     path = Path(target.split(":", 1)[1])
-    made_dir = not path.parent.exists()
+    # The topmost folder this makes (DIR/domains or DIR/domains/<host>), removed on failure.
+    made_dir = next((p for p in reversed(path.parents) if not p.exists()), None)
     old_umask = os.umask(0o077)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -606,8 +608,9 @@ def make_volume(spec: ImageSpec, name: str, target: str, size: int, undo: Undo) 
     finally:
         os.umask(old_umask)
     undo.add(str(path), lambda: path.unlink(missing_ok=True))
-    if made_dir:
-        undo.add(str(path.parent), lambda: shutil.rmtree(path.parent, ignore_errors=True))
+    if made_dir is not None:
+        top = made_dir
+        undo.add(str(top), lambda: shutil.rmtree(top, ignore_errors=True))
     return path
 
 
@@ -656,7 +659,7 @@ def _scratch(spec: ImageSpec) -> Iterator[Path]:
 
 def create(spec: ImageSpec, report: Report | None = None) -> Created:
     """Make the guest: root tree, volumes, filesystem, xl config. Raises ImageError."""
-    report = report or progress_printer(spec.verbose)
+    report = report or progress_printer()
     t0 = time.monotonic()
     spec.validate()
     check_free(spec)
