@@ -126,6 +126,18 @@ def test_debian_guest_on_lvm_boots_logs_in_reports_and_powers_off(host: Host, tm
             shown = con.before
             assert "eth0:" in shown and mac.group(1).lower() in shown, shown
             assert re.search(r"\b(running|degraded)\b", shown), shown
+            # A kernel upgrade as the guest sees it: a new /boot/vmlinuz-<v>, the package's
+            # postinst hooks, and grub.cfg's first entry is the new kernel; removal takes it out.
+            con.sendline("cp /boot/vmlinuz-$(uname -r) /boot/vmlinuz-9.9.9-test && "
+                         "/etc/kernel/postinst.d/zz-pyxen-update-grub 9.9.9-test && "
+                         "grep -m1 '^menuentry' /boot/grub/grub.cfg && rm /boot/vmlinuz-9.9.9-test && "
+                         "/etc/kernel/postrm.d/zz-pyxen-update-grub 9.9.9-test && grep -c '^menuentry' "
+                         "/boot/grub/grub.cfg && echo hooks-$((1+1))")
+            con.expect(r"hooks-2\r\n")
+            shown = con.before
+            assert "menuentry 'Debian GNU/Linux, with Linux 9.9.9-test' {" in shown, shown
+            assert re.search(r"\r\n1\r\n", shown), shown
+            con.expect(r"root@debg:~# ")
             con.sendcontrol("]")
             con.expect(pexpect.EOF)
         finally:

@@ -690,7 +690,9 @@ def create(spec: ImageSpec, report: Report | None = None) -> Created:
             swap_uuid = str(uuid.uuid4()) if spec.swap else None
             customise(tree, spec, root_uuid, swap_uuid, hashed)
             run_roles(tree, spec, report)
-            kernel, ramdisk, args = boot_files(tree, cache / "debian" / "boot" / spec.hostname)
+            boot_dir = cache / "debian" / "boot" / spec.hostname
+            kernel, ramdisk, args = boot_files(tree, boot_dir)
+            undo.add(str(boot_dir), lambda: shutil.rmtree(boot_dir, ignore_errors=True))
             paths = []
             for name, target, size in spec.volumes():
                 report(66 if name == "disk" else 68, f"creating {target} ({size >> 20} MiB)")
