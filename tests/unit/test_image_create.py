@@ -363,6 +363,26 @@ def test_cache_key_follows_release_mirror_and_packages(tmp_path: Path) -> None:
     assert debian.base_tarball("bookworm", "amd64", "http://m", tmp_path).parent == tmp_path / "debian"
 
 
+def test_initramfs_check_knows_modules_and_builtins() -> None:
+    listing = ("usr/lib/modules/6.1/kernel/drivers/virtio/virtio_pci.ko\n"
+               "usr/lib/modules/6.1/kernel/drivers/block/virtio_blk.ko.zst\n"
+               "usr/lib/modules/6.1/kernel/drivers/net/virtio_net.ko\n")
+    builtin = "kernel/fs/ext4/ext4.ko\nkernel/fs/jbd2/jbd2.ko\n"
+    assert debian.initramfs_missing(listing, builtin) == ["virtio_console"]
+    listing += "usr/lib/modules/6.1/kernel/drivers/char/virtio_console.ko\n"
+    assert debian.initramfs_missing(listing, builtin) == []
+    assert debian.initramfs_missing(listing, "") == ["ext4"]
+
+
+def test_mounts_under_is_deepest_first(tmp_path: Path) -> None:
+    table = ("/dev/vda / ext4 rw 0 0\nproc /s/t/root/proc proc rw 0 0\n"
+             "udev /s/t/root/dev devtmpfs rw 0 0\ndevpts /s/t/root/dev/pts devpts rw 0 0\n"
+             "proc /s/t2/proc proc rw 0 0\nx /s/t/my\\040dir ext4 rw 0 0\n")
+    assert debian.mounts_under(Path("/s/t"), table) == ["/s/t/root/dev/pts", "/s/t/root/proc", "/s/t/root/dev",
+                                                        "/s/t/my dir"]
+    assert debian.mounts_under(tmp_path) == []
+
+
 def test_progress_lines(capsys: pytest.CaptureFixture[str]) -> None:
     import io
     buf = io.StringIO()

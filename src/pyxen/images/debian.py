@@ -452,10 +452,25 @@ def build_base(tree: Path, release: str, mirror: str, cache: Path, report: Repor
     modules.write_text(modules.read_text() + "".join(f"{m}\n" for m in INITRAMFS_MODULES)
                        if modules.exists() else "".join(f"{m}\n" for m in INITRAMFS_MODULES))
     chroot(tree, "update-initramfs", "-u", "-k", "all", what="update-initramfs")
+    for initrd in sorted((tree / "boot").glob("initrd.img-*")):
+        release = initrd.name.removeprefix("initrd.img-")
+        listing = chroot(tree, "lsinitramfs", f"/boot/{initrd.name}", what="lsinitramfs")
+        builtin = (tree / "lib/modules" / release / "modules.builtin").read_text()
+        if missing := initramfs_missing(listing, builtin):
+            raise ImageError(f"the initramfs of {release} lacks {', '.join(missing)}")
     chroot(tree, "apt-get", "clean", what="apt-get clean")
     for leftover in ("var/lib/apt/lists",):
         for p in (tree / leftover).glob("*_*"):
             p.unlink()
+
+
+def initramfs_missing(listing: str, builtin: str) -> list[str]:
+    """INITRAMFS_MODULES neither in an initramfs (``lsinitramfs``'s listing) nor built into
+    the kernel (its modules.builtin). Names compare with - and _ alike, as modprobe does."""
+    def norm(path: str) -> str:
+        return path.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_")
+    have = {norm(p) for p in listing.split() if ".ko" in p} | {norm(p) for p in builtin.split()}
+    return [m for m in INITRAMFS_MODULES if m not in have]
 
 
 def unpack(tarball: Path, tree: Path) -> None:
@@ -630,10 +645,11 @@ class Created:
     seconds: float
 
 
-def mounts_under(top: Path) -> list[str]:
-    """Mount points at or below ``top``, deepest first (/proc/mounts escapes blanks as \\040)."""
+def mounts_under(top: Path, table: str | None = None) -> list[str]:
+    """Mount points at or below ``top`` in ``table`` (default /proc/mounts, which escapes
+    blanks as \\040), deepest first."""
     found = []
-    for line in Path("/proc/mounts").read_text().splitlines():
+    for line in (Path("/proc/mounts").read_text() if table is None else table).splitlines():
         point = line.split()[1].replace("\\040", " ")
         if point == str(top) or point.startswith(f"{top}/"):
             found.append(point)
