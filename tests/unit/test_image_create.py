@@ -429,3 +429,15 @@ def test_the_agent_frames_xenstore_requests_the_same_under_dash_and_busybox(tmp_
     assert out, "no shell"
     for wire in out.values():
         assert wire == bytes([11, 0, 0, 0]) + bytes(8) + bytes([16, 0, 0, 0]) + b"data/os_uname\x006.1"
+
+
+def test_pyxen_image_defaults_its_output_to_the_pyxen_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``pyxen --root R image create`` writes R/<host>.cfg (Xen's /etc/xen): an existing one
+    there is refused before anything is built."""
+    from pyxen.cli.pyxen import main
+    (tmp_path / "w.cfg").write_text("name = 'w'\n")
+    rc = main(["--root", str(tmp_path), "image", "create", "--hostname", "w", "--dir", str(tmp_path / "d"),
+               "--dhcp"])
+    assert rc == 1
+    assert capsys.readouterr().err == f"pyxen image: The Xen configuration file {tmp_path}/w.cfg exists\n"
+    assert not (tmp_path / "d").exists()

@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             print("pyxen: xenstore commands are not built yet", file=sys.stderr)
             return 1
         return int(mod.main(args[1:]))
-    if args[:1] == ["image"]:
+    if args[:1] == ["image"] or (len(args) >= 3 and args[0] == "--root" and args[2] == "image"):
         from . import image
-        return image.main(args[1:])
+        return image.main(args[args.index("image") + 1:], Paths.from_env(args[1] if args[0] == "--root" else None))
     ap = argparse.ArgumentParser(prog="pyxen", description="pyxen host control")
     ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
     sub = ap.add_subparsers(dest="cmd", required=True)
