@@ -29,6 +29,7 @@ from pyxen.images.debian import grub_entries
 from pyxen.storage import lvm
 from pyxen.testing.host import BIN, Host
 from pyxen.testing.lvm import loop_volume_group
+from pyxen.xapi.guest_metrics import derive, guest_agent_nodes
 from pyxen.xenstore.client import XenstoreClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -59,6 +60,21 @@ def xs_read(host: Host, path: str) -> str | None:
     with XenstoreClient(host.paths.xenstored_socket) as xs:
         raw = xs.get(path)
     return raw.decode() if raw is not None else None
+
+
+def subtree(host: Host, domid: int) -> dict[str, str]:
+    """The domain's xenstore area: path relative to /local/domain/<domid> -> value."""
+    base = f"/local/domain/{domid}"
+    out: dict[str, str] = {}
+    with XenstoreClient(host.paths.xenstored_socket) as xs:
+        def walk(rel: str) -> None:
+            path = f"{base}/{rel}" if rel else base
+            if rel:
+                out[rel] = (xs.get(path) or b"").decode()
+            for child in xs.directory(path):
+                walk(f"{rel}/{child}" if rel else child)
+        walk("")
+    return out
 
 
 def direct_boot_cfg(cfg: str, disk: Path, boot_dir: Path) -> str:
@@ -148,9 +164,23 @@ def test_debian_guest_on_lvm_boots_logs_in_reports_and_powers_off(host: Host, tm
         ip = wait_for(lambda: xs_read(host, f"{base}/attr/vif/0/ipv4/0"), 120,
                       lambda: f"attr/vif/0/ipv4/0 (console: {host.console_text('debg')[-1500:]})")
         assert ip.startswith("10.80.0."), ip
-        assert xs_read(host, f"{base}/data/os_name") == "Debian GNU/Linux 12 (bookworm)"
-        assert xs_read(host, f"{base}/data/os_distro") == "debian"
-        assert xs_read(host, f"{base}/control/feature-poweroff") == "1"
+        # What xapi makes of it (VM_guest_metrics), from the domain's nodes as xenopsd reads them.
+        gm = derive(guest_agent_nodes(wait_for(lambda: (t := subtree(host, domid)).get("data/updated") and t, 30,
+                                               lambda: "data/updated")))
+        assert gm.os_version["name"] == "Debian GNU/Linux 12 (bookworm)" and gm.os_version["distro"] == "debian"
+        assert gm.os_version["major"] == "12" and gm.os_version["uname"].endswith("-cloud-amd64"), gm.os_version
+        assert gm.networks["0/ip"] == ip and gm.other["feature-poweroff"] == "1", (gm.networks, gm.other)
+
+        # xl reboot: systemd reboots the guest (systemctl reboot, from the agent) and it comes
+        # back to its login prompt in a new domain.
+        seen = len(host.console_text("debg"))
+        host.xl("reboot", "debg")
+        wait_for(lambda: "debg login:" in host.console_text("debg")[seen:].partition("reboot: Restarting system")[2],
+                 BOOT_TIMEOUT, lambda: f"debg's systemd reboot and login prompt again after xl reboot: "
+                                       f"{host.console_text('debg')[seen:][-2500:]}")
+        domid = int(host.xl("domid", "debg").stdout)
+        wait_for(lambda: xs_read(host, f"/local/domain/{domid}/attr/vif/0/ipv4/0"), 120,
+                 lambda: "the rebooted guest's address in xenstore")
 
         # xl shutdown: systemd stops the services and powers off; the domain goes away.
         host.xl("shutdown", "debg")
