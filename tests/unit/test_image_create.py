@@ -441,3 +441,42 @@ def test_pyxen_image_defaults_its_output_to_the_pyxen_root(tmp_path: Path, capsy
     assert rc == 1
     assert capsys.readouterr().err == f"pyxen image: The Xen configuration file {tmp_path}/w.cfg exists\n"
     assert not (tmp_path / "d").exists()
+
+
+def test_scratch_is_tmpfs_only_when_it_is_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYXEN_CACHE", str(tmp_path / "cache"))
+    assert debian.scratch_base(tmp_path) == tmp_path / "cache" / "tmp"  # not a tmpfs mount point
+    assert debian.scratch_base(tmp_path / "missing") == tmp_path / "cache" / "tmp"
+
+
+def fake_debootstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """A stand-in debootstrap first on PATH (declared fake: prints debootstrap's I: lines)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "debootstrap").write_text("#!/bin/sh\n" + body)
+    (bindir / "debootstrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+
+def test_debootstrap_progress_shows_each_phase_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_debootstrap(tmp_path, monkeypatch, 'echo "$@" > "$6.argv"\n'
+                     'for p in a b c; do echo "I: Retrieving $p 1.0"; echo "I: Validating $p 1.0"; done\n'
+                     'echo "I: Extracting a..."; echo "I: Unpacking a..."; echo "I: Configuring a..."\n'
+                     'echo "I: Unpacking b..."; echo "I: Configuring b..."; echo "I: Base system installed successfully."\n')
+    said: list[tuple[int | None, str]] = []
+    tree = tmp_path / "tree"
+    debian.debootstrap(tree, "bookworm", "http://m/debian", tmp_path / "cache", lambda p, t: said.append((p, t)), False)
+    assert said == [(12, "debootstrap: retrieving packages"), (14, "debootstrap: validating packages"),
+                    (20, "debootstrap: extracting packages"), (32, "debootstrap: unpacking packages"),
+                    (40, "debootstrap: configuring packages")]
+    argv = Path(f"{tree}.argv").read_text().split()
+    assert argv == ["--variant=minbase", "--arch=amd64", f"--include={','.join(debian.PACKAGES)}",
+                    f"--cache-dir={tmp_path}/cache/debian/debs", "bookworm", str(tree), "http://m/debian"]
+
+
+def test_debootstrap_failure_names_its_last_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_debootstrap(tmp_path, monkeypatch, 'echo "I: Retrieving InRelease"\n'
+                     'echo "E: Failed getting release file http://m/debian/dists/bookworm/InRelease"\nexit 1\n')
+    with pytest.raises(ImageError, match="debootstrap bookworm from http://m/debian failed: I: Retrieving InRelease"
+                                         " | E: Failed getting release file"):
+        debian.debootstrap(tmp_path / "t", "bookworm", "http://m/debian", tmp_path / "c", lambda p, t: None, False)

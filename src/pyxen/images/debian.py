@@ -414,7 +414,7 @@ def debootstrap(tree: Path, release: str, mirror: str, cache: Path, report: Repo
     except FileNotFoundError:
         raise ImageError("debootstrap not found (apt-get install debootstrap)") from None
     deadline = time.monotonic() + TIMEOUTS["debootstrap"]
-    phase = ""
+    seen: set[str] = set()
     last: list[str] = []
     assert proc.stdout is not None
     # debootstrap's "I: <Verb>ing <package>..." lines: the verb is the phase shown.
@@ -427,11 +427,12 @@ def debootstrap(tree: Path, release: str, mirror: str, cache: Path, report: Repo
         if verbose:
             report(None, line)
         m = re.match(r"I: (Retrieving|Validating|Extracting|Installing|Unpacking|Configuring)\b", line)
-        if m and m.group(1) != phase:
-            # (the phases come round twice: the required packages, then the rest)
-            phase = m.group(1)
-            shown = max(shown, pct[phase])
-            report(shown, f"debootstrap: {phase.lower()} packages")
+        if m and m.group(1) not in seen:
+            # Each phase once: they come round twice (the required packages, then the rest),
+            # and retrieving and validating alternate package by package.
+            seen.add(m.group(1))
+            shown = max(shown, pct[m.group(1)])
+            report(shown, f"debootstrap: {m.group(1).lower()} packages")
         if time.monotonic() > deadline:
             proc.kill()
             raise ImageError(f"debootstrap did not finish within {TIMEOUTS['debootstrap']:.0f} s")
