@@ -480,3 +480,10 @@ def test_debootstrap_failure_names_its_last_words(tmp_path: Path, monkeypatch: p
     with pytest.raises(ImageError, match="debootstrap bookworm from http://m/debian failed: I: Retrieving InRelease"
                                          " | E: Failed getting release file"):
         debian.debootstrap(tmp_path / "t", "bookworm", "http://m/debian", tmp_path / "c", lambda p, t: None, False)
+
+
+def test_a_stalled_debootstrap_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_debootstrap(tmp_path, monkeypatch, 'echo "I: Retrieving InRelease"\nexec sleep 60\n')
+    monkeypatch.setitem(debian.TIMEOUTS, "debootstrap", 0.5)
+    with pytest.raises(ImageError, match="debootstrap did not finish within 0 s"):
+        debian.debootstrap(tmp_path / "t", "bookworm", "http://m/debian", tmp_path / "c", lambda p, t: None, False)

@@ -25,6 +25,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -413,7 +414,9 @@ def debootstrap(tree: Path, release: str, mirror: str, cache: Path, report: Repo
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except FileNotFoundError:
         raise ImageError("debootstrap not found (apt-get install debootstrap)") from None
-    deadline = time.monotonic() + TIMEOUTS["debootstrap"]
+    # A watchdog, since a stalled download prints nothing for the loop below to notice.
+    watchdog = threading.Timer(TIMEOUTS["debootstrap"], proc.kill)
+    watchdog.start()
     seen: set[str] = set()
     last: list[str] = []
     assert proc.stdout is not None
@@ -433,10 +436,11 @@ def debootstrap(tree: Path, release: str, mirror: str, cache: Path, report: Repo
             seen.add(m.group(1))
             shown = max(shown, pct[m.group(1)])
             report(shown, f"debootstrap: {m.group(1).lower()} packages")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise ImageError(f"debootstrap did not finish within {TIMEOUTS['debootstrap']:.0f} s")
-    if proc.wait() != 0:
+    status = proc.wait()
+    if not watchdog.is_alive():
+        raise ImageError(f"debootstrap did not finish within {TIMEOUTS['debootstrap']:.0f} s")
+    watchdog.cancel()
+    if status != 0:
         raise ImageError(f"debootstrap {release} from {mirror} failed: {' | '.join(last[-2:])}")
 
 
@@ -454,11 +458,11 @@ def build_base(tree: Path, release: str, mirror: str, cache: Path, report: Repor
                        if modules.exists() else "".join(f"{m}\n" for m in INITRAMFS_MODULES))
     chroot(tree, "update-initramfs", "-u", "-k", "all", what="update-initramfs")
     for initrd in sorted((tree / "boot").glob("initrd.img-*")):
-        release = initrd.name.removeprefix("initrd.img-")
+        kver = initrd.name.removeprefix("initrd.img-")
         listing = chroot(tree, "lsinitramfs", f"/boot/{initrd.name}", what="lsinitramfs")
-        builtin = (tree / "lib/modules" / release / "modules.builtin").read_text()
+        builtin = (tree / "lib/modules" / kver / "modules.builtin").read_text()
         if missing := initramfs_missing(listing, builtin):
-            raise ImageError(f"the initramfs of {release} lacks {', '.join(missing)}")
+            raise ImageError(f"the initramfs of {kver} lacks {', '.join(missing)}")
     chroot(tree, "apt-get", "clean", what="apt-get clean")
     for leftover in ("var/lib/apt/lists",):
         for p in (tree / leftover).glob("*_*"):
