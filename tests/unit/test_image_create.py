@@ -281,7 +281,8 @@ def test_customise_writes_the_guests_files(tmp_path: Path) -> None:
     tree = fake_tree(tmp_path, ["6.1.0-50-cloud-amd64"])
     (tree / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
     (tree / "lib/systemd/system").mkdir(parents=True)
-    s = spec(lvm=None, dir=tmp_path, dhcp=False, ips=["10.0.0.5"], gateway="10.0.0.1", nameservers=["10.0.0.2"])
+    s = spec(lvm=None, dir=tmp_path, dhcp=False, ips=["10.0.0.5"], gateway="10.0.0.1", nameservers=["10.0.0.2"],
+             mirror="http://m/debian")
     debian.customise(tree, s, "4e1e52c0-2d1d-472f-802e-2e41ab575fe0", "5555", "$6$s$h")
     assert (tree / "etc/hostname").read_text() == "web\n"
     assert "10.0.0.5\tweb\n" in (tree / "etc/hosts").read_text()
@@ -296,6 +297,8 @@ def test_customise_writes_the_guests_files(tmp_path: Path) -> None:
         assert os.access(tree / "etc/kernel" / hook / "zz-pyxen-update-grub", os.X_OK)
     assert "UUID=5555  none  swap" in (tree / "etc/fstab").read_text()
     assert (tree / "etc/resolv.conf").read_text() == "nameserver 10.0.0.2\n"
+    assert (tree / "etc/apt/sources.list").read_text().splitlines()[:2] == [
+        "deb http://m/debian bookworm main", "deb http://m/debian bookworm-updates main"]
     assert debian.grub_entries((tree / "boot/grub/grub.cfg").read_text())[0]["args"].startswith(
         "root=UUID=4e1e52c0-2d1d-472f-802e-2e41ab575fe0 ro")
 
@@ -342,6 +345,11 @@ def test_sources_deb822_and_one_line() -> None:
                 "deb [arch=amd64 signed-by=/k.gpg] http://ftp.example/debian/ bookworm main\n")
     assert debian.mirror_from_sources(one_line) == "http://ftp.example/debian"
     assert debian.mirror_from_sources("") is None
+    assert debian.mirror_from_sources(DEB822, security=True) == "http://deb.debian.org/debian-security"
+    assert debian.mirror_from_sources(one_line, security=True) == "http://security.debian.org/debian-security"
+    assert debian.apt_sources("bookworm", "http://m/debian", "http://s/debian-security") == (
+        "deb http://m/debian bookworm main\ndeb http://m/debian bookworm-updates main\n"
+        "deb http://s/debian-security bookworm-security main\n")
     assert debian.mirror_from_sources("Types: deb\nURIs: http://x/debian\nSuites: bookworm\nEnabled: no\n") is None
 
 
@@ -352,6 +360,8 @@ def test_host_mirror_falls_back_in_order(tmp_path: Path) -> None:
     a.write_text(DEB822)
     assert debian.host_mirror((a, b)) == "http://deb.debian.org/debian"
     assert debian.host_mirror((tmp_path / "none",)) == debian.DEFAULT_MIRROR
+    assert debian.host_mirror((a, b), security=True) == "http://deb.debian.org/debian-security"
+    assert debian.host_mirror((tmp_path / "none",), security=True) == debian.DEFAULT_SECURITY
 
 
 def test_cache_key_follows_release_mirror_and_packages(tmp_path: Path) -> None:

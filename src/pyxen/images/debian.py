@@ -56,6 +56,7 @@ TIMEOUTS = {"debootstrap": 1800.0, "chroot": 600.0, "tar": 600.0, "mkfs": 600.0,
 HASH_METHODS = {"md5": "-1", "sha256": "-5", "sha512": "-6"}
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY = "http://deb.debian.org/debian-security"
 VERSION = "1.0"
 
 
@@ -85,9 +86,12 @@ def release_of(dist: str) -> str:
         raise ImageError(f"unsupported distribution '{dist}' (known: {', '.join(sorted(RELEASES))})") from None
 
 
-def mirror_from_sources(text: str) -> str | None:
+def mirror_from_sources(text: str, security: bool = False) -> str | None:
     """The Debian archive a sources file names: deb822 (``URIs:`` of a stanza whose suites are
-    not the security ones) or one-line ``deb URI suite ...``. None if it names none."""
+    not the security ones) or one-line ``deb URI suite ...``. With ``security``, the archive of
+    the ``-security`` suites instead. None if it names none."""
+    def wanted(suites: list[str]) -> bool:
+        return bool(suites) and all(s.endswith("-security") for s in suites) == security
     if re.search(r"(?mi)^\s*URIs\s*:", text):
         for stanza in re.split(r"\n\s*\n", text):
             fields: dict[str, str] = {}
@@ -96,32 +100,37 @@ def mirror_from_sources(text: str) -> str | None:
                 if m and not line.lstrip().startswith("#"):
                     fields[m.group(1).lower()] = m.group(2).strip()
             types = fields.get("types", "deb").split()
-            suites = fields.get("suites", "").split()
             if fields.get("enabled", "yes").lower() == "no" or "deb" not in types:
                 continue
-            if suites and all(s.endswith("-security") for s in suites):
-                continue
             uris = fields.get("uris", "").split()
-            if uris:
+            if uris and wanted(fields.get("suites", "").split()):
                 return uris[0].rstrip("/")
         return None
     for line in text.splitlines():
         parts = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
-        if len(parts) >= 3 and parts[0] == "deb" and not parts[2].endswith("-security"):
+        if len(parts) >= 3 and parts[0] == "deb" and wanted([parts[2]]):
             return parts[1].rstrip("/")
     return None
 
 
-def host_mirror(sources: tuple[Path, ...] = SOURCES) -> str:
-    """The archive this host's apt uses (the only network the build touches)."""
+def host_mirror(sources: tuple[Path, ...] = SOURCES, security: bool = False) -> str:
+    """The archive this host's apt uses (the only network the build touches), or with
+    ``security`` its security archive."""
     for path in sources:
         try:
-            found = mirror_from_sources(path.read_text())
+            found = mirror_from_sources(path.read_text(), security)
         except OSError:
             continue
         if found:
             return found
-    return DEFAULT_MIRROR
+    return DEFAULT_SECURITY if security else DEFAULT_MIRROR
+
+
+def apt_sources(release: str, mirror: str, security: str) -> str:
+    """The guest's /etc/apt/sources.list: the release, its updates and its security suite, so
+    that ``apt upgrade`` inside the guest brings kernel updates (and pygrub then boots them)."""
+    return (f"deb {mirror} {release} main\ndeb {mirror} {release}-updates main\n"
+            f"deb {security} {release}-security main\n")
 
 
 def xen_tools_mac(hostname: str, ips: list[str], dhcp: bool, dist: str) -> str:
@@ -522,6 +531,8 @@ def customise(tree: Path, spec: ImageSpec, root_uuid: str, swap_uuid: str | None
            "::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
     _write(tree / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
     _write(tree / "etc/fstab", fstab(root_uuid, swap_uuid))
+    _write(tree / "etc/apt/sources.list", apt_sources(spec.release, spec.mirror or host_mirror(),
+                                                      host_mirror(security=True)))
     _write(tree / "etc/systemd/network/eth0.network", network_unit(spec))
     _enable(tree, "systemd-networkd.service")
     if spec.nameservers:
