@@ -122,10 +122,15 @@ def main(argv: list[str] | None = None) -> int:
             print("pyxen: xenstore commands are not built yet", file=sys.stderr)
             return 1
         return int(mod.main(args[1:]))
+    # Commands with their own parsers, after an optional --root R (as xenstore's above).
     root = args[1] if len(args) >= 3 and args[0] == "--root" else None
-    if args[2 if root is not None else 0:][:1] == ["storage"]:
+    rest = args[2:] if root is not None else args
+    if rest[:1] == ["storage"]:
         from . import storage
-        return storage.main(args[3 if root is not None else 1:], root)
+        return storage.main(rest[1:], root)
+    if rest[:1] == ["image"]:
+        from . import image
+        return image.main(rest[1:], Paths.from_env(root))
     ap = argparse.ArgumentParser(prog="pyxen", description="pyxen host control")
     ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     host.add_argument("action", choices=("start", "stop", "status", "destroy-all", "passwd"))
     sub.add_parser("xenstore", help="xenstore read|write|ls|rm|watch|chmod ...")
     sub.add_parser("storage", help="create|resize|snapshot|remove|list a guest's volumes (xen-tools' way)")
+    sub.add_parser("image", help="image create: a Debian guest and its xl config (xen-create-image)")
     ev = sub.add_parser("evtchn", help="list event channels (of every domain, or of one)")
     ev.add_argument("domain", nargs="?", help="domain name or id")
     ns = ap.parse_args(args)

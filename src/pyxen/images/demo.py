@@ -116,11 +116,13 @@ def build_initramfs(modules_root: Path, out: Path) -> None:
     index = {p.stem.replace("-", "_"): p for p in modules_root.rglob("*.ko")}
     order = module_load_order(index, WANTED_MODULES)
     init = resources.files("pyxen.images").joinpath("init.sh").read_bytes()
+    agent = resources.files("pyxen.images").joinpath("xs-agent.sh").read_bytes()
     members = [cpio.directory(d) for d in ("bin", "dev", "lib", "lib/modules", "proc", "sys", "tmp")]
     members += [
         cpio.regular("bin/busybox", BUSYBOX.read_bytes(), 0o755),
         cpio.symlink("bin/sh", "busybox"),
         cpio.regular("init", init, 0o755),
+        cpio.regular("bin/pyxen-guest-agent", agent, 0o755),
         cpio.regular("lib/modules/load", ("\n".join(order) + "\n").encode()),
     ]
     members += [cpio.regular(f"lib/modules/{n}.ko", index[n].read_bytes()) for n in order]
@@ -144,9 +146,9 @@ def build(cache: Path | None = None) -> DemoImage:
     if not kernel.exists():
         shutil.copyfile(vmlinuz[-1], kernel)
     stamp = root / "initrd.stamp"
-    init_text = resources.files("pyxen.images").joinpath("init.sh").read_bytes()
-    # Rebuild when the kernel or the init script changes.
-    want = f"{release}\n{hashlib.sha256(init_text).hexdigest()}\n"
+    scripts = b"".join(resources.files("pyxen.images").joinpath(n).read_bytes() for n in ("init.sh", "xs-agent.sh"))
+    # Rebuild when the kernel, the init script or the guest agent changes.
+    want = f"{release}\n{hashlib.sha256(scripts).hexdigest()}\n"
     if not ramdisk.exists() or not stamp.exists() or stamp.read_text() != want:
         if not BUSYBOX.exists():
             raise ImageBuildError(f"{BUSYBOX} missing (apt-get install busybox-static)")

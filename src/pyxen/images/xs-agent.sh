@@ -1,0 +1,178 @@
+#!/bin/sh
+# pyxen's guest agent: a POSIX sh script that runs under busybox (the demo guest's initramfs,
+# where init.sh starts it) and under Debian's dash with coreutils and iproute2 (installed as
+# /usr/sbin/pyxen-guest-agent and run by pyxen-guest-agent.service). It speaks xenstore's wire
+# protocol over the domain's org.xenproject.xenstore virtio-serial port, as Linux's xenbus driver
+# would over Xen's ring.
+#
+# Usage: pyxen-guest-agent [PORT]     (PORT: /dev/vportNpM; found from sysfs when omitted)
+# Environment (the defaults suit a systemd guest):
+#   PYXEN_AGENT_DHCP=1        start busybox udhcpc on each NIC whose backend is on xenbr0
+#                             (default 0: the guest's own network manager does DHCP)
+#   PYXEN_AGENT_HOSTNAME      the name udhcpc sends (default: hostname)
+#   PYXEN_AGENT_POWEROFF      what control/shutdown=poweroff|halt runs (default: systemctl poweroff)
+#   PYXEN_AGENT_REBOOT        what control/shutdown=reboot runs (default: systemctl reboot)
+#   PYXEN_AGENT_WAIT          seconds to wait for the port to appear (default 60)
+dhcp="${PYXEN_AGENT_DHCP:-0}"
+name="${PYXEN_AGENT_HOSTNAME:-$(hostname)}"
+poweroff_cmd="${PYXEN_AGENT_POWEROFF:-systemctl poweroff}"
+reboot_cmd="${PYXEN_AGENT_REBOOT:-systemctl reboot}"
+
+# The guest side of Xen's PV control protocol (what Linux's xenbus driver does on Xen): find the
+# xenstore port, advertise feature-poweroff/-reboot, and act on ~/control/shutdown, writing ""
+# back as the acknowledgement; a letter in ~/control/sysrq (xl sysrq) is acknowledged the same
+# way and handed to the kernel's magic SysRq, as Linux's sysrq_handler does. xs_wire.h frames are
+# built with printf; replies are read a byte at a time so no reply is ever half-consumed.
+xs_send() {  # type length: the 16-byte header (little-endian, lengths < 256)
+    printf "\\$(printf %03o "$1")\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\$(printf %03o "$2")\\000\\000\\000" >&3
+}
+xs_recv() {  # prints the payload of the next reply; an error reply (XS_ERROR) prints nothing
+    set -- $(dd bs=1 count=16 <&3 2>/dev/null | od -An -tu4)
+    if [ "${1:-16}" = 16 ]; then
+        [ "${4:-0}" -gt 0 ] && dd bs=1 count="$4" <&3 >/dev/null 2>&1
+        return 1
+    fi
+    [ "${4:-0}" -gt 0 ] && dd bs=1 count="$4" <&3 2>/dev/null
+}
+xs_read() { xs_send 2 $((${#1} + 1)); printf '%s\000' "$1" >&3; xs_recv; }
+xs_write() { xs_send 11 $((${#1} + 1 + ${#2})); printf '%s\000%s' "$1" "$2" >&3; xs_recv >/dev/null; }
+xs_rm() { xs_send 13 $((${#1} + 1)); printf '%s\000' "$1" >&3; xs_recv >/dev/null; }
+xs_dir() { xs_send 1 $((${#1} + 1)); printf '%s\000' "$1" >&3; xs_recv | tr '\000' ' '; }
+
+# The guest agent's reports, as XenServer's xe-guest-utilities (xe-daemon) writes them and
+# xapi's xapi_guest_agent.ml reads them: the OS under data/os_*, the agent's version under
+# attr/PVAddons/*, each vif's addresses under attr/vif/<devid>/ipv4|ipv6/<n> (the interface
+# found by its MAC in device/vif/<devid>/mac), memory under data/meminfo_*, and data/updated
+# after any change. A DHCP client is started on each NIC whose backend is on xenbr0.
+report_static() {
+    ( . /etc/os-release
+      major="${VERSION_ID%%.*}"; minor="${VERSION_ID#*.}"; [ "$minor" = "$VERSION_ID" ] && minor=0
+      xs_write data/os_distro "$ID"
+      xs_write data/os_majorver "$major"
+      xs_write data/os_minorver "$minor"
+      xs_write data/os_uname "$(uname -r)"
+      xs_write data/os_name "$PRETTY_NAME" )
+    xs_write attr/PVAddons/Installed 1
+    xs_write attr/PVAddons/MajorVersion 1
+    xs_write attr/PVAddons/MinorVersion 0
+    xs_write attr/PVAddons/MicroVersion 0
+    xs_write attr/PVAddons/BuildVersion 0
+    xs_write control/feature-poweroff 1
+    xs_write control/feature-reboot 1
+}
+report_memory() {
+    while read -r key value _; do
+        case "$key" in
+            MemTotal:) xs_write data/meminfo_total "$value" ;;
+            MemAvailable:) xs_write data/meminfo_free "$value" ;;
+        esac
+    done < /proc/meminfo
+}
+vif_devid() {  # the devid whose device/vif/<devid>/mac is $1
+    for id in $(xs_dir device/vif); do
+        [ "$(xs_read "device/vif/$id/mac" | tr A-F a-f)" = "$1" ] && { echo "$id"; return; }
+    done
+}
+report_addresses() {  # sets changed=1 when it wrote or removed a node
+    for d in /sys/class/net/eth*; do
+        [ -e "$d" ] || continue
+        ifc="${d##*/}"
+        eval "devid=\${devid_$ifc}"
+        if [ -z "$devid" ]; then
+            devid="$(vif_devid "$(cat "$d/address")")"
+            [ -n "$devid" ] || continue
+            eval "devid_$ifc=$devid"
+            reported="$reported $ifc:$devid"
+            if [ "$dhcp" = 1 ] && [ "$(xs_read "$(xs_read "device/vif/$devid/backend")/bridge")" = xenbr0 ]; then
+                udhcpc -f -i "$ifc" -s /etc/udhcpc.script -x "hostname:$name" -T 2 -t 10 -A 3 >/dev/null 2>&1 &
+            fi
+        fi
+        for fam in 4 6; do
+            addrs=""
+            n=0
+            while read -r _ _ _ a _; do
+                [ -n "$a" ] || continue
+                addrs="$addrs ${a%/*}"
+                n=$((n + 1))
+            done <<EOF
+$(ip -o -$fam addr show dev "$ifc" 2>/dev/null)
+EOF
+            eval "old=\${addrs${fam}_$ifc}; oldn=\${n${fam}_$ifc:-0}"
+            [ "$addrs" = "$old" ] && continue
+            i=0
+            for a in $addrs; do xs_write "attr/vif/$devid/ipv$fam/$i" "$a"; i=$((i + 1)); done
+            while [ "$i" -lt "$oldn" ]; do xs_rm "attr/vif/$devid/ipv$fam/$i"; i=$((i + 1)); done
+            eval "addrs${fam}_$ifc=\"$addrs\"; n${fam}_$ifc=$n"
+            changed=1
+        done
+    done
+    for pair in $reported; do  # a NIC that went away (network-detach): its addresses go too
+        ifc="${pair%:*}"
+        [ -e "/sys/class/net/$ifc" ] && continue
+        xs_rm "attr/vif/${pair#*:}"
+        reported="$(echo "$reported" | sed "s/ $pair//")"
+        eval "devid_$ifc=; addrs4_$ifc=; addrs6_$ifc=; n4_$ifc=0; n6_$ifc=0"
+        changed=1
+    done
+}
+xs_agent() {
+    exec 3<>"$1"
+    reported=""
+    tick=0
+    while :; do
+        # First pass, and after the domain's xenstore area was made anew (a restore or a
+        # migration gives the guest fresh nodes): everything again.
+        if [ -z "$(xs_read data/updated)" ]; then
+            report_static
+            report_memory
+            for v in $(set | sed -n 's/^\(addrs[46]_eth[0-9]*\)=.*/\1/p'); do eval "$v="; done
+            changed=1
+        else
+            changed=""
+        fi
+        [ $((tick % 60)) = 59 ] && { report_memory; changed=1; }
+        report_addresses
+        [ -n "$changed" ] && xs_write data/updated "$(date '+%a %b %e %H:%M:%S %Y')"
+        tick=$((tick + 1))
+        sleep 1
+        # Xen's PV vCPU hotplug: cpu/N/availability says whether vCPU N is to be online.
+        for c in /sys/devices/system/cpu/cpu[1-9]*; do
+            [ -f "$c/online" ] || continue
+            want="$(xs_read "cpu/${c##*/cpu}/availability")"
+            case "$want:$(cat "$c/online")" in
+                online:0) echo 1 > "$c/online" ;;
+                offline:1) echo 0 > "$c/online" ;;
+            esac
+        done
+        case "$(xs_read control/shutdown)" in
+            poweroff|halt) xs_write control/shutdown ""; echo "pyxen: shutdown requested"; $poweroff_cmd ;;
+            reboot) xs_write control/shutdown ""; echo "pyxen: reboot requested"; $reboot_cmd ;;
+        esac
+        key="$(xs_read control/sysrq)"
+        if [ "${#key}" = 1 ]; then
+            xs_write control/sysrq ""
+            echo "$key" > /proc/sysrq-trigger
+        fi
+    done
+}
+# The port: the virtio-serial port QEMU names org.xenproject.xenstore. Under systemd the agent
+# may start before udev has loaded virtio_console, so it waits for the port a while.
+xs_port() {
+    for d in /sys/class/virtio-ports/*; do
+        [ "$(cat "$d/name" 2>/dev/null)" = org.xenproject.xenstore ] && { echo "/dev/${d##*/}"; return 0; }
+    done
+    return 1
+}
+port="$1"
+if [ -z "$port" ]; then
+    waited=0
+    until port="$(xs_port)"; do
+        if [ "$waited" -ge "${PYXEN_AGENT_WAIT:-60}" ]; then
+            echo "pyxen-guest-agent: no org.xenproject.xenstore port in /sys/class/virtio-ports" >&2
+            exit 1
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+fi
+xs_agent "$port"
