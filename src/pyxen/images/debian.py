@@ -566,18 +566,13 @@ def run_roles(tree: Path, spec: ImageSpec, report: Report) -> None:
         _run([str(script), str(tree)], f"role {role}", timeout=TIMEOUTS["chroot"], env=env)
 
 
-def boot_files(tree: Path, dest: Path) -> tuple[Path, Path, str]:
-    """Copy the default (newest) kernel and initrd out of the tree: for a direct kernel boot
-    of the image without a bootloader. Returns (kernel, ramdisk, args) as grub.cfg names them."""
+def default_entry(tree: Path) -> tuple[str, str, str]:
+    """The kernel, initrd and args of grub.cfg's first entry, as the guest names them (what
+    pygrub will boot)."""
     entries = grub_entries((tree / "boot/grub/grub.cfg").read_text())
     if not entries or "initrd" not in entries[0]:
         raise ImageError("grub.cfg has no entry with a kernel and an initrd")
-    dest.mkdir(parents=True, exist_ok=True)
-    kernel = dest / Path(entries[0]["kernel"]).name
-    ramdisk = dest / Path(entries[0]["initrd"]).name
-    shutil.copyfile(tree / entries[0]["kernel"].lstrip("/"), kernel)
-    shutil.copyfile(tree / entries[0]["initrd"].lstrip("/"), ramdisk)
-    return kernel, ramdisk, entries[0]["args"]
+    return entries[0]["kernel"], entries[0]["initrd"], entries[0]["args"]
 
 
 # -- storage -----------------------------------------------------------------------------------
@@ -649,13 +644,13 @@ def make_volume(spec: ImageSpec, name: str, target: str, size: int, undo: Undo) 
 
 @dataclass
 class Created:
-    """What ``create`` made: the config, the volumes and the kernel for a direct boot."""
+    """What ``create`` made: the config, the volumes, and the boot entry pygrub will pick."""
 
     cfg: Path
     volumes: list[Path]
     password: str | None
-    kernel: Path
-    ramdisk: Path
+    kernel: str
+    ramdisk: str
     args: str
     cache_hit: bool
     seconds: float
@@ -741,9 +736,7 @@ def create(spec: ImageSpec, report: Report | None = None) -> Created:
             swap_uuid = str(uuid.uuid4()) if spec.swap else None
             customise(tree, spec, root_uuid, swap_uuid, hashed)
             run_roles(tree, spec, report)
-            boot_dir = cache / "debian" / "boot" / spec.hostname
-            kernel, ramdisk, args = boot_files(tree, boot_dir)
-            undo.add(str(boot_dir), lambda: shutil.rmtree(boot_dir, ignore_errors=True))
+            kernel, ramdisk, args = default_entry(tree)
             paths = []
             for name, target, size in spec.volumes():
                 report(66 if name == "disk" else 68, f"creating {target} ({size >> 20} MiB)")
