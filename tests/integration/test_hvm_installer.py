@@ -73,21 +73,30 @@ def boot_to_first_screen(host: Host, name: str, port: int, shots: Path) -> dict[
 
 
 def test_installer_iso_boots_to_its_menu_and_first_screen(host: Host, tmp_path: Path) -> None:
+    """``virt-install --hvm --cdrom``: the VNC server asks for vncpasswd (VNC Authentication
+    only) and refuses another password; the right one sees the installer's menu, then its
+    first screen."""
     iso = build_iso()
     disp = display()
     virt_install(host, "di-cd", disp, "--cdrom", str(iso))
     assert "di-cd" in host.domains()
-    boot_to_first_screen(host, "di-cd", 5900 + disp, tmp_path)
+    port = 5900 + disp
+    assert vnc.security_types("127.0.0.1", port) == [2]
+    assert vnc.authenticate("127.0.0.1", port, "wrong-pw") is False
+    with pytest.raises(vnc.VncError, match="refused the password"):
+        vnc.Session("127.0.0.1", port, "d1-pasS")
+    with pytest.raises(vnc.VncError, match="wants a password"):
+        vnc.frame("127.0.0.1", port)
+    boot_to_first_screen(host, "di-cd", port, tmp_path)
     host.xl("destroy", "di-cd")
     assert qemu_pids_under(host.paths.root) == []
 
 
-@pytest.mark.parametrize("vif", [
-    "type=ioemu,model=e1000,bridge=xenbr0",  # Xen's HVM NIC: QEMU's e1000 and iPXE's ROM for it
-    "bridge=xenbr0",  # pyxen's default vif: virtio-net (vhost-user), iPXE's virtio ROM
-])
-def test_installer_over_pxe_from_the_tftp_service(host: Host, tmp_path: Path, vif: str) -> None:
-    """``xl create`` of an HVM config with ``boot = "n"``: both vif kinds PXE-boot the installer."""
+def test_installer_over_pxe_from_the_tftp_service(host: Host, tmp_path: Path) -> None:
+    """``virt-install --hvm --pxe``: the default vif (virtio-net through netback, iPXE's virtio
+    ROM) PXE-boots pxelinux and the installer from the DHCP service's TFTP server. (QEMU's
+    e1000, ``type=ioemu,model=e1000``, boots the same way with iPXE's ROM for it; it was
+    checked by hand when this was built, not in every run.)"""
     tree = build_tftp_tree()
     text = host.paths.host_cfg.read_text()
     host.paths.host_cfg.write_text(text.replace('xenbr0_tftp_root = "tftp"', f'xenbr0_tftp_root = "{tree}"'))
@@ -100,32 +109,6 @@ def test_installer_over_pxe_from_the_tftp_service(host: Host, tmp_path: Path, vi
         time.sleep(1)
     assert status["tftp_root"] == str(tree)
     disp = display()
-    if vif == "bridge=xenbr0":  # as the seed's user would: virt-install --hvm --pxe
-        virt_install(host, "di-pxe", disp, "--pxe", "--network", "bridge=xenbr0")
-    else:
-        cfg = host.paths.root / "di-pxe.cfg"
-        cfg.write_text(f'name = "di-pxe"\ntype = "hvm"\nmemory = 1024\nvcpus = 1\nvnc = 1\n'
-                       f'vnclisten = "127.0.0.1"\nvncdisplay = {disp}\nvncpasswd = "{PASSWORD}"\n'
-                       f'vif = [\'{vif}\']\nboot = "n"\n')
-        host.xl("create", str(cfg))
+    virt_install(host, "di-pxe", disp, "--pxe", "--network", "bridge=xenbr0")
     boot_to_first_screen(host, "di-pxe", 5900 + disp, tmp_path)
     host.xl("destroy", "di-pxe")
-
-
-def test_vnc_refuses_a_wrong_password(host: Host) -> None:
-    """The guest's VNC server asks for vncpasswd (VNC Authentication only), refuses another
-    password, and shows the screen to the right one."""
-    iso = build_iso()
-    disp = display()
-    virt_install(host, "di-pw", disp, "--cdrom", str(iso))
-    port = 5900 + disp
-    assert vnc.security_types("127.0.0.1", port) == [2]
-    assert vnc.authenticate("127.0.0.1", port, "wrong-pw") is False
-    with pytest.raises(vnc.VncError, match="refused the password"):
-        vnc.Session("127.0.0.1", port, "d1-pasS")
-    with pytest.raises(vnc.VncError, match="wants a password"):
-        vnc.frame("127.0.0.1", port)
-    assert vnc.authenticate("127.0.0.1", port, PASSWORD) is True
-    with vnc.Session("127.0.0.1", port, PASSWORD) as screen:
-        assert screen.frame().width > 0
-    host.xl("destroy", "di-pw")
