@@ -79,7 +79,7 @@ def test_missing_installer_files_are_a_one_line_error(tmp_path: Path) -> None:
 def test_dnsmasq_serves_pxelinux_over_tftp_to_pxe_clients(tmp_path: Path) -> None:
     paths = Paths(tmp_path)
     argv = dnsmasq_argv(paths, BridgeConfig(NET, 120))
-    assert "--enable-tftp" in argv and f"--tftp-root={tmp_path}/tftp" in argv
+    assert "--enable-tftp" in argv and f"--tftp-root={tmp_path}/tftp" in argv and "--tftp-no-fail" in argv
     assert "--dhcp-vendorclass=set:pxe,PXEClient" in argv and "--dhcp-boot=tag:pxe,pxelinux.0" in argv
     argv = dnsmasq_argv(paths, BridgeConfig(NET, 120, Path("/srv/tftp")))
     assert "--tftp-root=/srv/tftp" in argv

@@ -129,7 +129,9 @@ def dnsmasq_argv(paths: Paths, cfg: BridgeConfig, bridge: str = DEFAULT_BRIDGE) 
     root = tftp_root(paths, cfg)
     if root is not None:
         # PXE ROMs say "PXEClient..." in the vendor class (option 60); only they get a boot file.
-        argv += ["--enable-tftp", f"--tftp-root={root}", "--dhcp-vendorclass=set:pxe,PXEClient",
+        # dnsmasq serves TFTP as nobody: a root it cannot reach (under a 0700 PYXEN_ROOT) is
+        # logged and TFTP stays off, rather than the whole DHCP service failing to start.
+        argv += ["--enable-tftp", f"--tftp-root={root}", "--tftp-no-fail", "--dhcp-vendorclass=set:pxe,PXEClient",
                  f"--dhcp-boot=tag:pxe,{PXE_BOOT_FILE}"]
     return argv
 
