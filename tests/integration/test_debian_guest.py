@@ -29,7 +29,6 @@ from pyxen.storage import lvm
 from pyxen.testing.host import BIN, Host
 from pyxen.testing.lvm import loop_volume_group
 from pyxen.xapi.guest_metrics import derive, guest_agent_nodes
-from pyxen.xenstore.client import XenstoreClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -53,27 +52,6 @@ def image_create(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
     """``pyxen image create`` as a user runs it (the host's PYXEN_ROOT: the config lands there)."""
     return subprocess.run([str(BIN / "pyxen"), "image", "create", *args], env=host.env, capture_output=True,
                           text=True, timeout=1500)
-
-
-def xs_read(host: Host, path: str) -> str | None:
-    with XenstoreClient(host.paths.xenstored_socket) as xs:
-        raw = xs.get(path)
-    return raw.decode() if raw is not None else None
-
-
-def subtree(host: Host, domid: int) -> dict[str, str]:
-    """The domain's xenstore area: path relative to /local/domain/<domid> -> value."""
-    base = f"/local/domain/{domid}"
-    out: dict[str, str] = {}
-    with XenstoreClient(host.paths.xenstored_socket) as xs:
-        def walk(rel: str) -> None:
-            path = f"{base}/{rel}" if rel else base
-            if rel:
-                out[rel] = (xs.get(path) or b"").decode()
-            for child in xs.directory(path):
-                walk(f"{rel}/{child}" if rel else child)
-        walk("")
-    return out
 
 
 def test_debian_guest_on_lvm_boots_logs_in_reports_and_powers_off(host: Host, tmp_path: Path) -> None:
@@ -160,11 +138,11 @@ def test_debian_guest_on_lvm_boots_logs_in_reports_and_powers_off(host: Host, tm
 
         # The agent: OS and the DHCP address in xenstore.
         base = f"/local/domain/{domid}"
-        ip = wait_for(lambda: xs_read(host, f"{base}/attr/vif/0/ipv4/0"), 120,
+        ip = wait_for(lambda: host.xs_read(f"{base}/attr/vif/0/ipv4/0"), 120,
                       lambda: f"attr/vif/0/ipv4/0 (console: {host.console_text('debg')[-1500:]})")
         assert ip.startswith("10.80.0."), ip
         # What xapi makes of it (VM_guest_metrics), from the domain's nodes as xenopsd reads them.
-        gm = derive(guest_agent_nodes(wait_for(lambda: (t := subtree(host, domid)).get("data/updated") and t, 30,
+        gm = derive(guest_agent_nodes(wait_for(lambda: (t := host.xs_subtree(domid)).get("data/updated") and t, 30,
                                                lambda: "data/updated")))
         assert gm.os_version["name"] == "Debian GNU/Linux 12 (bookworm)" and gm.os_version["distro"] == "debian"
         assert gm.os_version["major"] == "12" and gm.os_version["uname"].endswith("-cloud-amd64"), gm.os_version
@@ -182,7 +160,7 @@ def test_debian_guest_on_lvm_boots_logs_in_reports_and_powers_off(host: Host, tm
         listing = subprocess.run([str(BIN / "pygrub"), "-l", f"/dev/{vg}/debg-disk"], capture_output=True, text=True)
         assert "pyxen-initrd-9.9.9" in after, (listing.stdout, listing.stderr, after[-6000:-2000])
         domid = int(host.xl("domid", "debg").stdout)
-        wait_for(lambda: xs_read(host, f"/local/domain/{domid}/attr/vif/0/ipv4/0"), 120,
+        wait_for(lambda: host.xs_read(f"/local/domain/{domid}/attr/vif/0/ipv4/0"), 120,
                  lambda: "the rebooted guest's address in xenstore")
 
         # xl shutdown: systemd stops the services and powers off; the domain goes away.
@@ -221,8 +199,8 @@ def test_debian_guest_on_lvm_boots_logs_in_reports_and_powers_off(host: Host, tm
     host.xl("create", str(tmp_path / "debd.cfg"))
     domid = int(host.xl("domid", "debd").stdout)
     host.wait_console("debd", "debd login:", timeout=BOOT_TIMEOUT)
-    wait_for(lambda: xs_read(host, f"/local/domain/{domid}/attr/vif/0/ipv4/0") == "10.81.0.5", 120,
-             lambda: f"debd's static address in xenstore: {subtree(host, domid)}")
+    wait_for(lambda: host.xs_read(f"/local/domain/{domid}/attr/vif/0/ipv4/0") == "10.81.0.5", 120,
+             lambda: f"debd's static address in xenstore: {host.xs_subtree(domid)}")
     host.xl("destroy", "debd")
     print(f"image create: {created_s:.1f} s (first in this test), {cached_s:.1f} s cached; "
           f"xl create to login prompt {boot_s:.1f} s")

@@ -25,7 +25,6 @@ from pyxen.host.services import by_name, connects, running_pid, stop_service
 from pyxen.images.demo import DemoImage
 from pyxen.testing.host import Host, started_host
 from pyxen.xapi.guest_metrics import derive, guest_agent_nodes
-from pyxen.xenstore.client import XenstoreClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -56,21 +55,6 @@ def serving(host: Host) -> dict[str, Any]:
         return wait_for(get, 30, "the DHCP service serving")
     except AssertionError:
         raise AssertionError(f"the DHCP service does not serve xenbr0: {query(host.paths)}") from None
-
-
-def subtree(host: Host, domid: int) -> dict[str, str]:
-    """The domain's xenstore area: path relative to /local/domain/<domid> -> value."""
-    base = f"/local/domain/{domid}"
-    out: dict[str, str] = {}
-    with XenstoreClient(host.paths.xenstored_socket) as xs:
-        def walk(rel: str) -> None:
-            path = f"{base}/{rel}" if rel else base
-            if rel:
-                out[rel] = (xs.get(path) or b"").decode()
-            for child in xs.directory(path):
-                walk(f"{rel}/{child}" if rel else child)
-        walk("")
-    return out
 
 
 def lease_of(host: Host, mac: str) -> dict[str, str] | None:
@@ -106,7 +90,7 @@ def test_dhcp_address_reported_pinged_and_renewed_across_a_kill(host: Host, demo
     domid = host.create("ga", memory=128, cmdline_extra="pyxen.name=ga",
                         extra_lines=f"vif = ['mac={MAC},bridge=xenbr0']\n")
     t0 = time.monotonic()
-    ip = wait_for(lambda: subtree(host, domid).get("attr/vif/0/ipv4/0"), 180,
+    ip = wait_for(lambda: host.xs_subtree(domid).get("attr/vif/0/ipv4/0"), 180,
                   lambda: f"attr/vif/0/ipv4/0 of the guest (console: {host.console_text('ga')[-1500:]})")
     took = time.monotonic() - t0
     assert ipaddress.IPv4Address(ip) in ipaddress.IPv4Network("10.80.0.0/24"), ip
@@ -116,7 +100,7 @@ def test_dhcp_address_reported_pinged_and_renewed_across_a_kill(host: Host, demo
     done = ping(ip)
     assert done.returncode == 0, done.stdout + done.stderr
 
-    nodes = wait_for(lambda: (t := subtree(host, domid)).get("data/updated") and t, 30, "data/updated")
+    nodes = wait_for(lambda: (t := host.xs_subtree(domid)).get("data/updated") and t, 30, "data/updated")
     gm = derive(guest_agent_nodes(nodes))
     assert gm.os_version == {"name": "pyxen demo guest 1.0 (BusyBox v1.35.0)", "uname": demo_image.kernel_release,
                              "distro": "pyxen-demo", "major": "1", "minor": "0"}
@@ -142,7 +126,7 @@ def test_dhcp_address_reported_pinged_and_renewed_across_a_kill(host: Host, demo
     renewed = wait_for(lambda: (le := lease_of(host, MAC)) and int(le["expiry"]) > expiry and le, LEASE,
                        "a renewal of the guest's lease")
     assert renewed["ip"] == ip
-    assert subtree(host, domid).get("attr/vif/0/ipv4/0") == ip
+    assert host.xs_subtree(domid).get("attr/vif/0/ipv4/0") == ip
     wait_for(lambda: f"dhcp renew eth0 {ip}/24" in host.console_text("ga"), 10, "the guest's renew line")
     done = ping(ip)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -182,14 +166,14 @@ def test_the_agent_reports_again_after_save_and_restore(host: Host, tmp_path) ->
     data/updated is gone and writes everything again, the address the guest still holds too."""
     serving(host)
     domid = host.create("gr", memory=128, extra_lines="vif = ['mac=00:16:3e:00:81:02,bridge=xenbr0']\n")
-    ip = wait_for(lambda: subtree(host, domid).get("attr/vif/0/ipv4/0"), 180,
+    ip = wait_for(lambda: host.xs_subtree(domid).get("attr/vif/0/ipv4/0"), 180,
                   lambda: f"the guest's address (console: {host.console_text('gr')[-1500:]})")
     host.xl("save", "gr", str(tmp_path / "gr.save"))
     host.xl("restore", str(tmp_path / "gr.save"))
     new = int(host.xl("domid", "gr").stdout)
     assert new != domid
-    nodes = wait_for(lambda: (t := subtree(host, new)).get("attr/vif/0/ipv4/0") and t.get("data/os_name") and t,
-                     60, lambda: f"the restored guest's reports: {subtree(host, new)}")
+    nodes = wait_for(lambda: (t := host.xs_subtree(new)).get("attr/vif/0/ipv4/0") and t.get("data/os_name") and t,
+                     60, lambda: f"the restored guest's reports: {host.xs_subtree(new)}")
     gm = derive(guest_agent_nodes(nodes))
     assert gm.networks["0/ip"] == ip and gm.os_version["distro"] == "pyxen-demo"
     done = ping(ip)

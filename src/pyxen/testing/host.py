@@ -120,6 +120,28 @@ class Host:
     def info(self, field_name: str) -> str:
         return self.xl("info", field_name).stdout.strip()
 
+    def xs_read(self, path: str) -> str | None:
+        """One xenstore node's value, or None when it does not exist."""
+        from pyxen.xenstore.client import XenstoreClient
+        with XenstoreClient(self.paths.xenstored_socket) as xs:
+            raw = xs.get(path)
+        return raw.decode() if raw is not None else None
+
+    def xs_subtree(self, domid: int) -> dict[str, str]:
+        """The domain's xenstore area: path relative to /local/domain/<domid> -> value."""
+        from pyxen.xenstore.client import XenstoreClient
+        base = f"/local/domain/{domid}"
+        out: dict[str, str] = {}
+        with XenstoreClient(self.paths.xenstored_socket) as xs:
+            def walk(rel: str) -> None:
+                path = f"{base}/{rel}" if rel else base
+                if rel:
+                    out[rel] = (xs.get(path) or b"").decode()
+                for child in xs.directory(path):
+                    walk(f"{rel}/{child}" if rel else child)
+            walk("")
+        return out
+
 
 @contextmanager
 def started_host(image: DemoImage, prefix: str = "pyxen-") -> Iterator[Host]:
