@@ -182,7 +182,8 @@ def test_bad_input_changes_nothing(host: Host, served: str, tmp_path: Path) -> N
 
 def test_pv_import_boots_a_debian_disk_through_pygrub(host: Host, tmp_path: Path) -> None:
     """``-p --import`` of a disk holding a distribution (a Debian 12 root filesystem made by
-    ``pyxen image create``, from the cached base): pygrub boots its kernel to a login prompt."""
+    ``pyxen image create --dir --ip``, from the cached base): pygrub boots its kernel to a login
+    prompt, and its agent reports the image's static address."""
     made = subprocess.run([str(BIN / "pyxen"), "image", "create", "--hostname", "imp",
                            "--dir", str(tmp_path), "--noswap", "--size", "2G", "--password", "imp-pw",
                            "--ip", "10.81.0.7", "--output", str(tmp_path)], env=host.env, capture_output=True,
@@ -190,12 +191,18 @@ def test_pv_import_boots_a_debian_disk_through_pygrub(host: Host, tmp_path: Path
     assert made.returncode == 0, made.stderr + made.stdout[-2000:]
     disk = tmp_path / "domains" / "imp" / "disk.img"
     done = virt_install(host, "-n", "imp", "-r", "512", "-p", "--import", "--disk", str(disk),
-                        "--network", "none", "--noautoconsole", "--os-variant", "debian12")
+                        "--network", "bridge=xenbr0", "--noautoconsole", "--os-variant", "debian12")
     assert done.returncode == 0, done.stderr + done.stdout
     assert "Domain creation completed." in done.stdout
     cfg = (host.paths.root / "imp.cfg").read_text()
     assert 'bootloader = "pygrub"' in cfg and f"file:{disk},xvda,w" in cfg and "kernel" not in cfg
     host.wait_console("imp", "imp login:", timeout=300)
+    # systemd-networkd gives eth0 the image's static address, and the agent reports it.
+    domid = int(host.xl("domid", "imp").stdout)
+    deadline = time.monotonic() + 120
+    while host.xs_read(f"/local/domain/{domid}/attr/vif/0/ipv4/0") != "10.81.0.7":
+        assert time.monotonic() < deadline, f"imp's static address in xenstore: {host.xs_subtree(domid)}"
+        time.sleep(1)
     host.xl("destroy", "imp")
 
 
