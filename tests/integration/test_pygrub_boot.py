@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from ..conftest import Host, qemu_pids_under
+from .test_save_restore import ticks, wait_ticks
 
 pytestmark = pytest.mark.integration
 
@@ -58,17 +57,6 @@ def write_cfg(host: Host, name: str, disk: str) -> Path:
     cfg.write_text(f'name = "{name}"\nmemory = 128\nbootloader = "pygrub"\n'
                    f'extra = "console=ttyS0 quiet panic=-1"\ndisk = ["{disk}"]\n')
     return cfg
-
-
-def ticks(host: Host, name: str) -> list[int]:
-    return [int(n) for n in re.findall(r"^tick (\d+)\r?$", host.console_text(name), re.M)]
-
-
-def wait_ticks(host: Host, name: str, above: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not ticks(host, name) or max(ticks(host, name)) <= above:
-        assert time.monotonic() < deadline, host.console_text(name)[-800:]
-        time.sleep(0.1)
 
 
 def qemu_cmdline(host: Host) -> list[str]:
