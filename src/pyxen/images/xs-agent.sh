@@ -6,6 +6,7 @@
 # would over Xen's ring.
 #
 # Usage: pyxen-guest-agent [PORT]     (PORT: /dev/vportNpM; found from sysfs when omitted)
+#        pyxen-guest-agent --functions     (sourced with that $1: defines the functions, for tests)
 # Environment (the defaults suit a systemd guest):
 #   PYXEN_AGENT_DHCP=1        start busybox udhcpc on each NIC whose backend is on xenbr0
 #                             (default 0: the guest's own network manager does DHCP)
@@ -23,21 +24,41 @@ reboot_cmd="${PYXEN_AGENT_REBOOT:-systemctl reboot}"
 # back as the acknowledgement; a letter in ~/control/sysrq (xl sysrq) is acknowledged the same
 # way and handed to the kernel's magic SysRq, as Linux's sysrq_handler does. xs_wire.h frames are
 # built with printf; replies are read a byte at a time so no reply is ever half-consumed.
-xs_send() {  # type length: the 16-byte header (little-endian, lengths < 256)
-    printf "\\$(printf %03o "$1")\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\$(printf %03o "$2")\\000\\000\\000" >&3
+#
+# A request can lose its reply: the port's host side is a socket that does not travel with the
+# guest, so a request made just before a live migration's final stop is answered (or not) on the
+# source, and the guest resumes on a fresh connection. Xen's xenbus never sees that (its ring is
+# guest memory); here each request carries its own req_id, a request with no reply within 5 s is
+# sent again under a new one, and a reply whose req_id is not the awaited one is skipped. Every
+# request the agent makes (read, write, rm, directory) can be repeated without harm.
+xs_call() {  # type length format args...: prints the reply's payload; status 1 on an XS_ERROR reply
+    xs_type=$1; xs_len=$2; shift 2
+    xs_id=0
+    while :; do
+        xs_id=$((xs_id % 255 + 1))
+        printf "\\$(printf %03o "$xs_type")\\000\\000\\000\\$(printf %03o "$xs_id")\\000\\000\\000\\000\\000\\000\\000\\$(printf %03o "$xs_len")\\000\\000\\000" >&3
+        # shellcheck disable=SC2059
+        printf "$@" >&3
+        while :; do
+            # the header's first byte within 5 s (else the request is made again), then the rest;
+            # nothing at all (the port's host side is away: xenstored restarting) waits 1 s more
+            read -r r_type r_id _ r_len <<EOF
+$( { timeout 5 dd bs=1 count=1 && dd bs=1 count=15; } <&3 2>/dev/null | od -An -tu4)
+EOF
+            [ -n "$r_type" ] || { sleep 1; break; }
+            if [ "$r_id" = "$xs_id" ] && [ "$r_type" != 16 ]; then
+                [ "$r_len" = 0 ] || dd bs=1 count="$r_len" <&3 2>/dev/null
+                return 0
+            fi
+            [ "$r_len" = 0 ] || dd bs=1 count="$r_len" <&3 >/dev/null 2>&1
+            [ "$r_id" = "$xs_id" ] && return 1  # XS_ERROR; any other req_id: a late reply, skipped
+        done
+    done
 }
-xs_recv() {  # prints the payload of the next reply; an error reply (XS_ERROR) prints nothing
-    set -- $(dd bs=1 count=16 <&3 2>/dev/null | od -An -tu4)
-    if [ "${1:-16}" = 16 ]; then
-        [ "${4:-0}" -gt 0 ] && dd bs=1 count="$4" <&3 >/dev/null 2>&1
-        return 1
-    fi
-    [ "${4:-0}" -gt 0 ] && dd bs=1 count="$4" <&3 2>/dev/null
-}
-xs_read() { xs_send 2 $((${#1} + 1)); printf '%s\000' "$1" >&3; xs_recv; }
-xs_write() { xs_send 11 $((${#1} + 1 + ${#2})); printf '%s\000%s' "$1" "$2" >&3; xs_recv >/dev/null; }
-xs_rm() { xs_send 13 $((${#1} + 1)); printf '%s\000' "$1" >&3; xs_recv >/dev/null; }
-xs_dir() { xs_send 1 $((${#1} + 1)); printf '%s\000' "$1" >&3; xs_recv | tr '\000' ' '; }
+xs_read() { xs_call 2 $((${#1} + 1)) '%s\000' "$1"; }
+xs_write() { xs_call 11 $((${#1} + 1 + ${#2})) '%s\000%s' "$1" "$2" >/dev/null; }
+xs_rm() { xs_call 13 $((${#1} + 1)) '%s\000' "$1" >/dev/null; }
+xs_dir() { xs_call 1 $((${#1} + 1)) '%s\000' "$1" | tr '\000' ' '; }
 
 # The guest agent's reports, as XenServer's xe-guest-utilities (xe-daemon) writes them and
 # xapi's xapi_guest_agent.ml reads them: the OS under data/os_*, the agent's version under
@@ -163,6 +184,7 @@ xs_port() {
     done
     return 1
 }
+[ "$1" = --functions ] && return 0
 port="$1"
 if [ -z "$port" ]; then
     waited=0
