@@ -65,3 +65,38 @@ def time_to_output(cmd: list[str], marker: bytes, timeout: float) -> float:
     finally:
         proc.kill()
         proc.wait()
+
+
+#: A goal's comparison, as written in the README's goal column.
+GOAL_OPS = {"<=": lambda value, bound: value <= bound, ">=": lambda value, bound: value >= bound,
+            "<": lambda value, bound: value < bound, ">": lambda value, bound: value > bound}
+
+
+def figure(name: str, unit: str, *, pyxen: float | None = None, reference: float | None = None,
+           ratio: float | None = None, value: float | None = None,
+           goal: tuple[str, float] | None = None) -> dict[str, Any]:
+    """One headline figure of a result file (its ``"figures"`` list), from which bench/table.py
+    writes the README's benchmark table, so no figure there is typed by hand.
+
+    A compared figure gives ``pyxen`` and ``reference`` (medians, in ``unit``) and ``ratio`` (the
+    median of the per-round ratios, which is not pyxen/reference when rounds are paired); its goal
+    applies to the ratio. A plain figure gives ``value`` (in ``unit``); its goal applies to that.
+    ``goal`` is (op, bound) with op one of GOAL_OPS; ``met`` is computed here, never passed."""
+    if (ratio is None) == (value is None):
+        raise ValueError(f"figure {name!r}: give either ratio (with pyxen and reference) or value")
+    if ratio is not None and (pyxen is None or reference is None):
+        raise ValueError(f"figure {name!r}: a ratio needs pyxen and reference")
+    out: dict[str, Any] = {"name": name, "unit": unit}
+    if ratio is not None:
+        out.update(pyxen=pyxen, reference=reference, ratio=ratio)
+    else:
+        out["value"] = value
+    if goal is not None:
+        op, bound = goal
+        if op not in GOAL_OPS:
+            raise ValueError(f"figure {name!r}: goal operator {op!r} is not one of {', '.join(GOAL_OPS)}")
+        headline = ratio if ratio is not None else value
+        assert headline is not None
+        out["goal"] = [op, bound]
+        out["met"] = bool(GOAL_OPS[op](headline, bound))
+    return out
