@@ -26,12 +26,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pyxen.hypervisor.accel import choose  # noqa: E402
-from pyxen.testing.bench import run_facts, time_to_output  # noqa: E402
+from pyxen.testing.bench import figure, run_facts, time_to_output  # noqa: E402
 
 BIN = Path(sys.executable).parent
 HOST = "benchdeb"
@@ -87,6 +88,24 @@ def pygrub_entry(disk: Path, outdir: Path) -> dict[str, str]:
     return boot
 
 
+#: The README table's "what" (bench/table.py).
+WHAT = ("Debian 12 guest: `pyxen image create` cold (debootstrap from the archive) and from the "
+        "cached base; boot to `login:` through pygrub + `xl create` vs bare `qemu-system-x86_64` "
+        "with the kernel, initrd and args pygrub picks and the same disk, 512 MiB")
+
+
+def figures(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline figures (pyxen.testing.bench.figure), from the runs kept in the result."""
+    out = []
+    if result["image_cold_s"]:
+        out.append(figure("image create cold", "s", value=statistics.median(result["image_cold_s"])))
+    if result["image_cached_s"]:
+        out.append(figure("image create cached", "s", value=statistics.median(result["image_cached_s"])))
+    out.append(figure("boot to login", "s", pyxen=result["median_pyxen_s"], reference=result["median_bare_s"],
+                      ratio=result["ratio"], goal=("<=", result["goal"])))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -135,6 +154,8 @@ def main() -> int:
                                "image_cold_s": cold, "image_cached_s": cached, "pyxen_boot_s": pyxen_t,
                                "bare_boot_s": bare_t, "median_pyxen_s": med_p, "median_bare_s": med_b,
                                "ratio": ratio, "goal": 1.15}, indent=2))
+    data = json.loads(out.read_text())
+    out.write_text(json.dumps({**data, "what": WHAT, "figures": figures(data)}, indent=2))
     return 0
 
 
