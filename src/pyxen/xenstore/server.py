@@ -103,6 +103,23 @@ class XenstoreProtocol(PacketProtocol):
             self.backlog.extend(packets)
             self._pump()
             return
+        if len(packets) <= 1:  # a partial request, or one: nothing to batch
+            if not packets or conn.closed:
+                return
+            if not self.writing_paused and conn.held_bytes <= self.limit:
+                process_packet(self.xs, conn, packets[0])
+                if conn.held_bytes > self.limit:
+                    self._pause_reading()
+                return
+        conn.cork()  # pipelined requests: their replies leave in one send()
+        try:
+            self._process(packets)
+        finally:
+            conn.uncork()
+
+    def _process(self, packets: list[Packet]) -> None:
+        conn = self.conn
+        assert conn is not None
         xs = self.xs
         limit = self.limit
         for i, pkt in enumerate(packets):
@@ -123,14 +140,18 @@ class XenstoreProtocol(PacketProtocol):
         if conn is None:
             return
         backlog = self.backlog
-        while backlog:
-            if conn.closed:
-                backlog.clear()
-                return
-            if self.writing_paused or conn.held_bytes > self.limit:
-                self._pause_reading()
-                return
-            process_packet(self.xs, conn, backlog.popleft())
+        conn.cork()
+        try:
+            while backlog:
+                if conn.closed:
+                    backlog.clear()
+                    return
+                if self.writing_paused or conn.held_bytes > self.limit:
+                    self._pause_reading()
+                    return
+                process_packet(self.xs, conn, backlog.popleft())
+        finally:
+            conn.uncork()
         if self.reading_paused and not self.writing_paused \
                 and conn.held_bytes <= self.limit and not conn.closed:
             self.reading_paused = False
