@@ -276,9 +276,13 @@ def summarize(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[s
         pts = rounds[0][conns].keys()
         s: dict[str, Any] = {name: {k: median_of(rounds, lambda r, n=name, k=k: r[conns][n][k])
                                 for k in ("ops_per_s", "p50_us", "p99_us")} for name in pts}
-        s["ratio_to_py_echo"] = median_of(
-            rounds, lambda r: r[conns]["xenstored_read"]["ops_per_s"]
-            / r[conns]["py_echo_read"]["ops_per_s"])
+        per_round = [r[conns]["xenstored_read"]["ops_per_s"] / r[conns]["py_echo_read"]["ops_per_s"]
+                     for r in rounds]
+        s["ratio_to_py_echo"] = statistics.median(per_round)
+        s["ratio_to_py_echo_range"] = [min(per_round), max(per_round)]
+        s["p50_ratio_to_py_echo"] = median_of(
+            rounds, lambda r: r[conns]["xenstored_read"]["p50_us"]
+            / r[conns]["py_echo_read"]["p50_us"])
         s["ratio_to_c_echo"] = median_of(
             rounds, lambda r: r[conns]["xenstored_read"]["ops_per_s"]
             / r[conns]["c_echo_read"]["ops_per_s"])
@@ -287,8 +291,9 @@ def summarize(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[s
                                    for k in ("p50_us", "p99_us", "ops_per_s")}
                                 for n in ("0", str(IDLE))}
     summary["idle"] = idle_points
-    idle_points["p50_ratio"] = median_of(
-        rounds, lambda r: r["idle"][str(IDLE)]["p50_us"] / r["idle"]["0"]["p50_us"])
+    per_round = [r["idle"][str(IDLE)]["p50_us"] / r["idle"]["0"]["p50_us"] for r in rounds]
+    idle_points["p50_ratio"] = statistics.median(per_round)
+    idle_points["p50_ratio_range"] = [min(per_round), max(per_round)]
     one, eight, idle = summary["1"], summary["8"], summary["idle"]
     figures = [
         figure("xenstored reads/s, 1 C client, vs Python echo floor", "reads/s",
@@ -304,6 +309,9 @@ def summarize(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[s
         figure("xenstored reads/s, 1 C client, vs C echo (context)", "reads/s",
                pyxen=one["xenstored_read"]["ops_per_s"], reference=one["c_echo_read"]["ops_per_s"],
                ratio=one["ratio_to_c_echo"]),
+        figure("xenstored read p50 latency, 1 C client, vs Python echo floor (context)", "us",
+               pyxen=one["xenstored_read"]["p50_us"], reference=one["py_echo_read"]["p50_us"],
+               ratio=one["p50_ratio_to_py_echo"]),
         figure("xenstored reads/s, 1 C client (libxenstore)", "reads/s",
                value=one["xenstored_read"]["ops_per_s"]),
         figure("xenstored reads/s, 8 C clients (libxenstore)", "reads/s",
@@ -320,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ns = ap.parse_args(argv)
-    secs = 0.5 if ns.quick else 1.0
-    nrounds = ns.rounds or (3 if ns.quick else 7)  # the host is noisy: medians of 7
+    secs = 0.4 if ns.quick else 0.6
+    nrounds = ns.rounds or (3 if ns.quick else 10)  # the host is noisy: many short rounds
     res: dict[str, Any] = run_facts(ROOT)
     res["what"] = ("Debian's C libxenstore clients (1 and 8 connections) reading a 32-byte node "
                    "from pyxen's xenstored (fsync on) on its Unix socket, against a minimal "
@@ -358,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         if d.alive():
             d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    res["loadavg_after"] = list(os.getloadavg())
     render(res)
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     ns.out.write_text(json.dumps(res, indent=2) + "\n")
@@ -376,6 +385,10 @@ ROWS = [("xenstored_read", "xenstored READ", "C (libxenstore, xs_load.c)"),
         ("pyclient_read", "xenstored READ", "Python (pyxen client)")]
 
 
+def _span(r: list[float]) -> str:
+    return f"[{r[0]:.2f}-{r[1]:.2f}]"
+
+
 def render(res: dict[str, Any]) -> None:
     s = res["summary"]
     print(f"\npyxen xenstored benchmark ({'quick' if res['quick'] else 'full'}: "
@@ -390,7 +403,10 @@ def render(res: dict[str, Any]) -> None:
             p = s[conns][key]
             print(f"{server:<20} {client:<28} {conns:>5} | {p['ops_per_s']:>9.0f} "
                   f"{p['p50_us']:>8.1f} {p['p99_us']:>8.1f}")
-    print()
+    print(f"\nper-round ratio ranges: 1 client {_span(s['1']['ratio_to_py_echo_range'])}, "
+          f"8 clients {_span(s['8']['ratio_to_py_echo_range'])}, idle p50 "
+          f"{_span(s['idle']['p50_ratio_range'])}; load average before "
+          f"{res['machine']['loadavg_before'][0]:.1f}, after {res['loadavg_after'][0]:.1f}\n")
     for f in res["figures"]:
         if "ratio" in f:
             goal = f"  goal {f['goal'][0]} {f['goal'][1]}: {'met' if f['met'] else 'NOT met'}" \
