@@ -269,3 +269,18 @@ def test_fast_read_keeps_transactions_and_size_limit_exact(c: RecordingConnectio
     assert c.call(Op.READ, b"/t\0").payload == b"old"
     c.call(Op.TRANSACTION_END, b"F\0", tx=tid)
     assert c.call(Op.READ, b"/t\0", tx=tid).payload == b"ENOENT\0"
+
+
+def test_fast_read_writes_the_same_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """With reads logged (access_log_reads), the fast path logs them as the general path
+    does; without, neither does."""
+    from pyxen.xenstore.config import XenstoredConfig
+    for log_reads, lines in ((True, 2), (False, 0)):
+        c = RecordingConnection(memory_daemon(XenstoredConfig(access_log_reads=log_reads)))
+        with caplog.at_level("INFO", logger="pyxen.xenstore.access"):
+            caplog.clear()
+            for _ in range(2):  # general path, then fast path
+                assert c.call(Op.READ, b"/local/domain/0/name\0").payload == b"Domain-0"
+        got = [r.getMessage() for r in caplog.records if r.name == "pyxen.xenstore.access"]
+        assert len(got) == lines
+        assert len(set(got)) <= 1 and all("READ" in g and "OK" in g for g in got)
