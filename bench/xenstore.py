@@ -13,9 +13,10 @@ The floors, driven by the same C client on the same kind of socket (Unix stream)
     gives (READ: the 32-byte value; others "OK").  What the Python transport costs with no
     store behind it: xenstored/echo is the share of time that is not request handling.
   * C echo: the same server in C (``xs_load echo``, epoll), for context: what Python costs.
-Each round measures, interleaved, for 1 and 8 connections: xenstored reads, Python echo reads,
-C echo reads, xenstored writes (C client), pyxen-client reads; then C-client read latency with
-0 and 512 idle connections open.  Headline figures are medians of per-round ratios.
+Each round measures, for 1 and 8 connections: xenstored reads and Python echo reads in 3
+alternating short slices each (a burst of load from elsewhere lands on both), then C echo
+reads, xenstored writes (C client), pyxen-client reads; then C-client read latency with 0 and
+512 idle connections open.  Headline figures are medians of per-round ratios.
 Goals (issue 13): 1 client reads/s >= 0.9 x the Python echo; 8 clients >= 0.8 x; read p50 with
 512 idle connections <= 1.2 x with none.  Also, once: watch fan-out 1 write -> 100 watchers,
 and a 10 000-node tree (build, read, xenstore-ls walk, restart).
@@ -167,20 +168,47 @@ def _wait_socket(path: str) -> None:
 
 
 # --- one round --------------------------------------------------------------------------------
+#: xenstored and its echo floor alternate this many times per round (short slices), so a
+#: burst of load from elsewhere on the host lands on both sides rather than on one.
+PAIRS = 3
+
+
+def paired(exe: Path, sock: str, py_echo: str, conns: int, secs: float,
+           flip: bool) -> dict[str, Any]:
+    """xenstored reads and Python echo reads in PAIRS alternating slices of secs/PAIRS each;
+    each side's ops/s is its total over its slices, p50/p99 the median of its slices'."""
+    slices: dict[str, list[dict[str, float]]] = {"xenstored_read": [], "py_echo_read": []}
+    for k in range(PAIRS):
+        order = [("xenstored_read", sock), ("py_echo_read", py_echo)]
+        if (k + flip) % 2:
+            order.reverse()
+        for name, path in order:
+            slices[name].append(c_load(exe, path, "read", conns, secs / PAIRS, "/bench/r"))
+    out: dict[str, Any] = {}
+    for name, pts in slices.items():
+        ops = sum(p["ops"] for p in pts)
+        seconds = sum(p["seconds"] for p in pts)
+        out[name] = {"ops": ops, "seconds": seconds, "ops_per_s": ops / seconds,
+                     "p50_us": statistics.median(p["p50_us"] for p in pts),
+                     "p99_us": statistics.median(p["p99_us"] for p in pts), "slices": pts}
+    return out
+
+
 def one_round(exe: Path, sock: str, py_echo: str, c_echo: str, secs: float,
               flip: bool) -> dict[str, Any]:
-    """Every throughput point once, in an order that alternates between rounds so that no
-    side always runs first; then read latency with 0 and IDLE idle connections."""
+    """For 1 and 8 connections: xenstored vs the Python echo (alternating slices), then the
+    context points, in an order that alternates between rounds so that no side always runs
+    first; then read latency with 0 and IDLE idle connections."""
     out: dict[str, Any] = {}
     for conns in (1, 8):
-        points = [("xenstored_read", lambda: c_load(exe, sock, "read", conns, secs, "/bench/r")),
-                  ("py_echo_read", lambda: c_load(exe, py_echo, "read", conns, secs, "/bench/r")),
-                  ("c_echo_read", lambda: c_load(exe, c_echo, "read", conns, secs, "/bench/r")),
+        points = [("c_echo_read", lambda: c_load(exe, c_echo, "read", conns, secs, "/bench/r")),
                   ("xenstored_write", lambda: c_load(exe, sock, "write", conns, secs, "/bench/w")),
                   ("pyclient_read", lambda: py_load(sock, conns, secs, "/bench/r"))]
         if flip:
             points.reverse()
-        out[str(conns)] = {name: fn() for name, fn in points}
+        row = paired(exe, sock, py_echo, conns, secs, flip)
+        row.update({name: fn() for name, fn in points})
+        out[str(conns)] = row
     idle: dict[str, Any] = {}
     for n in ((IDLE, 0) if flip else (0, IDLE)):
         held = []
@@ -328,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ns = ap.parse_args(argv)
-    secs = 0.4 if ns.quick else 0.6
+    secs = 0.45 if ns.quick else 0.9
     nrounds = ns.rounds or (3 if ns.quick else 10)  # the host is noisy: many short rounds
     res: dict[str, Any] = run_facts(ROOT)
     res["what"] = ("Debian's C libxenstore clients (1 and 8 connections) reading a 32-byte node "
