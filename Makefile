@@ -7,7 +7,8 @@ export PYXEN_ROOT ?= /var/lib/pyxen
 
 # Debian packages pyxen runs on (checked with dpkg, installed when missing).
 DEBS := python3-venv qemu-system-x86 qemu-utils busybox-static xenstore-utils lvm2 bridge-utils iproute2 openssh-server openssh-client dnsmasq-base openssl \
-        debootstrap debian-installer-12-netboot-amd64 xorriso isolinux syslinux-common pxelinux tesseract-ocr e2fsprogs
+        debootstrap debian-installer-12-netboot-amd64 xorriso isolinux syslinux-common pxelinux tesseract-ocr e2fsprogs \
+        libxen-dev gcc
 
 .PHONY: run test stop deps image bench clean
 

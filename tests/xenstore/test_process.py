@@ -219,3 +219,68 @@ def test_unexpected_exception_becomes_eio(monkeypatch: pytest.MonkeyPatch, xs: X
     monkeypatch.setitem(process.HANDLERS, Op.READ, boom)
     assert c.call(Op.READ, b"/\0").payload == b"EIO\0"
     assert c.call(Op.DIRECTORY, b"/\0").op == Op.DIRECTORY  # still serving
+
+
+def test_repeated_read_takes_the_fast_path_and_sees_every_change(
+        xs: Xenstored, c: RecordingConnection) -> None:
+    """A READ whose path was parsed before is answered by process.fast_read (no Transaction);
+    its answer must still follow writes, removals and permission changes at once."""
+    c.call(Op.WRITE, b"/f\0" b"1")
+    assert c.call(Op.READ, b"/f\0").payload == b"1"  # general path: remembers /f
+    assert (0, b"/f\0") in xs.read_paths
+    guest = RecordingConnection(xs, Caller(5, False, None))
+    assert guest.call(Op.READ, b"/f\0").payload == b"EACCES\0"
+    assert guest.call(Op.READ, b"/f\0").payload == b"EACCES\0"  # path known: rights re-checked
+    assert xs.read_paths[(5, b"/f\0")] == ("f",)
+    assert guest.call(Op.READ, b"/f/\0").payload == b"EINVAL\0"  # invalid: never remembered
+    assert (5, b"/f/\0") not in xs.read_paths
+    c.call(Op.SET_PERMS, b"/f\0n0\0r5\0")
+    assert guest.call(Op.READ, b"/f\0").payload == b"1"
+    c.call(Op.WRITE, b"/f\0" b"2")
+    r = c.call(Op.READ, b"/f\0")
+    assert (r.op, r.req_id, r.tx_id, r.payload) == (Op.READ, c._req, 0, b"2")
+    assert guest.call(Op.READ, b"/f\0").payload == b"2"
+    c.call(Op.SET_PERMS, b"/f\0n0\0")  # the guest loses read access: fast path must not answer
+    assert guest.call(Op.READ, b"/f\0").payload == b"EACCES\0"
+    c.call(Op.RM, b"/f\0")
+    assert c.call(Op.READ, b"/f\0").payload == b"ENOENT\0"
+
+
+def test_remembered_relative_read_paths_are_per_domain(xs: Xenstored) -> None:
+    """A relative READ resolves under the caller's own /local/domain/N: the remembered parse
+    is keyed by domid, so domain 2 never gets domain 1's node."""
+    dom0 = RecordingConnection(xs)
+    for domid in (1, 2):
+        dom0.call(Op.WRITE, b"/local/domain/%d/name\0d%d" % (domid, domid))
+        dom0.call(Op.SET_PERMS, b"/local/domain/%d/name\0n%d\0" % (domid, domid))
+    one, two = (RecordingConnection(xs, Caller(d, False, None)) for d in (1, 2))
+    for _ in range(2):  # second time round: fast path
+        assert one.call(Op.READ, b"name\0").payload == b"d1"
+        assert two.call(Op.READ, b"name\0").payload == b"d2"
+
+
+def test_fast_read_keeps_transactions_and_size_limit_exact(c: RecordingConnection) -> None:
+    c.call(Op.WRITE, b"/t\0" b"old")
+    c.call(Op.READ, b"/t\0")
+    tid = int(c.call(Op.TRANSACTION_START, b"\0").payload[:-1])
+    c.call(Op.WRITE, b"/t\0" b"new", tx=tid)
+    r = c.call(Op.READ, b"/t\0", tx=tid)  # in the transaction: its own view, its tx_id
+    assert (r.payload, r.tx_id) == (b"new", tid)
+    assert c.call(Op.READ, b"/t\0").payload == b"old"
+    c.call(Op.TRANSACTION_END, b"F\0", tx=tid)
+    assert c.call(Op.READ, b"/t\0", tx=tid).payload == b"ENOENT\0"
+
+
+def test_fast_read_writes_the_same_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """With reads logged (access_log_reads), the fast path logs them as the general path
+    does; without, neither does."""
+    from pyxen.xenstore.config import XenstoredConfig
+    for log_reads, lines in ((True, 2), (False, 0)):
+        c = RecordingConnection(memory_daemon(XenstoredConfig(access_log_reads=log_reads)))
+        with caplog.at_level("INFO", logger="pyxen.xenstore.access"):
+            caplog.clear()
+            for _ in range(2):  # general path, then fast path
+                assert c.call(Op.READ, b"/local/domain/0/name\0").payload == b"Domain-0"
+        got = [r.getMessage() for r in caplog.records if r.name == "pyxen.xenstore.access"]
+        assert len(got) == lines
+        assert len(set(got)) <= 1 and all("READ" in g and "OK" in g for g in got)

@@ -68,3 +68,16 @@ def test_split_strings() -> None:
     assert split_strings(b"a\0b\0") == [b"a", b"b"]
     assert split_strings(b"") == []
     assert split_strings(b"a\0b") == [b"a", b"b"]
+
+
+def test_reader_single_whole_packet_and_oversized_header_alone() -> None:
+    """The one-packet-per-read shortcut returns what the general path would, and an
+    oversized length is refused there too, also when the header arrives alone."""
+    r = PacketReader()
+    assert r.feed(encode(Op.READ, 4, 2, b"/x\0")) == [Packet(2, 4, 2, b"/x\0")]
+    assert r.feed(encode(Op.READ, 5, 0, b"")) == [Packet(2, 5, 0, b"")]
+    assert r.pending == 0
+    with pytest.raises(FrameError):
+        PacketReader(max_payload=8).feed(encode(Op.WRITE, 1, 0, b"x" * 9))
+    with pytest.raises(FrameError):
+        PacketReader().feed(HEADER.pack(Op.WRITE, 1, 0, PAYLOAD_MAX + 1) + b"x" * (PAYLOAD_MAX + 1))

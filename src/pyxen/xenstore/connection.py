@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Corked output is written out once it reaches this size, so a batch never holds much.
+CORK_MAX = 64 * 1024
+
 
 class Watch(NamedTuple):
     """A registered watch. ``path`` is absolute (or a special ``@`` name); ``relative`` says
@@ -53,13 +56,19 @@ class Connection:
     """Per-client state. ``write`` puts bytes on the transport; ``close`` drops it.
 
     ``queued`` is what the client has not read yet: the transport's buffer (``buffered``)
-    plus output held for the durability gate.  The server throttles requests on it, and
-    ``send_event`` bounds events by it.
+    plus output held for the durability gate or corked.  The server throttles requests on
+    it, and ``send_event`` bounds events by it.
+
+    ``cork``/``uncork`` bracket a batch of pipelined requests that arrived in one read: their
+    replies (and events to this client) leave in one transport write, one send() syscall,
+    instead of one each.  Order is kept: corked bytes were sent before anything the gate
+    holds after them, and they are written at ``uncork``, before the gate can release.
     """
 
     __slots__ = ("caller", "name", "transactions", "next_tid", "watches", "_write", "_close",
                  "_gate", "_held", "held_bytes", "log", "closed", "events_dropped",
-                 "_buffered", "on_release", "_abort")
+                 "_buffered", "on_release", "_abort", "_corked", "_corked_bytes",
+                 "_cork_on")
 
     def __init__(self, caller: Caller, write: Callable[[bytes], None],
                  close: Callable[[], None] | None = None, gate: OutputGate | None = None,
@@ -76,6 +85,9 @@ class Connection:
         self._gate = gate
         self._held: list[bytes] = []
         self.held_bytes = 0
+        self._corked: list[bytes] = []
+        self._corked_bytes = 0
+        self._cork_on = False
         self._buffered = buffered
         self.log = log.getChild(self.name)
         self.closed = False
@@ -94,7 +106,8 @@ class Connection:
 
     def queued(self) -> int:
         """Bytes sent to this client that it has not read yet (held ones included)."""
-        return self.held_bytes + (self._buffered() if self._buffered is not None else 0)
+        return self.held_bytes + self._corked_bytes + (
+            self._buffered() if self._buffered is not None else 0)
 
     def send(self, data: bytes) -> None:
         """Queue one whole message (never interleaved with another)."""
@@ -105,7 +118,29 @@ class Connection:
             self._held.append(data)
             self.held_bytes += len(data)
         elif not self.closed:
-            self._write(data)
+            if self._cork_on:
+                self._corked.append(data)
+                self._corked_bytes += len(data)
+                if self._corked_bytes >= CORK_MAX:
+                    self._flush_cork()
+            else:
+                self._write(data)
+
+    def cork(self) -> None:
+        """Gather output until ``uncork`` (see the class docstring)."""
+        self._cork_on = True
+
+    def uncork(self) -> None:
+        self._cork_on = False
+        self._flush_cork()
+
+    def _flush_cork(self) -> None:
+        corked = self._corked
+        if corked:
+            self._corked = []
+            self._corked_bytes = 0
+            if not self.closed:
+                self._write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def send_event(self, path: str, token: bytes, max_events: int, max_output: int) -> None:
         """A WATCH_EVENT, unless the client let too much pile up.  An unprivileged reader
@@ -127,6 +162,7 @@ class Connection:
         self.send(encode_watch_event(path, token))
 
     def release(self) -> None:
+        self._flush_cork()  # never corked here in practice; keeps the order if it were
         held, self._held = self._held, []
         self.held_bytes = 0
         if held and not self.closed:
@@ -145,6 +181,11 @@ class Connection:
         """Drop the connection; ``abort`` also discards what the client has not read (a
         plain close would keep it until the client reads it)."""
         if not self.closed:
+            if not abort:
+                self._flush_cork()  # replies before the close still reach the client
+            self._corked = []
+            self._corked_bytes = 0
+            self._cork_on = False
             self._held = []
             self.held_bytes = 0
             end = self._abort if abort and self._abort is not None else self._close

@@ -111,6 +111,11 @@ class PacketReader:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Packet]:
+        if not self._buf and len(data) >= HEADER_SIZE:
+            # The common case, one whole request per read: no slicing bookkeeping.
+            op, req_id, tx_id, length = HEADER.unpack_from(data)
+            if len(data) == HEADER_SIZE + length and length <= self.max_payload:
+                return [Packet(op, req_id, tx_id, data[HEADER_SIZE:])]
         buf = self._buf + data if self._buf else data
         out: list[Packet] = []
         pos = 0

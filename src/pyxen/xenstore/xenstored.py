@@ -37,6 +37,8 @@ class Xenstored:
             self.store = Store()
             self.domains = Domains()
         self.connections = Connections(self.config)
+        #: READ payloads already parsed, by (caller domid, payload): see process.read_parts.
+        self.read_paths: dict[tuple[int, bytes], tuple[str, ...]] = {}
         self.gate = OutputGate()
         #: ``loop.call_soon`` when run by the server: flush once per loop turn (group commit).
         #: None: flush synchronously inside the commit (unit tests, tools).
