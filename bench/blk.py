@@ -43,9 +43,9 @@ from pyxen.images.demo import build  # noqa: E402
 from pyxen.testing.bench import figure, run_facts  # noqa: E402
 from pyxen.testing.host import Host, started_host  # noqa: E402
 
-SIZE_MB = int(os.environ.get("PYXEN_BENCH_SIZE_MB", "64"))
-RAND_COUNT = int(os.environ.get("PYXEN_BENCH_RAND_COUNT", "2048"))
-ROUNDS = 5
+SIZE_MB = int(os.environ.get("PYXEN_BENCH_SIZE_MB", "128"))
+RAND_COUNT = int(os.environ.get("PYXEN_BENCH_RAND_COUNT", "2000"))
+ROUNDS = 7
 MEMORY = 256
 PATHS = ("pyxen", "qsd")
 #: GET_ID answers: blkback gives the xl vdev, qemu-storage-daemon's export a fixed string.
@@ -59,43 +59,45 @@ FIGURES = {"seq_write_MBps": ("blk seq write 1 MiB", "MB/s"), "seq_read_MBps": (
            "rand_write_iops": ("blk 4 KiB rand write QD1", "IOPS")}
 
 
+#: The guest's command for each metric ($D: the disk).
+COMMANDS = {
+    "seq_write_MBps": f"dd if=/dev/zero of=$D bs=1M count={SIZE_MB} oflag=direct 2>/dev/null",
+    "seq_read_MBps": f"dd if=$D of=/dev/null bs=1M count={SIZE_MB} iflag=direct 2>/dev/null",
+    "rand_read_iops": f"randio $D {RAND_COUNT} r || echo randio failed",
+    "rand_write_iops": f"randio $D {RAND_COUNT} w || echo randio failed",
+}
+
+
 def guest_script(rounds: int) -> str:
+    """Each round runs every metric on both disks back to back (the order alternating between
+    rounds), so each pair of measurements shares the host's noise of the moment."""
     lines = ["ts() { head -3 /proc/timer_list | sed -n 's/^now at \\([0-9]*\\) nsecs/\\1/p'; }",
              'find() { for d in /sys/block/vd*; do [ "$(cat $d/serial)" = "$1" ] && echo /dev/${d##*/}; done; }']
     lines += [f"dev_{name}=$(find {serial})" for name, serial in SERIALS.items()]
     lines.append('echo "bench disks $dev_pyxen $dev_qsd"')
+    lines += [f'q=/sys/block/${{dev_{name}#/dev/}}/queue; echo "bench queue {name} segments $(cat $q/max_segments) '
+              f'segment_size $(cat $q/max_segment_size) max_kb $(cat $q/max_sectors_kb) hw_kb $(cat $q/max_hw_sectors_kb)"'
+              for name in PATHS]
     for r in range(rounds):
-        order = PATHS if r % 2 == 0 else PATHS[::-1]
-        for name in order:
-            lines += [
-                f"D=$dev_{name}",
-                "t0=$(ts)",
-                f"dd if=/dev/zero of=$D bs=1M count={SIZE_MB} oflag=direct 2>/dev/null",
-                "t1=$(ts)",
-                f"dd if=$D of=/dev/null bs=1M count={SIZE_MB} iflag=direct 2>/dev/null",
-                "t2=$(ts)",
-                f"randio $D {RAND_COUNT} r || echo randio failed",
-                "t3=$(ts)",
-                f"randio $D {RAND_COUNT} w || echo randio failed",
-                "t4=$(ts)",
-                f'echo "bench {r} {name} $t0 $t1 $t2 $t3 $t4"',
-            ]
+        for i, metric in enumerate(METRICS):
+            order = PATHS if (r + i) % 2 == 0 else PATHS[::-1]
+            for name in order:
+                lines += [f"D=$dev_{name}", "t0=$(ts)", COMMANDS[metric], "t1=$(ts)",
+                          f'echo "bench {r} {name} {metric} $t0 $t1"']
+    lines.append("grep virtio /proc/interrupts | sed 's/^/bench irq /'")
     lines.append("echo bench done")
     return "\n".join(lines) + "\n"
 
 
 def parse(text: str) -> dict[str, list[dict[str, float]]]:
     """Per path, one dict of metrics per round."""
-    out: dict[str, list[dict[str, float]]] = {p: [] for p in PATHS}
-    for m in re.finditer(r"bench (\d+) (\w+) (\d+) (\d+) (\d+) (\d+) (\d+)", text):
-        t = [int(x) / 1e9 for x in m.groups()[2:]]
-        out[m.group(2)].append({
-            "seq_write_MBps": SIZE_MB * 1.048576 / (t[1] - t[0]),
-            "seq_read_MBps": SIZE_MB * 1.048576 / (t[2] - t[1]),
-            "rand_read_iops": RAND_COUNT / (t[3] - t[2]),
-            "rand_write_iops": RAND_COUNT / (t[4] - t[3]),
-        })
-    return out
+    work = {"seq_write_MBps": SIZE_MB * 1.048576, "seq_read_MBps": SIZE_MB * 1.048576,
+            "rand_read_iops": RAND_COUNT, "rand_write_iops": RAND_COUNT}
+    rounds: dict[str, dict[int, dict[str, float]]] = {p: {} for p in PATHS}
+    for m in re.finditer(r"bench (\d+) (\w+) (\w+) (\d+) (\d+)", text):
+        r, name, metric = int(m.group(1)), m.group(2), m.group(3)
+        rounds[name].setdefault(r, {})[metric] = work[metric] / ((int(m.group(5)) - int(m.group(4))) / 1e9)
+    return {name: [rs[r] for r in sorted(rs) if len(rs[r]) == len(METRICS)] for name, rs in rounds.items()}
 
 
 def summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float | dict[str, float]]]:
@@ -166,7 +168,7 @@ def main() -> int:
             time.sleep(0.05)
         with started_host(replace(image, ramdisk=initrd), prefix="pxb-") as host:
             if os.environ.get("PYXEN_BENCH_PYSPY"):
-                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--idle",
+                spy = subprocess.Popen([os.environ.get("PYSPY", shutil.which("py-spy") or "py-spy"), "record", "--idle",
                                         "--format", "raw", "-r", "500", "-o", os.environ["PYXEN_BENCH_PYSPY"],
                                         "-p", str(backendd_pid(host))])
             dm_args = ["-chardev", f"socket,id=qsd0,path={qsd_sock}",
@@ -180,6 +182,8 @@ def main() -> int:
                 spy.wait(30)
                 spy = None
             host.xl("destroy", "blkbench", check=False)
+        queues = [line.strip() for line in text.splitlines() if line.startswith(("bench disks", "bench queue", "bench irq"))]
+        print("\n".join(queues))
         runs = parse(text)
         if "randio failed" in text or any(len(rs) != rounds for rs in runs.values()):
             print(text[-3000:])
@@ -200,7 +204,7 @@ def main() -> int:
             "size_mb": SIZE_MB, "rand_count": RAND_COUNT, "rounds": rounds, "accel": "tcg", "memory_mib": MEMORY,
             "load": "O_DIRECT; seq = busybox dd bs=1M; rand = bench/randio 4 KiB QD1 xorshift offsets",
             "reference": "qemu-storage-daemon --export vhost-user-blk (cache.direct=off), same guest",
-            "loadavg_at_end": list(os.getloadavg()),
+            "loadavg_at_end": list(os.getloadavg()), "guest_queues": queues,
             "summary": summary, "runs": runs}, indent=2) + "\n")
         return 0
     finally:
