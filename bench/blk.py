@@ -12,10 +12,12 @@ Same guest, same kernel, same QEMU: only the back-end process differs.
 
 Load, in the guest, all O_DIRECT: sequential 1 MiB write and read with busybox dd (MB/s), and
 random 4 KiB reads and writes at queue depth 1 with bench/randio (a 696-byte static tool appended
-to the demo initrd; IOPS). Each round runs every metric on both disks, the order alternating
-between rounds, so the paths are interleaved in time and share the host's noise. Times come from
-the guest's /proc/timer_list (ns). Reports the median and min-max per path, and the median of the
-per-round ratios pyxen/qsd (paired, so slow rounds cancel). Writes bench/results/blk.json.
+to the demo initrd; IOPS). Each round runs every metric on both disks, each measurement cut into
+chunks run A B B A A B B A (the first disk alternating), so the two paths share the host's noise
+of the same second. Times come from the guest's /proc/timer_list (ns). Reports the median and
+min-max per path, and the median of the per-round ratios pyxen/qsd (paired, so slow rounds
+cancel). Writes bench/results/blk.json. The machine is noisy (2 cores, TCG, other jobs): only the
+paired ratios mean anything, and a single round's ratio can be off by a third either way.
 
 ``python bench/blk.py [ROUNDS]``; ``PYXEN_BENCH_PYSPY=out.txt`` records the host's backendd with
 py-spy (raw, --idle) for the whole run.
@@ -43,9 +45,9 @@ from pyxen.images.demo import build  # noqa: E402
 from pyxen.testing.bench import figure, run_facts  # noqa: E402
 from pyxen.testing.host import Host, started_host  # noqa: E402
 
-SIZE_MB = int(os.environ.get("PYXEN_BENCH_SIZE_MB", "128"))
-RAND_COUNT = int(os.environ.get("PYXEN_BENCH_RAND_COUNT", "2000"))
-ROUNDS = 7
+SIZE_MB = int(os.environ.get("PYXEN_BENCH_SIZE_MB", "256"))
+RAND_COUNT = int(os.environ.get("PYXEN_BENCH_RAND_COUNT", "4000"))
+ROUNDS = 5
 MEMORY = 256
 PATHS = ("pyxen", "qsd")
 #: GET_ID answers: blkback gives the xl vdev, qemu-storage-daemon's export a fixed string.
@@ -59,18 +61,28 @@ FIGURES = {"seq_write_MBps": ("blk seq write 1 MiB", "MB/s"), "seq_read_MBps": (
            "rand_write_iops": ("blk 4 KiB rand write QD1", "IOPS")}
 
 
-#: The guest's command for each metric ($D: the disk).
-COMMANDS = {
-    "seq_write_MBps": f"dd if=/dev/zero of=$D bs=1M count={SIZE_MB} oflag=direct 2>/dev/null",
-    "seq_read_MBps": f"dd if=$D of=/dev/null bs=1M count={SIZE_MB} iflag=direct 2>/dev/null",
-    "rand_read_iops": f"randio $D {RAND_COUNT} r || echo randio failed",
-    "rand_write_iops": f"randio $D {RAND_COUNT} w || echo randio failed",
-}
+#: Each measurement is cut into CHUNKS pieces per disk, run in the order A B B A A B B A ...
+#: (ABBA cancels a load that drifts linearly within the measurement): the two disks of a pair
+#: share the host's noise of the same second, not merely of the same minute.
+CHUNKS = 4
+CHUNK_MB = SIZE_MB // CHUNKS
+CHUNK_RAND = RAND_COUNT // CHUNKS
+
+
+def command(metric: str, chunk: int) -> str:
+    """The guest's command for one chunk of ``metric`` on disk $D (seq chunks follow each other
+    on the disk; randio's offsets are random over the whole disk)."""
+    return {
+        "seq_write_MBps": f"dd if=/dev/zero of=$D bs=1M count={CHUNK_MB} seek={chunk * CHUNK_MB} oflag=direct 2>/dev/null",
+        "seq_read_MBps": f"dd if=$D of=/dev/null bs=1M count={CHUNK_MB} skip={chunk * CHUNK_MB} iflag=direct 2>/dev/null",
+        "rand_read_iops": f"randio $D {CHUNK_RAND} r || echo randio failed",
+        "rand_write_iops": f"randio $D {CHUNK_RAND} w || echo randio failed",
+    }[metric]
 
 
 def guest_script(rounds: int) -> str:
-    """Each round runs every metric on both disks back to back (the order alternating between
-    rounds), so each pair of measurements shares the host's noise of the moment."""
+    """Each round runs every metric on both disks, in ABBA chunks (the first disk alternating
+    between rounds and metrics); each chunk prints its start and end time."""
     lines = ["ts() { head -3 /proc/timer_list | sed -n 's/^now at \\([0-9]*\\) nsecs/\\1/p'; }",
              'find() { for d in /sys/block/vd*; do [ "$(cat $d/serial)" = "$1" ] && echo /dev/${d##*/}; done; }']
     lines += [f"dev_{name}=$(find {serial})" for name, serial in SERIALS.items()]
@@ -80,24 +92,27 @@ def guest_script(rounds: int) -> str:
               for name in PATHS]
     for r in range(rounds):
         for i, metric in enumerate(METRICS):
-            order = PATHS if (r + i) % 2 == 0 else PATHS[::-1]
-            for name in order:
-                lines += [f"D=$dev_{name}", "t0=$(ts)", COMMANDS[metric], "t1=$(ts)",
-                          f'echo "bench {r} {name} {metric} $t0 $t1"']
+            a, b = PATHS if (r + i) % 2 == 0 else PATHS[::-1]
+            for j in range(CHUNKS):
+                for name in ((a, b) if j % 2 == 0 else (b, a)):
+                    lines += [f"D=$dev_{name}", "t0=$(ts)", command(metric, j), "t1=$(ts)",
+                              f'echo "bench {r} {name} {metric} $t0 $t1"']
     lines.append("grep virtio /proc/interrupts | sed 's/^/bench irq /'")
     lines.append("echo bench done")
     return "\n".join(lines) + "\n"
 
 
 def parse(text: str) -> dict[str, list[dict[str, float]]]:
-    """Per path, one dict of metrics per round."""
-    work = {"seq_write_MBps": SIZE_MB * 1.048576, "seq_read_MBps": SIZE_MB * 1.048576,
-            "rand_read_iops": RAND_COUNT, "rand_write_iops": RAND_COUNT}
-    rounds: dict[str, dict[int, dict[str, float]]] = {p: {} for p in PATHS}
+    """Per path, one dict of metrics per round (each metric's work over its chunks' summed time)."""
+    work = {"seq_write_MBps": CHUNKS * CHUNK_MB * 1.048576, "seq_read_MBps": CHUNKS * CHUNK_MB * 1.048576,
+            "rand_read_iops": CHUNKS * CHUNK_RAND, "rand_write_iops": CHUNKS * CHUNK_RAND}
+    secs: dict[str, dict[int, dict[str, list[float]]]] = {p: {} for p in PATHS}
     for m in re.finditer(r"bench (\d+) (\w+) (\w+) (\d+) (\d+)", text):
         r, name, metric = int(m.group(1)), m.group(2), m.group(3)
-        rounds[name].setdefault(r, {})[metric] = work[metric] / ((int(m.group(5)) - int(m.group(4))) / 1e9)
-    return {name: [rs[r] for r in sorted(rs) if len(rs[r]) == len(METRICS)] for name, rs in rounds.items()}
+        secs[name].setdefault(r, {}).setdefault(metric, []).append((int(m.group(5)) - int(m.group(4))) / 1e9)
+    return {name: [{k: work[k] / sum(v) for k, v in rs[r].items()} for r in sorted(rs)
+                   if all(len(rs[r].get(k, [])) == CHUNKS for k in METRICS)]
+            for name, rs in secs.items()}
 
 
 def summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float | dict[str, float]]]:
