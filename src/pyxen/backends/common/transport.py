@@ -62,8 +62,8 @@ class VirtioDevice(Protocol):
     features: int
     protocol_features: int
     num_queues: int
-    #: Serve each ring from its own thread (RingWorker) instead of the event loop. Optional
-    #: (absent means False); a device that says True has a ``process`` safe to run off the loop.
+    #: Serve each ring from its own thread (RingWorker) instead of the event loop: a device
+    #: that says True has a ``process`` safe to run off the loop.
     ring_thread: bool
 
     def get_config(self, offset: int, size: int) -> bytes: ...
@@ -358,7 +358,7 @@ class VhostUserSession:
             vq.last_avail = vq.used_idx
         ring.vq = vq
         self._apply_log(ring)
-        if getattr(self.device, "ring_thread", False):
+        if self.device.ring_thread:
             ring.worker = RingWorker(self, ring, vq)
         else:
             self.loop.add_reader(ring.kick, self._kicked, ring)
