@@ -98,6 +98,9 @@ def guest_script(rounds: int) -> str:
                     lines += [f"D=$dev_{name}", "t0=$(ts)", command(metric, j), "t1=$(ts)",
                               f'echo "bench {r} {name} {metric} $t0 $t1"']
     lines.append("grep virtio /proc/interrupts | sed 's/^/bench irq /'")
+    # Requests each disk saw for the same work (reads, merges, sectors, ms, writes, ...):
+    # how the guest cut 1 MiB under each device's limits.
+    lines += [f'echo "bench stat {name} $(cat /sys/block/${{dev_{name}#/dev/}}/stat)"' for name in PATHS]
     lines.append("echo bench done")
     return "\n".join(lines) + "\n"
 
@@ -197,7 +200,7 @@ def main() -> int:
                 spy.wait(30)
                 spy = None
             host.xl("destroy", "blkbench", check=False)
-        queues = [line.strip() for line in text.splitlines() if line.startswith(("bench disks", "bench queue", "bench irq"))]
+        queues = [line.strip() for line in text.splitlines() if line.startswith(("bench disks", "bench queue", "bench irq", "bench stat"))]
         print("\n".join(queues))
         runs = parse(text)
         if "randio failed" in text or any(len(rs) != rounds for rs in runs.values()):
