@@ -361,17 +361,19 @@ class DeviceModel:
                     pass
             raise
 
-    async def _drop_stale(self, did: str, cid: str | None = None, node: str | None = None) -> None:
+    async def _drop_stale(self, did: str, cid: str | None = None, node: str | None = None) -> bool:
         """When a disk is added again under the same ids and QEMU says they are taken: drop the
         chardev or block node a forced detach left (the guest released the device only after xl
-        had given up waiting), unless the device itself is still plugged."""
+        had given up waiting), unless the device itself is still plugged. Returns True when
+        it is (nothing dropped)."""
         if did in await self._peripherals():
-            return  # still plugged: device_add will say so
+            return True  # still plugged: device_add will say so
         if cid is not None and cid in {str(c["label"]) for c in await self.execute("query-chardev")}:
             await self.execute("chardev-remove", {"id": cid})
         if node is not None and node in {str(n.get("node-name")) for n in
                                          await self.execute("query-named-block-nodes")}:
             await self.execute("blockdev-del", {"node-name": node})
+        return False
 
     async def add_vhost_user_disk(self, devid: int, socket: Path) -> None:
         """A disk served by a vhost-user back-end (pyxen's blkback): vhost-user-blk-pci."""
@@ -381,7 +383,11 @@ class DeviceModel:
         except DeviceModelError as err:
             if cid not in str(err):
                 raise
-            await self._drop_stale(did, cid=cid)
+            if await self._drop_stale(did, cid=cid):
+                # The guest has not finished unplugging the disk a forced detach left: say so
+                # as device_add would (the chardev stays with the device until it goes).
+                raise DeviceModelError(f"domain {self.domid}: Duplicate device ID '{did}': the guest "
+                                       "has not released it yet") from err
             await self._chardev_add(cid, socket)
         await self._device_add({"driver": "vhost-user-blk-pci", "id": did, "chardev": cid, "num-queues": 1},
                                [("chardev-remove", {"id": cid})])

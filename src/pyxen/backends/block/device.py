@@ -76,6 +76,10 @@ class BlockDevice:
 
     num_queues = 1
     protocol_features = int(PROTOCOL_FEATURES)
+    #: Each ring is served from its own thread (transport.RingWorker): a request's wake-to-
+    #: interrupt time is the guest's latency at queue depth 1, and preadv/pwritev/fdatasync
+    #: release the GIL, so a disk's I/O does not hold up the loop (other devices, xenstore).
+    ring_thread = True
 
     def __init__(self, name: str, target: Target, serial: str, discard: bool = True) -> None:
         self.name = name

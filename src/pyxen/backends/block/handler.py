@@ -80,20 +80,19 @@ class BlockHandler:
     def request(self, chain: Chain) -> int:
         """Serve one chain; return the bytes written into guest buffers (data + status)."""
         readable, writable = chain.readable, chain.writable
-        # Fast paths for Linux's layout (a 16-byte header descriptor, a 1-byte status one).
-        if readable and len(readable[0]) == HEADER.size:
-            hdr_views, data_out = readable[:1], readable[1:]
+        if readable and writable and len(readable[0]) == 16 and len(writable[-1]) == 1:
+            # Linux's layout: a 16-byte header descriptor and a 1-byte status one.
+            rtype, _ioprio, sector = HEADER.unpack(readable[0])
+            data_out, data_in, status_view = readable[1:], writable[:-1], writable[-1]
         else:
             hdr_views, data_out = split(readable, HEADER.size)
-        if writable and len(writable[-1]) == 1:
-            data_in, status_views = writable[:-1], writable[-1:]
-        else:
             data_in, status_views = split(writable, chain.writable_len - 1)
-        if not status_views or sum(len(v) for v in hdr_views) < HEADER.size:
-            log.error("malformed request: header %d bytes, %d writable", chain.readable_len,
-                      chain.writable_len)
-            return 0
-        rtype, _ioprio, sector = HEADER.unpack(hdr_views[0] if len(hdr_views) == 1 else gather(hdr_views))
+            if not status_views or sum(map(len, hdr_views)) < HEADER.size:
+                log.error("malformed request: header %d bytes, %d writable", chain.readable_len,
+                          chain.writable_len)
+                return 0
+            rtype, _ioprio, sector = HEADER.unpack(gather(hdr_views))
+            status_view = status_views[-1]
         status, written = VIRTIO_BLK_S_OK, 0
         try:
             if rtype == VIRTIO_BLK_T_IN:
@@ -115,7 +114,7 @@ class BlockHandler:
             status = VIRTIO_BLK_S_IOERR
         if status == VIRTIO_BLK_S_IOERR:
             self.stats["error"] += 1
-        status_views[-1][-1] = status
+        status_view[-1] = status
         return written + 1
 
     def _in_range(self, sector: int, length: int) -> bool:
@@ -123,9 +122,9 @@ class BlockHandler:
 
     def _read(self, sector: int, views: list[memoryview]) -> int:
         length = sum(map(len, views))
-        if not self._in_range(sector, length):
-            raise OSError(5, f"read beyond the end: sector {sector} + {length} bytes")
         off, done = sector * SECTOR_SIZE, 0
+        if off + length > self.size:
+            raise OSError(5, f"read beyond the end: sector {sector} + {length} bytes")
         while done < length:  # one preadv in the usual case
             n = os.preadv(self.fd, views, off + done)
             if n <= 0:
@@ -140,9 +139,9 @@ class BlockHandler:
         if self.readonly:
             return VIRTIO_BLK_S_IOERR
         length = sum(map(len, views))
-        if not self._in_range(sector, length):
-            return VIRTIO_BLK_S_IOERR
         off, done = sector * SECTOR_SIZE, 0
+        if off + length > self.size:
+            return VIRTIO_BLK_S_IOERR
         while done < length:  # one pwritev in the usual case
             n = os.pwritev(self.fd, views, off + done)
             if n <= 0:

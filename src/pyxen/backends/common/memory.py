@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from dataclasses import dataclass
 
 from .vhost_user import MemoryRegion
@@ -89,8 +90,8 @@ class GuestMemory:
     def gpa(self, addr: int) -> tuple[mmap.mmap, int, int]:
         """(mapping, offset, bytes left in the region) of a guest-physical address."""
         for r in self.regions:
-            if r.region.guest_phys_addr <= addr < r.gpa_end:
-                return r.mm, r.region.mmap_offset + addr - r.region.guest_phys_addr, r.gpa_end - addr
+            if r.gpa_start <= addr < r.gpa_stop:
+                return r.mm, addr + r.delta, r.gpa_stop - addr
         raise GuestMemoryError(f"guest address {addr:#x} is in no memory region")
 
     def views(self, addr: int, length: int) -> list[memoryview]:
@@ -117,15 +118,18 @@ class GuestMemory:
 #: The dirty log's granule: one bit per 4 KiB page of guest-physical memory (vhost-user.rst,
 #: "Dirty pages logging"; VHOST_LOG_PAGE in QEMU's hw/virtio/vhost.c).
 LOG_PAGE_SHIFT = 12
+#: Serialises DirtyLog.mark between ring threads (see DirtyLog).
+_MARK_LOCK = threading.Lock()
 
 
 class DirtyLog:
     """The shared dirty-page bitmap of SET_LOG_BASE: bit ``p % 8`` of byte ``p // 8`` is set
     for every guest page ``p`` (guest-physical address >> 12) the back-end writes while the
     front-end migrates (VHOST_F_LOG_ALL). QEMU reads and clears it with atomic exchanges when
-    it syncs; a bit set here is never lost by that (at worst a page is sent twice). The one
-    back-end daemon serves all of a guest's devices from one thread, so its read-modify-write
-    of a byte never races another writer of the same log."""
+    it syncs; a bit set here is never lost by that (at worst a page is sent twice). QEMU shares
+    one log among a guest's devices, and blkback serves each ring from a thread of its own
+    (transport.RingWorker), so the read-modify-write of a byte is under one process-wide lock:
+    two rings marking pages of the same byte must not lose each other's bit."""
 
     def __init__(self, fd: int, size: int, offset: int) -> None:
         """Map ``size`` bytes of ``fd`` at ``offset`` (fd closed here).
@@ -146,6 +150,10 @@ class DirtyLog:
         which covers all of guest RAM, are ignored)."""
         if length <= 0:
             return
+        with _MARK_LOCK:
+            self._mark(gpa, length)
+
+    def _mark(self, gpa: int, length: int) -> None:
         mm, base, size = self.mm, self.base, self.size
         page = gpa >> LOG_PAGE_SHIFT
         last = (gpa + length - 1) >> LOG_PAGE_SHIFT

@@ -35,7 +35,7 @@ import _thread
 import mmap
 import struct
 import sys
-from dataclasses import dataclass, field
+from operator import add
 
 from .memory import DirtyLog, GuestMemory, GuestMemoryError
 
@@ -57,25 +57,34 @@ class VirtqueueError(Exception):
     ring, as Firecracker's InvalidAvailIdx, because only a buggy or malicious driver does it."""
 
 
-@dataclass
 class Chain:
-    """One request: its head index and its device-readable and device-writable buffers."""
+    """One request: its head index and its device-readable and device-writable buffers.
+    (A plain slotted class: one is made per request, on the data path.)"""
 
-    head: int
-    readable: list[memoryview] = field(default_factory=list)
-    writable: list[memoryview] = field(default_factory=list)
+    __slots__ = ("head", "readable", "writable")
+
+    def __init__(self, head: int, readable: list[memoryview] | None = None,
+                 writable: list[memoryview] | None = None) -> None:
+        self.head = head
+        self.readable: list[memoryview] = readable if readable is not None else []
+        self.writable: list[memoryview] = writable if writable is not None else []
+
+    def __repr__(self) -> str:
+        return f"Chain(head={self.head}, readable={self.readable_len} bytes, writable={self.writable_len} bytes)"
 
     @property
     def readable_len(self) -> int:
-        return sum(len(v) for v in self.readable)
+        return sum(map(len, self.readable))
 
     @property
     def writable_len(self) -> int:
-        return sum(len(v) for v in self.writable)
+        return sum(map(len, self.writable))
 
     def release(self) -> None:
         """Drop the views so SET_MEM_TABLE can unmap the memory under them."""
-        for v in self.readable + self.writable:
+        for v in self.readable:
+            v.release()
+        for v in self.writable:
             v.release()
         self.readable.clear()
         self.writable.clear()
@@ -166,9 +175,13 @@ class Virtqueue:
 
         :raise VirtqueueError: a bad index, head or chain; ``last_avail`` does not move then.
         """
-        if not self.pending():
+        last = self.last_avail
+        n = (self._avail[1] - last) & 0xFFFF  # pending(), inlined: the data path's first step
+        if not n:
             return None
-        slot = self.last_avail & (self.size - 1)
+        if n > self.size:
+            raise VirtqueueError(f"avail idx is {n} ahead of the device on a ring of {self.size}")
+        slot = last & (self.size - 1)
         head = self._avail[2 + slot]
         if head >= self.size:
             raise VirtqueueError(f"avail[{slot}] holds head {head}, out of range for size {self.size}")
@@ -242,6 +255,13 @@ class Virtqueue:
         # that continue the previous buffer in guest-physical memory (common for a guest's
         # page-cache and DMA pages) become one view, so preadv/pwritev get fewer iovecs.
         unpack = DESC.unpack_from
+        if allow_indirect:
+            # Linux's usual request: one indirect descriptor, alone, in order inside.
+            addr, length, flags, _ = unpack(mm, base + 16 * index)  # type: ignore[arg-type]
+            if flags == VRING_DESC_F_INDIRECT and length % 16 == 0 and 0 < length <= 16 * MAX_CHAIN:
+                imm, ioff, left = self.mem.gpa(addr)
+                if left >= length and self._walk_in_order(chain, imm, ioff, length // 16):
+                    return
         views = self.mem.views
         writable = chain.writable
         readable = chain.readable
@@ -283,49 +303,50 @@ class Virtqueue:
             (writable if run_write else readable).extend(views(run_addr, run_len))
 
     def _walk_in_order(self, chain: Chain, mm: mmap.mmap, base: int, n: int) -> bool:
-        """An indirect table as Linux fills it (descriptor i chains to i + 1): parsed with one
-        ``iter_unpack``, the region lookup inlined. Returns False, leaving the chain as it was,
-        at the first descriptor of any other shape; the general walk then checks and serves it."""
-        writable, readable = chain.writable, chain.readable
-        marks = len(readable), len(writable)
-        views = self.mem.views
-        last = self.mem._last
-        run_addr = run_len = 0
-        run_write = ok = False
-        i = 0
-        for addr, length, flags, nxt in DESC.iter_unpack(mm[base:base + 16 * n]):
-            i += 1
-            if flags & ~(VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) or (flags & VRING_DESC_F_NEXT and nxt != i):
-                break
-            write = bool(flags & VRING_DESC_F_WRITE)
-            if not write and (writable or run_write and run_len):
-                break
-            if run_len and write == run_write and run_addr + run_len == addr:
-                run_len += length
-                if not flags & VRING_DESC_F_NEXT:
-                    ok = True
-                    break
-                continue
-            if run_len:
-                out = writable if run_write else readable
-                if last is not None and last.gpa_start <= run_addr and run_addr + run_len <= last.gpa_stop:
-                    off = run_addr + last.delta
-                    out.append(last.mv[off:off + run_len])
-                else:
-                    out.extend(views(run_addr, run_len))
-                    last = self.mem._last
-            run_addr, run_len, run_write = addr, length, write
-            if not flags & VRING_DESC_F_NEXT:
-                ok = True
-                break
-        if ok:
-            if run_len:
-                (writable if run_write else readable).extend(views(run_addr, run_len))
-            return True
-        for v in readable[marks[0]:] + writable[marks[1]:]:
-            v.release()
-        del readable[marks[0]:], writable[marks[1]:]
-        return False
+        """An indirect table as Linux fills it: descriptor i chains to i + 1, the last ends the
+        chain, readable ones first. Returns False, leaving the chain as it was, for a table of
+        any other shape; the general walk then checks and serves it.
+
+        The data path of every request, and a 1 MiB request is ~128 descriptors: the table is
+        read as columns (addresses, lengths, flags, nexts) with C-level slices of one copy,
+        checked against the expected shape with list comparisons, and cut into views with one
+        comprehension, instead of a Python loop per descriptor (ten times slower). Each
+        descriptor becomes a view of its own (no merging of adjacent buffers): preadv/pwritev
+        take up to 1024 iovecs, and a chain is at most MAX_CHAIN descriptors."""
+        table = memoryview(mm[base:base + 16 * n])
+        flags = table.cast("H")[6::8].tolist()
+        writes = flags.count(3) + flags.count(2)
+        first_w = n - writes
+        if first_w and chain.writable:
+            return False  # readable after writable: the general walk refuses it
+        expected = [1] * first_w + [3] * writes
+        expected[-1] &= 2  # the last one ends the chain
+        if flags != expected or table.cast("H")[7::8].tolist()[:-1] != list(range(1, n)):
+            return False
+        addrs = table.cast("Q")[0::2].tolist()
+        lens = table.cast("I")[2::4].tolist()
+        mem = self.mem
+        last = mem._last
+        if last is not None and last.gpa_start <= min(addrs) and \
+                max(map(add, addrs, lens)) <= last.gpa_stop:
+            mv, d = last.mv, last.delta
+            views = [mv[a + d:a + d + ln] for a, ln in zip(addrs, lens)]
+        else:  # the first request, or buffers in another region: one lookup each
+            views = []
+            try:
+                for a, ln in zip(addrs, lens):
+                    views += mem.views(a, ln)
+            except GuestMemoryError:
+                for v in views:
+                    v.release()
+                raise
+            if len(views) != n:  # a buffer across two regions: keep the readable/writable cut exact
+                for v in views:
+                    v.release()
+                return False
+        chain.readable.extend(views[:first_w])
+        chain.writable.extend(views[first_w:])
+        return True
 
     def push(self, head: int, written: int) -> None:
         """Return a chain to the driver: the used element, then the used index.
@@ -333,15 +354,18 @@ class Virtqueue:
         :raise VirtqueueError: ``head`` is not a chain the device holds (it would corrupt the
             driver's ring: Linux reports "id N is not a head!" and stops the queue).
         """
-        if not 0 <= head < self.size or not self.inflight[head]:
+        inflight = self.inflight
+        if not 0 <= head < self.size or not inflight[head]:
             raise VirtqueueError(f"device bug: push of head {head}, which is not in flight")
-        self.inflight[head] = 0
+        inflight[head] = 0
         self.in_flight -= 1
-        slot = self.used_idx & (self.size - 1)
-        self._used_ring[2 * slot] = head
-        self._used_ring[2 * slot + 1] = written
-        self.used_idx = (self.used_idx + 1) & 0xFFFF
-        self._used_hdr[1] = self.used_idx  # one 16-bit store, after the element
+        idx = self.used_idx
+        slot = idx & (self.size - 1)
+        used = self._used_ring
+        used[2 * slot] = head
+        used[2 * slot + 1] = written
+        self.used_idx = idx = (idx + 1) & 0xFFFF
+        self._used_hdr[1] = idx  # one 16-bit store, after the element
         if self.dirty is not None:
             # The data reached guest memory before push; logged after the write, so a sync
             # that clears the bits in between cannot lose it (vhost-user.rst).

@@ -182,6 +182,9 @@ class NetDevice:
     """One virtio-net device over a TAP fd; implements transport.VirtioDevice."""
 
     num_queues = 2
+    #: Served on the event loop: the RX path is driven by the TAP's readiness and the rate
+    #: limit by loop timers, both on the loop.
+    ring_thread = False
     features = int(TRANSPORT_FEATURES) | NET_F_MTU
     protocol_features = int(PROTOCOL_FEATURES)
 
