@@ -397,6 +397,8 @@ def run(host: Host, count: int, memory: int = MEMORY, checkpoints: Iterable[int]
             g["up_s"] = watcher.up[g["name"]] - t_start - g["started_s"]
     last_up = max(watcher.up.values(), default=t_start)
     all_up_s = last_up - t_start - measuring
+    # What the check sees with the guests still there: proof that it would see a leftover.
+    running = leftovers(host, before, expected.values())
     # Destroy them all and look for what is left.
     destroys = []
     for name, domid in expected.items():
@@ -407,6 +409,7 @@ def run(host: Host, count: int, memory: int = MEMORY, checkpoints: Iterable[int]
     return {"count": count, "memory_mib": memory, "checkpoints": marks, "guests": guests,
             "lists": lists, "samples": samples, "destroys": destroys, "not_up": missing,
             "all_up_s": all_up_s, "measuring_s": measuring, "lost": lost, "leftovers": left,
+            "seen_while_running": running,
             "clean": is_clean(left)}
 
 
