@@ -30,7 +30,8 @@ def load_scale() -> ModuleType:
 
 def test_three_guests_come_up_list_right_and_leave_nothing(host: Host) -> None:
     scale = load_scale()
-    res = scale.run(host, 3, memory=96, checkpoints=(), cpu_window=0.2, say=lambda _: None)
+    res = scale.run(host, 3, memory=96, checkpoints=(), cpu_window=0.2, list_repeats=1,
+                   say=lambda _: None)
     assert [g["rc"] for g in res["guests"]] == [0, 0, 0], res["guests"]
     assert res["lost"] == 0 and not res["not_up"]
     assert all("up_s" in g and g["up_s"] > 0 for g in res["guests"])
