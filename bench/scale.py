@@ -142,7 +142,7 @@ def fd_targets(pid: int) -> list[str]:
 
 def tap_names(pid: int) -> list[str]:
     """The TAP interfaces a process holds open (``iff:`` of its /dev/net/tun fds)."""
-    out = []
+    out: list[str] = []
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
