@@ -58,3 +58,4 @@ def test_check_list_names_every_kind_of_wrong_row() -> None:
     assert scale.check_list(out, {"a": 1, "b": 2, "c": 3, "d": 4}) == [
         "b has id 7, not 2", "c is in state ---s--", "d missing", "unexpected domain x"]
     assert scale.check_list(head + "Domain-0 0 1024 2 r----- 5.0\na 1 128 1 r----- 0.1\n", {"a": 1}) == []
+    assert scale.restarts(out, {"a": 1, "b": 2, "d": 4}) == {"b": 7}
