@@ -356,3 +356,30 @@ def test_monitor_retries_a_restart_whose_create_failed(fake: FakeHost, tmp_path:
     with XenCtrl(fake.paths.hypervisor_socket) as xc:
         assert [d["name"] for d in libxl.list_domains(xc) if d["domid"]] == ["g"]
     assert not list(fake.paths.monitor_dir.glob("*.json"))
+
+
+def test_listing_asks_each_qemu_for_its_balloon_only_when_no_event_said(fake: FakeHost, tmp_path: Path) -> None:
+    """getdomaininfolist reads a domain's memory from QEMU's BALLOON_CHANGE events: one
+    query-balloon for the first reading (and after BALLOON_REFRESH s), not one per listing
+    (with 50 domains those round trips were most of xl list's time in the hypervisor)."""
+    with XenCtrl(fake.paths.hypervisor_socket) as xc:
+        domid = libxl.create(xc, fake.paths, cfg(tmp_path))
+        model = [m for m in FakeDeviceModel.instances if m.domid == domid][-1]
+
+        def queries() -> int:
+            return sum(1 for cmd, _ in model.commands if cmd == "query-balloon")
+
+        def current_kb() -> int:
+            return int(next(d for d in libxl.list_domains(xc) if d["domid"] == domid)["current_kb"])
+
+        assert current_kb() == 64 << 10
+        asked = queries()
+        assert asked >= 1
+        for _ in range(3):
+            assert current_kb() == 64 << 10
+        assert queries() == asked
+        xc.call("memory_op.set_target", domid=domid, target_kb=48 << 10)  # the guest's balloon moves
+        assert current_kb() == 48 << 10 and queries() == asked
+        assert fake.hv is not None
+        fake.hv.balloon_read[domid] -= 3600  # a reading too old is asked again
+        assert current_kb() == 48 << 10 and queries() == asked + 1

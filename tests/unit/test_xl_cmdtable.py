@@ -197,6 +197,31 @@ def test_every_command_module_entry_is_in_xens_table_and_the_rest_are_listed_as_
     assert set(hardware.REASONS) <= set(xl.COMMANDS) and "getenforce" in xl.COMMANDS
 
 
+def test_the_module_index_names_each_commands_module() -> None:
+    """xl.MODULES, which main uses to import only the command's module, says where every
+    command's function is, and no command is in two modules."""
+    import importlib
+    for module, names in xl.MODULES.items():
+        assert tuple(importlib.import_module(f"pyxen.cli.xl.{module}").COMMANDS) == names, module
+    every = [n for names in xl.MODULES.values() for n in names]
+    assert len(every) == len(set(every)) == len(xl.COMMANDS)
+
+
+def test_xl_list_imports_no_domain_builder_backend_or_asyncio() -> None:
+    """xl list (what scripts poll; bench/scale.py times it with 50 guests) loads only its own
+    module: the domain builder, the backends and asyncio cost several times the listing."""
+    import subprocess
+    import sys
+    code = ("import sys; from pyxen.cli import xl; xl.command_module('list'); "
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True, env=dict(os.environ)).stdout.split())
+    assert "pyxen.cli.xl.listing" in loaded
+    heavy = {"asyncio", "pyxen.toolstack.domain", "pyxen.toolstack.config", "pyxen.backends",
+             "pyxen.xenstore.client", "pyxen.cli.xl.domains", "pyxen.toolstack.libxl_json"}
+    assert not heavy & loaded, heavy & loaded
+
+
 def test_a_command_pyxen_lacks_says_so_in_one_line(no_host: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every command of Xen's table is implemented now (NOT_IMPLEMENTED is empty); the refusal a
     table command without a module would get is checked on one standing in for it."""

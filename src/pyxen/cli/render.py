@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..libxlu.cpumap import format_cpumap
-from ..toolstack.libxl_json import list_long
 
 LIST_HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
 
@@ -41,6 +40,7 @@ def xl_list(rows: Iterable[DomainRow]) -> str:
 def xl_list_long(entries: Iterable[tuple[int, dict[str, Any]]]) -> str:
     """``xl list -l``: a JSON array of {"domid": N, "config": libxl_domain_config}, in libxl's
     yajl layout (the configs come from pyxen.toolstack.libxl_json.live_config)."""
+    from ..toolstack.libxl_json import list_long  # (only list -l needs the JSON writer)
     return list_long(entries)
 
 

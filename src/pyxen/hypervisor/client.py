@@ -5,11 +5,13 @@ timeout. Importing this loads none of the hypervisor daemon's modules.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import socket
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # imported where AsyncXenCtrl runs: xl, which uses only XenCtrl, never pays for it
+    import asyncio
 
 from .errors import HypercallError, from_wire
 from .wire import MAX_LINE, SAVE_TIMEOUT, SCM_RIGHTS_ARG, Request, WireError, decode_reply, encode_request
@@ -136,6 +138,7 @@ class AsyncXenCtrl:
     delivers notifications (``wait_virq``). Every call and the connect have a timeout."""
 
     def __init__(self, path: Path, timeout: float = CALL_TIMEOUT) -> None:
+        import asyncio
         self.path = path
         self.timeout = timeout
         self._ids = itertools.count(1)
@@ -146,6 +149,7 @@ class AsyncXenCtrl:
         self.closed = asyncio.Event()
 
     async def connect(self) -> "AsyncXenCtrl":
+        import asyncio
         try:
             reader, self._writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(self.path), limit=MAX_LINE), self.timeout)
@@ -196,6 +200,7 @@ class AsyncXenCtrl:
         self._fail(HypervisorUnavailable(f"the hypervisor at {self.path} closed the connection"))
 
     async def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        import asyncio
         if self._writer is None or self.closed.is_set():
             raise HypervisorUnavailable(f"not connected to the hypervisor at {self.path}", op)
         req = Request(next(self._ids), op, args)

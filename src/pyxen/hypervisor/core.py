@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 
 #: Lines kept in the hypervisor's console ring (xl dmesg), as Xen's conring.
 CONRING_LINES = 2000
+#: Seconds a domain's balloon reading is trusted. QEMU reports each change of the balloon as a
+#: BALLOON_CHANGE event (at most one a second, the last one always delivered), which updates
+#: it, so a listing asks each QEMU (query-balloon, one QMP round trip per domain: most of
+#: getdomaininfolist's time with 50 domains, bench/scale.py) only this often; the asking is
+#: the safety net for events missed while this daemon was down.
+BALLOON_REFRESH = 10.0
 Handler = Callable[["Hypervisor", dict[str, Any]], Awaitable[Any]]
 HYPERCALLS: dict[str, Handler] = {}
 #: Called with (hv, domid) when a domain is destroyed: evtchn.py and gnttab.py close its ports
@@ -103,6 +109,8 @@ class Hypervisor:
         self.domains: dict[int, Domain] = {DOMID_DOM0: self.dom0}
         self.models: dict[int, DeviceModel] = {}
         self.vcpu_tids: dict[int, list[int]] = {}
+        #: When each domain's balloon was last read (time.monotonic(); query or event).
+        self.balloon_read: dict[int, float] = {}
         #: Domains still being built, by the connection building them (see finish_build).
         self.builders: dict[int, object] = {}
         #: VIRQ_DOM_EXC subscribers (xenstored): called when a domain shuts down or dies.
@@ -196,7 +204,13 @@ class Hypervisor:
     # ---- events from device models (the guest's SCHEDOP_shutdown, a crash) ------------------
     def _on_event(self, domid: int, event: str, data: dict[str, Any]) -> None:
         dom = self.domains.get(domid)
-        if dom is None or dom.dying or dom.shutdown:
+        if dom is None or dom.dying:
+            return
+        if event == "BALLOON_CHANGE" and isinstance(data.get("actual"), int):
+            dom.current_kb = int(data["actual"]) >> 10
+            self.balloon_read[domid] = time.monotonic()
+            return
+        if dom.shutdown:
             return
         if event == "SHUTDOWN" and data.get("guest", False):
             self._shutdown(dom, ShutdownReason.REBOOT if data.get("reason") == "guest-reset"
@@ -260,10 +274,12 @@ class Hypervisor:
             tids = self.vcpu_tids.get(dom.domid, [])
             if model is not None and model.pid is not None:
                 cpu_ns = thread_cpu_ns(model.pid, tids)
-                if not dom.building:
+                if not dom.building and (not dom.current_kb or time.monotonic() - self.balloon_read.get(
+                        dom.domid, -BALLOON_REFRESH) >= BALLOON_REFRESH):
                     actual = await model.balloon_actual_kb()
                     if actual is not None:
                         dom.current_kb = actual
+                        self.balloon_read[dom.domid] = time.monotonic()
                 current_kb = dom.current_kb or current_kb
                 if not (paused or dom.shutdown or dom.dying):
                     states = thread_states(model.pid, tids)
@@ -404,6 +420,7 @@ class Hypervisor:
             self.domains.pop(domid, None)
             self.builders.pop(domid, None)
             self.vcpu_tids.pop(domid, None)
+            self.balloon_read.pop(domid, None)
             self.pool.release(domid)
             for hook in DESTROY_HOOKS:
                 hook(self, domid)

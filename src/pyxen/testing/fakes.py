@@ -77,8 +77,9 @@ class FakeDeviceModel(DeviceModel):
             raise DeviceModelError(f"domain {self.domid}: QMP {cmd} failed: {self.fail_on[cmd]}")
         if cmd == "query-balloon":
             return {"actual": self.balloon_kb << 10}
-        if cmd == "balloon":
+        if cmd == "balloon":  # the fake guest complies at once, and QEMU reports the change
             self.balloon_kb = int((args or {})["value"]) >> 10
+            self._on_event(self.domid, "BALLOON_CHANGE", {"actual": self.balloon_kb << 10})
         elif cmd == "query-status":
             return {"status": self.status_name}
         elif cmd == "query-cpus-fast":

@@ -26,6 +26,7 @@ from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
 from ..paths import Paths
 from . import domain as libxl
+from . import one_line
 from . import libxl_json, savefile
 from .config import ConfigError, DomainConfig
 from .devices import DeviceSpecError
@@ -176,11 +177,6 @@ def status_byte(rc: int) -> bytes:
 def status_code(byte: int) -> int:
     """The status byte as the sender prints it (``%d`` of a signed char)."""
     return byte - 256 if byte > 127 else byte
-
-
-def one_line(text: str) -> str:
-    """A daemon's message as one line (its non-empty lines joined with "; ")."""
-    return "; ".join(line for line in text.splitlines() if line.strip()) or text
 
 
 #: Where each side's messages go: one line at a time (xl's stderr, or a caller's list).

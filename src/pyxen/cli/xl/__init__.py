@@ -12,27 +12,81 @@ stderr as plain sentences; a bad option exits 2, a failed operation 1.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
-from typing import Callable
+from types import ModuleType
+from typing import Any, Callable
 
 from ...hypervisor.errors import HypercallError
-from ...toolstack import domain as libxl
-from ...toolstack.config import ConfigError
-from ...xenstore.errors import XenstoreError
 from ...paths import Paths
-from . import block, cmdtable, domains, flask, hardware, misc, network, saverestore, sched, xlconf
+from . import cmdtable, xlconf
 from .common import DRYRUN_AWARE, GLOBALS, GlobalOptions, Usage, XenstoreUnavailable, one_line
 
-#: Every command pyxen's xl has, from the command modules.
-_IMPLEMENTED = {**domains.COMMANDS, **saverestore.COMMANDS, **hardware.COMMANDS, **flask.COMMANDS,
-               **sched.COMMANDS, **misc.COMMANDS, **block.COMMANDS,
-               **network.COMMANDS}
-#: The commands of Xen's table that pyxen runs, in the table's order.
-COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    spec.name: _IMPLEMENTED[spec.name] for spec in cmdtable.TABLE if spec.name in _IMPLEMENTED}
-#: Xen's commands no module implements yet: listed and found like the others, refused when run.
-NOT_IMPLEMENTED = frozenset(spec.name for spec in cmdtable.TABLE) - _IMPLEMENTED.keys()
+#: Which module of this package implements each command. A command imports only its own module
+#: (and what that imports): ``xl list`` stays clear of the domain builder, the backends and
+#: asyncio, whose imports cost several times what listing does (bench/scale.py: xl list with 50
+#: guests). tests/unit/test_xl_cmdtable.py checks this index against the modules' COMMANDS.
+MODULES: dict[str, tuple[str, ...]] = {
+    "listing": ("list",),
+    "domains": ("create", "destroy", "pause", "unpause", "shutdown", "reboot", "console",
+                "dump-core", "mem-set", "mem-max", "info", "domid", "domname", "uptime", "dmesg",
+                "debug-keys", "block-list", "network-list"),
+    "saverestore": ("save", "restore", "migrate", "migrate-receive"),
+    "hardware": ("pci-attach", "pci-detach", "pci-list", "pci-assignable-add",
+                 "pci-assignable-remove", "pci-assignable-list", "usbctrl-attach", "usbctrl-detach",
+                 "usbdev-attach", "usbdev-detach", "usb-list", "psr-hwinfo", "psr-cmt-attach",
+                 "psr-cmt-detach", "psr-cmt-show", "psr-cat-set", "psr-cat-show", "psr-mba-set",
+                 "psr-mba-show", "vtpm-attach", "vtpm-list", "vtpm-detach", "vkb-attach", "vkb-list",
+                 "vkb-detach", "vdispl-attach", "vdispl-list", "vdispl-detach", "vsnd-attach",
+                 "vsnd-list", "vsnd-detach", "remus", "sharing", "devd"),
+    "flask": ("getenforce", "setenforce", "loadpolicy"),
+    "sched": ("vcpu-list", "vcpu-pin", "vcpu-set", "sched-credit", "sched-credit2", "sched-rtds",
+              "cpupool-create", "cpupool-list", "cpupool-destroy", "cpupool-rename",
+              "cpupool-cpu-add", "cpupool-cpu-remove", "cpupool-migrate", "cpupool-numa-split"),
+    "misc": ("config-update", "vncviewer", "button-press", "vm-list", "rename", "trigger", "sysrq",
+             "set-parameters", "top", "claims", "qemu-monitor-command"),
+    "block": ("cd-insert", "cd-eject", "channel-list", "block-attach", "block-detach"),
+    "network": ("network-attach", "network-detach"),
+}
+#: Command name -> the module implementing it.
+_MODULE_OF = {name: module for module, names in MODULES.items() for name in names}
+#: Errors a command reports as ``xl: <one line>`` (exit 1), by module and class name: looked up
+#: only in modules already imported, since an error of a module never imported was never raised.
+_ONE_LINE_ERRORS = (("pyxen.xenstore.errors", "XenstoreError"),
+                    ("pyxen.toolstack.domain", "DomainBuildError"),
+                    ("pyxen.toolstack.config", "ConfigError"))
+
+
+def _one_line_errors() -> tuple[type[BaseException], ...]:
+    return tuple(getattr(sys.modules[module], cls) for module, cls in _ONE_LINE_ERRORS if module in sys.modules)
+
+
+def command_module(name: str) -> ModuleType:
+    """The module of this package that implements command ``name`` (imported now)."""
+    return importlib.import_module(f"{__name__}.{_MODULE_OF[name]}")
+
+
+def _all_commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
+    implemented: dict[str, tuple[Callable[[list[str]], int], str]] = {}
+    for module in MODULES:
+        implemented.update(importlib.import_module(f"{__name__}.{module}").COMMANDS)
+    return implemented
+
+
+def __getattr__(attr: str) -> Any:
+    """COMMANDS (every command pyxen's xl has, in the table's order), _IMPLEMENTED and
+    NOT_IMPLEMENTED (Xen's commands no module implements yet), computed on first use: they
+    import every command module, which running one command does not."""
+    if attr not in ("COMMANDS", "_IMPLEMENTED", "NOT_IMPLEMENTED"):
+        raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+    implemented = _all_commands()
+    commands = {spec.name: implemented[spec.name] for spec in cmdtable.TABLE if spec.name in implemented}
+    globals().update(_IMPLEMENTED=implemented, COMMANDS=commands,
+                     NOT_IMPLEMENTED=frozenset(spec.name for spec in cmdtable.TABLE) - implemented.keys())
+    return globals()[attr]
+
+
 #: xl.c main's getopt string "+vftTN": the global options, up to the subcommand.
 _GLOBAL_OPTS = "vftTN"
 
@@ -40,7 +94,8 @@ _GLOBAL_OPTS = "vftTN"
 def not_implemented(name: str) -> Callable[[list[str]], int]:
     """A command of Xen's table pyxen does not have yet: ``-h`` prints xl's help; otherwise one
     line naming the command, exit 1, nothing done."""
-    return hardware.refusal(name, "pyxen does not implement this command yet")
+    from .hardware import refusal
+    return refusal(name, "pyxen does not implement this command yet")
 
 
 def _global_options(args: list[str]) -> int | None:
@@ -91,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     if GLOBALS.dryrun and not spec.can_dryrun:
         print("command does not implement -N (dryrun) option", file=sys.stderr)
         return 1
-    fn = COMMANDS[spec.name][0] if spec.name in COMMANDS else not_implemented(spec.name)
-    if GLOBALS.dryrun and spec.name in COMMANDS and fn not in DRYRUN_AWARE:
+    implemented = spec.name in _MODULE_OF
+    fn = command_module(spec.name).COMMANDS[spec.name][0] if implemented else not_implemented(spec.name)
+    if GLOBALS.dryrun and implemented and fn not in DRYRUN_AWARE:
         print(f"xl {spec.name}: pyxen does not implement -N (dryrun) for this command yet",
               file=sys.stderr)
         return 1
@@ -109,13 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     except XenstoreUnavailable as err:
         print(f"xl: {one_line(err.strerror or str(err))}", file=sys.stderr)
         return 1
-    except (XenstoreError, libxl.DomainBuildError, ConfigError) as err:
-        print(f"xl: {one_line(str(err))}", file=sys.stderr)
-        return 1
-    except OSError as err:  # a daemon went away or stopped answering mid-command
-        text = str(err) if err.strerror is None else err.strerror
-        print(f"xl: {one_line(text)}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
-        return 1
+    except Exception as err:
+        if isinstance(err, _one_line_errors()):
+            print(f"xl: {one_line(str(err))}", file=sys.stderr)
+            return 1
+        if isinstance(err, OSError):  # a daemon went away or stopped answering mid-command
+            text = str(err) if err.strerror is None else err.strerror
+            print(f"xl: {one_line(text)}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         return 130
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NoReturn, TypeVar
@@ -19,8 +20,7 @@ from typing import Any, Callable, Iterator, NoReturn, TypeVar
 from ...hypervisor.client import XenCtrl
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
-from ...toolstack.migration import one_line  # (re-exported: the commands print daemons' messages with it)
-from ...xenstore.client import XenstoreClient
+from ...toolstack import one_line  # (re-exported: the commands print daemons' messages with it)
 from . import cmdtable
 
 
@@ -121,6 +121,10 @@ def honours_dryrun(fn: _Command) -> _Command:
     return fn
 
 
+#: Seconds ctrl() waits for xenstored to accept (XenstoreClient's default timeout).
+XENSTORE_CONNECT_TIMEOUT = 10.0
+
+
 class XenstoreUnavailable(OSError):
     """xenstored does not answer on its socket: no xl context (libxl_ctx_alloc's xs_open)."""
 
@@ -149,8 +153,10 @@ def ctrl() -> XenCtrl:
     """
     paths = Paths.from_env()
     xc = XenCtrl(paths.hypervisor_socket)
-    try:
-        XenstoreClient(paths.xenstored_socket).connect().close()
+    try:  # a bare connect, as XenstoreClient.connect does: the client (and asyncio) stay unimported
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(XENSTORE_CONNECT_TIMEOUT)
+            probe.connect(str(paths.xenstored_socket))
     except OSError as err:
         xc.close()
         raise XenstoreUnavailable(

@@ -1,4 +1,4 @@
-"""xl's commands on domains and the host: info, list, create, destroy, pause, unpause, shutdown,
+"""xl's commands on domains and the host: info, create, destroy, pause, unpause, shutdown,
 reboot, console, dump-core, mem-set, mem-max, domid, domname,
 uptime, dmesg, debug-keys, block-list, network-list.
 """
@@ -24,17 +24,8 @@ from .. import render, render_misc
 from ..console import CONSOLE_TYPES, ESCAPE, attach, parse_escape
 
 from . import misc, xlconf
+from .listing import sxp_refused
 from .common import (GLOBALS, Usage, honours_dryrun, interrupts_on_termination, new_parser, ctrl)
-
-
-def _sxp_refused() -> int | None:
-    """xl.conf's output_format = "sxp": xl prints ``list -l`` and ``create -n`` as SXP, which
-    pyxen does not write; one line and exit 1 instead of JSON the caller did not ask for."""
-    if xlconf.current().output_format != "sxp":
-        return None
-    print("xl: output_format \"sxp\" (xl.conf) is not implemented by pyxen; "
-          "set output_format=\"json\"", file=sys.stderr)
-    return 1
 
 
 # ---- commands --------------------------------------------------------------------------
@@ -49,50 +40,6 @@ def cmd_info(argv: list[str]) -> int:
         numa = misc.info_numa(xc) if ns.numa else ""
     sys.stdout.write(render_misc.xl_info_full(fields, ns.field, numa,
                                               misc.XENSTORE_FEATURES if ns.xenstore else None))
-    return 0
-
-
-def cmd_list(argv: list[str]) -> int:
-    p = new_parser("list", "List information about all/some domains")
-    p.add_argument("-l", "--long", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("-Z", "--context", action="store_true")
-    p.add_argument("-c", "--cpupool", action="store_true")
-    p.add_argument("-n", "--numa", action="store_true")
-    p.add_argument("domain", nargs="*")
-    ns = p.parse_args(argv)
-    if len(ns.domain) > 1:
-        raise Usage(p.format_help(), 1)
-    cols = render_misc.ListColumns(verbose=ns.verbose, context=ns.context, cpupool=ns.cpupool, numa=ns.numa)
-    with ctrl() as xc:
-        infos = libxl.list_domains(xc)
-        if ns.domain:
-            ref = libxl.resolve(xc, ns.domain[0])
-            infos = [d for d in infos if d["domid"] == ref.domid]
-            if not infos:
-                print(f"Error: Domain '{ns.domain[0]}' does not exist.", file=sys.stderr)
-                return 1
-        pools, nodes = misc.list_extras(xc, infos, cols)
-    if ns.long:
-        refused = _sxp_refused()
-        if refused is not None:
-            return refused
-        paths = Paths.from_env()
-        entries: list[tuple[int, dict[str, object]]] = []
-        for d in infos:
-            if d["domid"] == 0:  # xen-init-dom0's stub config, as libxl reads it back
-                entries.append((0, libxl_json.dom0_config(libxl_json.LiveState.from_info(d))))
-                continue
-            cfg = userdata.retrieve(paths, d["domid"])
-            if cfg is None:  # no stored config: xl skips the domain (list_domains_details)
-                continue
-            macs = [(int(r["devid"]), r["mac"]) for r in hotplug.list_devices(paths, d["domid"], ("vif",))
-                    if "mac" in r and r["devid"].isdigit()]
-            live = libxl_json.LiveState.from_info(d, macs)
-            entries.append((d["domid"], libxl_json.live_config(cfg, live)))
-        sys.stdout.write(render.xl_list_long(entries))
-    else:
-        sys.stdout.write(render_misc.xl_list_columns(cols, infos, pools, nodes))
     return 0
 
 
@@ -139,7 +86,7 @@ def cmd_create(argv: list[str]) -> int:
     cfg = replace(cfg, vifs=tuple(conf.vif_defaults(v) for v in cfg.vifs))
     # xl's -n and the global -N (GLOBALS.dryrun) are one switch: print the config, build nothing.
     if ns.dryrun or GLOBALS.dryrun:
-        refused = _sxp_refused()
+        refused = sxp_refused()
         if refused is not None:
             return refused
         return create_dryrun(cfg)
@@ -453,7 +400,6 @@ def _device_list(name: str, kinds: tuple[str, ...],
 #: xl's commands that this module implements: name -> (function, one-line description).
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "create": (cmd_create, "Create a domain from config file <filename>"),
-    "list": (cmd_list, "List information about all/some domains"),
     "destroy": (_domain_cmd("destroy", "Terminate a domain immediately", libxl.destroy, "destroy failed"), "Terminate a domain immediately"),
     "pause": (_domain_cmd("pause", "Pause execution of a domain", libxl.pause),
               "Pause execution of a domain"),
