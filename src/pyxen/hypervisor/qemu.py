@@ -531,6 +531,16 @@ class DeviceModel:
                                 "name": XENSTORE_PORT, "id": "xenstore-port"},
                                [("chardev-remove", {"id": "xenstore"})])
 
+    async def replug_xenstore_port(self) -> None:
+        """A restored or migrated guest's xenstore port, plugged anew after its state is loaded.
+        The guest's connection does not travel (its host side is this QEMU's socket to this
+        host's xenstored) and neither do the watches the guest made on it; a port that goes and
+        comes back tells the guest's agent so (its read fails with ENODEV), and it opens the new
+        port and makes its watches again, as Linux's xenbus re-registers them on resume."""
+        await self._device_del("xenstore-port")
+        await self.execute("chardev-remove", {"id": "xenstore"})
+        await self.add_xenstore_port(self.paths.xenstored_domain_socket(self.domid))
+
     async def powerdown(self) -> None:
         """An ACPI power-button press (xl shutdown -F, xl trigger power)."""
         await self.execute("system_powerdown")
@@ -567,6 +577,7 @@ class DeviceModel:
         await self.execute("migrate-incoming",
                            {"uri": f"exec:tail -c +{offset + 1} {shlex.quote(str(path))}"})
         await self._migration_done("restoring", cancel=False)
+        await self.replug_xenstore_port()
 
     async def _getfd(self, fd: int) -> None:
         """Hand QEMU a descriptor (SCM_RIGHTS on the QMP socket) and name it MIGRATION_FD
@@ -605,6 +616,7 @@ class DeviceModel:
         await self._getfd(fd)
         await self.execute("migrate-incoming", {"uri": f"fd:{MIGRATION_FD}"})
         await self._migration_done("receiving", cancel=False)
+        await self.replug_xenstore_port()
 
     async def _migration_done(self, what: str, cancel: bool) -> None:
         """Until QEMU's migration (outgoing or incoming) completes, bounded by SAVE_TIMEOUT;
