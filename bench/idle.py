@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pyxen.images.demo import build  # noqa: E402
-from pyxen.testing.bench import figure, run_facts  # noqa: E402
+from pyxen.testing.bench import compile_bytecode, figure, run_facts  # noqa: E402
 from pyxen.testing.host import UP_LINE, Host, qemu_pids_under, started_host  # noqa: E402
 
 MEMORY = 128
@@ -161,6 +161,7 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print only (exploratory runs)")
     ns = ap.parse_args()
     facts = run_facts(ROOT)
+    compile_bytecode(ROOT)
     image = build()
     rounds: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="pyxen-idle-") as tmp, started_host(image) as host:
