@@ -20,6 +20,12 @@ SHELLS = [pytest.param([path, "sh"] if name == "busybox" else [path], id=name)
 AGENT = str(resources.files("pyxen.images").joinpath("xs-agent.sh"))
 
 
+@pytest.fixture(autouse=True)
+def _agent_tmpdir(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The agent reads each message's header through a file in $TMPDIR: the test's own."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def agent(shell: list[str], snippet: str) -> tuple[subprocess.Popen[bytes], socket.socket]:
     """``snippet`` run by ``shell`` with the agent's functions and fd 3 on a socket; the other
     end is returned, as xenstored's side of the guest's port."""
