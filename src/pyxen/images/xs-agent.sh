@@ -36,17 +36,18 @@ reboot_cmd="${PYXEN_AGENT_REBOOT:-systemctl reboot}"
 # control/sysrq, cpu and device/vif, as Linux's xenbus drivers watch them) instead of asking
 # once a second: on an emulated CPU every process a shell starts costs the guest several ms, and
 # a loop that asked every second made an idle guest's QEMU use 20 times the CPU of a bare one.
+# A request's xs_wire.h header (type, req_id, tx_id 0, length: little-endian uint32s), as printf
+# escapes computed by arithmetic (no $(printf) child per byte).
+xs_send() {  # type req_id length
+    printf "\\$(($1 >> 6 & 3))$(($1 >> 3 & 7))$(($1 & 7))\\000\\000\\000\\$(($2 >> 6 & 3))$(($2 >> 3 & 7))$(($2 & 7))\\000\\000\\000\\000\\000\\000\\000\\$(($3 >> 6 & 3))$(($3 >> 3 & 7))$(($3 & 7))\\$(($3 >> 14 & 3))$(($3 >> 11 & 7))$(($3 >> 8 & 7))\\000\\000"
+}
 xs_call() {  # type length format args...: prints the reply's payload; status 1 on an XS_ERROR reply
     xs_type=$1; xs_len=$2; shift 2
     xs_id=0
-    # the header's bytes as printf escapes, computed by arithmetic (no $(printf) per byte)
-    xs_t="\\$((xs_type >> 6 & 3))$((xs_type >> 3 & 7))$((xs_type & 7))"
-    xs_l="\\$((xs_len >> 6 & 3))$((xs_len >> 3 & 7))$((xs_len & 7))\\$((xs_len >> 14 & 3))$((xs_len >> 11 & 7))$((xs_len >> 8 & 7))"
     while :; do
         xs_id=$((xs_id % 255 + 1))
         # shellcheck disable=SC2059
-        { printf "$xs_t\\000\\000\\000\\$((xs_id >> 6 & 3))$((xs_id >> 3 & 7))$((xs_id & 7))\\000\\000\\000\\000\\000\\000\\000$xs_l\\000\\000"
-          printf "$@"; } >&3 2>/dev/null
+        { xs_send "$xs_type" "$xs_id" "$xs_len"; printf "$@"; } >&3 2>/dev/null
         while :; do
             # the header within 5 s, else the request is made again; nothing at all (the port's
             # host side is away: xenstored restarting; or the port was replaced: a restore or a
