@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pyxen.hypervisor.accel import choose  # noqa: E402
+from pyxen.hypervisor.hostcfg import DEFAULT_TEXT  # noqa: E402
 from pyxen.images.demo import build  # noqa: E402
+from pyxen.paths import Paths  # noqa: E402
 from pyxen.testing.bench import compile_bytecode, figure, run_facts, time_to_output  # noqa: E402
 
 UP = b"pyxen demo guest up"
@@ -72,6 +74,11 @@ def main() -> int:
     cfg = root / "bench.cfg"
     cfg.write_text(f'name = "bench"\nmemory = {MEMORY}\nvcpus = 1\nkernel = "{image.kernel}"\n'
                    f'ramdisk = "{image.ramdisk}"\nextra = "console=ttyS0 quiet panic=-1"\n')
+    # xapi on free ports, and nothing on xenbr0 (the guest has no NIC): a benchmark's host
+    # must not take the machine's ports or serve its bridge in place of another host.
+    Paths.from_env(root).host_cfg.write_text(
+        DEFAULT_TEXT.replace("xapi_port = 80", "xapi_port = 0").replace("xapi_https_port = 443", "xapi_https_port = 0")
+        .replace('xenbr0_address = "10.80.0.1/24"', 'xenbr0_address = ""'))
     subprocess.run([str(BIN / "pyxen"), "host", "start"], env=env, check=True, stdout=subprocess.DEVNULL)
     accel = choose("auto", "qemu-system-x86_64").accel
     log = root / "log" / "console" / "guest-bench.log"

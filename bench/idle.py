@@ -164,7 +164,7 @@ def main() -> int:
     compile_bytecode(ROOT)
     image = build()
     rounds: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory(prefix="pyxen-idle-") as tmp, started_host(image) as host:
+    with tempfile.TemporaryDirectory(prefix="pyxen-idle-") as tmp, started_host(image, xenbr0=False) as host:
         cfg = host.write_cfg("idle", memory=MEMORY, cmdline_extra=ns.extra, script=ns.script)
         template: list[str] | None = None
         for i in range(ns.rounds):
