@@ -255,6 +255,9 @@ class DeviceModel:
         #: query each QEMU every time (under TCG that query was a tenth of an idle guest's cost).
         self._balloon_kb: int | None = None
         self._balloon_at = 0.0
+        #: A loaded (restored, migrated) guest's xenstore port is plugged anew at its first
+        #: unpause (replug_xenstore_port).
+        self._replug_pending = False
 
     async def start(self, qemu: str, info: BuildInfo, log_path: Path) -> int:
         """Exec QEMU paused and connect QMP; on any failure kill it and raise DeviceModelError."""
@@ -542,13 +545,23 @@ class DeviceModel:
                                [("chardev-remove", {"id": "xenstore"})])
 
     async def replug_xenstore_port(self) -> None:
-        """A restored or migrated guest's xenstore port, plugged anew after its state is loaded.
+        """A restored or migrated guest's xenstore port, plugged anew once it runs again.
         The guest's connection does not travel (its host side is this QEMU's socket to this
         host's xenstored) and neither do the watches the guest made on it; a port that goes and
         comes back tells the guest's agent so (its read fails with ENODEV), and it opens the new
         port and makes its watches again, as Linux's xenbus re-registers them on resume."""
         await self._device_del("xenstore-port")
-        await self.execute("chardev-remove", {"id": "xenstore"})
+        # (the port lets go of its chardev a moment after it leaves /machine/peripheral)
+        for _ in range(250):
+            try:
+                await self.execute("chardev-remove", {"id": "xenstore"})
+                break
+            except DeviceModelError as err:
+                if "busy" not in str(err):
+                    raise
+                await asyncio.sleep(0.02)
+        else:
+            raise DeviceModelError(f"domain {self.domid}: the old xenstore port kept its chardev")
         await self.add_xenstore_port(self.paths.xenstored_domain_socket(self.domid))
 
     async def powerdown(self) -> None:
@@ -587,7 +600,7 @@ class DeviceModel:
         await self.execute("migrate-incoming",
                            {"uri": f"exec:tail -c +{offset + 1} {shlex.quote(str(path))}"})
         await self._migration_done("restoring", cancel=False)
-        await self.replug_xenstore_port()
+        self._replug_pending = True
 
     async def _getfd(self, fd: int) -> None:
         """Hand QEMU a descriptor (SCM_RIGHTS on the QMP socket) and name it MIGRATION_FD
@@ -626,7 +639,7 @@ class DeviceModel:
         await self._getfd(fd)
         await self.execute("migrate-incoming", {"uri": f"fd:{MIGRATION_FD}"})
         await self._migration_done("receiving", cancel=False)
-        await self.replug_xenstore_port()
+        self._replug_pending = True
 
     async def _migration_done(self, what: str, cancel: bool) -> None:
         """Until QEMU's migration (outgoing or incoming) completes, bounded by SAVE_TIMEOUT;
@@ -683,6 +696,13 @@ class DeviceModel:
 
     async def unpause(self) -> None:
         await self.execute("cont")
+        if self._replug_pending:
+            # After the guest has run a moment: virtio-serial's post-load timer, which fires
+            # once the VM runs, still refers to the loaded ports (QEMU 7.2 crashes on a port
+            # unplugged before it).
+            self._replug_pending = False
+            await asyncio.sleep(0.05)
+            await self.replug_xenstore_port()
 
     async def reboot(self) -> None:
         """Reset the machine and run it again (the guest's reboot, on_reboot=restart).

@@ -54,7 +54,7 @@ xs_call() {  # type length format args...: prints the reply's payload; status 1 
             # migration) waits 1 s and opens the port again
             xs_header 5
             case "$r_status" in
-                lost) xs_lost; break ;;
+                lost) xs_lost && return 2; break ;;
                 timeout) break ;;
             esac
             if [ "$r_id" = "$xs_id" ] && [ "$r_type" != 16 ]; then
@@ -99,13 +99,12 @@ xs_event() {
         dd bs=1 count="$r_len" <&3 >/dev/null 2>&1
     fi
 }
-# The port gave nothing. Open it again, found by its name (the same device when only its host
-# side went away, a new one after a restore or a migration), and tell the main loop: the watches
-# were the old connection's.
+# The port gave nothing. In the agent the call fails at once (status 2) and the main loop, a
+# second later, opens the port again, found by its name (the same device when only its host
+# side went away, a new one after a restore or a migration) and makes its watches again (they
+# were the old connection's); sourced for tests, the call is made again a second later.
 xs_lost() {
-    sleep 1
-    [ -n "$xs_events" ] || return 0
-    xs_p="$(xs_port)" && exec 3<>"$xs_p"
+    [ -n "$xs_events" ] || { sleep 1; return 1; }
     printf -- '-\nreconnect\n' >> "$xs_events"
 }
 xs_read() { xs_call 2 $((${#1} + 1)) '%s\000' "$1"; }
@@ -260,7 +259,9 @@ xs_agent() {  # [PORT]: the port to open (none: fd 3 is open on it already)
         done < "$xs_events"
         : > "$xs_events"
         if [ -n "$setup" ]; then
-            xs_p="$(xs_port)" && exec 3<>"$xs_p"
+            exec 3>&-
+            sleep 1
+            until xs_p="$(xs_port)" && { command exec 3<>"$xs_p"; } 2>/dev/null; do sleep 1; done
             continue
         fi
         [ -n "$do_cpu" ] && check_cpus
