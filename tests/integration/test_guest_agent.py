@@ -162,8 +162,10 @@ def test_a_second_host_stands_by_and_takes_over(host: Host, demo_image: DemoImag
 
 
 def test_the_agent_reports_again_after_save_and_restore(host: Host, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """xl restore builds the domain's xenstore area anew (a new domid): the agent notices its
-    data/updated is gone and writes everything again, the address the guest still holds too."""
+    """xl restore builds the domain's xenstore area anew (a new domid) and plugs the guest's
+    xenstore port anew: the agent opens the new port, notices its data/updated is gone and
+    writes everything again, the address the guest still holds too, and watches again (a
+    sysrq letter written after the restore reaches the guest's kernel)."""
     serving(host)
     domid = host.create("gr", memory=128, extra_lines="vif = ['mac=00:16:3e:00:81:02,bridge=xenbr0']\n")
     ip = wait_for(lambda: host.xs_subtree(domid).get("attr/vif/0/ipv4/0"), 180,
@@ -178,4 +180,9 @@ def test_the_agent_reports_again_after_save_and_restore(host: Host, tmp_path) ->
     assert gm.networks["0/ip"] == ip and gm.os_version["distro"] == "pyxen-demo"
     done = ping(ip)
     assert done.returncode == 0, done.stdout + done.stderr
+    before = host.console_text("gr").count("sysrq: HELP")
+    host.xl("sysrq", "gr", "h")
+    wait_for(lambda: host.console_text("gr").count("sysrq: HELP") > before, 60,
+             lambda: f"the restored guest's sysrq help (console: {host.console_text('gr')[-1500:]})")
+    assert host.xs_read(f"/local/domain/{new}/control/sysrq") == ""  # acknowledged
     host.xl("destroy", "gr")

@@ -425,20 +425,22 @@ def test_agent_without_a_port_gives_up_with_one_line(tmp_path: Path) -> None:
 
 
 def test_the_agent_frames_xenstore_requests_the_same_under_dash_and_busybox(tmp_path: Path) -> None:
-    """The wire bytes of XS_WRITE data/os_uname (type 11) built by the agent's printf helpers."""
+    """The wire bytes of XS_WRITE data/os_uname (type 11, req_id 7) built by the agent's printf
+    helper, and a length past one byte (300)."""
     script = debian.guest_file("xs-agent.sh").decode()
-    funcs = script[script.index("xs_send() {"):script.index("# The guest agent's reports")]
+    funcs = script[script.index("xs_send() {"):script.index("xs_call() {")]
     out = {}
     for shell in (["dash"], ["/bin/busybox", "sh"]):
         if not shutil.which(shell[0]):
             continue
-        prog = funcs + 'exec 3>"$1"\nxs_send 11 16\nprintf \'%s\\000%s\' data/os_uname 6.1 >&3\n'
+        prog = funcs + 'exec 3>"$1"\nxs_send 11 7 16 >&3\nprintf \'%s\\000%s\' data/os_uname 6.1 >&3\nxs_send 2 255 300 >&3\n'
         f = tmp_path / "wire"
         subprocess.run([*shell, "-c", prog, "sh", str(f)], check=True, timeout=30)
         out[shell[0]] = f.read_bytes()
     assert out, "no shell"
     for wire in out.values():
-        assert wire == bytes([11, 0, 0, 0]) + bytes(8) + bytes([16, 0, 0, 0]) + b"data/os_uname\x006.1"
+        assert wire == (bytes([11, 0, 0, 0, 7, 0, 0, 0]) + bytes(4) + bytes([16, 0, 0, 0]) + b"data/os_uname\x006.1"
+                        + bytes([2, 0, 0, 0, 255, 0, 0, 0]) + bytes(4) + (300).to_bytes(4, "little"))
 
 
 def test_pyxen_image_defaults_its_output_to_the_pyxen_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,12 @@ SHELLS = [pytest.param([path, "sh"] if name == "busybox" else [path], id=name)
 AGENT = str(resources.files("pyxen.images").joinpath("xs-agent.sh"))
 
 
+@pytest.fixture(autouse=True)
+def _agent_tmpdir(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The agent reads each message's header through a file in $TMPDIR: the test's own."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def agent(shell: list[str], snippet: str) -> tuple[subprocess.Popen[bytes], socket.socket]:
     """``snippet`` run by ``shell`` with the agent's functions and fd 3 on a socket; the other
     end is returned, as xenstored's side of the guest's port."""
@@ -66,3 +72,91 @@ def test_an_error_reply_fails_the_call_and_prints_nothing(shell: list[str]) -> N
     sock.sendall(encode(Op.WRITE, write.req_id, 0, b"OK\0"))
     out, _ = proc.communicate(timeout=20)
     assert out.decode() == "rc=1 v=\nrc=0\n"
+
+
+class ScriptedStore:
+    """Just enough of xenstored for the agent's main loop: nodes, WATCH (OK, then the initial
+    event) and WATCH_EVENT when a node under a watched path is written."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = PacketReader()
+        self.nodes: dict[str, bytes] = {"control/shutdown": b"", "control/sysrq": b""}
+        self.watches: list[tuple[str, bytes]] = []
+        self.log: list[Packet] = []
+
+    def serve(self, until: float) -> None:
+        """Answer requests until ``until`` (time.monotonic()) or the agent closes its port."""
+        import time
+        while (left := until - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                return
+            if not data:
+                return
+            for p in self.reader.feed(data):
+                self.log.append(p)
+                self.sock.sendall(self.answer(p))
+
+    def answer(self, p: Packet) -> bytes:
+        args = p.payload.split(b"\0")
+        if p.op == Op.WATCH:
+            self.watches.append((args[0].decode(), args[1]))
+            return encode(p.op, p.req_id, 0, b"OK\0") + encode(Op.WATCH_EVENT, 0, 0, args[0] + b"\0" + args[1] + b"\0")
+        if p.op == Op.READ:
+            value = self.nodes.get(args[0].decode())
+            return encode(p.op, p.req_id, 0, value) if value is not None else encode_error(p.req_id, 0, "ENOENT")
+        if p.op == Op.DIRECTORY:
+            return encode(p.op, p.req_id, 0, b"")
+        if p.op == Op.WRITE:
+            path, value = p.payload.split(b"\0", 1)
+            return self.events_for(path.decode()) + encode(p.op, p.req_id, 0, b"OK\0") if self.set(path.decode(), value) else b""
+        return encode(p.op, p.req_id, 0, b"OK\0")
+
+    def set(self, path: str, value: bytes) -> bool:
+        self.nodes[path] = value
+        return True
+
+    def events_for(self, path: str) -> bytes:
+        return b"".join(encode(Op.WATCH_EVENT, 0, 0, path.encode() + b"\0" + token + b"\0")
+                        for watched, token in self.watches if path == watched or path.startswith(watched + "/"))
+
+    def toolstack_write(self, path: str, value: bytes) -> None:
+        """Dom0 writes a node: the guest's watches on it fire."""
+        self.set(path, value)
+        self.sock.sendall(self.events_for(path))
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_agent_waits_on_its_watches_and_acts_on_shutdown(shell: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The main loop watches control/shutdown, control/sysrq, cpu and device/vif, reports, then
+    asks nothing while nothing fires (an idle guest's agent costs nothing; the 1 s address passes
+    that follow when the guest has a NIC are off: the host running the test has NICs); a write to
+    control/shutdown wakes it: acknowledged with "", then the poweroff command runs."""
+    import os
+    import time
+    ours, theirs = socket.socketpair()
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYXEN_AGENT_POWEROFF="echo poweroff-ran")
+    proc = subprocess.Popen([*shell, "-c", 'exec 3<&0 </dev/null; . "$0"; xs_events="$TMPDIR/events"; XS_FAST_PASSES=0; xs_agent',
+                             AGENT, "--functions"], stdin=theirs, stdout=subprocess.PIPE, env=env)
+    theirs.close()
+    store = ScriptedStore(ours)
+    try:
+        store.serve(time.monotonic() + 8)  # the first pass, then quiet
+        assert sorted(w for w, _ in store.watches) == ["control/shutdown", "control/sysrq", "cpu", "device/vif"]
+        assert store.nodes.get("data/updated") and store.nodes["control/feature-poweroff"] == b"1"
+        settled = len(store.log)
+        store.serve(time.monotonic() + 3)
+        assert len(store.log) == settled, [p.payload for p in store.log[settled:]]  # nothing asked
+        store.toolstack_write("control/shutdown", b"poweroff")
+        deadline = time.monotonic() + 20
+        while store.nodes["control/shutdown"] != b"" and time.monotonic() < deadline:
+            store.serve(time.monotonic() + 0.5)
+        assert store.nodes["control/shutdown"] == b""  # acknowledged, as Linux's xenbus does
+        store.serve(time.monotonic() + 1)
+    finally:
+        proc.kill()
+    out, _ = proc.communicate(timeout=10)
+    assert b"poweroff-ran" in out

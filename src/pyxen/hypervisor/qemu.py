@@ -68,6 +68,8 @@ MIGRATION_POLL = 0.01
 DUMP_TIMEOUT = 300.0
 #: Queries behind ``xl list``: a stuck QEMU is shown with what is known instead.
 QUERY_TIMEOUT = 0.5
+#: How long a balloon figure from QEMU's events (or a query) is taken as current (seconds).
+BALLOON_FRESH = 30.0
 #: How long QEMU may take to open its QMP socket after exec (seconds).
 START_TIMEOUT = 20.0
 
@@ -248,6 +250,14 @@ class DeviceModel:
         self._event_task: asyncio.Task[None] | None = None
         #: Where QEMU's own messages go (None for one adopted from an earlier daemon).
         self.log_path: Path | None = None
+        #: The balloon's last ``actual`` (kB) and when it was learnt (loop time): from QEMU's
+        #: BALLOON_CHANGE events, so ``xl list`` and xapi's once-a-second domain list do not
+        #: query each QEMU every time (under TCG that query was a tenth of an idle guest's cost).
+        self._balloon_kb: int | None = None
+        self._balloon_at = 0.0
+        #: A loaded (restored, migrated) guest's xenstore port is plugged anew at its first
+        #: unpause (replug_xenstore_port).
+        self._replug_pending = False
 
     async def start(self, qemu: str, info: BuildInfo, log_path: Path) -> int:
         """Exec QEMU paused and connect QMP; on any failure kill it and raise DeviceModelError."""
@@ -321,6 +331,9 @@ class DeviceModel:
         try:
             async for event in qmp.events:
                 data = event.get("data")
+                if event["event"] == "BALLOON_CHANGE" and isinstance(data, dict) and "actual" in data:
+                    self._balloon_kb = int(data["actual"]) >> 10
+                    self._balloon_at = asyncio.get_running_loop().time()
                 self._on_event(self.domid, str(event["event"]), dict(data) if isinstance(data, dict) else {})
         except asyncio.CancelledError:
             raise
@@ -537,6 +550,26 @@ class DeviceModel:
                                 "name": XENSTORE_PORT, "id": "xenstore-port"},
                                [("chardev-remove", {"id": "xenstore"})])
 
+    async def replug_xenstore_port(self) -> None:
+        """A restored or migrated guest's xenstore port, plugged anew once it runs again.
+        The guest's connection does not travel (its host side is this QEMU's socket to this
+        host's xenstored) and neither do the watches the guest made on it; a port that goes and
+        comes back tells the guest's agent so (its read fails with ENODEV), and it opens the new
+        port and makes its watches again, as Linux's xenbus re-registers them on resume."""
+        await self._device_del("xenstore-port")
+        # (the port lets go of its chardev a moment after it leaves /machine/peripheral)
+        for _ in range(250):
+            try:
+                await self.execute("chardev-remove", {"id": "xenstore"})
+                break
+            except DeviceModelError as err:
+                if "busy" not in str(err):
+                    raise
+                await asyncio.sleep(0.02)
+        else:
+            raise DeviceModelError(f"domain {self.domid}: the old xenstore port kept its chardev")
+        await self.add_xenstore_port(self.paths.xenstored_domain_socket(self.domid))
+
     async def powerdown(self) -> None:
         """An ACPI power-button press (xl shutdown -F, xl trigger power)."""
         await self.execute("system_powerdown")
@@ -573,6 +606,7 @@ class DeviceModel:
         await self.execute("migrate-incoming",
                            {"uri": f"exec:tail -c +{offset + 1} {shlex.quote(str(path))}"})
         await self._migration_done("restoring", cancel=False)
+        self._replug_pending = True
 
     async def _getfd(self, fd: int) -> None:
         """Hand QEMU a descriptor (SCM_RIGHTS on the QMP socket) and name it MIGRATION_FD
@@ -611,6 +645,7 @@ class DeviceModel:
         await self._getfd(fd)
         await self.execute("migrate-incoming", {"uri": f"fd:{MIGRATION_FD}"})
         await self._migration_done("receiving", cancel=False)
+        self._replug_pending = True
 
     async def _migration_done(self, what: str, cancel: bool) -> None:
         """Until QEMU's migration (outgoing or incoming) completes, bounded by SAVE_TIMEOUT;
@@ -667,6 +702,13 @@ class DeviceModel:
 
     async def unpause(self) -> None:
         await self.execute("cont")
+        if self._replug_pending:
+            # After the guest has run a moment: virtio-serial's post-load timer, which fires
+            # once the VM runs, still refers to the loaded ports (QEMU 7.2 crashes on a port
+            # unplugged before it).
+            self._replug_pending = False
+            await asyncio.sleep(0.05)
+            await self.replug_xenstore_port()
 
     async def reboot(self) -> None:
         """Reset the machine and run it again (the guest's reboot, on_reboot=restart).
@@ -697,11 +739,19 @@ class DeviceModel:
         await self.execute("balloon", {"value": target_mib << 20})
 
     async def balloon_actual_kb(self) -> int | None:
-        """What the guest holds now, as the balloon reports it (None without a driver yet)."""
+        """What the guest holds now, as the balloon reports it (None without a driver yet).
+        QEMU announces each change (BALLOON_CHANGE, at most one a second, the last one always
+        sent); a figure learnt within BALLOON_FRESH is used as it is, an older one is asked for
+        again (a change QEMU does not announce, such as a reset, is seen that late at most)."""
+        loop = asyncio.get_running_loop()
+        if self._balloon_kb is not None and loop.time() - self._balloon_at < BALLOON_FRESH:
+            return self._balloon_kb
         try:
-            return int((await self.execute("query-balloon", timeout=QUERY_TIMEOUT))["actual"]) >> 10
+            actual = int((await self.execute("query-balloon", timeout=QUERY_TIMEOUT))["actual"]) >> 10
         except DeviceModelError:
             return None
+        self._balloon_kb, self._balloon_at = actual, loop.time()
+        return actual
 
     async def status(self) -> str:
         """QEMU's run state: prelaunch, running, paused, shutdown, guest-panicked, ..."""

@@ -31,34 +31,87 @@ reboot_cmd="${PYXEN_AGENT_REBOOT:-systemctl reboot}"
 # guest memory); here each request carries its own req_id, a request with no reply within 5 s is
 # sent again under a new one, and a reply whose req_id is not the awaited one is skipped. Every
 # request the agent makes (read, write, rm, directory) can be repeated without harm.
+#
+# The agent waits for xenstore to tell it something (XS_WATCH on control/shutdown,
+# control/sysrq, cpu and device/vif, as Linux's xenbus drivers watch them) instead of asking
+# once a second: on an emulated CPU every process a shell starts costs the guest several ms, and
+# a loop that asked every second made an idle guest's QEMU use 20 times the CPU of a bare one.
+# A request's xs_wire.h header (type, req_id, tx_id 0, length: little-endian uint32s), as printf
+# escapes computed by arithmetic (no $(printf) child per byte).
+xs_send() {  # type req_id length
+    printf "\\$(($1 >> 6 & 3))$(($1 >> 3 & 7))$(($1 & 7))\\000\\000\\000\\$(($2 >> 6 & 3))$(($2 >> 3 & 7))$(($2 & 7))\\000\\000\\000\\000\\000\\000\\000\\$(($3 >> 6 & 3))$(($3 >> 3 & 7))$(($3 & 7))\\$(($3 >> 14 & 3))$(($3 >> 11 & 7))$(($3 >> 8 & 7))\\000\\000"
+}
 xs_call() {  # type length format args...: prints the reply's payload; status 1 on an XS_ERROR reply
     xs_type=$1; xs_len=$2; shift 2
     xs_id=0
     while :; do
         xs_id=$((xs_id % 255 + 1))
-        printf "\\$(printf %03o "$xs_type")\\000\\000\\000\\$(printf %03o "$xs_id")\\000\\000\\000\\000\\000\\000\\000\\$(printf %03o "$xs_len")\\000\\000\\000" >&3
         # shellcheck disable=SC2059
-        printf "$@" >&3
+        { xs_send "$xs_type" "$xs_id" "$xs_len"; printf "$@"; } >&3 2>/dev/null
         while :; do
-            # the header's first byte within 5 s (else the request is made again), then the rest;
-            # nothing at all (the port's host side is away: xenstored restarting) waits 1 s more
-            read -r r_type r_id _ r_len <<EOF
-$( { timeout 5 dd bs=1 count=1 && dd bs=1 count=15; } <&3 2>/dev/null | od -An -tu4)
-EOF
-            [ -n "$r_type" ] || { sleep 1; break; }
+            # the header within 5 s, else the request is made again; nothing at all (the port's
+            # host side is away: xenstored restarting; or the port was replaced: a restore or a
+            # migration) waits 1 s and opens the port again
+            xs_header 5
+            case "$r_status" in
+                lost) xs_lost && return 2; break ;;
+                timeout) break ;;
+            esac
             if [ "$r_id" = "$xs_id" ] && [ "$r_type" != 16 ]; then
                 [ "$r_len" = 0 ] || dd bs=1 count="$r_len" <&3 2>/dev/null
                 return 0
+            fi
+            if [ "$r_type" = 15 ]; then  # a watch fired meanwhile: noted for the main loop
+                xs_event
+                continue
             fi
             [ "$r_len" = 0 ] || dd bs=1 count="$r_len" <&3 >/dev/null 2>&1
             [ "$r_id" = "$xs_id" ] && return 1  # XS_ERROR; any other req_id: a late reply, skipped
         done
     done
 }
+# The next message's header from the port, waiting at most $1 s for its first byte: sets r_type,
+# r_id, r_len and r_status: ok; timeout; lost (the port gave nothing: closed, or gone). The bytes
+# go through a file: busybox's timeout leaves a watcher process behind for up to a second, which
+# would hold a pipe open (and a command substitution waiting) that long.
+xs_header() {
+    r_type=""; r_id=""; r_len=""
+    timeout "$1" dd bs=1 count=1 of="$xs_hdr" <&3 >/dev/null 2>&1
+    r_rc=$?
+    if [ -s "$xs_hdr" ]; then
+        dd bs=1 count=15 <&3 >> "$xs_hdr" 2>/dev/null
+        read -r r_type r_id _ r_len <<EOF
+$(od -An -tu4 "$xs_hdr")
+EOF
+    fi
+    if [ -n "$r_len" ]; then r_status=ok
+    elif [ "$r_rc" = 124 ] || [ "$r_rc" = 143 ]; then r_status=timeout  # (coreutils', busybox's timeout)
+    else r_status=lost
+    fi
+}
+# The payload of a WATCH_EVENT whose header was just read: path and token, one a line, go to the
+# events file the main loop reads (a call may run in a subshell: $(xs_read ...)).
+xs_event() {
+    [ "$r_len" = 0 ] && return 0
+    if [ -n "$xs_events" ]; then
+        dd bs=1 count="$r_len" <&3 2>/dev/null | tr '\000' '\n' >> "$xs_events"
+    else
+        dd bs=1 count="$r_len" <&3 >/dev/null 2>&1
+    fi
+}
+# The port gave nothing. In the agent the call fails at once (status 2) and the main loop, a
+# second later, opens the port again, found by its name (the same device when only its host
+# side went away, a new one after a restore or a migration) and makes its watches again (they
+# were the old connection's); sourced for tests, the call is made again a second later.
+xs_lost() {
+    [ -n "$xs_events" ] || { sleep 1; return 1; }
+    printf -- '-\nreconnect\n' >> "$xs_events"
+}
 xs_read() { xs_call 2 $((${#1} + 1)) '%s\000' "$1"; }
 xs_write() { xs_call 11 $((${#1} + 1 + ${#2})) '%s\000%s' "$1" "$2" >/dev/null; }
 xs_rm() { xs_call 13 $((${#1} + 1)) '%s\000' "$1" >/dev/null; }
 xs_dir() { xs_call 1 $((${#1} + 1)) '%s\000' "$1" | tr '\000' ' '; }
+xs_watch() { xs_call 4 $((${#1} + ${#2} + 2)) '%s\000%s\000' "$1" "$2" >/dev/null; }
 
 # The guest agent's reports, as XenServer's xe-guest-utilities (xe-daemon) writes them and
 # xapi's xapi_guest_agent.ml reads them: the OS under data/os_*, the agent's version under
@@ -81,11 +134,11 @@ report_static() {
     xs_write control/feature-poweroff 1
     xs_write control/feature-reboot 1
 }
-report_memory() {
+report_memory() {  # sets changed=1 when it wrote (only what differs from the last report)
     while read -r key value _; do
         case "$key" in
-            MemTotal:) xs_write data/meminfo_total "$value" ;;
-            MemAvailable:) xs_write data/meminfo_free "$value" ;;
+            MemTotal:) [ "$value" = "$mem_total" ] || { xs_write data/meminfo_total "$value"; mem_total=$value; changed=1; } ;;
+            MemAvailable:) [ "$value" = "$mem_free" ] || { xs_write data/meminfo_free "$value"; mem_free=$value; changed=1; } ;;
         esac
     done < /proc/meminfo
 }
@@ -136,44 +189,98 @@ EOF
         changed=1
     done
 }
-xs_agent() {
-    exec 3<>"$1"
-    reported=""
-    tick=0
-    while :; do
-        # First pass, and after the domain's xenstore area was made anew (a restore or a
-        # migration gives the guest fresh nodes): everything again.
-        if [ -z "$(xs_read data/updated)" ]; then
-            report_static
-            report_memory
-            for v in $(set | sed -n 's/^\(addrs[46]_eth[0-9]*\)=.*/\1/p'); do eval "$v="; done
-            changed=1
-        else
-            changed=""
-        fi
-        [ $((tick % 60)) = 59 ] && { report_memory; changed=1; }
-        report_addresses
-        [ -n "$changed" ] && xs_write data/updated "$(date '+%a %b %e %H:%M:%S %Y')"
-        tick=$((tick + 1))
-        sleep 1
-        # Xen's PV vCPU hotplug: cpu/N/availability says whether vCPU N is to be online.
-        for c in /sys/devices/system/cpu/cpu[1-9]*; do
-            [ -f "$c/online" ] || continue
-            want="$(xs_read "cpu/${c##*/cpu}/availability")"
-            case "$want:$(cat "$c/online")" in
-                online:0) echo 1 > "$c/online" ;;
-                offline:1) echo 0 > "$c/online" ;;
-            esac
-        done
-        case "$(xs_read control/shutdown)" in
-            poweroff|halt) xs_write control/shutdown ""; echo "pyxen: shutdown requested"; $poweroff_cmd ;;
-            reboot) xs_write control/shutdown ""; echo "pyxen: reboot requested"; $reboot_cmd ;;
+# Xen's PV vCPU hotplug: cpu/N/availability says whether vCPU N is to be online.
+check_cpus() {
+    for c in /sys/devices/system/cpu/cpu[1-9]*; do
+        [ -f "$c/online" ] || continue
+        want="$(xs_read "cpu/${c##*/cpu}/availability")"
+        read -r online < "$c/online"
+        case "$want:$online" in
+            online:0) echo 1 > "$c/online" ;;
+            offline:1) echo 0 > "$c/online" ;;
         esac
-        key="$(xs_read control/sysrq)"
-        if [ "${#key}" = 1 ]; then
-            xs_write control/sysrq ""
-            echo "$key" > /proc/sysrq-trigger
+    done
+}
+check_control() {
+    case "$(xs_read control/shutdown)" in
+        poweroff|halt) xs_write control/shutdown ""; echo "pyxen: shutdown requested"; $poweroff_cmd ;;
+        reboot) xs_write control/shutdown ""; echo "pyxen: reboot requested"; $reboot_cmd ;;
+    esac
+    key="$(xs_read control/sysrq)"
+    if [ "${#key}" = 1 ]; then
+        xs_write control/sysrq ""
+        echo "$key" > /proc/sysrq-trigger
+    fi
+}
+# How long the agent waits for xenstore before it looks at the guest's memory and addresses
+# anyway (xe-daemon's interval), and how many 1 s passes follow its start, a new connection or
+# a NIC's arrival or departure (an address comes from DHCP a few seconds after its NIC).
+XS_PERIOD=60
+XS_FAST_PASSES=30
+fast_passes() {  # the 1 s passes when the guest has a NIC (without, no address to wait for)
+    fast=0
+    for d in /sys/class/net/eth*; do [ -e "$d" ] && fast=$XS_FAST_PASSES; done
+}
+xs_agent() {  # [PORT]: the port to open (none: fd 3 is open on it already)
+    [ -z "$1" ] || exec 3<>"$1"
+    : > "$xs_events"
+    reported=""
+    setup=1
+    while :; do
+        # The first pass, and after a new connection (xenstored restarted; a restore or a
+        # migration plugs a new port, and gives the guest a xenstore area made anew): watches
+        # again, and when data/updated is missing, everything again.
+        if [ "$setup" = 1 ]; then
+            setup=""
+            for w in control/shutdown control/sysrq cpu device/vif; do
+                xs_watch "$w" "pyxen:${w%%/*}"  # fires once at once: each is looked at now
+            done
+            changed=""
+            if [ -z "$(xs_read data/updated)" ]; then
+                report_static
+                mem_total=""; mem_free=""
+                report_memory
+                for v in $(set | sed -n 's/^\(addrs[46]_eth[0-9]*\)=.*/\1/p'); do eval "$v="; done
+                changed=1
+            fi
+            report_addresses
+            [ -n "$changed" ] && xs_write data/updated "$(date '+%a %b %e %H:%M:%S %Y')"
+            fast_passes
         fi
+        # What fired (written by xs_event, here or inside a call), each looked at once.
+        do_control=""; do_cpu=""
+        while read -r ev_path && read -r ev; do
+            case "$ev" in
+                pyxen:control) do_control=1 ;;
+                pyxen:cpu) do_cpu=1 ;;
+                pyxen:device) case "$ev_path" in */vif/*) fast=$XS_FAST_PASSES ;; esac ;;  # a NIC comes or goes
+                reconnect) setup=1 ;;
+            esac
+        done < "$xs_events"
+        : > "$xs_events"
+        if [ -n "$setup" ]; then
+            exec 3>&-
+            sleep 1
+            until xs_p="$(xs_port)" && { command exec 3<>"$xs_p"; } 2>/dev/null; do sleep 1; done
+            continue
+        fi
+        [ -n "$do_cpu" ] && check_cpus
+        [ -n "$do_control" ] && check_control
+        [ -s "$xs_events" ] && continue
+        # Wait for xenstore's next message: a watch event (noted, looked at above), or nothing
+        # for a while: a pass over the addresses, and the memory when the wait was a long one.
+        if [ "$fast" -gt 0 ]; then xs_header 1; else xs_header "$XS_PERIOD"; fi
+        case "$r_status" in
+            ok) if [ "$r_type" = 15 ]; then xs_event
+                else [ "$r_len" = 0 ] || dd bs=1 count="$r_len" <&3 >/dev/null 2>&1  # a late reply
+                fi ;;
+            lost) xs_lost ;;
+            timeout)
+                changed=""
+                if [ "$fast" -gt 0 ]; then fast=$((fast - 1)); else report_memory; fi
+                report_addresses
+                [ -n "$changed" ] && xs_write data/updated "$(date '+%a %b %e %H:%M:%S %Y')" ;;
+        esac
     done
 }
 # The port: the virtio-serial port QEMU names org.xenproject.xenstore. Under systemd the agent
@@ -184,7 +291,12 @@ xs_port() {
     done
     return 1
 }
+# Watch events and lost connections noted for the main loop (none when sourced for tests), and
+# where a message's header is read.
+xs_events=""
+xs_hdr="${TMPDIR:-/tmp}/pyxen-guest-agent.$$.header"
 [ "$1" = --functions ] && return 0
+xs_events="${TMPDIR:-/tmp}/pyxen-guest-agent.$$"
 port="$1"
 if [ -z "$port" ]; then
     waited=0

@@ -144,17 +144,21 @@ class Host:
 
 
 @contextmanager
-def started_host(image: DemoImage, prefix: str = "pyxen-") -> Iterator[Host]:
+def started_host(image: DemoImage, prefix: str = "pyxen-", xenbr0: bool = True) -> Iterator[Host]:
     """``pyxen host start`` in a fresh root; stopped, with every QEMU under it, on exit. The
     guests a test leaves are destroyed first: ``host stop`` would save or shut them down
-    (xendomains), which is slow and is the business of the tests that check it."""
+    (xendomains), which is slow and is the business of the tests that check it. ``xenbr0``
+    False: no address and no DHCP service on xenbr0 (a benchmark's host, whose guests have no
+    NIC, then never serves the machine's bridge in place of a test's host)."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     env = dict(os.environ, PYXEN_ROOT=str(root), PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     env.pop("XENSTORED_PATH", None)  # (set by libxenstore.py's binding for another daemon)
     h = Host(Paths.from_env(root), image, env)
     # xapi on free ports: the default 80/443 belong to the machine's own host (`make run`).
     h.paths.host_cfg.write_text(DEFAULT_TEXT.replace("xapi_port = 80", "xapi_port = 0")
-                                .replace("xapi_https_port = 443", "xapi_https_port = 0"))
+                                .replace("xapi_https_port = 443", "xapi_https_port = 0")
+                                .replace('xenbr0_address = "10.80.0.1/24"',
+                                         'xenbr0_address = "10.80.0.1/24"' if xenbr0 else 'xenbr0_address = ""'))
     try:
         h.run("pyxen", "host", "start", check=True)
         yield h
