@@ -68,8 +68,6 @@ MIGRATION_POLL = 0.01
 DUMP_TIMEOUT = 300.0
 #: Queries behind ``xl list``: a stuck QEMU is shown with what is known instead.
 QUERY_TIMEOUT = 0.5
-#: How long a balloon figure from QEMU's events (or a query) is taken as current (seconds).
-BALLOON_FRESH = 30.0
 #: How long QEMU may take to open its QMP socket after exec (seconds).
 START_TIMEOUT = 20.0
 
@@ -250,11 +248,6 @@ class DeviceModel:
         self._event_task: asyncio.Task[None] | None = None
         #: Where QEMU's own messages go (None for one adopted from an earlier daemon).
         self.log_path: Path | None = None
-        #: The balloon's last ``actual`` (kB) and when it was learnt (loop time): from QEMU's
-        #: BALLOON_CHANGE events, so ``xl list`` and xapi's once-a-second domain list do not
-        #: query each QEMU every time (under TCG that query was a tenth of an idle guest's cost).
-        self._balloon_kb: int | None = None
-        self._balloon_at = 0.0
         #: A loaded (restored, migrated) guest's xenstore port is plugged anew at its first
         #: unpause (replug_xenstore_port).
         self._replug_pending = False
@@ -331,9 +324,6 @@ class DeviceModel:
         try:
             async for event in qmp.events:
                 data = event.get("data")
-                if event["event"] == "BALLOON_CHANGE" and isinstance(data, dict) and "actual" in data:
-                    self._balloon_kb = int(data["actual"]) >> 10
-                    self._balloon_at = asyncio.get_running_loop().time()
                 self._on_event(self.domid, str(event["event"]), dict(data) if isinstance(data, dict) else {})
         except asyncio.CancelledError:
             raise
@@ -739,19 +729,11 @@ class DeviceModel:
         await self.execute("balloon", {"value": target_mib << 20})
 
     async def balloon_actual_kb(self) -> int | None:
-        """What the guest holds now, as the balloon reports it (None without a driver yet).
-        QEMU announces each change (BALLOON_CHANGE, at most one a second, the last one always
-        sent); a figure learnt within BALLOON_FRESH is used as it is, an older one is asked for
-        again (a change QEMU does not announce, such as a reset, is seen that late at most)."""
-        loop = asyncio.get_running_loop()
-        if self._balloon_kb is not None and loop.time() - self._balloon_at < BALLOON_FRESH:
-            return self._balloon_kb
+        """What the guest holds now, as the balloon reports it (None without a driver yet)."""
         try:
-            actual = int((await self.execute("query-balloon", timeout=QUERY_TIMEOUT))["actual"]) >> 10
+            return int((await self.execute("query-balloon", timeout=QUERY_TIMEOUT))["actual"]) >> 10
         except DeviceModelError:
             return None
-        self._balloon_kb, self._balloon_at = actual, loop.time()
-        return actual
 
     async def status(self) -> str:
         """QEMU's run state: prelaunch, running, paused, shutdown, guest-panicked, ..."""
