@@ -22,12 +22,18 @@ def _cpu_model() -> str:
 
 
 def run_facts(repo: Path) -> dict[str, Any]:
-    """Date (UTC), git revision (and whether the tree had changes), cores, CPU model, memory
+    """Date (UTC), git revision (and whether the code differed from it: ``dirty``; every changed
+    tracked file in ``changed``), cores, CPU model, memory
     and the load average just before the run."""
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""
 
+    # tracked files that differ from the revision; other result files do not make a run's code
+    # differ from it (a benchmark run just before rewrote its own), so they are listed but not
+    # counted as dirty
+    listed = git("diff", "--name-only", "HEAD").splitlines()
+    changed = [path for path in listed if not path.startswith("bench/results/")]
     mem_kb = 0
     try:
         mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
@@ -35,7 +41,7 @@ def run_facts(repo: Path) -> dict[str, Any]:
         pass
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "revision": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "revision": git("rev-parse", "HEAD"), "dirty": bool(changed), "changed": listed,
         "machine": {"cores": os.cpu_count(), "cpu": _cpu_model(), "memory_mib": mem_kb >> 10,
                     "kernel": platform.release(), "loadavg_before": list(os.getloadavg())},
     }
