@@ -214,9 +214,10 @@ check_control() {
 }
 # How long the agent waits for xenstore before it looks at the guest's memory and addresses
 # anyway (xe-daemon's interval), and how many 1 s passes follow its start, a new connection or
-# a NIC's arrival or departure (an address comes from DHCP a few seconds after its NIC).
+# a NIC's arrival or departure (an address comes from DHCP a few seconds after its NIC; a
+# systemd guest under TCG on a busy host may take well over a minute after the agent starts).
 XS_PERIOD=60
-XS_FAST_PASSES=30
+XS_FAST_PASSES=120
 fast_passes() {  # the 1 s passes when the guest has a NIC (without, no address to wait for)
     fast=0
     for d in /sys/class/net/eth*; do [ -e "$d" ] && fast=$XS_FAST_PASSES; done
