@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pyxen.images.demo import build  # noqa: E402
 from pyxen.testing.bench import compile_bytecode, figure, run_facts  # noqa: E402
-from pyxen.testing.host import UP_LINE, Host, qemu_pids_under, started_host  # noqa: E402
+from pyxen.testing.host import UP_LINE, Host, daemon_argvs, qemu_pids_under, started_host  # noqa: E402
 
 MEMORY = 128
 SETTLE = 15.0
@@ -55,19 +55,8 @@ def cpu_ns(pid: int) -> int:
 
 
 def daemon_pids(root: Path) -> dict[int, str]:
-    """The pyxen host's daemons (python processes with ``root`` on their command line): pid ->
-    module name."""
-    out: dict[int, str] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if str(root).encode() in b" ".join(argv) and b"qemu-system" not in argv[0] and b"-m" in argv:
-            out[int(proc.name)] = argv[argv.index(b"-m") + 1].decode()
-    return out
+    """The pyxen host's daemons: pid -> module name."""
+    return {pid: argv[argv.index("-m") + 1] for pid, argv in daemon_argvs(root).items()}
 
 
 def bare_argv(pyxen_argv: list[str], console: Path) -> list[str]:

@@ -17,6 +17,7 @@ from pyxen.host import supervisor as sup_mod
 from pyxen.host.services import SERVICES, SUPERVISOR, Service, connects, running_pid
 from pyxen.host.supervisor import START_LIMIT_BURST, START_LIMIT_INTERVAL, Supervisor
 from pyxen.paths import Paths
+from pyxen.testing.host import daemon_argvs
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +27,7 @@ BACK_WITHIN = 2.5
 
 def pyxen_processes(root: Path) -> list[str]:
     """Command lines of pyxen daemons (``python -m pyxen...``) that name ``root``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"-m" in argv and any(a.startswith(b"pyxen.") for a in argv) and str(root).encode() in argv:
-            found.append(" ".join(a.decode(errors="replace") for a in argv))
-    return found
+    return [" ".join(argv) for argv in daemon_argvs(root).values()]
 
 
 def wait_back(paths: Paths, svc: Service, old_pid: int, within: float) -> tuple[int, float]:

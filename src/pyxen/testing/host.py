@@ -43,6 +43,22 @@ def qemu_pids_under(root: Path) -> list[int]:
     return pids
 
 
+def daemon_argvs(root: Path) -> dict[int, list[str]]:
+    """The pyxen daemons serving ``root`` (``python -m pyxen.<module> ... <root> ...``): pid ->
+    command line. The daemons' twin of qemu_pids_under."""
+    found: dict[int, list[str]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"-m" in argv and any(a.startswith(b"pyxen.") for a in argv) and str(root).encode() in argv:
+            found[int(proc.name)] = [a.decode(errors="replace") for a in argv]
+    return found
+
+
 @dataclass
 class Host:
     """A running pyxen host and helpers to use it as a user would."""
