@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from pyxen.host import services
 from pyxen.host import supervisor as sup_mod
 from pyxen.host.services import SERVICES, SUPERVISOR, Service, connects, running_pid
 from pyxen.host.supervisor import START_LIMIT_BURST, START_LIMIT_INTERVAL, Supervisor
@@ -118,3 +120,38 @@ def test_restart_storm_is_rate_limited(tmp_path: Path, caplog: pytest.LogCapture
     sup.check()
     assert len(w.starts) == 1 and w.state == "down"
     assert "usage" in paths.daemon_log("crasher").read_text()
+
+
+def test_start_services_launches_together_and_undoes_a_failed_start(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``host start`` launches its daemons together and waits for each in order. One that exits
+    at start fails the start naming it, and the ones launched after it are killed, their pid
+    files gone: the host is left as a one-by-one start would have left it."""
+    paths = Paths(tmp_path)
+    paths.ensure()
+    # A "daemon" that accepts on its socket once its argument file exists, and one that never does.
+    server = ("import socket,sys,time,pathlib\n"
+              "s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()\n"
+              "while True: s.accept()[0].close()\n")
+    (tmp_path / "fakesvc.py").write_text(server)
+    ok = Service("fakeok", "fakesvc", lambda p: p.run / "fakeok.sock")
+    crasher = Service("crasher", "json.tool", lambda p: p.run / "crasher.sock")
+    later = Service("later", "fakesvc", lambda p: p.run / "later.sock")
+
+    def argv(p: Paths, svc: Service) -> list[str]:
+        if svc.module == "fakesvc":
+            return [sys.executable, str(tmp_path / "fakesvc.py"), str(svc.socket(p))]
+        return [sys.executable, "-m", svc.module, "--root", str(p.root)]
+
+    monkeypatch.setattr(services, "argv", argv)
+    try:
+        with pytest.raises(services.ServiceError, match="crasher exited with status 2 at start"):
+            services.start_services(paths, [ok, crasher, later])
+        assert running_pid(paths, ok) is not None  # started before the failure: stays
+        assert not paths.pidfile("later").exists()
+        started = services.start_services(paths, [ok, later])
+        assert [(s.name, new) for s, _, new in started] == [("fakeok", False), ("later", True)]
+        assert services.connects(later.socket(paths))
+    finally:
+        assert [s.name for s in services.stop_services(paths, [later, ok])] == ["later", "fakeok"]
+    assert running_pid(paths, ok) is None and running_pid(paths, later) is None

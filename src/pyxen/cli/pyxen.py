@@ -16,7 +16,8 @@ import importlib
 import sys
 
 from ..host import supervisor, xendomains
-from ..host.services import SUPERVISOR, ServiceError, available_services, running_pid, start_service, stop_service
+from ..host.services import (SUPERVISOR, ServiceError, available_services, running_pid, start_service,
+                             start_services, stop_service, stop_services)
 from ..host.xendomains import destroy_all
 from ..hypervisor.client import XenCtrl
 from ..hypervisor.errors import HypercallError
@@ -40,13 +41,14 @@ def host_passwd(paths: Paths) -> int:
 
 def host_start(paths: Paths) -> int:
     paths.ensure()
-    for svc in [*available_services(), SUPERVISOR]:
-        try:
-            pid, started = start_service(paths, svc)
-        except ServiceError as err:
-            print(f"pyxen: {err}", file=sys.stderr)
-            return 1
-        print(f"{svc.name:<12} {'started' if started else 'running'} (pid {pid})")
+    try:
+        # the daemons together (their imports overlap), then the supervisor that watches them
+        for group in (available_services(), [SUPERVISOR]):
+            for svc, pid, started in start_services(paths, group):
+                print(f"{svc.name:<12} {'started' if started else 'running'} (pid {pid})")
+    except ServiceError as err:
+        print(f"pyxen: {err}", file=sys.stderr)
+        return 1
     return xendomains.start(paths)
 
 
@@ -66,8 +68,10 @@ def host_stop(paths: Paths) -> int:
                 except ServiceError as err:
                     print(f"pyxen: {err}", file=sys.stderr)
     status = xendomains.stop(paths) if running_pid(paths, services[0]) else 0
-    for svc in reversed(available_services()):
-        if stop_service(paths, svc):
+    # xenstored and the hypervisor last, after the daemons that talk to them, which go together
+    core = [s for s in services if s.name in ("hypervisor", "xenstored")]
+    for group in ([s for s in reversed(services) if s not in core], *([s] for s in reversed(core))):
+        for svc in stop_services(paths, group):
             print(f"{svc.name:<12} stopped")
     return status
 

@@ -5,7 +5,7 @@ Each service is a Python module run as its own process, in its own session (so i
 shell that started it), with a pid file and a log under PYXEN_ROOT. It is "up" when its socket
 accepts a connection. ``start`` starts only what is not running, so it also restarts a daemon
 that died (the hypervisor then re-adopts the running guests). ``pyxen host start`` and the
-supervisor (supervisor.py) both start services through :func:`start_service`; a per-host lock
+supervisor (supervisor.py) both start services through :func:`start_services`; a per-host lock
 file makes them take turns, so a dead daemon is never started twice.
 """
 
@@ -158,50 +158,105 @@ def start_service(paths: Paths, svc: Service,
     is polled while waiting for readiness: when it turns true the new process is killed and
     ServiceError raised (the supervisor passes its stop flag).
     """
+    ((_, pid, started),) = start_services(paths, [svc], abort)
+    return pid, started
+
+
+def start_services(paths: Paths, svcs: list[Service],
+                   abort: Callable[[], bool] = lambda: False) -> list[tuple[Service, int, bool]]:
+    """Start those of ``svcs`` that do not run, and return (service, pid, started_now) for
+    each, in order, once every one accepts.
+
+    All are launched at once, in order, and then waited for in order: a daemon spends most of
+    its start importing Python modules, which needs no other daemon, so on two cores the
+    imports overlap and a host starts in about the time of its slowest daemon rather than the
+    sum of all. A daemon whose dependency is not up yet meets it as it meets one restarting
+    (each retries its connections: every daemon is expendable). If one fails, the ones
+    launched after it are killed, so the host is left as a one-by-one start would leave it.
+    """
     with _start_lock(paths):
-        pid = running_pid(paths, svc)
-        if pid is not None and connects(svc.socket(paths)):
-            return pid, False
-        if pid is not None:  # alive but not answering: a hung daemon; replace it
-            os.kill(pid, signal.SIGKILL)
-        log_path = paths.daemon_log(svc.name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYXEN_ROOT=str(paths.root))
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(argv(paths, svc), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    env=env, start_new_session=True, close_fds=True)
-        paths.pidfile(svc.name).write_text(f"{proc.pid}\n")
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not connects(svc.socket(paths)):
-            if proc.poll() is not None:
-                raise ServiceError(f"{svc.name} exited with status {proc.returncode} at start:\n{_tail(log_path)}")
-            if abort():
-                proc.kill()
-                proc.wait()
-                raise ServiceError(f"{svc.name}: start abandoned (stopping)")
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise ServiceError(f"{svc.name} did not come up within {READY_TIMEOUT:.0f} s:\n{_tail(log_path)}")
-            time.sleep(0.05)
-        return proc.pid, True
+        launched: list[tuple[Service, int, subprocess.Popen[bytes] | None]] = []
+        for svc in svcs:
+            pid = running_pid(paths, svc)
+            if pid is not None and connects(svc.socket(paths)):
+                launched.append((svc, pid, None))
+                continue
+            if pid is not None:  # alive but not answering: a hung daemon; replace it
+                os.kill(pid, signal.SIGKILL)
+            new = _launch(paths, svc)
+            launched.append((svc, new.pid, new))
+        try:
+            for n, (svc, _, proc) in enumerate(launched):
+                if proc is not None:
+                    _wait_ready(paths, svc, proc, abort)
+        except BaseException:
+            for later, _, other in launched[n + 1:]:
+                if other is not None:
+                    other.kill()
+                    other.wait()
+                    paths.pidfile(later.name).unlink(missing_ok=True)
+            raise
+        return [(svc, pid, proc is not None) for svc, pid, proc in launched]
+
+
+def _launch(paths: Paths, svc: Service) -> subprocess.Popen[bytes]:
+    """Exec ``svc`` in its own session, its output to its log, and write its pid file."""
+    log_path = paths.daemon_log(svc.name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYXEN_ROOT=str(paths.root))
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(argv(paths, svc), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                env=env, start_new_session=True, close_fds=True)
+    paths.pidfile(svc.name).write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _wait_ready(paths: Paths, svc: Service, proc: subprocess.Popen[bytes], abort: Callable[[], bool]) -> None:
+    """Until ``svc`` (just launched as ``proc``) accepts; on death, abort or READY_TIMEOUT
+    the process is killed and ServiceError raised, quoting its log."""
+    log_path = paths.daemon_log(svc.name)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not connects(svc.socket(paths)):
+        if proc.poll() is not None:
+            raise ServiceError(f"{svc.name} exited with status {proc.returncode} at start:\n{_tail(log_path)}")
+        if abort():
+            proc.kill()
+            proc.wait()
+            raise ServiceError(f"{svc.name}: start abandoned (stopping)")
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise ServiceError(f"{svc.name} did not come up within {READY_TIMEOUT:.0f} s:\n{_tail(log_path)}")
+        time.sleep(0.02)
 
 
 def stop_service(paths: Paths, svc: Service) -> bool:
     """SIGTERM, then SIGKILL after STOP_TIMEOUT; True if it was running."""
-    pid = running_pid(paths, svc)
-    if pid is None:
-        paths.pidfile(svc.name).unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
+    return stop_services(paths, [svc]) == [svc]
+
+
+def stop_services(paths: Paths, svcs: list[Service]) -> list[Service]:
+    """Stop ``svcs`` together: SIGTERM to each in order, then wait for all, SIGKILL for any
+    still there after STOP_TIMEOUT. Returns those that were running. For daemons that do not
+    need each other on the way out (``host stop`` stops xenstored and the hypervisor, which
+    every other daemon talks to, only after the rest)."""
+    running = []
+    for svc in svcs:
+        pid = running_pid(paths, svc)
+        if pid is None:
+            paths.pidfile(svc.name).unlink(missing_ok=True)
+            continue
+        os.kill(pid, signal.SIGTERM)
+        running.append((svc, pid))
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    paths.pidfile(svc.name).unlink(missing_ok=True)
-    return True
+    for svc, pid in running:
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        paths.pidfile(svc.name).unlink(missing_ok=True)
+    return [svc for svc, _ in running]
 
 
 def available_services() -> list[Service]:

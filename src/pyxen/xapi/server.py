@@ -19,6 +19,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Coroutine
@@ -236,15 +237,39 @@ def certificate(paths: Paths, cfg: XapiConfig) -> Path:
 
 
 def host_facts(paths: Paths) -> tuple[int, int]:
-    """(memory bytes, CPUs) of the host, from the hypervisor when it answers."""
-    try:
-        from ..hypervisor.client import XenCtrl
-        with XenCtrl(paths.hypervisor_socket, timeout=5.0) as ctrl:
-            info = ctrl.call("sysctl.physinfo")
-        return int(info["total_pages"]) * 4096, int(info["nr_cpus"])
-    except Exception:  # no hypervisor (unit tests): Linux's own view
+    """(memory bytes, CPUs) of the host, from the hypervisor when it answers. ``pyxen host
+    start`` launches the daemons together, so a hypervisor whose pid file names a live process
+    but whose socket does not answer yet is starting: it is waited for (up to
+    HYPERVISOR_START_WAIT) rather than passed over."""
+    from ..hypervisor.client import HypervisorUnavailable, XenCtrl
+    deadline = time.monotonic() + HYPERVISOR_START_WAIT
+    while True:
+        try:
+            with XenCtrl(paths.hypervisor_socket, timeout=5.0) as ctrl:
+                info = ctrl.call("sysctl.physinfo")
+            return int(info["total_pages"]) * 4096, int(info["nr_cpus"])
+        except HypervisorUnavailable:  # no socket yet, or nothing accepting on it
+            if _hypervisor_starting(paths) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+        except Exception:
+            pass
+        # no hypervisor (unit tests): Linux's own view
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return int(pages), os.cpu_count() or 1
+
+
+#: How long xapi waits at start for a hypervisor that is starting (services.READY_TIMEOUT).
+HYPERVISOR_START_WAIT = 60.0
+
+
+def _hypervisor_starting(paths: Paths) -> bool:
+    """Whether the hypervisor's pid file names a live process."""
+    try:
+        os.kill(int(paths.pidfile("hypervisor").read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
