@@ -129,8 +129,9 @@ def test_start_services_launches_together_and_undoes_a_failed_start(tmp_path: Pa
     files gone: the host is left as a one-by-one start would have left it."""
     paths = Paths(tmp_path)
     paths.ensure()
-    # A "daemon" that accepts on its socket once its argument file exists, and one that never does.
-    server = ("import socket,sys,time,pathlib\n"
+    # A "daemon" that accepts on the socket it is given.
+    server = ("import socket,sys,pathlib\n"
+              "pathlib.Path(sys.argv[1]).unlink(missing_ok=True)  # a killed one's, as daemons do\n"
               "s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()\n"
               "while True: s.accept()[0].close()\n")
     (tmp_path / "fakesvc.py").write_text(server)
