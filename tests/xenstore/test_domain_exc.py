@@ -81,6 +81,19 @@ async def test_socket_appears_ignores_other_names(tmp_path: Path) -> None:
         appears.close()
 
 
+async def test_socket_appears_reports_a_removed_directory(tmp_path: Path) -> None:
+    """The run directory removed: the watch is gone, the waiter wakes, DomainExc polls."""
+    run = tmp_path / "run"
+    run.mkdir()
+    appears = SocketAppears(run / "hypervisor.sock")
+    try:
+        run.rmdir()
+        await asyncio.wait_for(appears.wait(), 5)
+        assert not appears.watching
+    finally:
+        appears.close()
+
+
 async def test_socket_appears_raises_when_it_cannot_watch(tmp_path: Path) -> None:
     """DomainExc.run then polls every RETRY_INTERVAL instead."""
     with pytest.raises(OSError):

@@ -42,6 +42,7 @@ CALL_TIMEOUT = 5.0
 IN_ATTRIB = 0x004
 IN_MOVED_TO = 0x080
 IN_CREATE = 0x100
+IN_IGNORED = 0x8000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 #: struct inotify_event's fixed part: wd, mask, cookie, len (then len bytes of name).
@@ -52,8 +53,10 @@ class SocketAppears:
     """Wakes its waiter when a socket file named ``path`` is created, renamed into place or
     changes attributes in its directory (the hypervisor binds, listens, then chmods: the
     last event comes after listen).  Events are kept from construction on, so one that
-    lands between a failed connect and the next ``wait`` is not lost.  :raise OSError:
-    inotify is unavailable (the caller polls instead)."""
+    lands between a failed connect and the next ``wait`` is not lost.  If the directory
+    goes away, so does the watch: ``watching`` turns False and the waiter is woken (the
+    caller polls from then on).  :raise OSError: inotify is unavailable (the caller polls
+    instead)."""
 
     def __init__(self, path: Path) -> None:
         self.name = path.name.encode()
@@ -67,6 +70,7 @@ class SocketAppears:
             os.close(fd)
             raise OSError(err, f"inotify_add_watch {path.parent}")
         self.fd = fd
+        self.watching = True
         self._seen = asyncio.Event()
         asyncio.get_running_loop().add_reader(fd, self._readable)
 
@@ -77,9 +81,12 @@ class SocketAppears:
             return
         pos = 0
         while pos + INOTIFY_EVENT.size <= len(data):
-            _wd, _mask, _cookie, length = INOTIFY_EVENT.unpack_from(data, pos)
+            _wd, mask, _cookie, length = INOTIFY_EVENT.unpack_from(data, pos)
             pos += INOTIFY_EVENT.size
-            if data[pos:pos + length].rstrip(b"\0") == self.name:
+            if mask & IN_IGNORED:
+                self.watching = False
+                self._seen.set()
+            elif data[pos:pos + length].rstrip(b"\0") == self.name:
                 self._seen.set()
             pos += length
 
@@ -158,10 +165,11 @@ class DomainExc:
                 if not announced:
                     log.warning("VIRQ_DOM_EXC: %s; retrying", err)
                     announced = True
-            if connected or appears is None:
+            if connected or appears is None or not appears.watching:
                 # A live hypervisor failed a call or closed: retry after a pause (a failing
                 # call must not spin); if it is gone, that retry's connect fails and the
-                # wait below takes over.
+                # wait below takes over.  With no watch (no inotify, or its directory
+                # removed), poll.
                 await asyncio.sleep(RETRY_INTERVAL)
             else:
                 await appears.wait()
