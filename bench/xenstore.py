@@ -1,7 +1,9 @@
 """Benchmark pyxen's xenstored (issues 4 and 13) against an echo floor on the same socket.
 
 Setup: a real xenstored (``python -m pyxen.xenstore``, journal fsync on as in production) in a
-scratch PYXEN_ROOT, on its Unix socket.  The clients:
+scratch PYXEN_ROOT, on its Unix socket.  No hypervisor runs there: xenstored waits for one on
+inotify, so, as on a host whose hypervisor is up, its event loop holds no timer (a pending
+timer gives every epoll_wait a timeout, which cost ~5 us per request here).  The clients:
   * C client: bench/xs_load.c, built here with gcc against Debian's libxenstore (libxen-dev).
     N processes, each with its own ``xs_open()`` connection, loop ``xs_read``/``xs_write`` and
     time every call -- exactly what a C toolstack does (one request in flight per connection).
