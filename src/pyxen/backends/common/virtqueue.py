@@ -27,6 +27,14 @@ Rules the device keeps (virtio 1.1 2.6, checked here rather than trusted to the 
   (store-load) fence, as Linux's vhost does with smp_mb() before reading the flags: without it a
   driver that just cleared the flag and found no new used element, and a device that still saw
   the flag set, both wait (a lost interrupt). ``_fence`` gives that fence.
+- with VIRTIO_RING_F_EVENT_IDX (virtio 1.1 2.6.7.2, 2.6.10): the device interrupts only when the
+  used index passes the driver's ``used_event`` (the u16 after the avail ring) since the last
+  interrupt, and publishes ``avail_event`` (the u16 after the used ring): the avail index at
+  which the driver should kick again. It is published when the device finds the ring empty,
+  then (after a full fence) the avail index is read once more, as Linux's vhost does
+  (vhost_enable_notify): a chain the driver made available meanwhile without a kick, having
+  read the older avail_event, is taken then. While the device is busy the older value keeps
+  the driver from kicking.
 """
 
 from __future__ import annotations
@@ -173,7 +181,7 @@ class Virtqueue:
     """One started split ring over a GuestMemory."""
 
     def __init__(self, mem: GuestMemory, size: int, desc: int, avail: int, used: int,
-                 last_avail: int) -> None:
+                 last_avail: int, event_idx: bool = False) -> None:
         """Resolve the ring addresses (QEMU virtual addresses) into the guest's mapping.
 
         :raise GuestMemoryError: an address outside guest memory.
@@ -189,6 +197,8 @@ class Virtqueue:
         # Single-access views (module docstring): avail = flags, idx, ring[size] (u16); used
         # header = flags, idx (u16); used ring = {id, len}[size] (u32).
         avail_len, used_len = 4 + 2 * size, 4 + 8 * size
+        if event_idx:  # used_event after the avail ring, avail_event after the used ring
+            avail_len, used_len = avail_len + 2, used_len + 2
         if self.avail_off + avail_len > len(self.avail_mm) or self.used_off + used_len > len(self.used_mm) \
                 or self.desc_off + 16 * size > len(self.desc_mm):
             raise GuestMemoryError("a ring of this size runs past the end of its memory region")
@@ -197,7 +207,12 @@ class Virtqueue:
         self._avail = memoryview(self.avail_mm)[self.avail_off:self.avail_off + avail_len].cast("H")
         uview = memoryview(self.used_mm)[self.used_off:self.used_off + used_len]
         self._used_hdr = uview[:4].cast("H")
-        self._used_ring = uview[4:].cast("I")
+        self._used_ring = uview[4:4 + 8 * size].cast("I")
+        #: EVENT_IDX: the avail_event the device publishes (None: not negotiated), and the
+        #: used index of the last interrupt (None: none yet, so the next one is raised).
+        self.event_idx = event_idx
+        self._avail_event = uview[4 + 8 * size:].cast("H") if event_idx else None
+        self.signalled_used: int | None = None
         uview.release()
         self.used_idx = int(self._used_hdr[1])
         #: inflight[head] is 1 from pop to push (or unpop): the chains the device holds.
@@ -230,7 +245,9 @@ class Virtqueue:
         last = self.last_avail
         n = (self._avail[1] - last) & 0xFFFF  # pending(), inlined: the data path's first step
         if not n:
-            return None
+            if self._avail_event is None or not self._ring_refilled(last):
+                return None
+            n = (self._avail[1] - last) & 0xFFFF
         if n > self.size:
             raise VirtqueueError(f"avail idx is {n} ahead of the device on a ring of {self.size}")
         slot = last & (self.size - 1)
@@ -254,6 +271,16 @@ class Virtqueue:
         self.inflight[head] = 1
         self.in_flight += 1
         return chain
+
+    def _ring_refilled(self, last: int) -> bool:
+        """EVENT_IDX, the ring found empty: ask for a kick at ``last`` (avail_event), then
+        look once more (module docstring). True if chains came meanwhile."""
+        assert self._avail_event is not None
+        self._avail_event[0] = last
+        if self.dirty is not None and self.log_used is not None:
+            self.dirty.mark(self.log_used + 4 + 8 * self.size, 2)
+        _fence()
+        return self._avail[1] != last
 
     def pop_iov(self) -> "IovChain | Chain | None":
         """``pop`` for a device that does its I/O through iovecs (blkback): Linux's usual
@@ -481,12 +508,21 @@ class Virtqueue:
                 self.dirty.mark(self.log_used + 2, 2)
 
     def needs_interrupt(self) -> bool:
-        """Whether the driver wants an interrupt for what was just pushed (no EVENT_IDX: the
-        VRING_AVAIL_F_NO_INTERRUPT flag, read after a full fence; virtio 1.1 2.6.7.2)."""
+        """Whether the driver wants an interrupt for what was just pushed, read after a full
+        fence (virtio 1.1 2.6.7.2): without EVENT_IDX the VRING_AVAIL_F_NO_INTERRUPT flag;
+        with it, whether the used index passed ``used_event`` since the last interrupt
+        (vring_need_event; the flag is then ignored, as the spec requires)."""
         _fence()
-        return not self._avail[0] & VRING_AVAIL_F_NO_INTERRUPT
+        if not self.event_idx:
+            return not self._avail[0] & VRING_AVAIL_F_NO_INTERRUPT
+        old, new = self.signalled_used, self.used_idx
+        self.signalled_used = new
+        if old is None:
+            return True
+        return (new - self._avail[2 + self.size] - 1) & 0xFFFF < (new - old) & 0xFFFF
 
     def close(self) -> None:
         """Drop the ring views so the memory under them can be unmapped (the ring stopped)."""
-        for v in (self._avail, self._used_hdr, self._used_ring):
-            v.release()
+        for v in (self._avail, self._used_hdr, self._used_ring, self._avail_event):
+            if v is not None:
+                v.release()
