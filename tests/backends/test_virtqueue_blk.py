@@ -294,3 +294,19 @@ def test_event_idx_empty_ring_rechecks_after_publishing(image: Path) -> None:
     assert d.vq._ring_refilled(0)  # publishing avail_event 0 finds the chain
     assert h.process(d.vq) == 1 and d.ring.avail_event() == 1
     assert d.vq.pop() is None and d.vq.pop_iov() is None
+
+
+def test_iovec_path_shape_cache_is_bounded(image: Path) -> None:
+    """A driver sending tables of every size and direction cannot grow the table-shape cache
+    past CACHE_MAX (it starts again), and the request is still served."""
+    from pyxen.backends.common import virtqueue
+
+    d, h = Driver(), handler(image)
+    _warm(d, h)
+    virtqueue._SHAPES.clear()
+    virtqueue._SHAPES.update({(1000 + i, 0): (b"", b"", b"", b"") for i in range(virtqueue.CACHE_MAX)})
+    rd, status = d.buf(512), d.buf(1)
+    _indirect(d, [(d.buf(struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, 1)), 16, False), (rd, 512, True), (status, 1, True)])
+    assert h.process(d.vq) == 1 and d.mm[status] == VIRTIO_BLK_S_OK
+    assert len(virtqueue._SHAPES) == 1
+    assert bytes(d.mm[rd:rd + 512]) == image.read_bytes()[512:1024]

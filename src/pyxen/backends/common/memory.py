@@ -49,6 +49,8 @@ class MappedRegion:
         #: buffer (Virtqueue.pop_iov). Valid while the mapping is: the transport unmaps a
         #: session's memory only after its ring threads stopped.
         self.host_delta = mapping_address(self.mm) + self.delta
+        #: host_delta in each of n 128-bit records, by n (at most 256: Virtqueue.pop_iov).
+        self.iov_add: dict[int, int] = {}
 
     @property
     def gpa_end(self) -> int:

@@ -146,8 +146,8 @@ def _table_shape(n: int, readable: int) -> tuple[bytes, bytes, bytes, bytes]:
 
 #: _table_shape's answers, by (n, readable): a handful of request sizes recur.
 _SHAPES: dict[tuple[int, int], tuple[bytes, bytes, bytes, bytes]] = {}
-#: By (n, host_delta): host_delta in each of n 128-bit records (pop_iov's iovec addresses).
-_HOST_DELTAS: dict[tuple[int, int], int] = {}
+#: Most shapes kept (a guest uses a handful; a hostile one cannot grow the cache past this).
+CACHE_MAX = 256
 
 
 #: A lock whose acquire is a LOCK-prefixed instruction on x86 (CPython's semaphore/mutex fast
@@ -304,7 +304,7 @@ class Virtqueue:
         addr, length, flags, _ = DESC.unpack_from(self.desc_mm, self.desc_off + 16 * head)
         r = self.mem._last
         if flags != VRING_DESC_F_INDIRECT or length % 16 or not 32 <= length <= 4096 or r is None \
-                or not r.gpa_start <= addr or addr + length > r.gpa_stop:
+                or not r.gpa_start <= addr or addr + length > r.gpa_stop or r.host_delta < 0:
             return self.pop()
         off = addr + r.delta
         raw = r.mm[off:off + length]
@@ -313,7 +313,9 @@ class Virtqueue:
         readable = flo.count(1)
         shape = _SHAPES.get((n, readable))
         if shape is None:
-            shape = _SHAPES.setdefault((n, readable), _table_shape(n, readable))
+            if len(_SHAPES) >= CACHE_MAX:  # a driver making every shape: bounded all the same
+                _SHAPES.clear()
+            shape = _SHAPES[(n, readable)] = _table_shape(n, readable)
         if flo != shape[0] or raw[13::16] != shape[1] or raw[14::16] != shape[2] or raw[15::16] != shape[3]:
             return self.pop()
         addrs = memoryview(raw).cast("Q")[0::2].tolist()
@@ -322,14 +324,15 @@ class Virtqueue:
             return self.pop()  # (conservative: pop checks each buffer on its own)
         # The iovecs: each descriptor with flags and next zeroed is {u64 addr, u64 len}; the
         # table read as one little-endian integer plus host_delta in every 128-bit record
-        # turns each addr into a host address (no carry: both are below 2^48).
+        # turns each addr into a host address (no carry or borrow: host_delta >= 0 and the
+        # sum is a host address, below 2^57).
         table = bytearray(raw)
         zeros = shape[1]
         table[12::16] = zeros
         table[14::16] = zeros
-        add = _HOST_DELTAS.get((n, r.host_delta))
+        add = r.iov_add.get(n)
         if add is None:
-            add = _HOST_DELTAS.setdefault((n, r.host_delta), sum(r.host_delta << (128 * i) for i in range(n)))
+            add = r.iov_add[n] = sum(r.host_delta << (128 * i) for i in range(n))
         iov = (int.from_bytes(table, "little") + add).to_bytes(length, "little")
         self.last_avail = (last + 1) & 0xFFFF
         self.inflight[head] = 1
