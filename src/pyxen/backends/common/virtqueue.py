@@ -296,8 +296,12 @@ class Virtqueue:
             return self.pop()
         last = self.last_avail
         n = (self._avail[1] - last) & 0xFFFF
-        if not n or n > self.size:
-            return self.pop()  # None, or the error
+        if not n:  # the usual end of a batch: no second look through pop
+            if self._avail_event is None or not self._ring_refilled(last):
+                return None
+            return self.pop()
+        if n > self.size:
+            return self.pop()  # the error
         head = self._avail[2 + (last & (self.size - 1))]
         if head >= self.size or self.inflight[head]:
             return self.pop()  # the error
