@@ -249,9 +249,11 @@ class DriverRing:
                 raise ValueError(f"order {slots} is not a permutation of the table slots")
             for i, s in enumerate(segments):
                 last = i == len(segments) - 1
+                # The last descriptor's next as Linux leaves it in its in-order tables (i + 1,
+                # never followed: no NEXT flag); 0 in a shuffled one.
                 DESC.pack_into(mm, table + 16 * slots[i], s.addr, s.length,
                                (0 if last else VRING_DESC_F_NEXT) | (VRING_DESC_F_WRITE if s.writable else 0),
-                               0 if last else slots[i + 1])
+                               (len(segments) if order is None else 0) if last else slots[i + 1])
             DESC.pack_into(mm, self.desc + 16 * head, table, 16 * len(segments), VRING_DESC_F_INDIRECT, 0)
         else:
             for i, (d, s) in enumerate(zip(descs, segments)):

@@ -136,12 +136,13 @@ class IovChain:
 
 
 def _table_shape(n: int, readable: int) -> tuple[bytes, bytes, bytes, bytes]:
-    """Bytes 12, 13, 14, 15 of each descriptor (flags and next, little-endian) of an in-order
-    table of ``n`` descriptors whose first ``readable`` are device-readable (n <= 256)."""
+    """Bytes 12 and 13 (flags) of each descriptor, and 14 and 15 (next) of all but the last, of
+    an in-order table of ``n`` descriptors whose first ``readable`` are device-readable
+    (n <= 256)."""
     writable = n - readable
     flags = b"\x01" * readable + b"\x03" * writable
     flags = flags[:-1] + (b"\x02" if writable else b"\x00")
-    return flags, bytes(n), bytes(range(1, n)) + b"\x00", bytes(n)
+    return flags, bytes(n), bytes(range(1, n)), bytes(n - 1)
 
 
 #: _table_shape's answers, by (n, readable): a handful of request sizes recur.
@@ -320,7 +321,8 @@ class Virtqueue:
             if len(_SHAPES) >= CACHE_MAX:  # a driver making every shape: bounded all the same
                 _SHAPES.clear()
             shape = _SHAPES[(n, readable)] = _table_shape(n, readable)
-        if flo != shape[0] or raw[13::16] != shape[1] or raw[14::16] != shape[2] or raw[15::16] != shape[3]:
+        end = length - 16  # the last descriptor's next is not looked at (Linux leaves n there)
+        if flo != shape[0] or raw[13::16] != shape[1] or raw[14:end:16] != shape[2] or raw[15:end:16] != shape[3]:
             return self.pop()
         addrs = memoryview(raw).cast("Q")[0::2].tolist()
         lens = memoryview(raw).cast("I")[2::4].tolist()
@@ -334,6 +336,7 @@ class Virtqueue:
         zeros = shape[1]
         table[12::16] = zeros
         table[14::16] = zeros
+        table[15::16] = zeros
         add = r.iov_add.get(n)
         if add is None:
             add = r.iov_add[n] = sum(r.host_delta << (128 * i) for i in range(n))
