@@ -174,3 +174,139 @@ def test_indirect_readable_after_writable_is_fatal(image: Path) -> None:
     _indirect(d, [(a, 16, False), (b, 512, True), (c, 1, False)])
     with pytest.raises(VirtqueueError):
         d.vq.pop()
+
+
+def _warm(d: Driver, h: BlockHandler) -> None:
+    """One request through the general walk: it learns the region later requests are in (the
+    iovec path, Virtqueue.pop_iov, starts from there)."""
+    blk_req(d, VIRTIO_BLK_T_FLUSH, 0)
+    assert h.process(d.vq) == 1
+    d.used()
+
+
+@pytest.mark.parametrize("segments", [1, 3])
+def test_iovec_path_reads_and_writes_linux_requests(image: Path, segments: int) -> None:
+    """Linux's in-order indirect requests are served from iovecs built from the table (one
+    os.preadv for one buffer, a ctypes preadv/pwritev for several): same data, status and used
+    length as the general path, and the chain is an IovChain."""
+    d, h = Driver(), handler(image)
+    _warm(d, h)
+    payload = os.urandom(4096 * segments)
+    hdr = d.buf(struct.pack("<IIQ", VIRTIO_BLK_T_OUT, 0, 16))
+    srcs = [d.buf(payload[i * 4096:(i + 1) * 4096]) for i in range(segments)]
+    status = d.buf(1)
+    _indirect(d, [(hdr, 16, False)] + [(s, 4096, False) for s in srcs] + [(status, 1, True)])
+    chain = d.vq.pop_iov()
+    assert type(chain).__name__ == "IovChain"
+    written = h.request_iov(chain)  # type: ignore[arg-type]
+    d.vq.push(chain.head, written)
+    assert d.mm[status] == VIRTIO_BLK_S_OK and d.used()[0][1] == 1
+    assert image.read_bytes()[16 * 512:16 * 512 + len(payload)] == payload
+    hdr = d.buf(struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, 16))
+    dsts = [d.buf(4096) for _ in range(segments)]
+    status = d.buf(1)
+    _indirect(d, [(hdr, 16, False)] + [(s, 4096, True) for s in dsts] + [(status, 1, True)])
+    assert h.process(d.vq) == 1
+    assert d.mm[status] == VIRTIO_BLK_S_OK and d.used()[0][1] == len(payload) + 1
+    assert b"".join(bytes(d.mm[s:s + 4096]) for s in dsts) == payload
+    assert h.stats["read"] == 1 and h.stats["write"] == 1
+
+
+def test_iovec_path_other_requests_and_errors(image: Path) -> None:
+    """GET_ID goes through views; a read past the end is IOERR; a readonly write is IOERR."""
+    d, h = Driver(), handler(image, readonly=True)
+    _warm(d, h)
+    for rtype, sector, writable, want in ((VIRTIO_BLK_T_GET_ID, 0, True, VIRTIO_BLK_S_OK),
+                                          (VIRTIO_BLK_T_IN, 2047, True, VIRTIO_BLK_S_IOERR),
+                                          (VIRTIO_BLK_T_OUT, 0, False, VIRTIO_BLK_S_IOERR)):
+        hdr = d.buf(struct.pack("<IIQ", rtype, 0, sector))
+        data = d.buf(4096)
+        status = d.buf(1)
+        _indirect(d, [(hdr, 16, False), (data, 4096, writable), (status, 1, True)])
+        assert h.process(d.vq) == 1
+        assert d.mm[status] == want, rtype
+        d.used()
+    assert h.stats["error"] == 2
+
+
+def test_iovec_path_refuses_a_buffer_outside_guest_memory(image: Path) -> None:
+    """A table whose buffer leaves the region is not turned into iovecs: the general walk
+    refuses it (the ring is broken), and nothing is read into host memory."""
+    d, h = Driver(), handler(image)
+    _warm(d, h)
+    hdr = d.buf(struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, 0))
+    status = d.buf(1)
+    _indirect(d, [(hdr, 16, False), (len(d.mm) - 2048, 4096, True), (status, 1, True)])
+    with pytest.raises(VirtqueueError):
+        d.vq.pop_iov()
+
+
+def test_event_idx_kicks_and_interrupts_only_when_asked(image: Path) -> None:
+    """VIRTIO_RING_F_EVENT_IDX (virtio 1.1 2.6.7.2, 2.6.10), both halves: the device publishes
+    avail_event when it finds the ring empty, so a driver adding chains while the device has
+    not caught up does not kick; the device interrupts only when the used index passes the
+    driver's used_event, and ignores VRING_AVAIL_F_NO_INTERRUPT."""
+    d, h = Driver(), handler(image)
+    d.vq.close()
+    d.vq = device_queue(d.ram, d.ring, event_idx=True)
+    blk_req(d, VIRTIO_BLK_T_FLUSH, 0)
+    d.ring.kick()
+    assert d.ring.kicks == 1
+    assert h.process(d.vq) == 1
+    assert d.ring.avail_event() == 1  # published when the ring was found empty
+    assert d.vq.needs_interrupt()  # the first interrupt
+    d.used()  # the driver asks for an interrupt at the next used element
+    blk_req(d, VIRTIO_BLK_T_FLUSH, 0)
+    d.ring.kick()
+    blk_req(d, VIRTIO_BLK_T_FLUSH, 0)
+    d.ring.kick()  # the device has not looked since avail_event 1: no kick needed
+    assert (d.ring.kicks, d.ring.kicks_suppressed) == (2, 1)
+    assert h.process(d.vq) == 2 and d.ring.avail_event() == 3
+    assert d.vq.needs_interrupt()
+    d.used()
+    d.ring.set_used_event(d.ring.last_used + 1)  # the driver wants an interrupt after two more
+    asked = []
+    for _ in range(2):
+        blk_req(d, VIRTIO_BLK_T_FLUSH, 0)
+        d.ring.kick()
+        assert h.process(d.vq) == 1
+        asked.append(d.vq.needs_interrupt())
+    assert asked == [False, True]
+    blk_req(d, VIRTIO_BLK_T_FLUSH, 0)
+    d.ring.set_used_event(d.ring.avail_idx + 5)  # far ahead: no interrupt, flag or not
+    d.ring.set_no_interrupt(False)
+    assert h.process(d.vq) == 1
+    assert not d.vq.needs_interrupt()
+    assert len(d.used()) == 3 and d.ring.num_free == N
+
+
+def test_event_idx_empty_ring_rechecks_after_publishing(image: Path) -> None:
+    """A chain made available after the device's last look but before it published
+    avail_event (the driver saw the old value and did not kick) is still taken: pop publishes,
+    fences and looks again."""
+    d, h = Driver(), handler(image)
+    d.vq.close()
+    d.vq = device_queue(d.ram, d.ring, event_idx=True)
+    d.ring._avail_event[0] = 40  # stale: the driver will not kick for index 0
+    blk_req(d, VIRTIO_BLK_T_FLUSH, 0)
+    d.ring.kick()
+    assert d.ring.kicks_suppressed == 1
+    assert d.vq._ring_refilled(0)  # publishing avail_event 0 finds the chain
+    assert h.process(d.vq) == 1 and d.ring.avail_event() == 1
+    assert d.vq.pop() is None and d.vq.pop_iov() is None
+
+
+def test_iovec_path_shape_cache_is_bounded(image: Path) -> None:
+    """A driver sending tables of every size and direction cannot grow the table-shape cache
+    past CACHE_MAX (it starts again), and the request is still served."""
+    from pyxen.backends.common import virtqueue
+
+    d, h = Driver(), handler(image)
+    _warm(d, h)
+    virtqueue._SHAPES.clear()
+    virtqueue._SHAPES.update({(1000 + i, 0): (b"", b"", b"", b"") for i in range(virtqueue.CACHE_MAX)})
+    rd, status = d.buf(512), d.buf(1)
+    _indirect(d, [(d.buf(struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, 1)), 16, False), (rd, 512, True), (status, 1, True)])
+    assert h.process(d.vq) == 1 and d.mm[status] == VIRTIO_BLK_S_OK
+    assert len(virtqueue._SHAPES) == 1
+    assert bytes(d.mm[rd:rd + 512]) == image.read_bytes()[512:1024]

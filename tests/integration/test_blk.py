@@ -46,6 +46,7 @@ def test_guest_reads_writes_and_readonly_refuses(host) -> None:  # type: ignore[
     script = FIND + (
         "B=$(find xvdb); C=$(find xvdc); D=$(find xvdd)\n"
         "echo \"disks $B $C $D\"\n"
+        "echo \"features $(cat /sys/block/${B#/dev/}/device/features)\"\n"
         "echo \"in-sum $(dd if=$C bs=1M count=4 2>/dev/null | sha256sum)\"\n"
         "dd if=$C of=$B bs=1M count=4 conv=fsync 2>/dev/null; echo \"copy-rc $?\"\n"
         "dd if=/dev/zero of=$D bs=4k count=1 conv=fsync 2>/dev/null; echo \"ro-rc $?\"\n")
@@ -54,6 +55,9 @@ def test_guest_reads_writes_and_readonly_refuses(host) -> None:  # type: ignore[
     domid = host.create("blk", memory=256, script=script, extra_lines=disks)
     text = host.wait_console("blk")
     assert re.search(r"disks /dev/vd\w /dev/vd\w /dev/vd\w", text), text
+    # The guest's driver took VIRTIO_RING_F_EVENT_IDX (bit 29): the copy below ran with it.
+    features = re.search(r"features ([01]{64})", text)
+    assert features and features.group(1)[29] == "1", text
     assert f"in-sum {hashlib.sha256(src).hexdigest()}" in text
     assert "copy-rc 0" in text
     assert re.search(r"ro-rc [1-9]", text), text

@@ -42,6 +42,9 @@ from pyxen.backends.common.vhost_user import (FLAG_NEED_REPLY, HEADER, REPLY_REQ
                                               pack_mem_table)
 from pyxen.backends.common.virtqueue import Virtqueue
 
+#: A full fence for the driver side of EVENT_IDX (as pyxen.backends.common.virtqueue._fence).
+_FENCE = threading.Lock()
+
 #: Where QEMU's mapping of guest RAM sits in its address space (any value works; it is opaque).
 QVA_BASE = 0x7F12_3400_0000
 #: The pc machine's hole between low RAM and the BIOS area (docs/vhost.md: two regions).
@@ -195,6 +198,13 @@ class DriverRing:
         self._avail[1] = self.avail_idx
         self._used_hdr[1] = self.last_used
         self.outstanding: dict[int, Posted] = {}
+        # VIRTIO_RING_F_EVENT_IDX (set by VhostUserFrontend.start when negotiated): used_event
+        # after the avail ring (written here), avail_event after the used ring (the device's).
+        self.event_idx = False
+        self._used_event = memoryview(ram.mm)[self.avail + 4 + 2 * size:self.avail + 6 + 2 * size].cast("H")
+        self._avail_event = memoryview(ram.mm)[self.used + 4 + 8 * size:self.used + 6 + 8 * size].cast("H")
+        self.kicked_idx = self.avail_idx
+        self.kicks = self.kicks_suppressed = 0
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.call_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
@@ -239,9 +249,11 @@ class DriverRing:
                 raise ValueError(f"order {slots} is not a permutation of the table slots")
             for i, s in enumerate(segments):
                 last = i == len(segments) - 1
+                # The last descriptor's next as Linux leaves it in its in-order tables (i + 1,
+                # never followed: no NEXT flag); 0 in a shuffled one.
                 DESC.pack_into(mm, table + 16 * slots[i], s.addr, s.length,
                                (0 if last else VRING_DESC_F_NEXT) | (VRING_DESC_F_WRITE if s.writable else 0),
-                               0 if last else slots[i + 1])
+                               (len(segments) if order is None else 0) if last else slots[i + 1])
             DESC.pack_into(mm, self.desc + 16 * head, table, 16 * len(segments), VRING_DESC_F_INDIRECT, 0)
         else:
             for i, (d, s) in enumerate(zip(descs, segments)):
@@ -256,7 +268,32 @@ class DriverRing:
         self._avail[1] = self.avail_idx  # after the slot (x86: stores in order)
         return head
 
+    def use_event_idx(self) -> None:
+        """EVENT_IDX was negotiated: from now on kick and ask for interrupts as Linux's
+        virtio_ring does (an interrupt for the next used element)."""
+        self.event_idx = True
+        self._used_event[0] = self.last_used
+        self.kicked_idx = self.avail_idx
+
+    def avail_event(self) -> int:
+        return int(self._avail_event[0])
+
+    def set_used_event(self, idx: int) -> None:
+        """Ask for the next interrupt once the used index passes ``idx``."""
+        self._used_event[0] = idx & 0xFFFF
+
     def kick(self) -> None:
+        """Notify the device; with EVENT_IDX only if the chains made available since the last
+        kick passed the device's avail_event (vring_need_event, after a full fence)."""
+        if self.event_idx:
+            _FENCE.acquire()
+            _FENCE.release()
+            new, old = self.avail_idx, self.kicked_idx
+            self.kicked_idx = new
+            if not (new - self.avail_event() - 1) & 0xFFFF < (new - old) & 0xFFFF:
+                self.kicks_suppressed += 1
+                return
+        self.kicks += 1
         os.eventfd_write(self.kick_fd, 1)
 
     def set_no_interrupt(self, on: bool) -> None:
@@ -292,6 +329,8 @@ class DriverRing:
             self.free.extend(posted.descs)
             self.last_used = (self.last_used + 1) & 0xFFFF
             out.append(Used(head, length, posted.token, posted.segments))
+        if self.event_idx:
+            self._used_event[0] = self.last_used  # interrupt at the next used element
         return out
 
     def wait_call(self, timeout: float) -> bool:
@@ -323,7 +362,7 @@ class DriverRing:
         return got
 
     def close(self) -> None:
-        for v in (self._avail, self._used_hdr, self._used_ring):
+        for v in (self._avail, self._used_hdr, self._used_ring, self._used_event, self._avail_event):
             v.release()
         for fd in (self.kick_fd, self.call_fd):
             try:
@@ -332,13 +371,15 @@ class DriverRing:
                 pass
 
 
-def device_queue(ram: GuestRam, ring: DriverRing) -> Virtqueue:
+def device_queue(ram: GuestRam, ring: DriverRing, event_idx: bool = False) -> Virtqueue:
     """The back-end's Virtqueue over ``ring``, with ``ram`` mapped as SET_MEM_TABLE maps it:
-    for tests of the ring code without a session."""
+    for tests of the ring code without a session (``event_idx``: both sides use EVENT_IDX)."""
     regions = ram.regions()
     mem = GuestMemory(regions, [os.dup(ram.fd) for _ in regions])
     desc, used, avail = ring.addresses()
-    return Virtqueue(mem, ring.size, desc, avail, used, ring.base)
+    if event_idx:
+        ring.use_event_idx()
+    return Virtqueue(mem, ring.size, desc, avail, used, ring.base, event_idx=event_idx)
 
 
 class VhostUserFrontend:
@@ -507,6 +548,9 @@ class VhostUserFrontend:
         ADDR, KICK, CALL, and SET_VRING_ENABLE(1) when protocol features were negotiated."""
         offered = self.get_features()
         self.set_features(offered if features is None else features)
+        if self.features & Feature.RING_EVENT_IDX:
+            for ring in rings.values():
+                ring.use_event_idx()
         self.set_mem_table(ram)
         for index, ring in sorted(rings.items()):
             self.set_vring_num(index, ring.size)

@@ -24,8 +24,10 @@ QUEUE_SIZE = 128
 SEG_MAX = QUEUE_SIZE - 2
 #: One discard segment per request up to 4 GiB: Linux splits bigger ones.
 MAX_DISCARD_SECTORS = (1 << 32) // SECTOR_SIZE - 1
+#: RING_EVENT_IDX as qemu-storage-daemon's export offers it: the driver kicks only when the
+#: device asked (avail_event) and the device interrupts only when the driver asked (used_event).
 TRANSPORT_FEATURES = (Feature.VERSION_1 | Feature.PROTOCOL_FEATURES | Feature.LOG_ALL
-                      | Feature.RING_INDIRECT_DESC)
+                      | Feature.RING_INDIRECT_DESC | Feature.RING_EVENT_IDX)
 PROTOCOL_FEATURES = (ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIG
                      | ProtocolFeature.LOG_SHMFD)
 

@@ -10,6 +10,7 @@ backend's grant mapping of the frontend's pages; the hypervisor records it (gntt
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import threading
@@ -20,6 +21,16 @@ from .vhost_user import MemoryRegion
 
 class GuestMemoryError(Exception):
     """An address outside every region: a buggy or hostile guest driver."""
+
+
+def mapping_address(mm: mmap.mmap) -> int:
+    """The host virtual address of a mapping's first byte (the export taken to learn it is
+    released at once, so the mapping can still be closed)."""
+    probe = (ctypes.c_char * 1).from_buffer(mm)
+    try:
+        return ctypes.addressof(probe)
+    finally:
+        del probe
 
 
 @dataclass
@@ -34,6 +45,12 @@ class MappedRegion:
         self.gpa_start = self.region.guest_phys_addr
         self.gpa_stop = self.region.guest_phys_addr + self.region.memory_size
         self.delta = self.region.mmap_offset - self.region.guest_phys_addr
+        #: gpa -> host virtual address, for iovecs handed to the kernel without a view per
+        #: buffer (Virtqueue.pop_iov). Valid while the mapping is: the transport unmaps a
+        #: session's memory only after its ring threads stopped.
+        self.host_delta = mapping_address(self.mm) + self.delta
+        #: host_delta in each of n 128-bit records, by n (at most 256: Virtqueue.pop_iov).
+        self.iov_add: dict[int, int] = {}
 
     @property
     def gpa_end(self) -> int:

@@ -351,7 +351,8 @@ class VhostUserSession:
         """Start a ring that has everything: memory, size, addresses, a kick fd (spec)."""
         if ring.vq is not None or ring.kick is None or ring.addr is None or self.mem is None or not ring.num:
             return
-        vq = Virtqueue(self.mem, ring.num, ring.addr.desc, ring.addr.avail, ring.addr.used, ring.base)
+        vq = Virtqueue(self.mem, ring.num, ring.addr.desc, ring.addr.avail, ring.addr.used, ring.base,
+                       event_idx=bool(self.acked_features & Feature.RING_EVENT_IDX))
         if vq.last_avail != vq.used_idx:
             self.log.warning("vq %d: base %d but the used index is %d: resuming after the last used chain",
                              ring.index, vq.last_avail, vq.used_idx)
@@ -419,8 +420,8 @@ class VhostUserSession:
             return
         try:
             vq = ring.vq
-            # VRING_AVAIL_F_NO_INTERRUPT: the driver is polling the used ring and asked for no
-            # interrupt (virtio 1.1 2.6.7.1; no EVENT_IDX, so the flag is the only hint).
+            # Interrupt unless the driver asked for none (VRING_AVAIL_F_NO_INTERRUPT, or with
+            # EVENT_IDX its used_event; virtio 1.1 2.6.7).
             if self.device.process(self, ring.index, vq) and vq.needs_interrupt():
                 self.signal(ring.index)
         except (VirtqueueError, GuestMemoryError) as err:
