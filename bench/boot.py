@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from pyxen.hypervisor.accel import choose  # noqa: E402
 from pyxen.hypervisor.hostcfg import DEFAULT_TEXT  # noqa: E402
 from pyxen.images.demo import build  # noqa: E402
-from pyxen.paths import Paths  # noqa: E402
+from pyxen.paths import DEMO_CMDLINE, Paths  # noqa: E402
 from pyxen.testing.bench import compile_bytecode, figure, run_facts, time_to_output  # noqa: E402
 
 UP = b"pyxen demo guest up"
@@ -58,7 +58,7 @@ def time_pyxen(env: dict[str, str], cfg: Path, log: Path) -> float:
 def time_bare(kernel: str, ramdisk: str, accel: str) -> float:
     cmd = ["qemu-system-x86_64", "-machine", "pc", "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
            "-m", str(MEMORY), "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
-           "-serial", "stdio", "-kernel", kernel, "-initrd", ramdisk, "-append", "console=ttyS0 quiet panic=-1"]
+           "-serial", "stdio", "-kernel", kernel, "-initrd", ramdisk, "-append", DEMO_CMDLINE]
     return time_to_output(cmd, UP, TIMEOUT)
 
 
@@ -73,7 +73,7 @@ def main() -> int:
     env = dict(os.environ, PYXEN_ROOT=str(root), PATH=f"{BIN}:{os.environ['PATH']}")
     cfg = root / "bench.cfg"
     cfg.write_text(f'name = "bench"\nmemory = {MEMORY}\nvcpus = 1\nkernel = "{image.kernel}"\n'
-                   f'ramdisk = "{image.ramdisk}"\nextra = "console=ttyS0 quiet panic=-1"\n')
+                   f'ramdisk = "{image.ramdisk}"\nextra = "{DEMO_CMDLINE}"\n')
     # xapi on free ports, and nothing on xenbr0 (the guest has no NIC): a benchmark's host
     # must not take the machine's ports or serve its bridge in place of another host.
     Paths.from_env(root).host_cfg.write_text(

@@ -60,6 +60,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from pyxen.hypervisor import qemu as pyxen_qemu
 from pyxen.hypervisor.accel import choose
 from pyxen.images.demo import DemoImage, build
+from pyxen.paths import DEMO_CMDLINE
 from pyxen.testing.bench import figure as headline, run_facts
 from pyxen.testing.bridge import link_local_bridge
 from pyxen.testing.host import BIN, Host, started_host
@@ -76,7 +77,7 @@ TIMEOUT = 300.0
 QMP_TIMEOUT = 30.0
 #: The bare migration gets the bandwidth cap pyxen's xl migrate sets (QEMU's default is 32 MiB/s).
 MAX_BANDWIDTH: int = getattr(pyxen_qemu, "MIGRATE_MAX_BANDWIDTH", 1 << 30)
-CMDLINE = "console=ttyS0 quiet panic=-1"
+CMDLINE = DEMO_CMDLINE
 NOT_BUILT = "not built"
 
 COUNTER = f'i=0; while true; do echo "tick $i"; i=$((i+1)); usleep {TICK_MS * 1000}; done &\n'

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from pyxen.images.demo import build
+from pyxen.paths import DEMO_CMDLINE
 from pyxen.testing.bench import figure, run_facts
 from pyxen.testing.bridge import link_local_bridge
 from pyxen.testing.host import Host, started_host
@@ -107,7 +108,7 @@ def run_qemu(image_kernel: str, image_initrd: str, tmp: Path) -> float:
                                           ("cli", CLIENT, "00:16:3e:00:88:11", "off")):
             logs[role] = tmp / f"{role}.log"
             logs[role].unlink(missing_ok=True)
-            append = "console=ttyS0 quiet panic=-1 pyxen.run=" + base64.b64encode(script.encode()).decode()
+            append = f"{DEMO_CMDLINE} pyxen.run=" + base64.b64encode(script.encode()).decode()
             procs.append(subprocess.Popen([
                 "qemu-system-x86_64", "-machine", "pc,memory-backend=mem", "-accel", "tcg", "-cpu", "max",
                 "-m", f"{MEMORY}M", "-object", f"memory-backend-memfd,id=mem,size={MEMORY}M,share=on",

@@ -129,9 +129,11 @@ while got < n:
 print(got, time.monotonic() - (t0 or time.monotonic()), flush=True)
 """
 
-SIZE = 3 * 1024 * 1024
-RATE = "400KB/s"
-RATE_BPS = 400_000
+SIZE = 2 * 1024 * 1024
+#: Well under what the unrated vif moves on a slow day (~750 kB/s under TCG on a loaded host),
+#: so that the rate, not the path, is what slows the rated one.
+RATE = "200KB/s"
+RATE_BPS = 200_000
 
 
 def test_rate_limits_transmit(host) -> None:  # type: ignore[no-untyped-def]

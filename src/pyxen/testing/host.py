@@ -22,7 +22,7 @@ from typing import Iterator
 
 from pyxen.hypervisor.hostcfg import DEFAULT_TEXT
 from pyxen.images.demo import DemoImage
-from pyxen.paths import Paths
+from pyxen.paths import DEMO_CMDLINE, Paths
 
 BIN = Path(sys.executable).parent
 #: How long a TCG guest on a loaded 2-core machine may take to boot to its up line.
@@ -84,7 +84,7 @@ class Host:
     def write_cfg(self, name: str, memory: int = 128, vcpus: int = 1, script: str | None = None,
                   extra_lines: str = "", cmdline_extra: str = "") -> Path:
         """A demo-guest config; ``script`` runs in the guest before its up line."""
-        extra = f"console=ttyS0 quiet panic=-1 {cmdline_extra}".strip()
+        extra = f"{DEMO_CMDLINE} {cmdline_extra}".strip()
         if script is not None:
             extra += " pyxen.run=" + base64.b64encode(script.encode()).decode()
         cfg = self.paths.root / f"{name}.cfg"

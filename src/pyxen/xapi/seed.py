@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ..paths import cache_dir
+from ..paths import DEMO_CMDLINE, cache_dir
 from .datamodel import NULL_REF
 from .db import Database
 from .dispatch import now
@@ -32,7 +32,7 @@ DEBIAN_TEMPLATE = "Debian Bookworm 12"
 def demo_kernel() -> tuple[str, str, str]:
     """The demo guest's kernel, initramfs and command line (what `make run`'s guest boots)."""
     root = cache_dir() / "demo"
-    return str(root / "vmlinuz"), str(root / "initrd.img"), "console=ttyS0 quiet panic=-1"
+    return str(root / "vmlinuz"), str(root / "initrd.img"), DEMO_CMDLINE
 
 
 def _one(db: Database, cls: str, key: dict[str, Any], fields: dict[str, Any]) -> str:
