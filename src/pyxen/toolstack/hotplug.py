@@ -39,7 +39,6 @@ from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
 from ..backends.net import DEFAULT_MTU
-from ..backends.net.device import NetDeviceError, open_emulated_tap
 from ..storage import lvm
 from ..storage.volumes import qcow2_backing
 from . import userdata
@@ -225,6 +224,7 @@ def plug_emulated_nic(ctrl: XenCtrl, domid: int, dev: NicSpec) -> None:
 
     :raise DeviceError: the bridge is missing or the TAP cannot be made.
     """
+    from ..backends.net.device import NetDeviceError, open_emulated_tap  # (vhost-user's imports: only here)
     name = emulated_tap_name(domid, dev)
     try:
         fd = open_emulated_tap(name, dev.bridge, dev.mtu)
