@@ -20,10 +20,12 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, replace
-from typing import Iterable, TextIO
+from typing import TYPE_CHECKING, Iterable, TextIO
 
-from ...libxlu.cfg import ConfigSyntaxError, Setting, decode, parse
 from ...paths import Paths
+
+if TYPE_CHECKING:  # the parser is imported where there is a file to parse: most hosts have none
+    from ...libxlu.cfg import Setting
 
 #: libxl's default bridge for a vif with no ``bridge=`` and no vif.default.bridge.
 LIBXL_DEFAULT_BRIDGE = "xenbr0"
@@ -145,6 +147,7 @@ def parse_text(text: str, source: str, warn: TextIO) -> XlConf:
 
     :raise XlConfError: the text does not parse (its message is the parser's line).
     """
+    from ...libxlu.cfg import ConfigSyntaxError, parse
     try:
         settings = parse(text, source)
     except ConfigSyntaxError as err:
@@ -213,6 +216,7 @@ def load_global(paths: Paths, warn: TextIO | None = None) -> XlConf:
         warn.write(f"Failed to read config file: {path}: {err.strerror}\n")
         conf = XlConf()
     else:
+        from ...libxlu.cfg import ConfigSyntaxError, decode
         try:
             conf = parse_text(decode(data, str(path)), str(path), warn)
         except ConfigSyntaxError as err:  # binary or not UTF-8
