@@ -220,25 +220,27 @@ def test_xl_list_imports_no_domain_builder_backend_asyncio_or_logging(tmp_path: 
     """xl list (what scripts poll; bench/scale.py times it with 50 guests) loads only its own
     module: the domain builder, the backends and asyncio cost several times the listing; logging
     (pyxen's NullHandler waits for it) and shutil (argparse's terminal width, which XlParser's
-    fixed-width formatter does without) were a third of its imports. ``list -h`` builds the
+    fixed-width formatter does without) were a third of its imports; the config parser is for
+    an xl.conf, which a host need not have. ``list -h`` builds the
     parser, as a listing does, without needing a host."""
     loaded = _modules_loaded_by("from pyxen.cli import xl; xl.main(['list', '-h'])", tmp_path)
     assert "pyxen.cli.xl.listing" in loaded
     heavy = {"asyncio", "pyxen.toolstack.domain", "pyxen.toolstack.config", "pyxen.backends",
              "pyxen.xenstore.client", "pyxen.cli.xl.domains", "pyxen.toolstack.libxl_json",
-             "logging", "shutil", "ssl", "ctypes"}
+             "logging", "shutil", "ssl", "ctypes", "pyxen.libxlu.cfg"}
     assert not heavy & loaded, heavy & loaded
 
 
 def test_xl_create_imports_no_asyncio_backend_device_or_bootloader(tmp_path: Path) -> None:
     """xl create's module is the blocking toolstack: the asyncio xenstore client (asyncio, ssl)
     lives in client_async, the block and net backends' devices (ctypes, vhost-user) are not
-    where it takes XEN_SCRIPT_DIR and DEFAULT_MTU from, and the bootloader runner is imported
-    only for a config with a bootloader."""
+    where it takes XEN_SCRIPT_DIR and DEFAULT_MTU from, and the bootloader runner and the
+    storage helpers (lvm2, qcow2) are imported only for a config that needs them."""
     loaded = _modules_loaded_by("from pyxen.cli import xl; xl.command_module('create')", tmp_path)
     assert {"pyxen.cli.xl.domains", "pyxen.toolstack.domain", "pyxen.xenstore.client"} <= loaded
     heavy = {"asyncio", "ssl", "ctypes", "pyxen.xenstore.client_async", "pyxen.backends.block",
-             "pyxen.backends.net.device", "pyxen.backends.common.vhost_user", "pyxen.toolstack.bootloader"}
+             "pyxen.backends.net.device", "pyxen.backends.common.vhost_user", "pyxen.toolstack.bootloader",
+             "pyxen.storage.lvm", "pyxen.storage.volumes"}
     assert not heavy & loaded, heavy & loaded
 
 
