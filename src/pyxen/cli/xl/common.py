@@ -57,7 +57,7 @@ class XlParser(argparse.ArgumentParser):
         the terminal with shutil, whose import (with bz2 and lzma) was a tenth of ``xl list``."""
         if cmdtable.lookup(self.command) is None:
             return super()._get_formatter()
-        return self.formatter_class(prog=self.prog, width=_CHECK_WIDTH)
+        return self.formatter_class(prog=self.prog, width=_CHECK_WIDTH)  # type: ignore[call-arg]
 
     def print_help(self, file: Any = None) -> None:
         """``-h``: the help block on stdout (def_getopt: help(); exit(0))."""
