@@ -23,16 +23,15 @@ def _quiet(logging: Any) -> None:
 class _QuietWhenLoggingLoads:
     """Adds pyxen's NullHandler when ``logging`` is first imported, not here: importing logging
     (with traceback, threading, string) was a fifth of ``xl list``'s time, and xl's light
-    commands never log. A meta path finder that hands the import to the finders after it and
-    runs ``_quiet`` once the module has executed; it removes itself on first use."""
+    commands never log. A meta path finder that hands that one import to the finders after it
+    and runs ``_quiet`` once the module has executed; for every other name it answers None."""
 
     @classmethod
     def find_spec(cls, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "logging":
+        if name != "logging" or "logging" in sys.modules:
             return None
-        sys.meta_path.remove(cls)  # type: ignore[arg-type]
         for finder in sys.meta_path:
-            spec = getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            spec = None if finder is cls else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
             if spec is not None:
                 break
         else:
