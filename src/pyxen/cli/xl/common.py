@@ -14,7 +14,6 @@ import re
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 from ...hypervisor.client import XenCtrl
@@ -99,22 +98,26 @@ def interrupts_on_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-@dataclass
 class GlobalOptions:
     """xl's options before the subcommand (``xl -v -t migrate ...``): xl migrate passes them on
-    to the receiver's xl."""
+    to the receiver's xl. (A plain class, as the other records xl list imports are NamedTuples:
+    dataclasses, with inspect, ast and dis, was a tenth of its time.)"""
 
-    verbose: int = 0
-    #: -t: progress with carriage returns (xl passes it on when stderr is a terminal too).
-    tty: bool = False
-    #: -T: timestamps on messages.
-    timestamps: bool = False
-    #: -N (xl.c dryrun_only): only commands whose table entry has can_dryrun run with it
-    #: (main refuses the others); ``create`` reads it as its own ``-n``: parse, print, build
-    #: nothing.
-    dryrun: bool = False
-    #: -f (xl.c force_execution).
-    force: bool = False
+    def __init__(self) -> None:
+        self.verbose = 0
+        #: -t: progress with carriage returns (xl passes it on when stderr is a terminal too).
+        self.tty = False
+        #: -T: timestamps on messages.
+        self.timestamps = False
+        #: -N (xl.c dryrun_only): only commands whose table entry has can_dryrun run with it
+        #: (main refuses the others); ``create`` reads it as its own ``-n``: parse, print,
+        #: build nothing.
+        self.dryrun = False
+        #: -f (xl.c force_execution).
+        self.force = False
+
+    def __repr__(self) -> str:
+        return f"GlobalOptions({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 GLOBALS = GlobalOptions()
