@@ -8,10 +8,16 @@ them itself.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_ROOT = "/var/lib/pyxen"
+#: Xen's hotplug script directory (libxl__xen_script_dir_path), as libxl writes it into a
+#: backend's ``script`` node: one definition for the toolstack, libxl's JSON and blkback.
+XEN_SCRIPT_DIR = "/etc/xen/scripts"
+#: Xen's default disk script, as libxl names it in a vbd backend's ``script`` node. pyxen runs
+#: no script for it: blkback opens ``params`` itself and says ``hotplug-status=connected``.
+DEFAULT_BLOCK_SCRIPT = f"{XEN_SCRIPT_DIR}/block"
 #: Host-wide cache of built guest images and probe verdicts (not per PYXEN_ROOT: shared by hosts).
 CACHE_ROOT = "/var/cache/pyxen"
 
@@ -38,9 +44,9 @@ def pipe_fifos(base: Path) -> tuple[Path, Path]:
     return base.with_name(base.name + ".in"), base.with_name(base.name + ".out")
 
 
-@dataclass(frozen=True)
-class Paths:
-    """The layout of one host's state folder."""
+class Paths(NamedTuple):
+    """The layout of one host's state folder. (A NamedTuple, not a dataclass: every command
+    imports this, and dataclasses, with inspect, ast and dis, was a tenth of ``xl list``.)"""
 
     root: Path
 

@@ -383,3 +383,28 @@ def test_listing_asks_each_qemu_for_its_balloon_only_when_no_event_said(fake: Fa
         assert fake.hv is not None
         fake.hv.balloon_read[domid] -= 3600  # a reading too old is asked again
         assert current_kb() == 48 << 10 and queries() == asked + 1
+
+
+def test_listing_reads_each_guests_vcpu_time_once(fake: FakeHost, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """getdomaininfolist reads each guest's vCPU threads once: Dom0's time (the host's less the
+    guests') is computed from the guests' figures of the same listing, not from a second read
+    of every guest's threads (with 50 guests those /proc reads were most of the call)."""
+    from pyxen.hypervisor import core
+    reads: list[int] = []
+
+    def counted(pid: int, tids: list[int]) -> int:
+        reads.append(pid)
+        return 1_000 * pid
+    monkeypatch.setattr(core, "thread_cpu_ns", counted)
+    monkeypatch.setattr(core, "_host_cpu_ns", lambda: 10 ** 15)
+    with XenCtrl(fake.paths.hypervisor_socket) as xc:
+        for name in ("a", "b"):
+            libxl.create(xc, fake.paths, cfg(tmp_path, name=name))
+        reads.clear()
+        infos = xc.call("sysctl.getdomaininfolist")
+    guests = [d for d in infos if d["domid"] != 0]
+    assert [d["domid"] for d in infos][0] == 0 and len(guests) == 2
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 2
+    assert infos[0]["cpu_time_ns"] == 10 ** 15 - sum(d["cpu_time_ns"] for d in guests)
+    assert all(d["cpu_time_ns"] > 0 for d in guests)

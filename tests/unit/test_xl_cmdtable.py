@@ -207,19 +207,62 @@ def test_the_module_index_names_each_commands_module() -> None:
     assert len(every) == len(set(every)) == len(xl.COMMANDS)
 
 
-def test_xl_list_imports_no_domain_builder_backend_or_asyncio() -> None:
-    """xl list (what scripts poll; bench/scale.py times it with 50 guests) loads only its own
-    module: the domain builder, the backends and asyncio cost several times the listing."""
+def _modules_loaded_by(code: str, root: Path) -> set[str]:
+    """sys.modules after ``code`` runs in a fresh interpreter (PYXEN_ROOT ``root``)."""
     import subprocess
     import sys
-    code = ("import sys; from pyxen.cli import xl; xl.command_module('list'); "
-            "print(' '.join(sorted(sys.modules)))")
-    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                                text=True, env=dict(os.environ)).stdout.split())
+    done = subprocess.run([sys.executable, "-c", f"import sys; {code}; print(' '.join(sorted(sys.modules)))"],
+                          check=True, capture_output=True, text=True, env=dict(os.environ, PYXEN_ROOT=str(root)))
+    return set(done.stdout.splitlines()[-1].split())  # (after what the code printed)
+
+
+def test_xl_list_imports_no_domain_builder_backend_asyncio_or_logging(tmp_path: Path) -> None:
+    """xl list (what scripts poll; bench/scale.py times it with 50 guests) loads only its own
+    module: the domain builder, the backends and asyncio cost several times the listing; logging
+    (pyxen's NullHandler waits for it) and shutil (argparse's terminal width, which XlParser's
+    fixed-width formatter does without) were a third of its imports; the config parser is for
+    an xl.conf, which a host need not have; dataclasses (with inspect, ast, dis) a tenth: the
+    records it uses (Paths, XlConf, CmdSpec, ListColumns, DomainRow, wire.Request) are NamedTuples. ``list -h`` builds the
+    parser, as a listing does, without needing a host."""
+    loaded = _modules_loaded_by("from pyxen.cli import xl; xl.main(['list', '-h'])", tmp_path)
     assert "pyxen.cli.xl.listing" in loaded
     heavy = {"asyncio", "pyxen.toolstack.domain", "pyxen.toolstack.config", "pyxen.backends",
-             "pyxen.xenstore.client", "pyxen.cli.xl.domains", "pyxen.toolstack.libxl_json"}
+             "pyxen.xenstore.client", "pyxen.cli.xl.domains", "pyxen.toolstack.libxl_json",
+             "logging", "shutil", "ssl", "ctypes", "pyxen.libxlu.cfg", "dataclasses"}
     assert not heavy & loaded, heavy & loaded
+
+
+def test_xl_create_imports_no_asyncio_backend_device_or_bootloader(tmp_path: Path) -> None:
+    """xl create's module is the blocking toolstack: the asyncio xenstore client (asyncio, ssl)
+    lives in client_async, the block and net backends' devices (ctypes, vhost-user) are not
+    where it takes XEN_SCRIPT_DIR and DEFAULT_MTU from, and the bootloader runner and the
+    storage helpers (lvm2, qcow2) are imported only for a config that needs them."""
+    loaded = _modules_loaded_by("from pyxen.cli import xl; xl.command_module('create')", tmp_path)
+    assert {"pyxen.cli.xl.domains", "pyxen.toolstack.domain", "pyxen.xenstore.client"} <= loaded
+    heavy = {"asyncio", "ssl", "ctypes", "pyxen.xenstore.client_async", "pyxen.backends.block",
+             "pyxen.backends.net.device", "pyxen.backends.common.vhost_user", "pyxen.toolstack.bootloader",
+             "pyxen.storage.lvm", "pyxen.storage.volumes"}
+    assert not heavy & loaded, heavy & loaded
+
+
+def test_the_asyncio_xenstore_client_is_still_exported_by_client() -> None:
+    """client_async's names stay importable from pyxen.xenstore.client, as the daemons import them."""
+    from pyxen.xenstore import client, client_async
+    assert client.AsyncXenstoreClient is client_async.AsyncXenstoreClient
+    assert client.AsyncClientTransaction is client_async.AsyncClientTransaction
+    with pytest.raises(AttributeError):
+        client.NoSuchName  # noqa: B018
+
+
+def test_pyxen_loggers_stay_quiet_where_logging_is_not_configured(tmp_path: Path) -> None:
+    """pyxen's NullHandler, added when logging is first imported after pyxen: a pyxen warning in
+    a program that configured no logging is not printed by logging's last resort."""
+    import subprocess
+    import sys
+    code = ("import pyxen, sys; assert 'logging' not in sys.modules; import logging; "
+            "logging.getLogger('pyxen.x').warning('hidden'); logging.getLogger('other').warning('shown')")
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert done.stderr == "shown\n"
 
 
 def test_a_command_pyxen_lacks_says_so_in_one_line(no_host: Path, capsys: pytest.CaptureFixture[str]) -> None:

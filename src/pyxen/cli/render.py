@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from ..libxlu.cpumap import format_cpumap
 
 LIST_HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
 
 
-@dataclass(frozen=True)
-class DomainRow:
+class DomainRow(NamedTuple):
     """One line of ``xl list``."""
 
     name: str

@@ -6,8 +6,7 @@ columns, list_vm, claims, output_topologyinfo, output_numainfo, uptime -s) and o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from ..libxlu.cpumap import format_cpumap
 from .render import LIST_HEADER, DomainRow
@@ -17,8 +16,7 @@ INVALID = 0xFFFFFFFF
 NULL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
-@dataclass(frozen=True)
-class ListColumns:
+class ListColumns(NamedTuple):
     """``xl list``'s optional columns: -v (UUID, Reason-Code, Security Label), -Z (Security
     Label), claims' Claimed, -c (Cpupool), -n (NODE Affinity)."""
 

@@ -9,8 +9,7 @@ either a Request/reply or a WireError (the daemon answers EINVAL and keeps servi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_LINE = 1 << 20  # a domain config is a few KiB; anything near this is a broken peer
 #: The notification a VIRQ_DOM_EXC subscriber receives (a line without an id).
@@ -31,11 +30,12 @@ class WireError(ValueError):
     """A frame that is not a valid request or reply."""
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
+    """One hypercall on the wire. (A NamedTuple, not a dataclass: xl imports no dataclasses.)"""
+
     id: int
     op: str
-    args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any]
 
 
 def encode(obj: dict[str, Any]) -> bytes:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .cfg import ULONG_MAX, strtoul_prefix
-
 
 class CpuRangeError(ValueError):
     """A cpus= / cpus_soft= value xl refuses; str() is xl's line (xl then exits 1)."""
@@ -18,6 +16,7 @@ class CpuRangeError(ValueError):
 
 def _parse_range(text: str) -> tuple[int, int] | None:
     """xl_parse.c parse_range: ``A`` or ``A-B`` (strtoul base 10 each, B >= A), nothing after."""
+    from .cfg import ULONG_MAX, strtoul_prefix  # (here: format_cpumap's users, xl list's renderer, skip the parser)
     a, used = strtoul_prefix(text, 10)
     if a is None or a == ULONG_MAX:
         return None

@@ -14,7 +14,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from ..backends.block.xenbus import DEFAULT_BLOCK_SCRIPT, XEN_SCRIPT_DIR
+from ..paths import DEFAULT_BLOCK_SCRIPT, XEN_SCRIPT_DIR  # (not from blkback: xl imports no backend)
 from ..libxlu import disk as libxlu_disk
 from ..libxlu import vif as libxlu_vif
 from ..libxlu.vif import Rate

@@ -24,7 +24,7 @@ from ..libxlu.domid import parse_uint
 from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import XenstoreError
-from . import bootloader, devices, domid_history, hotplug, savefile, userdata, xsdomain
+from . import devices, domid_history, hotplug, savefile, userdata, xsdomain
 from .config import DomainConfig
 
 
@@ -100,6 +100,7 @@ def create(ctrl: XenCtrl, paths: Paths, cfg: DomainConfig, paused: bool = False,
         check_files(cfg)
         return _build(ctrl, paths, cfg, cfg, paused, restore_from, migrate_fd, monitored,
                       run_scripts)
+    from . import bootloader  # (only a config with one pays for its imports: shutil, tempfile, subprocess)
     try:
         boot = bootloader.run(paths, cfg)
     except bootloader.BootloaderError as err:

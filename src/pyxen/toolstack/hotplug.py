@@ -39,9 +39,6 @@ from ..paths import Paths
 from ..xenstore.client import ClientTransaction, XenstoreClient
 from ..xenstore.errors import NoEntry, XenstoreError
 from ..backends.net import DEFAULT_MTU
-from ..backends.net.device import NetDeviceError, open_emulated_tap
-from ..storage import lvm
-from ..storage.volumes import qcow2_backing
 from . import userdata
 from .devices import (DEFAULT_BLOCK_SCRIPT, DEFAULT_VIF_SCRIPT, XEN_SCRIPT_DIR, DeviceSpecError, DiskSpec, NicSpec,
                       backend_nodes, backend_path, check_nic_types, frontend_nodes, frontend_path, parse_disk,
@@ -160,6 +157,8 @@ def activate_volume(domid: int, disk: DiskSpec) -> None:
     :raise DeviceError: one line, when an LV cannot be activated."""
     if not disk.target or disk.script or disk.devtype == "cdrom":
         return
+    from ..storage import lvm  # (a disk's, not every create's: lvm2 and qemu-img's helpers)
+    from ..storage.volumes import qcow2_backing
     path, depth = disk.target, 0
     while path and depth < 16:  # a qcow2 overlay's backing files are opened by QEMU too
         depth += 1
@@ -225,6 +224,7 @@ def plug_emulated_nic(ctrl: XenCtrl, domid: int, dev: NicSpec) -> None:
 
     :raise DeviceError: the bridge is missing or the TAP cannot be made.
     """
+    from ..backends.net.device import NetDeviceError, open_emulated_tap  # (vhost-user's imports: only here)
     name = emulated_tap_name(domid, dev)
     try:
         fd = open_emulated_tap(name, dev.bridge, dev.mtu)

@@ -40,8 +40,6 @@ HOTPLUG_TIMEOUT = 40.0
 #: How long the toolstack waits for ``hotplug-status`` once the script has exited (libxl's
 #: LIBXL_INIT_TIMEOUT, seconds): a script that exits 0 has normally written it already.
 STATUS_TIMEOUT = 10.0
-#: Xen's script directory, as libxl writes it into the ``script`` node.
-XEN_SCRIPT_DIR = "/etc/xen/scripts"
 #: The argument a script gets for attaching and detaching, by backend kind.
 ACTIONS: dict[str, tuple[str, str]] = {"vbd": ("add", "remove"), "vif": ("online", "offline")}
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping
 from ..libxlu.cfg import parse_number
 from ..libxlu import vif as libxlu_vif
 from ..libxlu.cpumap import parse_cpurange
+from ..paths import XEN_SCRIPT_DIR
 from .config import DomainConfig
 from .devices import DeviceSpecError, parse_disk
 
@@ -33,8 +34,6 @@ ACTIONS = {"destroy": "destroy", "restart": "restart", "rename-restart": "restar
            "coredump-restart": "coredump_restart", "soft-reset": "soft_reset"}
 #: libxl_action_on_shutdown's init_val: the value a field is left out for.
 ACTION_DEFAULT = "destroy"
-#: libxl__xen_script_dir_path(): where a default vif script lives.
-XEN_SCRIPT_DIR = "/etc/xen/scripts"
 #: xl.c's run_hotplug_scripts and claim_mode defaults (xl.conf may change them).
 RUN_HOTPLUG_SCRIPTS = True
 SECINITSID_DOMU = 12

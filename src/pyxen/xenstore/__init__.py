@@ -6,9 +6,6 @@ connections (registry + watch index), domains, persistence (journal), process (h
 table), xenstored (daemon state), server (asyncio transports, flow control), config,
 ops (every client request, defined once, sans-I/O), client (its blocking and asyncio
 drivers), access_log.
-Run the daemon with ``python -m pyxen.xenstore``.
+Run the daemon with ``python -m pyxen.xenstore``. Its loggers are ``pyxen.xenstore.*``:
+pyxen's NullHandler (pyxen/__init__.py) covers them, and importing the client costs no logging.
 """
-
-import logging
-
-logging.getLogger(__name__).addHandler(logging.NullHandler())

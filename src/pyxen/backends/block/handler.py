@@ -11,7 +11,6 @@ disk even if this process is killed right after.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import logging
 import os
@@ -29,7 +28,9 @@ DISCARD_SEG = struct.Struct("<QII")
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 BLKDISCARD = 0x1277  # _IO(0x12, 119)
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+#: The C library (fallocate), from the process's own symbols: ctypes.util.find_library("c")
+#: would run `ldconfig -p` in a subprocess at every import.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 # preadv/pwritev on an iovec array built from the descriptor table (IovChain): ctypes releases
 # the GIL around the call as os.preadv does.

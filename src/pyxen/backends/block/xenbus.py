@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 
+from ...paths import DEFAULT_BLOCK_SCRIPT
 from ..common.xenbus import BackendNode
 from . import SECTOR_SIZE
 from .device import BlockDevice, open_target
 
-#: Xen's default disk script, as libxl names it in the backend's ``script`` node. pyxen runs no
-#: script for it: blkback opens ``params`` itself and says ``hotplug-status=connected``. Any
-#: other script is the user's (xl.cfg ``script=``): the toolstack runs it once the backend is
-#: in InitWait, and blkback waits for the ``physical-device-path`` it writes, as Xen's blkback
-#: waits for ``physical-device``.
-XEN_SCRIPT_DIR = "/etc/xen/scripts"
-DEFAULT_BLOCK_SCRIPT = f"{XEN_SCRIPT_DIR}/block"
+#: A script other than Xen's default (paths.DEFAULT_BLOCK_SCRIPT) is the user's (xl.cfg
+#: ``script=``): the toolstack runs it once the backend is in InitWait, and blkback waits for
+#: the ``physical-device-path`` it writes, as Xen's blkback waits for ``physical-device``.
 
 #: info bits (blkif.h): VDISK_CDROM 1, VDISK_REMOVABLE 2, VDISK_READONLY 4.
 VDISK_CDROM, VDISK_REMOVABLE, VDISK_READONLY = 1, 2, 4

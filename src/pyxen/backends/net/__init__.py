@@ -25,6 +25,14 @@ DEFAULT_MTU = 1500
 #: The host network pyxen provides (made when missing); any other bridge must exist already.
 DEFAULT_BRIDGE = "xenbr0"
 
-from .device import NetDevice  # noqa: E402
+
+def __getattr__(name: str) -> object:
+    """NetDevice, imported on first use: the toolstack reads this package's constants
+    (DEFAULT_MTU) in xl, which must not pay for the vhost-user device behind them."""
+    if name == "NetDevice":
+        from .device import NetDevice
+        return NetDevice
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["NetDevice", "RX_QUEUE", "TX_QUEUE"]

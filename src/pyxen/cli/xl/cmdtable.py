@@ -12,11 +12,10 @@ implemented" for them, and so does pyxen).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class CmdSpec:
+class CmdSpec(NamedTuple):
     """One ``struct cmd_spec`` (xl.h) without its function pointer."""
 
     name: str

@@ -14,7 +14,6 @@ import re
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 from ...hypervisor.client import XenCtrl
@@ -32,6 +31,10 @@ class Usage(Exception):
         self.code = code
 
 
+#: The width XlParser's formatter is made with: argparse's default for an 80-column terminal.
+_CHECK_WIDTH = 78
+
+
 class XlParser(argparse.ArgumentParser):
     """argparse with xl's messages: ``option `-x' not supported.`` and exit 2; ``-h`` and
     ``format_help`` give the command's block of xl's help() from Xen's command table."""
@@ -46,6 +49,14 @@ class XlParser(argparse.ArgumentParser):
         inside a Usage message, as xl's help() does."""
         spec = cmdtable.lookup(self.command)
         return cmdtable.command_help(spec) if spec is not None else super().format_help()
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        """A command of xl's table prints xl's help, never argparse's: its formatter only checks
+        each argument as add_argument adds it, at a fixed width. argparse's default sizes it to
+        the terminal with shutil, whose import (with bz2 and lzma) was a tenth of ``xl list``."""
+        if cmdtable.lookup(self.command) is None:
+            return super()._get_formatter()
+        return self.formatter_class(prog=self.prog, width=_CHECK_WIDTH)  # type: ignore[call-arg]
 
     def print_help(self, file: Any = None) -> None:
         """``-h``: the help block on stdout (def_getopt: help(); exit(0))."""
@@ -87,22 +98,26 @@ def interrupts_on_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-@dataclass
 class GlobalOptions:
     """xl's options before the subcommand (``xl -v -t migrate ...``): xl migrate passes them on
-    to the receiver's xl."""
+    to the receiver's xl. (A plain class, as the other records xl list imports are NamedTuples:
+    dataclasses, with inspect, ast and dis, was a tenth of its time.)"""
 
-    verbose: int = 0
-    #: -t: progress with carriage returns (xl passes it on when stderr is a terminal too).
-    tty: bool = False
-    #: -T: timestamps on messages.
-    timestamps: bool = False
-    #: -N (xl.c dryrun_only): only commands whose table entry has can_dryrun run with it
-    #: (main refuses the others); ``create`` reads it as its own ``-n``: parse, print, build
-    #: nothing.
-    dryrun: bool = False
-    #: -f (xl.c force_execution).
-    force: bool = False
+    def __init__(self) -> None:
+        self.verbose = 0
+        #: -t: progress with carriage returns (xl passes it on when stderr is a terminal too).
+        self.tty = False
+        #: -T: timestamps on messages.
+        self.timestamps = False
+        #: -N (xl.c dryrun_only): only commands whose table entry has can_dryrun run with it
+        #: (main refuses the others); ``create`` reads it as its own ``-n``: parse, print,
+        #: build nothing.
+        self.dryrun = False
+        #: -f (xl.c force_execution).
+        self.force = False
+
+    def __repr__(self) -> str:
+        return f"GlobalOptions({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 GLOBALS = GlobalOptions()

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, replace
-from typing import Iterable, TextIO
+from typing import TYPE_CHECKING, Iterable, NamedTuple, TextIO
 
-from ...libxlu.cfg import ConfigSyntaxError, Setting, decode, parse
 from ...paths import Paths
+
+if TYPE_CHECKING:  # the parser is imported where there is a file to parse: most hosts have none
+    from ...libxlu.cfg import Setting
 
 #: libxl's default bridge for a vif with no ``bridge=`` and no vif.default.bridge.
 LIBXL_DEFAULT_BRIDGE = "xenbr0"
@@ -35,8 +36,7 @@ _SIZE = r"-?[0-9]+[bBkKmMgGtT]?"
 _DOM0_MEM = re.compile(r"(^| )dom0_mem=((|min:|max:)(" + _SIZE + r"|(" + _SIZE + r"\+)?[0-9]{1,2}%),?)+($| )")
 
 
-@dataclass(frozen=True)
-class XlConf:
+class XlConf(NamedTuple):
     """The settings of xl.conf that pyxen's xl uses, with xl's defaults."""
 
     #: "on", "off" or "auto" (xl's default): auto means on unless Xen's command line sets
@@ -145,6 +145,7 @@ def parse_text(text: str, source: str, warn: TextIO) -> XlConf:
 
     :raise XlConfError: the text does not parse (its message is the parser's line).
     """
+    from ...libxlu.cfg import ConfigSyntaxError, parse
     try:
         settings = parse(text, source)
     except ConfigSyntaxError as err:
@@ -153,20 +154,20 @@ def parse_text(text: str, source: str, warn: TextIO) -> XlConf:
     auto = _string(settings, "autoballoon", source, warn)
     if auto is not None:
         if auto in ("on", "1"):
-            conf = replace(conf, autoballoon="on")
+            conf = conf._replace(autoballoon="on")
         elif auto in ("off", "0"):
-            conf = replace(conf, autoballoon="off")
+            conf = conf._replace(autoballoon="off")
         elif auto == "auto":
-            conf = replace(conf, autoballoon="auto")
+            conf = conf._replace(autoballoon="auto")
         else:
             # xl.c: fprintf(stderr, "invalid autoballoon option") (no newline: pyxen ends the line)
             warn.write("invalid autoballoon option\n")
     hotplug = _long(settings, "run_hotplug_scripts", source, warn)
     if hotplug is not None:
-        conf = replace(conf, run_hotplug_scripts=hotplug)
+        conf = conf._replace(run_hotplug_scripts=hotplug)
     lockfile = _string(settings, "lockfile", source, warn)
     if lockfile is not None:
-        conf = replace(conf, lockfile=lockfile)
+        conf = conf._replace(lockfile=lockfile)
     script = _string(settings, "vifscript", source, warn)
     if script is not None:
         warn.write("the global config option vifscript is deprecated, please switch to "
@@ -177,19 +178,19 @@ def parse_text(text: str, source: str, warn: TextIO) -> XlConf:
         warn.write("the global config option defaultbridge is deprecated, please switch to "
                    "vif.default.bridge\n")
     bridge = _string(settings, "vif.default.bridge", source, warn) or bridge
-    conf = replace(conf, vif_default_script=script, vif_default_bridge=bridge)
+    conf = conf._replace(vif_default_script=script, vif_default_bridge=bridge)
     fmt = _string(settings, "output_format", source, warn)
     if fmt is not None:
         if fmt in ("json", "sxp"):
-            conf = replace(conf, output_format=fmt)
+            conf = conf._replace(output_format=fmt)
         else:
             warn.write(f'invalid default output format "{fmt}"\n')
     blkdev = _string(settings, "blkdev_start", source, warn)
     if blkdev is not None:
-        conf = replace(conf, blkdev_start=blkdev)
+        conf = conf._replace(blkdev_start=blkdev)
     claim = _long(settings, "claim_mode", source, warn)
     if claim is not None:
-        conf = replace(conf, claim_mode=claim)
+        conf = conf._replace(claim_mode=claim)
     return conf
 
 
@@ -213,6 +214,7 @@ def load_global(paths: Paths, warn: TextIO | None = None) -> XlConf:
         warn.write(f"Failed to read config file: {path}: {err.strerror}\n")
         conf = XlConf()
     else:
+        from ...libxlu.cfg import ConfigSyntaxError, decode
         try:
             conf = parse_text(decode(data, str(path)), str(path), warn)
         except ConfigSyntaxError as err:  # binary or not UTF-8
