@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Iterator
 
 from .paths import Paths
@@ -20,6 +21,28 @@ def arguments(prog: str, description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--root", help="state folder (default $PYXEN_ROOT or /var/lib/pyxen)")
     return ap
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def daemon_pid(paths: Paths, name: str) -> int | None:
+    """The pid in daemon ``name``'s pid file, if that process is alive (running or starting:
+    ``host start`` writes the file as soon as the process exists)."""
+    try:
+        pid = int(paths.pidfile(name).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if alive(pid) else None
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..daemon import alive, daemon_pid
 from ..paths import Paths
 
 #: How long a service may take to come up. The hypervisor's first start may probe KVM (~8 s).
@@ -72,23 +73,8 @@ SERVICES: tuple[Service, ...] = (
 SUPERVISOR = Service("supervisor", "pyxen.host.supervisor", lambda p: p.supervisor_socket)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def running_pid(paths: Paths, svc: Service) -> int | None:
-    try:
-        pid = int(paths.pidfile(svc.name).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if _alive(pid) else None
+    return daemon_pid(paths, svc.name)
 
 
 def connects(path: Path) -> bool:
@@ -250,7 +236,7 @@ def stop_services(paths: Paths, svcs: list[Service]) -> list[Service]:
         running.append((svc, pid))
     deadline = time.monotonic() + STOP_TIMEOUT
     for svc, pid in running:
-        while _alive(pid):
+        while alive(pid):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 break

@@ -26,7 +26,7 @@ from typing import Any, Callable, Coroutine
 
 from aiohttp import web
 
-from ..daemon import arguments, daemon_process
+from ..daemon import arguments, daemon_pid, daemon_process
 from ..hypervisor.hostcfg import HostConfig, XapiConfig
 from ..paths import Paths
 from . import wire
@@ -249,7 +249,7 @@ def host_facts(paths: Paths) -> tuple[int, int]:
                 info = ctrl.call("sysctl.physinfo")
             return int(info["total_pages"]) * 4096, int(info["nr_cpus"])
         except HypervisorUnavailable:  # no socket yet, or nothing accepting on it
-            if _hypervisor_starting(paths) and time.monotonic() < deadline:
+            if daemon_pid(paths, "hypervisor") is not None and time.monotonic() < deadline:
                 time.sleep(0.02)
                 continue
         except Exception:
@@ -261,15 +261,6 @@ def host_facts(paths: Paths) -> tuple[int, int]:
 
 #: How long xapi waits at start for a hypervisor that is starting (services.READY_TIMEOUT).
 HYPERVISOR_START_WAIT = 60.0
-
-
-def _hypervisor_starting(paths: Paths) -> bool:
-    """Whether the hypervisor's pid file names a live process."""
-    try:
-        os.kill(int(paths.pidfile("hypervisor").read_text().split()[0]), 0)
-    except (OSError, ValueError, IndexError):
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
