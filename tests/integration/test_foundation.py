@@ -14,7 +14,7 @@ import time
 import pexpect
 import pytest
 
-from pyxen.hypervisor.qemu import pid_alive
+from pyxen.procfs import alive as pid_alive
 
 from ..conftest import BIN, Host
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pyxen.hypervisor.cgroup import CpusetController
-from pyxen.hypervisor.qemu import pid_alive
+from pyxen.procfs import alive as pid_alive
 
 from ..conftest import Host
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pyxen.hypervisor.cgroup import CpuController
-from pyxen.hypervisor.qemu import pid_alive
+from pyxen.procfs import alive as pid_alive
 
 from ..conftest import Host
 from .test_sched_pools import BUSY, fails, qemu_pid, vcpu_tasks

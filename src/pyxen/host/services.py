@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..daemon import alive, daemon_pid
+from ..daemon import daemon_pid
+from ..procfs import alive
 from ..paths import Paths
 
 #: How long a service may take to come up. The hypervisor's first start may probe KVM (~8 s).

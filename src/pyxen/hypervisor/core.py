@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from .. import XEN_EXTRA, XEN_MAJOR, XEN_MINOR, __version__
 from ..paths import Paths
+from ..procfs import read as read_proc
 from . import physinfo
 from .accel import AccelChoice
 from .cgroup import DEFAULT_WEIGHT, PERIOD_US, CpuController, CpusetController, cap_quota
@@ -443,7 +444,7 @@ class Hypervisor:
 
 def _host_cpu_ns() -> int:
     """All non-idle CPU time of the host, from /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    fields = read_proc("/proc/stat").split("\n", 1)[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
     ticks = user + nice + system + irq + softirq
     return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")

@@ -28,6 +28,7 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from ..paths import Paths
+from ..procfs import alive, read as read_proc, stat_fields
 from .domctl import USB_DEVICES
 from .errors import DeviceModelError
 from .wire import SAVE_TIMEOUT
@@ -212,26 +213,13 @@ def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
     return args + list(info.extra_args)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def is_our_qemu(pid: int, uuid: str) -> bool:
     """True when ``pid`` is a live QEMU started for the domain with ``uuid`` (pids get reused)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return pid_alive(pid) and uuid.encode() in cmdline
+    return alive(pid) and uuid.encode() in cmdline
 
 
 class DeviceModel:
@@ -648,7 +636,7 @@ class DeviceModel:
             await self._poll_migration(what, cancel)
         except DeviceModelError as err:
             for _ in range(1 if cancel else 50):
-                if self.pid is not None and not pid_alive(self.pid):
+                if self.pid is not None and not alive(self.pid):
                     why = _tail(self.log_path) if self.log_path is not None else "(no log)"
                     raise DeviceModelError(f"domain {self.domid}: {what} failed: the device "
                                            f"model exited: {why}") from err
@@ -792,13 +780,13 @@ class DeviceModel:
                 pass
         await self.close()
         for _ in range(100 if asked else 0):
-            if self.pid is None or not pid_alive(self.pid):
+            if self.pid is None or not alive(self.pid):
                 break
             await asyncio.sleep(0.02)
         self.kill()
 
     def kill(self) -> None:
-        if self.pid is not None and pid_alive(self.pid):
+        if self.pid is not None and alive(self.pid):
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -825,7 +813,7 @@ def thread_cpu_ns(pid: int, tids: list[int]) -> int:
     total = 0
     for tid in tids:
         try:
-            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+            total += int(read_proc(f"/proc/{pid}/task/{tid}/schedstat").split(None, 1)[0])
         except (OSError, ValueError, IndexError):
             pass
     return total
@@ -836,7 +824,7 @@ def thread_states(pid: int, tids: list[int]) -> list[str]:
     states = []
     for tid in tids:
         try:
-            states.append(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+            states.append(stat_fields(pid, tid)[0])
         except (OSError, IndexError):
             pass
     return states

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from .core import Hypervisor, hypercall, int_arg
 from .errors import InvalidArgument, NoSuchDomain
+from ..procfs import read as read_proc, stat_fields
 from .qemu import thread_cpu_ns, thread_states
 
 
 def _current_cpu(pid: int, tid: int) -> int:
     """The CPU a thread last ran on (field 39 of /proc/<pid>/task/<tid>/stat)."""
     try:
-        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid, tid)
         return int(fields[36])
     except (OSError, IndexError, ValueError):
         return -1
@@ -35,7 +35,7 @@ def _host_cpu_busy_ns() -> dict[int, int]:
     """Non-idle time of each host CPU (the cpuN lines of /proc/stat): Dom0's vCPU times."""
     tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
     out = {}
-    for line in Path("/proc/stat").read_text().splitlines():
+    for line in read_proc("/proc/stat").splitlines():
         m = re.match(r"cpu(\d+) (\d+) (\d+) (\d+) \d+ \d+ (\d+) (\d+)", line)
         if m:
             out[int(m.group(1))] = sum(int(x) for x in m.groups()[1:]) * tick
