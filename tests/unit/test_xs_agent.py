@@ -74,6 +74,41 @@ def test_an_error_reply_fails_the_call_and_prints_nothing(shell: list[str]) -> N
     assert out.decode() == "rc=1 v=\nrc=0\n"
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_batch_goes_out_together_and_keeps_the_events_between_its_replies(shell: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """xs_writes sends every write before reading any reply; a watch event arriving between the
+    replies lands in the events file, and nothing is asked again."""
+    events = tmp_path / "events"
+    proc, sock = agent(shell, f'xs_events="{events}"; : > "$xs_events"; xs_writes data/a 1 data/b "two words" data/c ""; echo "rc=$?"')
+    reader = PacketReader()
+    writes = requests(sock, reader, 3)  # all three before any reply
+    assert [p.payload for p in writes] == [b"data/a\x001", b"data/b\x00two words", b"data/c\x00"]
+    sock.sendall(encode(Op.WRITE, writes[0].req_id, 0, b"OK\0")
+                 + encode(Op.WATCH_EVENT, 0, 0, b"control/shutdown\0pyxen:control\0")
+                 + b"".join(encode(Op.WRITE, w.req_id, 0, b"OK\0") for w in writes[1:]))
+    out, _ = proc.communicate(timeout=20)
+    assert out.decode() == "rc=0\n"
+    assert events.read_text() == "control/shutdown\npyxen:control\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_batch_write_refused_or_unanswered_is_made_again_on_its_own(shell: list[str]) -> None:
+    """An XS_ERROR for one write of a batch, and no reply at all for another: after 5 s both are
+    made again, each alone (xs_call), and the writes that were answered "OK" are not."""
+    proc, sock = agent(shell, 'xs_writes data/a 1 data/b 2 data/c 3; echo "rc=$?"')
+    reader = PacketReader()
+    a, b, c = requests(sock, reader, 3)
+    sock.sendall(encode(Op.WRITE, a.req_id, 0, b"OK\0") + encode_error(b.req_id, 0, "EACCES"))
+    again = requests(sock, reader, 1)[0]  # c's reply never came: b, alone
+    assert again.op == Op.WRITE and again.payload == b"data/b\x002" and again.req_id not in (a.req_id, b.req_id, c.req_id)
+    sock.sendall(encode(Op.WRITE, again.req_id, 0, b"OK\0"))
+    last = requests(sock, reader, 1)[0]
+    assert last.payload == b"data/c\x003"
+    sock.sendall(encode(Op.WRITE, c.req_id, 0, b"OK\0") + encode(Op.WRITE, last.req_id, 0, b"OK\0"))  # c's late reply first
+    out, _ = proc.communicate(timeout=20)
+    assert out.decode() == "rc=0\n"
+
+
 class ScriptedStore:
     """Just enough of xenstored for the agent's main loop: nodes, WATCH (OK, then the initial
     event) and WATCH_EVENT when a node under a watched path is written."""
