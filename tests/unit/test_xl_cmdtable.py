@@ -232,6 +232,17 @@ def test_xl_list_imports_no_domain_builder_backend_asyncio_or_logging(tmp_path: 
     assert not heavy & loaded, heavy & loaded
 
 
+def test_plain_xl_list_builds_no_parser(tmp_path: Path) -> None:
+    """``xl list`` without arguments (what monitors run) reads listing.NO_ARGUMENTS instead of
+    building a parser: argparse (with gettext and locale) and signal stay unimported, and
+    NO_ARGUMENTS is what the parser reads from no arguments."""
+    from pyxen.cli.xl import listing
+    loaded = _modules_loaded_by("from pyxen.cli import xl; xl.main(['list'])", tmp_path)  # (no host: fails after the imports)
+    assert "pyxen.cli.xl.listing" in loaded
+    assert not {"argparse", "gettext", "locale", "signal", "pyxen.cli.xl.parser"} & loaded
+    assert vars(listing.list_parser().parse_args([])) == vars(listing.NO_ARGUMENTS)
+
+
 def test_xl_create_imports_no_asyncio_backend_device_or_bootloader(tmp_path: Path) -> None:
     """xl create's module is the blocking toolstack: the asyncio xenstore client (asyncio, ssl)
     lives in client_async, the block and net backends' devices (ctypes, vhost-user) are not

@@ -7,20 +7,20 @@ here; ``pyxen.cli.xl`` (``__init__``) assembles their ``COMMANDS`` tables in xl'
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import re
-import signal
 import socket
-import sys
-from typing import Any, Callable, Iterator, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 from ...hypervisor.client import XenCtrl
 from ...libxlu.domid import parse_uint
 from ...paths import Paths
 from ...toolstack import one_line  # (re-exported: the commands print daemons' messages with it)
-from . import cmdtable
+
+if TYPE_CHECKING:
+    import argparse
+
+    from .parser import XlParser
 
 
 class Usage(Exception):
@@ -29,52 +29,6 @@ class Usage(Exception):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
-
-
-#: The width XlParser's formatter is made with: argparse's default for an 80-column terminal.
-_CHECK_WIDTH = 78
-
-
-class XlParser(argparse.ArgumentParser):
-    """argparse with xl's messages: ``option `-x' not supported.`` and exit 2; ``-h`` and
-    ``format_help`` give the command's block of xl's help() from Xen's command table."""
-
-    @property
-    def command(self) -> str:
-        """The command's name in xl's table (``prog`` is ``xl <name>``)."""
-        return self.prog.split()[-1]
-
-    def format_help(self) -> str:
-        """xl's help(<command>) block (cmdtable.command_help); main prints it on stdout even
-        inside a Usage message, as xl's help() does."""
-        spec = cmdtable.lookup(self.command)
-        return cmdtable.command_help(spec) if spec is not None else super().format_help()
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        """A command of xl's table prints xl's help, never argparse's: its formatter only checks
-        each argument as add_argument adds it, at a fixed width. argparse's default sizes it to
-        the terminal with shutil, whose import (with bz2 and lzma) was a tenth of ``xl list``."""
-        if cmdtable.lookup(self.command) is None:
-            return super()._get_formatter()
-        return self.formatter_class(prog=self.prog, width=_CHECK_WIDTH)  # type: ignore[call-arg]
-
-    def print_help(self, file: Any = None) -> None:
-        """``-h``: the help block on stdout (def_getopt: help(); exit(0))."""
-        sys.stdout.write(self.format_help())
-
-    def error(self, message: str) -> NoReturn:
-        if "unrecognized arguments" in message:
-            opt = message.split(":", 1)[1].split()[0]
-            raise Usage(f"option `{opt.lstrip('-')}' not supported.")
-        missing = re.match(r"argument -(\w)(?:/\S+)?: expected one argument", message)
-        if missing:  # getopt's '?' for an option without its argument: optopt is the option
-            raise Usage(f"option `{missing.group(1)}' not supported.")
-        if "required" in message:
-            # xl's def_getopt: the command's reqargs (Xen's number, else the positionals').
-            n = cmdtable.REQARGS.get(self.command, sum(
-                1 for a in self._actions if not a.option_strings and a.nargs in (None, "+")))
-            raise Usage(required_message(self.command, n) + self.format_help())
-        raise Usage(message)
 
 
 def required_message(command: str, reqargs: int) -> str:
@@ -87,6 +41,8 @@ def interrupts_on_termination() -> Iterator[None]:
     """SIGTERM and SIGHUP act as Ctrl-C while the block runs, so an ``xl create`` told to stop
     unwinds (destroying what it built) instead of dying half-way. (SIGKILL cannot be caught;
     then the hypervisor destroys the unfinished domain when xl's connection closes.)"""
+    import signal
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -145,6 +101,9 @@ class XenstoreUnavailable(OSError):
 
 
 def new_parser(cmd: str, desc: str) -> XlParser:
+    """A command's parser (XlParser, in parser.py: argparse is imported when a command parses
+    options, not by ``xl list`` without any)."""
+    from .parser import XlParser
     return XlParser(prog=f"xl {cmd}", description=desc, add_help=True)
 
 
@@ -153,6 +112,7 @@ def integer(text: str) -> int:
     (argparse's ``int`` would also take other scripts' digits, spaces and underscores)."""
     value = parse_uint(text[1:] if text.startswith("-") else text)
     if value is None:
+        import argparse
         raise argparse.ArgumentTypeError(f"invalid integer value: '{text}'")
     return -value if text.startswith("-") else value
 

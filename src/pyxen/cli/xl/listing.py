@@ -9,11 +9,15 @@ mostly the imports of the domain builder, the backends and asyncio (bench/scale.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import render_misc
 from . import xlconf
 from .common import Usage, ctrl, new_parser
+
+if TYPE_CHECKING:
+    from .parser import XlParser
 
 
 def sxp_refused() -> int | None:
@@ -26,7 +30,7 @@ def sxp_refused() -> int | None:
     return 1
 
 
-def cmd_list(argv: list[str]) -> int:
+def list_parser() -> XlParser:
     p = new_parser("list", "List information about all/some domains")
     p.add_argument("-l", "--long", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -34,9 +38,20 @@ def cmd_list(argv: list[str]) -> int:
     p.add_argument("-c", "--cpupool", action="store_true")
     p.add_argument("-n", "--numa", action="store_true")
     p.add_argument("domain", nargs="*")
-    ns = p.parse_args(argv)
+    return p
+
+
+#: What list_parser reads from no arguments: plain ``xl list``, the one scripts and monitors
+#: run, builds no parser (argparse with gettext and locale was a tenth of its time).
+#: tests/unit/test_xl_list.py keeps the two the same.
+NO_ARGUMENTS = SimpleNamespace(long=False, verbose=False, context=False, cpupool=False, numa=False, domain=[])
+
+
+def cmd_list(argv: list[str]) -> int:
+    p = list_parser() if argv else None
+    ns: Any = p.parse_args(argv) if p is not None else NO_ARGUMENTS
     if len(ns.domain) > 1:
-        raise Usage(p.format_help(), 1)
+        raise Usage(list_parser().format_help(), 1)
     cols = render_misc.ListColumns(verbose=ns.verbose, context=ns.context, cpupool=ns.cpupool, numa=ns.numa)
     pools: dict[int, str] = {}
     nodes: dict[int, str] = {}
