@@ -109,6 +109,23 @@ def test_a_batch_write_refused_or_unanswered_is_made_again_on_its_own(shell: lis
     assert out.decode() == "rc=0\n"
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_batch_of_reads_gives_each_value_and_nothing_for_a_missing_node(shell: list[str]) -> None:
+    """xs_reads: the values in xs_val_1.. (any byte but NUL and newline, '%' and '\\' too), ""
+    for an XS_ERROR (a node that is not there), and a read left unanswered is made alone."""
+    proc, sock = agent(shell, 'xs_reads a b c d; printf "[%s]" "$xs_val_1" "$xs_val_2" "$xs_val_3" "$xs_val_4"')
+    reader = PacketReader()
+    a, b, c, d = requests(sock, reader, 4)
+    assert [p.op for p in (a, b, c, d)] == [Op.READ] * 4 and d.payload == b"d\0"
+    sock.sendall(encode(Op.READ, a.req_id, 0, b"poweroff") + encode_error(b.req_id, 0, "ENOENT")
+                 + encode(Op.READ, c.req_id, 0, "50% \\n é".encode()))
+    (again,) = requests(sock, reader, 1)  # d: no reply within 5 s
+    assert again.op == Op.READ and again.payload == b"d\0"
+    sock.sendall(encode(Op.READ, again.req_id, 0, b"1"))
+    out, _ = proc.communicate(timeout=20)
+    assert out.decode() == "[poweroff][][50% \\n é][1]"
+
+
 class ScriptedStore:
     """Just enough of xenstored for the agent's main loop: nodes, WATCH (OK, then the initial
     event) and WATCH_EVENT when a node under a watched path is written."""

@@ -123,61 +123,80 @@ xs_watch() { xs_call 4 $((${#1} + ${#2} + 2)) '%s\000%s\000' "$1" "$2" >/dev/nul
 # are 101 and up (xs_call's start at 1).
 xs_writes() { xs_batch 11 "$@"; }  # path value [path value ...]
 xs_watches() { xs_batch 4 "$@"; }  # path token [path token ...]
-xs_batch() {  # type a b [a b ...]: WRITE (a\0b) or WATCH (a\0b\0) requests
+xs_reads() { xs_batch 2 "$@"; }  # path [path ...]: the values in xs_val_1, xs_val_2, ... (their
+                                 # first lines; "" for a node that is not there, as xs_read)
+xs_batch() {  # type a [b] [a [b] ...]: WRITE (a\0b), WATCH (a\0b\0) or READ (a\0) requests
     xb_type=$1; shift
-    xb_n=0; xb_k=0
-    for xb_a; do  # (requests go out as pairs complete)
-        if [ $((xb_k % 2)) = 0 ]; then xb_p=$xb_a
+    xb_per=2; xb_min=19  # (an "OK" reply is 19 bytes, an error's more)
+    [ "$xb_type" = 2 ] && { xb_per=1; xb_min=16; }
+    xb_n=0; xb_k=0; xb_ev=0
+    for xb_a; do  # (a request goes out when its arguments are complete)
+        if [ "$xb_per" = 2 ] && [ $((xb_k % 2)) = 0 ]; then xb_p=$xb_a
         else
             xb_n=$((xb_n + 1))
-            if [ "$xb_type" = 4 ]; then
-                xs_send 4 $((100 + xb_n)) $((${#xb_p} + ${#xb_a} + 2)); printf '%s\000%s\000' "$xb_p" "$xb_a"
-            else
-                xs_send 11 $((100 + xb_n)) $((${#xb_p} + 1 + ${#xb_a})); printf '%s\000%s' "$xb_p" "$xb_a"
-            fi
+            case "$xb_type" in
+                2) eval "xs_val_$xb_n="; xs_send 2 $((100 + xb_n)) $((${#xb_a} + 1)); printf '%s\000' "$xb_a" ;;
+                4) xs_send 4 $((100 + xb_n)) $((${#xb_p} + ${#xb_a} + 2)); printf '%s\000%s\000' "$xb_p" "$xb_a"
+                   xb_ev=$((xb_ev + 16 + ${#xb_p} + ${#xb_a} + 2)) ;;  # (its first event's size)
+                *) xs_send 11 $((100 + xb_n)) $((${#xb_p} + 1 + ${#xb_a})); printf '%s\000%s' "$xb_p" "$xb_a" ;;
+            esac
         fi
         xb_k=$((xb_k + 1))
     done >&3 2>/dev/null
-    # Read at least what the replies not yet seen must hold (16 bytes each; 19 for an "OK"
-    # when none has come back odd), never more, so nothing after them is consumed unparsed.
+    # Read at least what the replies not yet seen must hold, never more, so nothing after them
+    # is consumed unparsed.
     : > "$xs_hdr"
-    xb_have=0; xb_want=$((19 * xb_n)); xb_rc=0
+    xb_have=0; xb_want=$((xb_min * xb_n + xb_ev)); xb_rc=0
     while :; do
         xb_last=$xb_have
         timeout 5 dd bs=1 count=$((xb_want - xb_have)) <&3 >> "$xs_hdr" 2>/dev/null
         xb_rc=$?
         # shellcheck disable=SC2046
         xs_parse "$xb_type" $(od -An -v -tu1 "$xs_hdr")
-        [ "$xb_seen" = "$xb_n" ] && [ "$xb_more" = 0 ] && break
+        # (a new watch fires once at once: its event follows its "OK", and is read here too)
+        xb_evs=0; [ "$xb_type" = 4 ] && xb_evs=$((xb_n - xb_nev))
+        [ "$xb_seen" = "$xb_n" ] && [ "$xb_more" = 0 ] && [ "$xb_evs" -le 0 ] && break
         [ "$xb_rc" = 0 ] || break  # a timeout, or the port gave out
         [ "$xb_have" -gt "$xb_last" ] || { xb_rc=1; break; }  # the port's end: nothing more comes
-        xb_want=$((xb_have + xb_more + 16 * (xb_n - xb_seen - xb_partial)))
+        [ "$xb_evs" -gt 0 ] || xb_evs=0
+        xb_want=$((xb_have + xb_more + 16 * (xb_n - xb_seen + xb_evs - xb_partial)))
     done
     [ -n "$xs_events" ] && [ -n "$xb_events" ] && printf "$xb_events" >> "$xs_events"
-    [ "$xb_ok" = "$xb_n" ] && return 0
-    if [ "$xb_rc" != 0 ] && [ "$xb_rc" != 124 ] && [ "$xb_rc" != 143 ] && [ -n "$xs_events" ]; then
+    if [ "$xb_ok" != "$xb_n" ] && [ "$xb_rc" != 0 ] && [ "$xb_rc" != 124 ] && [ "$xb_rc" != 143 ] && [ -n "$xs_events" ]; then
         xs_lost; return 2  # the port gave nothing: the main loop opens it again
     fi
     xb_i=0; xb_k=0
-    for xb_a; do  # those not answered "OK", one at a time
-        if [ $((xb_k % 2)) = 0 ]; then xb_p=$xb_a
+    for xb_a; do  # the values read; those not answered, one at a time
+        if [ "$xb_per" = 2 ] && [ $((xb_k % 2)) = 0 ]; then xb_p=$xb_a
         else
             xb_i=$((xb_i + 1))
             case "$xb_oks " in
-                *" $((100 + xb_i)) "*) ;;
-                *) if [ "$xb_type" = 4 ]; then xs_watch "$xb_p" "$xb_a"; else xs_write "$xb_p" "$xb_a"; fi ;;
+                *" $((100 + xb_i)) "*)
+                    if [ "$xb_type" = 2 ]; then
+                        eval "xb_e=\${xb_v_$xb_i}"
+                        printf "$xb_e" > "$xs_hdr"
+                        IFS= read -r xs_val < "$xs_hdr"
+                        eval "xs_val_$xb_i=\$xs_val"
+                    fi ;;
+                *) case "$xb_type" in
+                       2) eval "xs_val_$xb_i=\$(xs_read \"\$xb_a\" | head -n 1)" ;;
+                       4) xs_watch "$xb_p" "$xb_a" ;;
+                       *) xs_write "$xb_p" "$xb_a" ;;
+                   esac ;;
             esac
         fi
         xb_k=$((xb_k + 1))
     done
+    return 0
 }
 # The messages in a batch's bytes (decimal, as od prints them): counts the batch's replies
-# (xb_seen; xb_ok of them "OK", their req_ids in xb_oks), keeps watch events as printf text for
+# (xb_seen; xb_ok of them "OK" or, for reads, answered, their req_ids in xb_oks; a value as
+# printf text in xb_v_<n>), keeps watch events (xb_nev) as printf text for
 # the events file (xb_events), and says how many bytes the last, incomplete message still
 # lacks (xb_more; xb_partial 1 when that one may be a reply) and how many were read (xb_have).
 xs_parse() {  # type bytes...
     xb_t=$1; shift
-    xb_have=$#; xb_seen=0; xb_ok=0; xb_oks=""; xb_events=""; xb_more=0; xb_partial=0
+    xb_have=$#; xb_seen=0; xb_ok=0; xb_oks=""; xb_events=""; xb_nev=0; xb_more=0; xb_partial=0
     while [ $# -ge 16 ]; do
         m_type=$(($1 + $2 * 256)); m_id=$(($5 + $6 * 256)); m_len=$((${13} + ${14} * 256 + ${15} * 65536))
         shift 16
@@ -186,6 +205,7 @@ xs_parse() {  # type bytes...
             return
         fi
         if [ "$m_type" = 15 ]; then  # a watch event: path and token, one a line
+            xb_nev=$((xb_nev + 1))
             while [ "$m_len" -gt 0 ]; do
                 if [ "$1" = 0 ]; then xb_events="$xb_events\\n"
                 else xb_events="$xb_events\\$(($1 >> 6 & 3))$(($1 >> 3 & 7))$(($1 & 7))"
@@ -196,7 +216,16 @@ xs_parse() {  # type bytes...
         fi
         if [ "$m_id" -gt 100 ] && [ "$m_id" -le $((100 + xb_n)) ] && { [ "$m_type" = "$xb_t" ] || [ "$m_type" = 16 ]; }; then
             xb_seen=$((xb_seen + 1))
-            if [ "$m_type" = "$xb_t" ] && [ "$m_len" = 3 ]; then xb_ok=$((xb_ok + 1)); xb_oks="$xb_oks $m_id"; fi
+            if [ "$xb_t" = 2 ]; then  # a value (an error: no value), as printf text
+                xb_e=""
+                while [ "$m_type" = 2 ] && [ "$m_len" -gt 0 ]; do
+                    xb_e="$xb_e\\$(($1 >> 6 & 3))$(($1 >> 3 & 7))$(($1 & 7))"
+                    shift; m_len=$((m_len - 1))
+                done
+                eval "xb_v_$((m_id - 100))=\$xb_e"
+                xb_ok=$((xb_ok + 1)); xb_oks="$xb_oks $m_id"
+            elif [ "$m_type" = "$xb_t" ] && [ "$m_len" = 3 ]; then xb_ok=$((xb_ok + 1)); xb_oks="$xb_oks $m_id"
+            fi
         fi
         [ "$m_len" = 0 ] || shift "$m_len"
     done
@@ -300,11 +329,12 @@ check_cpus() {
     done
 }
 check_control() {
-    case "$(xs_read control/shutdown)" in
+    xs_reads control/shutdown control/sysrq
+    key="$xs_val_2"
+    case "$xs_val_1" in
         poweroff|halt) xs_write control/shutdown ""; echo "pyxen: shutdown requested"; $poweroff_cmd ;;
         reboot) xs_write control/shutdown ""; echo "pyxen: reboot requested"; $reboot_cmd ;;
     esac
-    key="$(xs_read control/sysrq)"
     if [ "${#key}" = 1 ]; then
         xs_write control/sysrq ""
         echo "$key" > /proc/sysrq-trigger
@@ -335,7 +365,8 @@ xs_agent() {  # [PORT]: the port to open (none: fd 3 is open on it already)
             xs_watches control/shutdown pyxen:control control/sysrq pyxen:control cpu pyxen:cpu \
                 device/vif pyxen:device
             changed=""
-            if [ -z "$(xs_read data/updated)" ]; then
+            xs_reads data/updated
+            if [ -z "$xs_val_1" ]; then
                 report_static
                 mem_total=""; mem_free=""
                 report_memory
@@ -343,7 +374,7 @@ xs_agent() {  # [PORT]: the port to open (none: fd 3 is open on it already)
                 changed=1
             fi
             report_addresses
-            [ -n "$changed" ] && xs_write data/updated "$(date '+%a %b %e %H:%M:%S %Y')"
+            [ -n "$changed" ] && xs_writes data/updated "$(date '+%a %b %e %H:%M:%S %Y')"
             fast_passes
         fi
         # What fired (written by xs_event, here or inside a call), each looked at once.
@@ -378,7 +409,7 @@ xs_agent() {  # [PORT]: the port to open (none: fd 3 is open on it already)
                 changed=""
                 if [ "$fast" -gt 0 ]; then fast=$((fast - 1)); else report_memory; fi
                 report_addresses
-                [ -n "$changed" ] && xs_write data/updated "$(date '+%a %b %e %H:%M:%S %Y')" ;;
+                [ -n "$changed" ] && xs_writes data/updated "$(date '+%a %b %e %H:%M:%S %Y')" ;;
         esac
     done
 }
