@@ -82,6 +82,28 @@ def test_pv_guest_gets_no_emulated_devices() -> None:
     assert hvm[hvm.index("-m") + 1] == "65536K"  # KVM keeps its own dirty log: no pad
 
 
+def test_pv_guest_runs_on_q35_with_a_hotplug_bridge_and_hvm_on_pc(tmp_path: Path) -> None:
+    """PV/PVH: q35 (its ACPI _PRT costs a guest ~1 ms a PCI device, pc's ~87 ms of guest time)
+    with the bridge hot-plugged disks and NICs go on (q35's root bus takes none); HVM stays on
+    pc, whose IDE serves its CD-ROMs, and hot-plugs on bus 0 (QEMU's default: no bus given)."""
+    import asyncio
+
+    from pyxen.hypervisor.qemu import HOTPLUG_BRIDGE, hotplug_bus
+    from pyxen.testing.fakes import FakeDeviceModel
+
+    for kind, machine, bus in (("pv", "q35", HOTPLUG_BRIDGE), ("pvh", "q35", HOTPLUG_BRIDGE), ("hvm", "pc", None)):
+        a = argv("q", BuildInfo("g", "u", kind, 64, 64, 1, 1, "/k", None, "", "tcg"), Paths(tmp_path), 7)
+        assert a[a.index("-machine") + 1] == f"{machine},memory-backend=mem"
+        assert hotplug_bus(a) == bus
+        assert (f"pcie-pci-bridge,id={HOTPLUG_BRIDGE},bus=pcie.0" in a) == (bus is not None)
+        dm = FakeDeviceModel(7, Paths(tmp_path), lambda *_: None)
+        dm.hotplug_bus = bus
+        asyncio.run(dm.add_vhost_user_disk(51712, Path("/r/vbd.sock")))
+        asyncio.run(dm.add_xenstore_port(Path("/r/xs.sock")))
+        disk, port = [args for cmd, args in dm.commands if cmd == "device_add"]
+        assert disk.get("bus") == bus and port["bus"] == "xsbus.0"
+
+
 def test_tcg_ram_length_is_not_a_multiple_of_256_kib() -> None:
     """QEMU 7.2 takes its TLB-forgetting fast path for RAM blocks whose length is a multiple of
     64 pages; every TCG size pyxen asks for must miss it, and stay a multiple of 8 KiB (QEMU's

@@ -36,6 +36,17 @@ from .wire import SAVE_TIMEOUT
 log = logging.getLogger(__name__)
 
 XENSTORE_BUS = "xsbus"
+#: PV and PVH domains run on QEMU's q35 machine; HVM ones on pc (its PIIX IDE serves their
+#: CD-ROM drives). Why q35: a guest looks up each PCI device's INTx route in the root bus's ACPI
+#: _PRT when its driver enables the device, and QEMU 7.2's pc DSDT builds that table with an AML
+#: loop of 128 iterations, which Linux's interpreter runs anew for every device: ~87 ms of guest
+#: time each (icount), ~0.4 s of QEMU CPU each under TCG, so the two devices every domain has
+#: (xenstore bus, balloon) made the demo boot ~10% slower than a bare QEMU's. q35's _PRT is a
+#: static package: ~1 ms a device. Measurements: docs/boot.md.
+PV_MACHINE = "q35"
+#: q35's root bus (pcie.0) takes no hot-plugged device: PV/PVH disks and NICs are plugged into
+#: this PCI bridge (ACPI hotplug, as the pc machine's bus 0), which a PV/PVH domain has from start.
+HOTPLUG_BRIDGE = "pcihp0"
 #: The virtio-serial port name a guest looks for to reach xenstored (Xen's ring, in pyxen).
 XENSTORE_PORT = "org.xenproject.xenstore"
 #: Image formats of QEMU's block layer, by xl's disk format name.
@@ -50,7 +61,8 @@ DEVICE_ADD_TIMEOUT = 30.0
 #: gives a frontend LIBXL_DESTROY_TIMEOUT to close (seconds).
 UNPLUG_TIMEOUT = 10.0
 #: device_del of a hot-plugged PCI device waits for the guest to eject it (ACPI PCI hotplug on
-#: the pc machine's bus 0: the guest's kernel handles the eject request); TCG guests are slow.
+#: the pc machine's bus 0 or q35's HOTPLUG_BRIDGE: the guest's kernel handles the eject
+#: request); TCG guests are slow.
 DEVICE_DEL_TIMEOUT = 30.0
 #: How often the peripheral list is read while waiting for an eject.
 DEVICE_DEL_POLL = 0.1
@@ -166,9 +178,10 @@ def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
     # to its target through the balloon device, as Xen's PoD/balloon start does.
     mem = f"{ram_kib(info)}K"
     cpu = "host" if info.accel == "kvm" else "max"
+    machine = "pc" if info.type == "hvm" else PV_MACHINE
     args = [
         qemu, "-name", f"{info.name},debug-threads=on", "-uuid", info.uuid,
-        "-machine", "pc,memory-backend=mem", "-accel", info.accel, "-cpu", cpu,
+        "-machine", f"{machine},memory-backend=mem", "-accel", info.accel, "-cpu", cpu,
         "-smp", f"{info.vcpus},maxcpus={info.max_vcpus}", "-m", mem,
         "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
         "-nodefaults", "-no-user-config", "-no-shutdown", "-no-reboot", "-S",
@@ -202,7 +215,8 @@ def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
                 args += ["-device", USB_DEVICES[dev]]
     else:
         # PV/PVH: no emulated devices at all; the console is the serial port (pyxen's hvc0).
-        args += ["-display", "none", "-vga", "none"]
+        args += ["-display", "none", "-vga", "none",
+                 "-device", f"pcie-pci-bridge,id={HOTPLUG_BRIDGE},bus=pcie.0"]
     if info.kernel:
         cmdline = info.cmdline if "console=" in info.cmdline else f"console=ttyS0 {info.cmdline}".strip()
         args += ["-kernel", info.kernel, "-append", cmdline]
@@ -211,6 +225,12 @@ def argv(qemu: str, info: BuildInfo, paths: Paths, domid: int) -> list[str]:
     if info.incoming:
         args += ["-incoming", "defer"]
     return args + list(info.extra_args)
+
+
+def hotplug_bus(cmd: list[str]) -> str | None:
+    """The bus a QEMU started with ``cmd`` takes hot-plugged PCI devices on: HOTPLUG_BRIDGE if
+    it has one (q35), else None (pc: bus 0, QEMU's default)."""
+    return HOTPLUG_BRIDGE if any(a.startswith(f"pcie-pci-bridge,id={HOTPLUG_BRIDGE},") for a in cmd) else None
 
 
 def is_our_qemu(pid: int, uuid: str) -> bool:
@@ -239,6 +259,9 @@ class DeviceModel:
         #: A loaded (restored, migrated) guest's xenstore port is plugged anew at its first
         #: unpause (replug_xenstore_port).
         self._replug_pending = False
+        #: The bus hot-plugged PCI devices go on: HOTPLUG_BRIDGE (q35) or None (pc's bus 0,
+        #: QEMU's default), from the command line QEMU was started (or adopted) with.
+        self.hotplug_bus: str | None = None
 
     async def start(self, qemu: str, info: BuildInfo, log_path: Path) -> int:
         """Exec QEMU paused and connect QMP; on any failure kill it and raise DeviceModelError."""
@@ -248,6 +271,7 @@ class DeviceModel:
         for fifo in self.paths.console_fifos(self.domid):  # QEMU's pipe chardev needs them at exec
             os.mkfifo(fifo, 0o600)
         cmd = argv(qemu, info, self.paths, self.domid)
+        self.hotplug_bus = hotplug_bus(cmd)
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as logf:
@@ -296,6 +320,10 @@ class DeviceModel:
     async def adopt(self, pid: int) -> None:
         """Take over a QEMU started by an earlier daemon (not our child: no Popen)."""
         self.pid = pid
+        try:
+            self.hotplug_bus = hotplug_bus(Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0"))
+        except OSError:
+            pass  # gone: connect says so
         await self.connect()
 
     async def connect(self) -> None:
@@ -341,7 +369,10 @@ class DeviceModel:
             "addr": {"type": "unix", "data": {"path": str(path)}}, "server": False, "reconnect": 1}}})
 
     async def _device_add(self, device: dict[str, Any], undo: list[tuple[str, dict[str, Any]]]) -> None:
-        """device_add, undoing ``undo`` (the steps before it) if QEMU refuses the device."""
+        """device_add, undoing ``undo`` (the steps before it) if QEMU refuses the device. A
+        device given no bus (a PCI one) goes on the hotplug bus."""
+        if self.hotplug_bus is not None and "bus" not in device:
+            device = {**device, "bus": self.hotplug_bus}
         try:
             await self.execute("device_add", device, timeout=DEVICE_ADD_TIMEOUT)
         except DeviceModelError:
@@ -430,9 +461,9 @@ class DeviceModel:
 
     async def remove_disk(self, devid: int, timeout: float = UNPLUG_TIMEOUT) -> bool:
         """Unplug a disk from the running guest (xl block-detach): device_del asks the guest to
-        eject the PCI device (ACPI hotplug on the pc machine's bus 0); its driver lets go of the
-        disk, flushing what it holds, and QEMU deletes the device. Then its chardev (vhost-user:
-        the backend sees the front-end go) or block node (qdisk) goes too.
+        eject the PCI device (ACPI hotplug on the pc machine's bus 0 or q35's HOTPLUG_BRIDGE); its
+        driver lets go of the disk, flushing what it holds, and QEMU deletes the device. Then its
+        chardev (vhost-user: the backend sees the front-end go) or block node (qdisk) goes too.
 
         Returns False if the guest did not release the device within ``timeout`` (the request
         stays pending in QEMU; the device and its chardev stay). A disk the device model does
@@ -471,9 +502,9 @@ class DeviceModel:
 
     async def _unplug(self, did: str, timeout: float) -> bool:
         """device_del, then wait until the device is gone from /machine/peripheral: the guest
-        was asked to let go of it (an ACPI eject on the pc machine's hot-pluggable bus 0) and
-        did. False if it did not within ``timeout`` (the device then stays, usable, and the
-        request pending). :raise DeviceModelError: QEMU refused the device_del."""
+        was asked to let go of it (an ACPI eject on the pc machine's bus 0 or q35's
+        HOTPLUG_BRIDGE) and did. False if it did not within ``timeout`` (the device then stays,
+        usable, and the request pending). :raise DeviceModelError: QEMU refused the device_del."""
         await self.execute("device_del", {"id": did})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
