@@ -7,14 +7,26 @@ paths are limited to 108 bytes) and is stopped, with every QEMU it started, afte
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+import pyxen
 from pyxen.images.demo import DemoImage, build
+from pyxen.testing.bench import compile_bytecode
 from pyxen.testing.host import BIN, BOOT_TIMEOUT, UP_LINE, Host, qemu_pids_under, started_host
 
 __all__ = ["BIN", "BOOT_TIMEOUT", "UP_LINE", "Host", "qemu_pids_under"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile pyxen's modules once before any test: every ``xl``/``pyxen`` command and every
+    daemon a test starts is a new interpreter, and with PYTHONDONTWRITEBYTECODE set (as it is
+    in this machine's shells) none of them caches what it compiles: each compiled the modules
+    it imports again, thousands of times in a run (bench/'s compile_bytecode, for the same
+    reason). Compiling is about 1 s once; a fresh tree's run no longer pays it per command."""
+    compile_bytecode(Path(pyxen.__file__).resolve().parents[2])
 
 
 @pytest.fixture(scope="session")
