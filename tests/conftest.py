@@ -38,3 +38,14 @@ def demo_image() -> DemoImage:
 def host(demo_image: DemoImage) -> Iterator[Host]:
     with started_host(demo_image) as h:
         yield h
+
+
+@pytest.fixture(scope="module")
+def quiet_host(demo_image: DemoImage) -> Iterator[Host]:
+    """One host shared by a module's tests that leave it as they found it: commands that are
+    refused and checked to change nothing, or that only read. A host per such test (4-5 s of
+    start and stop each) tested no more than a shared one; a test that creates, kills or
+    restarts anything takes ``host``. Its xenbr0 has no address and no DHCP service: it idles
+    beside the module's other hosts and must not serve the bridge in their place."""
+    with started_host(demo_image, xenbr0=False) as h:
+        yield h
