@@ -63,7 +63,8 @@ def test_lifecycle_console_and_memory(host: Host) -> None:
     assert host.xl("domid", "life", check=False).returncode == 1
 
 
-def test_xl_info_fields_and_order(host: Host) -> None:
+def test_xl_info_fields_and_order(quiet_host: Host) -> None:
+    host = quiet_host  # (shared: see quiet_host)
     out = host.xl("info").stdout.splitlines()
     keys = [line.split(":", 1)[0].strip() for line in out]
     assert keys[:12] == ["host", "release", "version", "machine", "nr_cpus", "max_cpu_id", "nr_nodes",
@@ -80,7 +81,8 @@ def test_xl_info_fields_and_order(host: Host) -> None:
     assert "CPU virtualization:" in dmesg
 
 
-def test_bad_configs_leave_nothing(host: Host) -> None:
+def test_bad_configs_leave_nothing(quiet_host: Host) -> None:
+    host = quiet_host  # (shared: see quiet_host)
     free = host.info("free_memory")
     cfg = host.write_cfg("bad")
     # An override is line 8: xl appends "\n", the override and "\n" to the 6-line file.
@@ -111,8 +113,9 @@ def test_duplicate_name_refused(host: Host) -> None:
     assert list(host.domains()) == ["Domain-0", "twin"]
 
 
-def test_non_root_control_client_refused(host: Host) -> None:
+def test_non_root_control_client_refused(quiet_host: Host) -> None:
     """A peer that is not root gets EPERM from the hypervisor itself (SO_PEERCRED)."""
+    host = quiet_host  # (shared: see quiet_host)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: drop to nobody, then try a hypercall

@@ -27,7 +27,8 @@ def state(host: Host) -> tuple[object, str]:
     return doms, host.run("pyxen", "xenstore", "ls", "/", check=True).stdout
 
 
-def test_refused_configs_print_xens_lines_and_create_nothing(host: Host) -> None:
+def test_refused_configs_print_xens_lines_and_create_nothing(quiet_host: Host) -> None:
+    host = quiet_host  # (shared: see quiet_host)
     good = host.write_cfg("cfgerr", memory=128).read_text()
     root = host.paths.root
     cases: list[tuple[str, str, list[str]]] = [
@@ -67,8 +68,9 @@ def test_refused_configs_print_xens_lines_and_create_nothing(host: Host) -> None
     assert state(host) == before
 
 
-def test_values_of_the_wrong_shape_warn_and_fall_back(host: Host) -> None:
+def test_values_of_the_wrong_shape_warn_and_fall_back(quiet_host: Host) -> None:
     """xl -n (dry run) shows the config xl would build: each wrong-shape key has its default."""
+    host = quiet_host  # (shared: see quiet_host)
     path = host.write_cfg("shapes", memory=128, extra_lines="vcpus = [2]\nmaxmem = 256\nmaxmem += 1\n"
                           'vif = [ "colour=blue,mac=00:16:3e:zz" ]\ntype = "p"\n')
     done = host.xl("create", "-n", str(path), check=False)

@@ -21,14 +21,16 @@ pytestmark = pytest.mark.integration
     (["destroy", "42"], 1, "destroy failed (rc=-21)"),
     (["create", "/no/such.cfg"], 1, "Failed to read config file: /no/such.cfg: No such file or directory"),
 ])
-def test_errors_as_xl(host: Host, argv: list[str], code: int, stderr: str) -> None:
-    done = host.xl(*argv, check=False)
+def test_errors_as_xl(quiet_host: Host, argv: list[str], code: int, stderr: str) -> None:
+    done = quiet_host.xl(*argv, check=False)
     assert done.returncode == code, done
     assert stderr in done.stderr, done.stderr
     assert done.stdout == ""
+    assert list(quiet_host.domains()) == ["Domain-0"]  # (shared: the next case starts from this)
 
 
-def test_prefixes_help_and_xm(host: Host) -> None:
+def test_prefixes_help_and_xm(quiet_host: Host) -> None:
+    host = quiet_host  # (read only: xl list, help, domid, domname, info)
     assert host.xl("li").stdout.splitlines()[0] == host.xl("list").stdout.splitlines()[0]
     assert host.xl("list", "--help").returncode == 0
     assert "create" in host.xl("help").stdout

@@ -6,6 +6,7 @@ screenshots and key events (against a socket pair)."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 import subprocess
@@ -255,3 +256,35 @@ def test_ocr_reads_a_rendered_word(tmp_path: Path) -> None:
     text = vnc.screen_text(vnc.Frame(width, height, 4, bytes(px)), tmp_path / "s.ppm")
     assert "HI" in text.replace(" ", "")
     assert (tmp_path / "s.ppm").read_bytes().startswith(b"P6\n")
+
+
+def test_wait_for_text_reads_a_screen_once_until_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OCR only when the frame changed: the same pixels polled again are not read again."""
+    blank, menu = vnc.Frame(2, 1, 4, bytes(8)), vnc.Frame(2, 1, 4, bytes([1] * 8))
+    frames = iter([blank, blank, blank, menu])
+    read: list[vnc.Frame] = []
+
+    class Screen:
+        def frame(self) -> vnc.Frame:
+            return next(frames)
+
+    def screen_text(shot: vnc.Frame, keep: Path | None = None) -> str:
+        read.append(shot)
+        return "Debian installer menu" if shot is menu else "Loading"
+
+    monkeypatch.setattr(vnc, "screen_text", screen_text)
+    assert vnc.wait_for_text(Screen(), ("installer menu",), 10, poll=0) == "Debian installer menu"  # type: ignore[arg-type]
+    assert read == [blank, menu]
+
+
+def test_ocr_runs_tesseract_on_one_thread(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """OMP_THREAD_LIMIT=1: OpenMP's spinning threads took the booting guest's CPU."""
+    seen: dict[str, str] = {}
+
+    def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        seen.update(kw["env"])  # type: ignore[arg-type]
+        return subprocess.CompletedProcess(argv, 0, "words\n", "")
+
+    monkeypatch.setattr(vnc.subprocess, "run", run)
+    assert vnc.ocr(tmp_path / "s.ppm") == "words\n"
+    assert seen["OMP_THREAD_LIMIT"] == "1" and seen["PATH"] == os.environ["PATH"]

@@ -12,6 +12,7 @@ reads a frame's words with Debian's tesseract. Nothing here is used by pyxen its
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -36,6 +37,10 @@ RGB32 = struct.pack(">BBBBHHHBBBxxx", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
 RAW, DESKTOP_SIZE = 0, -223
 #: How long tesseract may take over one screen.
 OCR_TIMEOUT = 60.0
+#: tesseract on one thread: Debian's is built with OpenMP, whose threads spin for each other
+#: when the cores are busy (a TCG guest booting beside it): one screen then cost 3x the CPU
+#: and 3-5x the wall time of a single-threaded read, taken from the guest being watched.
+OCR_ENV = dict(os.environ, OMP_THREAD_LIMIT="1")
 
 
 @dataclass(frozen=True)
@@ -263,7 +268,7 @@ def ocr(image: Path, timeout: float = OCR_TIMEOUT) -> str:
     :raise VncError: tesseract is missing, fails or takes longer than ``timeout``."""
     try:
         done = subprocess.run(["tesseract", str(image), "-", "-l", "eng"], capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, env=OCR_ENV)
     except FileNotFoundError:
         raise VncError("cannot run tesseract (install Debian's tesseract-ocr)") from None
     except subprocess.TimeoutExpired:
@@ -288,9 +293,13 @@ def wait_for_text(session: Session, words: tuple[str, ...], timeout: float,
     read; ``keep`` holds the last screenshot)."""
     deadline = time.monotonic() + timeout
     want = [" ".join(w.lower().split()) for w in words]
-    text = ""
+    text, last = "", None
     while True:
-        text = screen_text(session.frame(), keep)
+        shot = session.frame()
+        if last is None or (shot.width, shot.height, shot.pixels) != last:
+            # (an unchanged screen holds the same words: it is not read again, each OCR being
+            # seconds of CPU taken from the booting guest)
+            text, last = screen_text(shot, keep), (shot.width, shot.height, shot.pixels)
         flat = " ".join(text.lower().split())
         if all(w in flat for w in want):
             return text
