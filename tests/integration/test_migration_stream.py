@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from pyxen.host.services import SERVICES, stop_service
+from pyxen.hypervisor.qemu import hotplug_bus
 from pyxen.testing.bridge import link_local_bridge
 
 pytestmark = pytest.mark.integration
@@ -189,6 +190,21 @@ def pages_that_differ(a: bytes, b: bytes) -> list[int]:
     return [p for p in range(len(a) >> 12) if va[p << 12:(p + 1) << 12] != vb[p << 12:(p + 1) << 12]]
 
 
+def pci_slots(buses: list[dict[str, Any]]) -> dict[str, int]:
+    """The PCI slot of each disk and NIC in QMP's query-pci, behind bridges too (a q35 guest's
+    hot-plugged devices are on its hotplug bridge)."""
+    slots: dict[str, int] = {}
+
+    def walk(devices: list[dict[str, Any]]) -> None:
+        for d in devices:
+            if d.get("qdev_id", "").startswith(("vbd-", "vif-")):
+                slots[d["qdev_id"]] = d["slot"]
+            walk(d.get("pci_bridge", {}).get("devices", []))
+    for bus in buses:
+        walk(bus["devices"])
+    return slots
+
+
 def restore_by_hand(argv: list[str], stream: Path, work: Path, mac: str,
                     slots: dict[str, int]) -> tuple[Qmp, subprocess.Popen[bytes], Path]:
     """A receiving QEMU for ``stream``: the sender's command line (its /proc cmdline) with its
@@ -206,6 +222,7 @@ def restore_by_hand(argv: list[str], stream: Path, work: Path, mac: str,
     proc = subprocess.Popen(argv + ["-incoming", "defer"], stdout=open(work / "qemu.log", "wb"),
                             stderr=subprocess.STDOUT)
     qmp = Qmp(qmp_path)
+    bus = {"bus": b} if (b := hotplug_bus(argv)) is not None else {}  # (q35: the hotplug bridge)
 
     def chardev(cid: str, path: Path, server: bool) -> None:
         data: dict[str, Any] = {"addr": {"type": "unix", "data": {"path": str(path)}}, "server": server}
@@ -219,12 +236,12 @@ def restore_by_hand(argv: list[str], stream: Path, work: Path, mac: str,
         if qid.startswith("vbd-"):
             chardev(qid + "-chr", work / "vbd.sock", False)
             qmp.execute("device_add", {"driver": "vhost-user-blk-pci", "id": qid, "chardev": qid + "-chr",
-                                       "num-queues": 1, "addr": hex(slot)})
+                                       "num-queues": 1, "addr": hex(slot), **bus})
         elif qid.startswith("vif-"):
             chardev(qid + "-chr", work / "vif.sock", False)
             qmp.execute("netdev_add", {"type": "vhost-user", "id": qid + "-net", "chardev": qid + "-chr"})
             qmp.execute("device_add", {"driver": "virtio-net-pci", "id": qid, "netdev": qid + "-net", "mac": mac,
-                                       "vectors": 0, "addr": hex(slot)})
+                                       "vectors": 0, "addr": hex(slot), **bus})
     qmp.execute("migrate-incoming", {"uri": f"exec:cat {stream}"})
     deadline = time.monotonic() + 120
     while dict(qmp.execute("query-migrate")).get("status") != "completed":
@@ -281,8 +298,7 @@ def test_live_migrated_guest_restored_by_hand_has_the_pages_the_backends_wrote(h
                 qmp = Qmp(host.paths.qmp_socket(domid))
                 try:
                     argv = sender_argv(host)
-                    slots = {d["qdev_id"]: d["slot"] for b in qmp.execute("query-pci") for d in b["devices"]
-                             if d.get("qdev_id", "").startswith(("vbd-", "vif-"))}
+                    slots = pci_slots(qmp.execute("query-pci"))
                     qmp.execute("migrate-set-parameters", {"downtime-limit": 2000, "max-bandwidth": 8 << 20})
                     qmp.execute("migrate", {"uri": f"exec:cat > {stream}"})
                     deadline = time.monotonic() + 240
