@@ -38,6 +38,8 @@ reboot_cmd="${PYXEN_AGENT_REBOOT:-systemctl reboot}"
 # a loop that asked every second made an idle guest's QEMU use 20 times the CPU of a bare one.
 # A request's xs_wire.h header (type, req_id, tx_id 0, length: little-endian uint32s), as printf
 # escapes computed by arithmetic (no $(printf) child per byte).
+#: Seconds a request waits for its reply before it is made again (the tests shorten it).
+XS_REPLY_WAIT=5
 xs_send() {  # type req_id length
     printf "\\$(($1 >> 6 & 3))$(($1 >> 3 & 7))$(($1 & 7))\\000\\000\\000\\$(($2 >> 6 & 3))$(($2 >> 3 & 7))$(($2 & 7))\\000\\000\\000\\000\\000\\000\\000\\$(($3 >> 6 & 3))$(($3 >> 3 & 7))$(($3 & 7))\\$(($3 >> 14 & 3))$(($3 >> 11 & 7))$(($3 >> 8 & 7))\\000\\000"
 }
@@ -52,7 +54,7 @@ xs_call() {  # type length format args...: prints the reply's payload; status 1 
             # the header within 5 s, else the request is made again; nothing at all (the port's
             # host side is away: xenstored restarting; or the port was replaced: a restore or a
             # migration) waits 1 s and opens the port again
-            xs_header 5
+            xs_header "$XS_REPLY_WAIT"
             case "$r_status" in
                 lost) xs_lost && return 2; break ;;
                 timeout) break ;;
@@ -149,7 +151,7 @@ xs_batch() {  # type a [b] [a [b] ...]: WRITE (a\0b), WATCH (a\0b\0) or READ (a\
     xb_have=0; xb_want=$((xb_min * xb_n + xb_ev)); xb_rc=0
     while :; do
         xb_last=$xb_have
-        timeout 5 dd bs=1 count=$((xb_want - xb_have)) <&3 >> "$xs_hdr" 2>/dev/null
+        timeout "$XS_REPLY_WAIT" dd bs=1 count=$((xb_want - xb_have)) <&3 >> "$xs_hdr" 2>/dev/null
         xb_rc=$?
         # shellcheck disable=SC2046
         xs_parse "$xb_type" $(od -An -v -tu1 "$xs_hdr")
