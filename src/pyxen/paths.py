@@ -26,8 +26,8 @@ CACHE_ROOT = "/var/cache/pyxen"
 #: the tests' and the benchmarks' configs, and bench/boot.py's bare QEMU). ``no_timer_check``:
 #: Linux's IO-APIC timer check fails on a vCPU starved by a busy host and panics the guest
 #: ("IO-APIC + timer doesn't work!"); Linux's advice for virtual machines is to skip it. (Not
-#: ``acpi=noirq``, though under TCG it saves the guest ~0.25 s of CPU per PCI interrupt link: with
-#: it the guest no longer onlines a hot-added vCPU.)
+#: ``acpi=noirq``: it leaves the guest in legacy PIC mode, which ignores a hot-added vCPU; the
+#: ACPI cost it used to save is gone with PV guests on q35, docs/boot.md.)
 DEMO_CMDLINE = "console=ttyS0 quiet panic=-1 no_timer_check"
 
 

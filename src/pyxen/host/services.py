@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..daemon import daemon_pid
-from ..procfs import alive
 from ..paths import Paths
+from ..procfs import alive
 
 #: How long a service may take to come up. The hypervisor's first start may probe KVM (~8 s).
 READY_TIMEOUT = 60.0

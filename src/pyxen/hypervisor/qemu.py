@@ -321,7 +321,7 @@ class DeviceModel:
         """Take over a QEMU started by an earlier daemon (not our child: no Popen)."""
         self.pid = pid
         try:
-            self.hotplug_bus = hotplug_bus(Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0"))
+            self.hotplug_bus = hotplug_bus(read_proc(f"/proc/{pid}/cmdline").split("\0"))
         except OSError:
             pass  # gone: connect says so
         await self.connect()

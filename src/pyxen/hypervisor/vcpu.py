@@ -16,9 +16,9 @@ import os
 import re
 from typing import Any
 
+from ..procfs import read as read_proc, stat_fields
 from .core import Hypervisor, hypercall, int_arg
 from .errors import InvalidArgument, NoSuchDomain
-from ..procfs import read as read_proc, stat_fields
 from .qemu import thread_cpu_ns, thread_states
 
 

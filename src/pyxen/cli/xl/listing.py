@@ -43,13 +43,12 @@ def list_parser() -> XlParser:
 
 #: What list_parser reads from no arguments: plain ``xl list``, the one scripts and monitors
 #: run, builds no parser (argparse with gettext and locale was a tenth of its time).
-#: tests/unit/test_xl_list.py keeps the two the same.
+#: tests/unit/test_xl_cmdtable.py keeps the two the same.
 NO_ARGUMENTS = SimpleNamespace(long=False, verbose=False, context=False, cpupool=False, numa=False, domain=[])
 
 
 def cmd_list(argv: list[str]) -> int:
-    p = list_parser() if argv else None
-    ns: Any = p.parse_args(argv) if p is not None else NO_ARGUMENTS
+    ns: Any = list_parser().parse_args(argv) if argv else NO_ARGUMENTS
     if len(ns.domain) > 1:
         raise Usage(list_parser().format_help(), 1)
     cols = render_misc.ListColumns(verbose=ns.verbose, context=ns.context, cpupool=ns.cpupool, numa=ns.numa)
