@@ -5,8 +5,13 @@ job (xenstored, xenconsoled, backends, device models, xl, XenAPI) are done by Py
 CPU itself is virtualized by QEMU (KVM where the host can run stock guests, TCG otherwise).
 """
 
+from __future__ import annotations
+
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # (typing is not imported: pyxen.records says why)
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 

@@ -8,8 +8,10 @@ them itself.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import NamedTuple
+from .records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # pathlib is imported where a Path is made (see root_from_env)
+    from pathlib import Path
 
 DEFAULT_ROOT = "/var/lib/pyxen"
 #: Xen's hotplug script directory (libxl__xen_script_dir_path), as libxl writes it into a
@@ -31,8 +33,24 @@ CACHE_ROOT = "/var/cache/pyxen"
 DEMO_CMDLINE = "console=ttyS0 quiet panic=-1 no_timer_check"
 
 
+#: The files every xl run opens, as names under a host's root: xl's start-up joins them to
+#: ``root_from_env()`` without making a Path (pathlib, which brings urllib.parse and ipaddress,
+#: was a tenth of an ``xl list``). Paths's properties of the same names are these under its root.
+XL_CONF = "xl.conf"
+HYPERVISOR_SOCKET = "run/hypervisor.sock"
+XENSTORED_SOCKET = "run/xenstored/socket"
+
+
+def root_from_env(root: str | os.PathLike[str] | None = None) -> str:
+    """A host's state folder: ``root``, else ``$PYXEN_ROOT``, else /var/lib/pyxen; relative to
+    the working directory if not absolute (as Path.absolute() makes it)."""
+    chosen = os.fspath(root) if root is not None else os.environ.get("PYXEN_ROOT") or DEFAULT_ROOT
+    return chosen if os.path.isabs(chosen) else os.path.join(os.getcwd(), chosen)
+
+
 def cache_dir() -> Path:
     """The image cache: ``$PYXEN_CACHE`` or /var/cache/pyxen."""
+    from pathlib import Path
     return Path(os.environ.get("PYXEN_CACHE") or CACHE_ROOT)
 
 
@@ -50,9 +68,9 @@ class Paths(NamedTuple):
 
     @classmethod
     def from_env(cls, root: str | os.PathLike[str] | None = None) -> "Paths":
-        """Paths for ``root``, else ``$PYXEN_ROOT``, else /var/lib/pyxen."""
-        chosen = root if root is not None else os.environ.get("PYXEN_ROOT") or DEFAULT_ROOT
-        return cls(Path(chosen).absolute())
+        """Paths for ``root``, else ``$PYXEN_ROOT``, else /var/lib/pyxen (root_from_env)."""
+        from pathlib import Path
+        return cls(Path(root_from_env(root)))
 
     # --- configuration -------------------------------------------------------------------
     @property
@@ -68,7 +86,7 @@ class Paths(NamedTuple):
     @property
     def xl_conf(self) -> Path:
         """xl's global configuration (Xen's /etc/xen/xl.conf; cli/xl/xlconf.py reads it)."""
-        return self.root / "xl.conf"
+        return self.root / XL_CONF
 
     def domain_cfg(self, name: str) -> Path:
         """A domain's xl.cfg as virt-install writes it, next to the others (Xen's
@@ -109,7 +127,7 @@ class Paths(NamedTuple):
     @property
     def hypervisor_socket(self) -> Path:
         """The hypercall socket (Xen's /dev/xen/privcmd)."""
-        return self.run / "hypervisor.sock"
+        return self.root / HYPERVISOR_SOCKET
 
     @property
     def xenstored_dir(self) -> Path:
@@ -118,7 +136,7 @@ class Paths(NamedTuple):
     @property
     def xenstored_socket(self) -> Path:
         """xenstored's Dom0 socket (Xen's /var/run/xenstored/socket)."""
-        return self.xenstored_dir / "socket"
+        return self.root / XENSTORED_SOCKET
 
     def xenstored_domain_socket(self, domid: int) -> Path:
         """The socket a guest's own xenstore connection arrives on (its 'ring')."""

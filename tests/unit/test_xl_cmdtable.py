@@ -243,6 +243,15 @@ def test_plain_xl_list_builds_no_parser(tmp_path: Path) -> None:
     assert vars(listing.list_parser().parse_args([])) == vars(listing.NO_ARGUMENTS)
 
 
+def test_plain_xl_list_imports_no_typing_pathlib_or_socket_module(tmp_path: Path) -> None:
+    """The modules ``xl list`` imports take NamedTuple and TYPE_CHECKING from pyxen.records, its
+    sockets and xl.conf are joined to root_from_env() as strings, and XenCtrl uses ``_socket``:
+    typing, pathlib (with urllib.parse and ipaddress) and socket.py stay unimported."""
+    loaded = _modules_loaded_by("from pyxen.cli import xl; xl.main(['list'])", tmp_path)  # (no host: fails after the imports)
+    assert {"pyxen.cli.xl.listing", "pyxen.cli.render_misc", "pyxen.hypervisor.client"} <= loaded
+    assert not {"typing", "pathlib", "urllib.parse", "ipaddress", "socket", "contextlib"} & loaded
+
+
 def test_xl_create_imports_no_asyncio_backend_device_or_bootloader(tmp_path: Path) -> None:
     """xl create's module is the blocking toolstack: the asyncio xenstore client (asyncio, ssl)
     lives in client_async, the block and net backends' devices (ctypes, vhost-user) are not

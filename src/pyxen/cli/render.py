@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, NamedTuple
+from ..records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any, Iterable
 
 from ..libxlu.cpumap import format_cpumap
 

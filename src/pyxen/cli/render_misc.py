@@ -6,7 +6,10 @@ columns, list_vm, claims, output_topologyinfo, output_numainfo, uptime -s) and o
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, NamedTuple, Sequence
+from ..records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Sequence
 
 from ..libxlu.cpumap import format_cpumap
 from .render import LIST_HEADER, DomainRow

@@ -5,13 +5,15 @@ timeout. Importing this loads none of the hypervisor daemon's modules.
 
 from __future__ import annotations
 
+import _socket
 import itertools
-import socket
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
 
-if TYPE_CHECKING:  # imported where AsyncXenCtrl runs: xl, which uses only XenCtrl, never pays for it
+from ..records import TYPE_CHECKING
+
+if TYPE_CHECKING:  # asyncio is imported where AsyncXenCtrl runs: xl, which uses only XenCtrl, never pays for it
     import asyncio
+    import os
+    from typing import Any, Sequence
 
 from .errors import HypercallError, from_wire
 from .wire import MAX_LINE, SAVE_TIMEOUT, SCM_RIGHTS_ARG, Request, WireError, decode_reply, encode_request
@@ -42,19 +44,20 @@ class HypervisorUnavailable(HypercallError):
     """The control socket is not there: the host is not started."""
 
 
-def _unavailable(path: Path, err: OSError) -> HypervisorUnavailable:
+def _unavailable(path: str | os.PathLike[str], err: OSError) -> HypervisorUnavailable:
     return HypervisorUnavailable(
         f"cannot reach the hypervisor at {path} ({err.strerror or err}); is the host started? "
         "(pyxen host start)")
 
 
 class XenCtrl:
-    """One connection to the hypervisor; use as a context manager."""
+    """One connection to the hypervisor; use as a context manager. (Its socket is ``_socket``'s:
+    socket.py, which turns its constants into enums at import, was a twentieth of ``xl list``.)"""
 
-    def __init__(self, path: Path, timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(self, path: str | os.PathLike[str], timeout: float = CALL_TIMEOUT) -> None:
         self.path = path
         self._ids = itertools.count(1)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(str(path))
@@ -101,10 +104,11 @@ class XenCtrl:
                 if reply.get("id") != req.id:
                     continue  # a reply to an earlier call that timed out, or a VIRQ line
                 if "send_fds" in reply and "result" not in reply and "error" not in reply:
-                    socket.send_fds(self.sock, [b"\0"], list(fds))
+                    import socket
+                    socket.send_fds(self.sock, [b"\0"], list(fds))  # type: ignore[arg-type]
                 elif "virq" not in reply:
                     break
-        except socket.timeout:
+        except TimeoutError:
             what = "a guest's state copy" if op in SAVE_OPS else "a hypercall"
             raise HypercallError(f"the hypervisor did not answer {op} within {limit:g} s "
                                  f"(the bound on {what})", op) from None
@@ -137,7 +141,7 @@ class AsyncXenCtrl:
     """The asyncio handle: calls may overlap (matched by id), and a VIRQ_DOM_EXC binding
     delivers notifications (``wait_virq``). Every call and the connect have a timeout."""
 
-    def __init__(self, path: Path, timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(self, path: str | os.PathLike[str], timeout: float = CALL_TIMEOUT) -> None:
         import asyncio
         self.path = path
         self.timeout = timeout

@@ -9,7 +9,10 @@ either a Request/reply or a WireError (the daemon answers EINVAL and keeps servi
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
+from ..records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_LINE = 1 << 20  # a domain config is a few KiB; anything near this is a broken peer
 #: The notification a VIRQ_DOM_EXC subscriber receives (a line without an id).

@@ -7,7 +7,10 @@ and, for ``node:``, which CPUs a node has.
 
 from __future__ import annotations
 
-from typing import Callable
+from ..records import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Callable
 
 
 class CpuRangeError(ValueError):

@@ -15,13 +15,15 @@ import errno
 import importlib
 import os
 import sys
-from types import ModuleType
-from typing import Any, Callable
-
 from ...hypervisor.errors import HypercallError
-from ...paths import Paths
+from ...paths import XL_CONF, root_from_env
+from ...records import TYPE_CHECKING
 from . import cmdtable, xlconf
 from .common import DRYRUN_AWARE, GLOBALS, GlobalOptions, Usage, XenstoreUnavailable, one_line
+
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any, Callable
 
 #: Which module of this package implements each command. A command imports only its own module
 #: (and what that imports): ``xl list`` stays clear of the domain builder, the backends and
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(cmdtable.full_help())
         return 1
     try:
-        xlconf.load_global(Paths.from_env())
+        xlconf.load_global(os.path.join(root_from_env(), XL_CONF))
     except xlconf.XlConfError as err:  # parse_global_config: the parser's line, then exit(1)
         print(err, file=sys.stderr)
         print(f"Failed to parse config file: {os.strerror(errno.EINVAL)}", file=sys.stderr)

@@ -12,7 +12,7 @@ implemented" for them, and so does pyxen).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from ...records import NamedTuple
 
 
 class CmdSpec(NamedTuple):

@@ -7,18 +7,17 @@ here; ``pyxen.cli.xl`` (``__init__``) assembles their ``COMMANDS`` tables in xl'
 
 from __future__ import annotations
 
-import contextlib
+import _socket
 import os
-import socket
-from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
-
 from ...hypervisor.client import XenCtrl
 from ...libxlu.domid import parse_uint
-from ...paths import Paths
+from ...paths import HYPERVISOR_SOCKET, XENSTORED_SOCKET, root_from_env
+from ...records import TYPE_CHECKING
 from ...toolstack import one_line  # (re-exported: the commands print daemons' messages with it)
 
 if TYPE_CHECKING:
     import argparse
+    from typing import Callable, TypeVar
 
     from .parser import XlParser
 
@@ -36,21 +35,23 @@ def required_message(command: str, reqargs: int) -> str:
     return f"'xl {command}' requires at least {reqargs} argument{'s' if reqargs > 1 else ''}.\n\n"
 
 
-@contextlib.contextmanager
-def interrupts_on_termination() -> Iterator[None]:
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class interrupts_on_termination:  # noqa: N801 (a context manager used as a call, as contextlib's are)
     """SIGTERM and SIGHUP act as Ctrl-C while the block runs, so an ``xl create`` told to stop
     unwinds (destroying what it built) instead of dying half-way. (SIGKILL cannot be caught;
-    then the hypervisor destroys the unfinished domain when xl's connection closes.)"""
-    import signal
+    then the hypervisor destroys the unfinished domain when xl's connection closes.) A class,
+    not a contextlib generator: ``xl list`` imports this module and not contextlib, or signal."""
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def __enter__(self) -> None:
+        import signal
+        self._old = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
 
-    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
+    def __exit__(self, *exc: object) -> None:
+        import signal
+        for sig, handler in self._old.items():
             signal.signal(sig, handler)
 
 
@@ -78,7 +79,8 @@ class GlobalOptions:
 
 GLOBALS = GlobalOptions()
 
-_Command = TypeVar("_Command", bound=Callable[[list[str]], int])
+if TYPE_CHECKING:
+    _Command = TypeVar("_Command", bound=Callable[[list[str]], int])
 #: The command functions that honour the global -N (read GLOBALS.dryrun and then change
 #: nothing). main refuses -N for a command Xen's table marks can_dryrun whose pyxen function is
 #: not here, so -N never acts by accident.
@@ -126,16 +128,20 @@ def ctrl() -> XenCtrl:
     :raise HypervisorUnavailable: the hypervisor's socket does not answer.
     :raise XenstoreUnavailable: xenstored's socket does not answer.
     """
-    paths = Paths.from_env()
-    xc = XenCtrl(paths.hypervisor_socket)
+    root = root_from_env()  # (Paths's sockets, joined without pathlib: paths.XL_CONF says why)
+    xc = XenCtrl(os.path.join(root, HYPERVISOR_SOCKET))
+    xenstored_socket = os.path.join(root, XENSTORED_SOCKET)
     try:  # a bare connect, as XenstoreClient.connect does: the client (and asyncio) stay unimported
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # (XenCtrl says why not socket.py's)
+        try:
             probe.settimeout(XENSTORE_CONNECT_TIMEOUT)
-            probe.connect(str(paths.xenstored_socket))
+            probe.connect(xenstored_socket)
+        finally:
+            probe.close()
     except OSError as err:
         xc.close()
         raise XenstoreUnavailable(
-            err.errno or 0, f"cannot connect to xenstore at {paths.xenstored_socket} "
+            err.errno or 0, f"cannot connect to xenstore at {xenstored_socket} "
             f"({os.strerror(err.errno) if err.errno else err}); is the host started? "
             "(pyxen host start)") from err
     return xc

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sys
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable
-
+from ...records import TYPE_CHECKING
 from .. import render_misc
 from . import xlconf
 from .common import Usage, ctrl, new_parser
 
 if TYPE_CHECKING:
+    from typing import Any, Callable
+
     from .parser import XlParser
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import TYPE_CHECKING, Iterable, NamedTuple, TextIO
-
-from ...paths import Paths
+from ...records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # the parser is imported where there is a file to parse: most hosts have none
+    from typing import Iterable, TextIO
+
     from ...libxlu.cfg import Setting
+    from ...paths import Paths
 
 #: libxl's default bridge for a vif with no ``bridge=`` and no vif.default.bridge.
 LIBXL_DEFAULT_BRIDGE = "xenbr0"
@@ -197,17 +198,17 @@ def parse_text(text: str, source: str, warn: TextIO) -> XlConf:
 _CURRENT: XlConf | None = None
 
 
-def load_global(paths: Paths, warn: TextIO | None = None) -> XlConf:
-    """Read ``paths.xl_conf`` once for this xl run (xl.c main before the command runs) and keep
-    it for ``current()``.
+def load_global(path: str, warn: TextIO | None = None) -> XlConf:
+    """Read xl.conf at ``path`` (a host's Paths.xl_conf) once for this xl run (xl.c main before
+    the command runs) and keep it for ``current()``.
 
     :raise XlConfError: the file does not parse.
     """
     global _CURRENT
     warn = warn or sys.stderr  # (at call time: tests capture stderr)
-    path = paths.xl_conf
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         conf = XlConf()
     except OSError as err:  # xl.c main: the line, then the defaults
@@ -216,7 +217,7 @@ def load_global(paths: Paths, warn: TextIO | None = None) -> XlConf:
     else:
         from ...libxlu.cfg import ConfigSyntaxError, decode
         try:
-            conf = parse_text(decode(data, str(path)), str(path), warn)
+            conf = parse_text(decode(data, path), path, warn)
         except ConfigSyntaxError as err:  # binary or not UTF-8
             raise XlConfError(str(err)) from err
     _CURRENT = conf
