@@ -7,8 +7,9 @@ from the cached base.
 
 The guest boots as its config says, ``bootloader = 'pygrub'``: pygrub reads the kernel, initrd
 and command line of grub.cfg's default entry from the LV (no mount). A kernel "upgrade" inside
-the guest (a new /boot/vmlinuz-<v> and initrd, the kernel hooks rewrite grub.cfg) followed by
-``xl reboot`` comes back on the new entry.
+the guest (a new /boot/vmlinuz-<v>, the kernel hooks rewrite grub.cfg) puts the new entry
+first, and its removal takes it out. (Rebooting onto a new entry, a second Debian boot of a
+minute or two under TCG, is test_pygrub_boot.py's, on its own disk; CI's time budget.)
 
 The first run on a machine builds the base (debootstrap, about a minute and a half); later runs
 unpack it from $PYXEN_CACHE. A vif on xenbr0: run under ``flock /tmp/pyxen-net.lock``."""
@@ -115,22 +116,6 @@ def test_debian_guest_on_lvm_boots_logs_in_reports_and_powers_off(host: Host, tm
             assert "menuentry 'Debian GNU/Linux, with Linux 9.9.9-test' {" in shown, shown
             assert re.search(r"\r\n1\r\n", shown), shown
             con.expect(r"root@debg:~# ")
-            # A real upgrade's shape for the reboot below: kernel 9.9.9-pyxen (the running
-            # kernel's image) with an initrd that says so on the console when it runs (a
-            # conf.d snippet appended as a second cpio archive), installed the way a kernel
-            # package is, so its hook puts it first in grub.cfg.
-            con.sendline("v=$(uname -r); cp /boot/vmlinuz-$v /boot/vmlinuz-9.9.9-pyxen && "
-                         "mkdir -p /tmp/m/conf/conf.d && "
-                         "echo 'echo pyxen-initrd-9.9.9 > /dev/kmsg' > /tmp/m/conf/conf.d/zz-pyxen && "
-                         "(cd /tmp/m && find . | cpio -o -H newc 2>/dev/null) > /tmp/m.cpio && "
-                         "n=$(stat -c %s /boot/initrd.img-$v) && "  # the kernel wants a cpio 4-aligned
-                         "{ cat /boot/initrd.img-$v; head -c $(( (4 - n % 4) % 4 )) /dev/zero; cat /tmp/m.cpio; } "
-                         "> /boot/initrd.img-9.9.9-pyxen && "
-                         "/etc/kernel/postinst.d/zz-pyxen-update-grub 9.9.9-pyxen && sync && "
-                         "grep -m1 '^menuentry' /boot/grub/grub.cfg && echo installed-$((2+1))")
-            con.expect(r"installed-3\r\n")
-            assert "menuentry 'Debian GNU/Linux, with Linux 9.9.9-pyxen' {" in con.before, con.before
-            con.expect(r"root@debg:~# ")
             con.sendcontrol("]")
             con.expect(pexpect.EOF)
         finally:
@@ -147,21 +132,6 @@ def test_debian_guest_on_lvm_boots_logs_in_reports_and_powers_off(host: Host, tm
         assert gm.os_version["name"] == "Debian GNU/Linux 12 (bookworm)" and gm.os_version["distro"] == "debian"
         assert gm.os_version["major"] == "12" and gm.os_version["uname"].endswith("-cloud-amd64"), gm.os_version
         assert gm.networks["0/ip"] == ip and gm.other["feature-poweroff"] == "1", (gm.networks, gm.other)
-
-        # xl reboot: systemd reboots the guest (systemctl reboot, from the agent) and it comes
-        # back to its login prompt in a new domain, on the upgraded kernel's entry (pygrub ran
-        # again and read the new grub.cfg).
-        seen = len(host.console_text("debg"))
-        host.xl("reboot", "debg")
-        wait_for(lambda: "debg login:" in host.console_text("debg")[seen:].partition("reboot: Restarting system")[2],
-                 BOOT_TIMEOUT, lambda: f"debg's systemd reboot and login prompt again after xl reboot: "
-                                       f"{host.console_text('debg')[seen:][-2500:]}")
-        after = host.console_text("debg")[seen:].partition("reboot: Restarting system")[2]
-        listing = subprocess.run([str(BIN / "pygrub"), "-l", f"/dev/{vg}/debg-disk"], capture_output=True, text=True)
-        assert "pyxen-initrd-9.9.9" in after, (listing.stdout, listing.stderr, after[-6000:-2000])
-        domid = int(host.xl("domid", "debg").stdout)
-        wait_for(lambda: host.xs_read(f"/local/domain/{domid}/attr/vif/0/ipv4/0"), 120,
-                 lambda: "the rebooted guest's address in xenstore")
 
         # xl shutdown: systemd stops the services and powers off; the domain goes away.
         host.xl("shutdown", "debg")

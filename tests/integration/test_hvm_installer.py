@@ -72,10 +72,11 @@ def boot_to_first_screen(host: Host, name: str, port: int, shots: Path) -> dict[
     return times
 
 
-def test_installer_iso_boots_to_its_menu_and_first_screen(host: Host, tmp_path: Path) -> None:
+def test_installer_iso_boots_to_its_menu(host: Host, tmp_path: Path) -> None:
     """``virt-install --hvm --cdrom``: the VNC server asks for vncpasswd (VNC Authentication
-    only) and refuses another password; the right one sees the installer's menu, then its
-    first screen."""
+    only) and refuses another password; the right one sees the installer's menu, read from the
+    ISO by isolinux. (Choosing Install and waiting for the installer's first screen, a minute of
+    TCG, is the PXE test's: the kernel and initrd it boots are the same files.)"""
     iso = build_iso()
     disp = display()
     virt_install(host, "di-cd", disp, "--cdrom", str(iso))
@@ -87,7 +88,9 @@ def test_installer_iso_boots_to_its_menu_and_first_screen(host: Host, tmp_path: 
         vnc.Session("127.0.0.1", port, "d1-pasS")
     with pytest.raises(vnc.VncError, match="wants a password"):
         vnc.frame("127.0.0.1", port)
-    boot_to_first_screen(host, "di-cd", port, tmp_path)
+    with vnc.Session("127.0.0.1", port, PASSWORD) as screen:
+        menu = vnc.wait_for_text(screen, MENU_WORDS, MENU_TIMEOUT, tmp_path / "di-cd-menu.ppm")
+    assert "Help" in menu  # (an entry below Install, which is highlighted)
     host.xl("destroy", "di-cd")
     assert qemu_pids_under(host.paths.root) == []
 
