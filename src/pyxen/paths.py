@@ -8,6 +8,7 @@ them itself.
 from __future__ import annotations
 
 import os
+
 from .records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # pathlib is imported where a Path is made (see root_from_env)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+
 from ..records import TYPE_CHECKING, NamedTuple
+from ..libxlu.cpumap import format_cpumap
 
 if TYPE_CHECKING:
     from typing import Any, Iterable
-
-from ..libxlu.cpumap import format_cpumap
 
 LIST_HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
 

@@ -6,13 +6,13 @@ columns, list_vm, claims, output_topologyinfo, output_numainfo, uptime -s) and o
 from __future__ import annotations
 
 import time
+
 from ..records import TYPE_CHECKING, NamedTuple
+from ..libxlu.cpumap import format_cpumap
+from .render import LIST_HEADER, DomainRow
 
 if TYPE_CHECKING:
     from typing import Any, Iterable, Sequence
-
-from ..libxlu.cpumap import format_cpumap
-from .render import LIST_HEADER, DomainRow
 
 #: libxl's ~0U marker of an unknown topology entry (LIBXL_CPUTOPOLOGY_INVALID_ENTRY).
 INVALID = 0xFFFFFFFF

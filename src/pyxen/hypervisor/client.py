@@ -9,14 +9,13 @@ import _socket
 import itertools
 
 from ..records import TYPE_CHECKING
+from .errors import HypercallError, from_wire
+from .wire import MAX_LINE, SAVE_TIMEOUT, SCM_RIGHTS_ARG, Request, WireError, decode_reply, encode_request
 
 if TYPE_CHECKING:  # asyncio is imported where AsyncXenCtrl runs: xl, which uses only XenCtrl, never pays for it
     import asyncio
     import os
     from typing import Any, Sequence
-
-from .errors import HypercallError, from_wire
-from .wire import MAX_LINE, SAVE_TIMEOUT, SCM_RIGHTS_ARG, Request, WireError, decode_reply, encode_request
 
 
 #: Bound on one hypercall. createdomain starts QEMU and waits for it, which is the slowest of

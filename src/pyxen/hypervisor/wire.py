@@ -9,6 +9,7 @@ either a Request/reply or a WireError (the daemon answers EINVAL and keeps servi
 from __future__ import annotations
 
 import json
+
 from ..records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:

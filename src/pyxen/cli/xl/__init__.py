@@ -15,6 +15,7 @@ import errno
 import importlib
 import os
 import sys
+
 from ...hypervisor.errors import HypercallError
 from ...paths import XL_CONF, root_from_env
 from ...records import TYPE_CHECKING

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _socket
 import os
+
 from ...hypervisor.client import XenCtrl
 from ...libxlu.domid import parse_uint
 from ...paths import HYPERVISOR_SOCKET, XENSTORED_SOCKET, root_from_env

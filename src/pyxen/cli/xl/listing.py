@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from types import SimpleNamespace
+
 from ...records import TYPE_CHECKING
 from .. import render_misc
 from . import xlconf

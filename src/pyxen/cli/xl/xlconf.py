@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import sys
+
 from ...records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # the parser is imported where there is a file to parse: most hosts have none
