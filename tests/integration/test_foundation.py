@@ -197,6 +197,11 @@ def test_guest_poweroff_runs_on_poweroff_destroy(host: Host) -> None:
     assert host.info("free_memory") == free
 
 
+def _no_such_domain(stderr: str) -> bool:
+    """xl's words for a domain name that names no domain now."""
+    return "invalid domain identifier" in stderr or "does not exist" in stderr
+
+
 def test_guest_reboot_restarts(host: Host) -> None:
     """on_reboot=restart: a guest that reboots comes back up (it reboots on every boot here), as
     Xen's monitor does it: a new domain (new domid) from the same config (same uuid)."""
@@ -206,13 +211,19 @@ def test_guest_reboot_restarts(host: Host) -> None:
     while host.console_text("again").count("pyxen demo guest:") < 2:
         assert time.monotonic() < deadline, host.console_text("again")[-1000:]
         time.sleep(0.3)
-    # (it reboots again at once: between two domains of it there may be none for a moment)
+    # It reboots again at once, so between two domains of it there may be none for a moment:
+    # every xl call naming it is retried across that gap.
     while (again := host.domains().get("again")) is None:
         assert time.monotonic() < deadline, "again: no domain after its reboot"
         time.sleep(0.1)
     assert again["id"] != str(domid)
-    assert json.loads(host.xl("list", "-l", "again").stdout)[0]["config"]["c_info"]["uuid"] == uuid
-    host.xl("destroy", "again")
+    while (listed := host.xl("list", "-l", "again", check=False)).returncode != 0:
+        assert time.monotonic() < deadline and _no_such_domain(listed.stderr), listed.stderr
+        time.sleep(0.1)
+    assert json.loads(listed.stdout)[0]["config"]["c_info"]["uuid"] == uuid
+    while (gone := host.xl("destroy", "again", check=False)).returncode != 0:
+        assert time.monotonic() < deadline and _no_such_domain(gone.stderr), gone.stderr
+        time.sleep(0.1)
 
 
 def test_on_poweroff_preserve_keeps_shut_down_domain(host: Host) -> None:
