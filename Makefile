@@ -38,7 +38,10 @@ $(VENV)/.installed: pyproject.toml
 	@dpkg -s python3-venv >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-compile -e '.[test]'
+	@# byte-compile what pyxen and the tests import, not the 256 MB of collections ansible bundles
+	@# (pip's own compile of them was half of this step)
+	$(PY) -m compileall -q -j 0 -x '/ansible_collections/' "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null
 	touch $@
 
 image: deps
