@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 
-TYPE_CHECKING = False  # (typing is not imported: pyxen.records says why)
+# (typing is not imported: pyxen.records says why; its own TYPE_CHECKING, not records', so that
+# every program, pygrub too, loads no pyxen module but its own)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

@@ -36,13 +36,14 @@ else:
         def __new__(mcs, typename: str, bases: tuple[type, ...], ns: dict[str, object]) -> type:
             if bases != (_Record,):
                 raise TypeError("a NamedTuple record can only inherit from NamedTuple")
-            fields = list(ns.get("__annotations__", {}))
+            annotations = dict(ns.get("__annotations__", {}))
+            fields = list(annotations)
             defaults = [name for name in fields if name in ns]
             if defaults != fields[len(fields) - len(defaults):]:
                 raise TypeError(f"{typename}: a field without a default follows one with a default")
             record = collections.namedtuple(typename, fields, defaults=[ns[n] for n in defaults],
                                             module=str(ns["__module__"]))
-            record.__annotations__ = dict(ns.get("__annotations__", {}))
+            record.__annotations__ = annotations
             for key, value in ns.items():
                 if key in _PROHIBITED:
                     raise AttributeError(f"Cannot overwrite NamedTuple attribute {key}")

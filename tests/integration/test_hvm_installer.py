@@ -57,14 +57,19 @@ def virt_install(host: Host, name: str, disp: int, *how: str) -> str:
     return done.stdout
 
 
+def wait_for_menu(screen: vnc.Session, name: str, shots: Path) -> None:
+    """The installer's boot menu on ``screen``, with its entries (its screenshot in ``shots``)."""
+    menu = vnc.wait_for_text(screen, MENU_WORDS, MENU_TIMEOUT, shots / f"{name}-menu.ppm")
+    assert "Help" in menu  # (an entry below Install, which is highlighted)
+
+
 def boot_to_first_screen(host: Host, name: str, port: int, shots: Path) -> dict[str, float]:
     """Wait for the installer's menu, choose its default entry (Install) with Enter, wait for
     the first screen; the seconds each took, from ``xl create``'s return."""
     t0 = time.monotonic()
     with vnc.Session("127.0.0.1", port, PASSWORD) as screen:
-        menu = vnc.wait_for_text(screen, MENU_WORDS, MENU_TIMEOUT, shots / f"{name}-menu.ppm")
+        wait_for_menu(screen, name, shots)
         t_menu = time.monotonic() - t0
-        assert "Help" in menu  # (an entry below Install, which is highlighted)
         screen.key("Return")
         vnc.wait_for_text(screen, FIRST_SCREEN, FIRST_SCREEN_TIMEOUT, shots / f"{name}-language.ppm")
     times = {"menu": round(t_menu, 1), "first_screen": round(time.monotonic() - t0, 1)}
@@ -89,8 +94,7 @@ def test_installer_iso_boots_to_its_menu(host: Host, tmp_path: Path) -> None:
     with pytest.raises(vnc.VncError, match="wants a password"):
         vnc.frame("127.0.0.1", port)
     with vnc.Session("127.0.0.1", port, PASSWORD) as screen:
-        menu = vnc.wait_for_text(screen, MENU_WORDS, MENU_TIMEOUT, tmp_path / "di-cd-menu.ppm")
-    assert "Help" in menu  # (an entry below Install, which is highlighted)
+        wait_for_menu(screen, "di-cd", tmp_path)
     host.xl("destroy", "di-cd")
     assert qemu_pids_under(host.paths.root) == []
 
